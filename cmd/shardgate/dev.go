@@ -1,0 +1,86 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shardgate/shardgate"
+	"github.com/shardgate/shardgate/proxy"
+	"github.com/shardgate/shardgate/sandbox"
+	"github.com/shardgate/shardgate/topology"
+)
+
+func devCmd() *cobra.Command {
+	var (
+		dir, listen, logLevel string
+		shards, replicas      int
+	)
+	cmd := &cobra.Command{
+		Use:   "dev [--shards 2] [--replicas 1] [--dir PATH] [--listen 127.0.0.1:6432]",
+		Short: "Run a local sandbox: shards with streaming replicas behind the proxy",
+		Long: "Start (or restart, if --dir already holds one) PostgreSQL primaries with streaming replicas on free loopback ports,\n" +
+			"load testdata/schema.sql, write DIR/shardgate.yaml and run the proxy in the foreground until Ctrl-C,\nthen stop every server.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(logLevel)
+			if err != nil {
+				return err
+			}
+			if replicas == 0 {
+				replicas = sandbox.NoReplicas
+			}
+			ln, err := net.Listen("tcp", listen) // fail before starting clusters if the port is taken
+			if err != nil {
+				return fmt.Errorf("listen: %w", err)
+			}
+			defer ln.Close()
+			began := time.Now()
+			cluster, err := sandbox.Start(cmd.Context(), sandbox.Options{
+				Dir: dir, Shards: shards, Replicas: replicas, Schema: shardgate.SandboxSchema, Logger: log,
+			})
+			if err != nil {
+				return err
+			}
+			defer func() {
+				if err := cluster.Stop(); err != nil {
+					log.Error("stopping sandbox", "err", err)
+				}
+			}()
+			srv, configPath, err := devServer(cluster, listen, log)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "shardgate dev ready in %.1fs: psql postgresql://postgres@%s/%s  (config %s; Ctrl-C stops)\n",
+				time.Since(began).Seconds(), listen, cluster.Database, configPath)
+			return srv.Serve(cmd.Context(), ln)
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", ".sandbox", "where the clusters live; reused when it already holds a sandbox")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:6432", "proxy listen address")
+	cmd.Flags().IntVar(&shards, "shards", 2, "number of shards (new sandboxes only)")
+	cmd.Flags().IntVar(&replicas, "replicas", 1, "streaming replicas per shard (new sandboxes only)")
+	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+// devServer writes the sandbox's config where the user can read and reuse
+// it, and builds the proxy from that file, so `dev` runs exactly what
+// `serve --config` would.
+func devServer(cluster *sandbox.Cluster, listen string, log *slog.Logger) (*proxy.Server, string, error) {
+	path := filepath.Join(cluster.Dir, "shardgate.yaml")
+	if err := os.WriteFile(path, cluster.ConfigYAML(listen), 0o644); err != nil {
+		return nil, "", err
+	}
+	cfg, err := topology.LoadConfig(path)
+	if err != nil {
+		return nil, "", err
+	}
+	srv, err := proxy.New(cfg, log)
+	return srv, path, err
+}

@@ -1,0 +1,64 @@
+// Package pool lends server connections for one (shard, role). It knows
+// nothing of SQL: the proxy decides what to send and when a connection is
+// free again.
+package pool
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Conn is one authenticated server connection, taken over from pgconn after
+// startup so the proxy can relay raw protocol bytes without decoding them.
+type Conn struct {
+	net.Conn
+	Reader *bufio.Reader
+
+	PID        uint32
+	SecretKey  []byte
+	Params     map[string]string // ParameterStatus values reported at startup
+	ServerAddr string            // host:port, for cancel requests
+
+	// Prepared holds the server-side prepared statement names this
+	// connection has, so the proxy can Parse lazily on first use.
+	Prepared map[string]struct{}
+
+	broken  bool
+	created time.Time
+}
+
+// MarkBroken makes Release close the connection instead of reusing it:
+// after an I/O error its protocol state is unknown.
+func (c *Conn) MarkBroken() { c.broken = true }
+
+// Broken reports whether MarkBroken was called.
+func (c *Conn) Broken() bool { return c.broken }
+
+const readBufferSize = 16 << 10
+
+func dial(ctx context.Context, cfg *pgconn.Config) (*Conn, error) {
+	pc, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	hc, err := pc.Hijack()
+	if err != nil {
+		pc.Close(ctx)
+		return nil, fmt.Errorf("take over server connection: %w", err)
+	}
+	return &Conn{
+		Conn:       hc.Conn,
+		Reader:     bufio.NewReaderSize(hc.Conn, readBufferSize),
+		PID:        hc.PID,
+		SecretKey:  hc.SecretKey,
+		Params:     hc.ParameterStatuses,
+		ServerAddr: net.JoinHostPort(cfg.Host, fmt.Sprint(cfg.Port)),
+		Prepared:   make(map[string]struct{}),
+		created:    time.Now(),
+	}, nil
+}

@@ -1,0 +1,81 @@
+package proxy
+
+import "github.com/shardgate/shardgate/router"
+
+// answerBatchTx answers a batch made only of transaction control (BEGIN as
+// psycopg 3 and JDBC send it, Parse/Bind/Execute/Sync) without a server, when
+// every statement in it can be answered locally. It reports whether it did.
+func (c *client) answerBatchTx() bool {
+	if c.held != nil || !c.batchTxLocal() {
+		return false
+	}
+	bi := 0
+	var current *prepared
+	for _, m := range c.batch.msgs {
+		body := c.batch.body(m)
+		switch m.typ {
+		case 'P':
+			c.out = appendEmpty(c.out, '1')
+			if name, _, _ := cstring(body); len(name) > 0 {
+				b := c.bound[bi]
+				bi++
+				c.stmts[b.clientName] = b.prep
+			}
+		case 'B':
+			_, rest, _ := cstring(body)
+			stmt, _, _ := cstring(rest)
+			current = c.lookupAt(string(stmt), bi)
+			c.out = appendEmpty(c.out, '2')
+		case 'D':
+			if body[0] == 'S' {
+				c.out = append(c.out, 't', 0, 0, 0, 6, 0, 0) // no parameters
+			}
+			c.out = appendEmpty(c.out, 'n')
+		case 'E':
+			plan := c.srv.router.Route(current.analysis, nil, nil)
+			tag := c.txTag(plan)
+			c.answerTx(plan.Tx, current.query())
+			c.out = appendCommandComplete(c.out, tag)
+		case 'C':
+			c.out = appendEmpty(c.out, '3')
+		case 'S':
+			c.out = appendReadyForQuery(c.out, c.status())
+		}
+	}
+	return true
+}
+
+// batchTxLocal reports whether every Execute in the batch runs transaction
+// control the proxy can answer in turn, simulating the state changes.
+func (c *client) batchTxLocal() bool {
+	state, pendingLen := c.state, len(c.pending)
+	defer func() { c.state, c.pending = state, c.pending[:pendingLen] }()
+	bi := 0
+	var current *prepared
+	executed := false
+	for _, m := range c.batch.msgs {
+		body := c.batch.body(m)
+		switch m.typ {
+		case 'P':
+			if name, _, _ := cstring(body); len(name) > 0 {
+				bi++
+			}
+		case 'B':
+			_, rest, _ := cstring(body)
+			stmt, _, _ := cstring(rest)
+			current = c.lookupAt(string(stmt), bi)
+		case 'E':
+			if current == nil {
+				return false
+			}
+			plan := c.srv.router.Route(current.analysis, nil, nil)
+			if plan.Target != router.TargetNone || !c.answerTx(plan.Tx, current.query()) {
+				return false
+			}
+			executed = true
+		case 'H':
+			return false
+		}
+	}
+	return executed
+}

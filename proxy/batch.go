@@ -1,0 +1,363 @@
+package proxy
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/shardgate/shardgate/pool"
+	"github.com/shardgate/shardgate/router"
+)
+
+// batch holds extended-protocol messages up to Sync or Flush: routing needs
+// the Bind parameters before the first byte goes to a server.
+type batch struct {
+	buf  []byte
+	msgs []msgRef
+}
+
+type msgRef struct {
+	typ        byte
+	start, end int
+}
+
+func (b *batch) add(typ byte, body []byte) {
+	start := len(b.buf)
+	b.buf = append(b.buf, body...)
+	b.msgs = append(b.msgs, msgRef{typ, start, len(b.buf)})
+}
+
+func (b *batch) body(m msgRef) []byte { return b.buf[m.start:m.end] }
+
+func (b *batch) reset() {
+	b.buf, b.msgs = b.buf[:0], b.msgs[:0]
+}
+
+// prepared is a client's prepared statement. Its server-side name is derived
+// from the statement itself, so every client preparing the same SQL shares
+// one server-side statement per server connection, and no two clients'
+// names can collide.
+type prepared struct {
+	serverName string
+	parse      []byte // Parse body carrying serverName
+	analysis   *router.Analysis
+}
+
+func (p *prepared) query() []byte {
+	_, rest, _ := cstring(p.parse)
+	q, _, _ := cstring(rest)
+	return q
+}
+
+// boundStmt is a Parse seen in the current batch, not yet confirmed by a
+// server, so later messages of the same batch can refer to it.
+type boundStmt struct {
+	clientName string
+	prep       *prepared
+}
+
+func newPrepared(rest []byte, a *router.Analysis) *prepared {
+	sum := xxhash.Sum64(rest)
+	var raw [8]byte
+	binary.BigEndian.PutUint64(raw[:], sum)
+	name := "sg_" + hex.EncodeToString(raw[:])
+	parse := make([]byte, 0, len(name)+1+len(rest))
+	parse = append(append(append(parse, name...), 0), rest...)
+	return &prepared{serverName: name, parse: parse, analysis: a}
+}
+
+// lookup finds a statement by client name, newest Parse in the batch first.
+func (c *client) lookup(name string) *prepared {
+	if name == "" {
+		if c.unnamed.analysis == nil {
+			return nil
+		}
+		return &c.unnamed
+	}
+	for i := len(c.bound) - 1; i >= 0; i-- {
+		if c.bound[i].clientName == name {
+			return c.bound[i].prep
+		}
+	}
+	return c.stmts[name]
+}
+
+func (c *client) runBatch() error {
+	defer func() {
+		c.batch.reset()
+		c.bound = c.bound[:0]
+	}()
+	plan, perr := c.planBatch()
+	if perr != nil {
+		return c.refuse(perr)
+	}
+	if plan.Target == router.TargetNone && c.answerBatchTx() {
+		return c.flush()
+	}
+	return c.execute(plan, unit{})
+}
+
+// planBatch routes every Bind of the batch and merges the plans: the batch
+// runs on one server, so its statements must agree on a shard.
+func (c *client) planBatch() (router.Plan, *router.Error) {
+	plan := router.Plan{Target: router.TargetAny}
+	bound := false
+	for _, m := range c.batch.msgs {
+		body := c.batch.body(m)
+		switch m.typ {
+		case 'P':
+			if err := c.planParse(body); err != nil {
+				return plan, err
+			}
+		case 'B':
+			p, err := c.planBind(body)
+			if err != nil {
+				return plan, err
+			}
+			if !bound {
+				plan, bound = p, true
+				continue
+			}
+			merged, err := c.merge(plan, p)
+			if err != nil {
+				return plan, err
+			}
+			plan = merged
+		}
+	}
+	return plan, nil
+}
+
+func (c *client) planParse(body []byte) *router.Error {
+	name, rest, ok := cstring(body)
+	if !ok {
+		return &router.Error{Code: router.CodeProtocolViolation, Message: "invalid Parse message"}
+	}
+	query, _, ok := cstring(rest)
+	if !ok {
+		return &router.Error{Code: router.CodeProtocolViolation, Message: "invalid Parse message"}
+	}
+	a, _ := c.srv.router.Analyze(query)
+	if a.Err == nil && len(a.Stmts) > 1 {
+		return &router.Error{Code: router.CodeSyntaxError, Message: "cannot insert multiple commands into a prepared statement"}
+	}
+	if len(name) == 0 {
+		c.unnamed.parse = append(c.unnamed.parse[:0], body...)
+		c.unnamed.analysis = a
+		return nil
+	}
+	c.bound = append(c.bound, boundStmt{clientName: string(name), prep: newPrepared(rest, a)})
+	return nil
+}
+
+func (c *client) planBind(body []byte) (router.Plan, *router.Error) {
+	_, rest, ok := cstring(body) // portal
+	if !ok {
+		return router.Plan{}, &router.Error{Code: router.CodeProtocolViolation, Message: "invalid Bind message"}
+	}
+	stmt, rest, ok := cstring(rest)
+	if !ok {
+		return router.Plan{}, &router.Error{Code: router.CodeProtocolViolation, Message: "invalid Bind message"}
+	}
+	p := c.lookup(string(stmt))
+	if p == nil {
+		// Unknown statement: any server gives Postgres's own error.
+		return router.Plan{Target: router.TargetAny}, nil
+	}
+	if err := c.decodeBind(rest); err != nil {
+		return router.Plan{}, err
+	}
+	plan := c.srv.router.Route(p.analysis, c.params, c.formats)
+	if plan.Target == router.TargetError {
+		return plan, plan.Err
+	}
+	return plan, nil
+}
+
+// decodeBind fills c.formats and c.params from the rest of a Bind after the
+// statement name; params alias the batch buffer.
+func (c *client) decodeBind(b []byte) *router.Error {
+	bad := &router.Error{Code: router.CodeProtocolViolation, Message: "invalid Bind message"}
+	if len(b) < 2 {
+		return bad
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	if len(b) < 2*n+2 {
+		return bad
+	}
+	c.formats = c.formats[:0]
+	for i := 0; i < n; i++ {
+		c.formats = append(c.formats, int16(binary.BigEndian.Uint16(b[2*i:])))
+	}
+	b = b[2*n:]
+	n = int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	c.params = c.params[:0]
+	for i := 0; i < n; i++ {
+		if len(b) < 4 {
+			return bad
+		}
+		size := int32(binary.BigEndian.Uint32(b))
+		b = b[4:]
+		if size < 0 {
+			c.params = append(c.params, nil)
+			continue
+		}
+		if int(size) > len(b) {
+			return bad
+		}
+		c.params = append(c.params, b[:size:size])
+		b = b[size:]
+	}
+	return nil
+}
+
+// merge combines the plans of two Binds in one batch.
+func (c *client) merge(a, b router.Plan) (router.Plan, *router.Error) {
+	switch {
+	case a.Target == router.TargetNone:
+		return b, nil
+	case b.Target == router.TargetNone, b.Target == router.TargetAny:
+		return a, nil
+	case a.Target == router.TargetAny:
+		return b, nil
+	case a.Target == router.TargetShard && b.Target == router.TargetShard && a.Shard == b.Shard:
+		if b.Role == router.RolePrimary {
+			a.Role = b.Role
+		}
+		return a, nil
+	case a.Target == router.TargetAll && b.Target == router.TargetAll:
+		return a, nil
+	}
+	return a, &router.Error{Code: router.CodeFeatureNotSupported, Message: fmt.Sprintf("statements of one batch need different shards (%s and %s); send them in separate transactions", c.describe(a), c.describe(b))}
+}
+
+// describe names a plan's shards for error messages.
+func (c *client) describe(p router.Plan) string {
+	switch p.Target {
+	case router.TargetShard:
+		return "shard " + c.srv.topo().Shards[p.Shard].Name
+	case router.TargetAll:
+		return "every shard"
+	}
+	return "any shard"
+}
+
+// lookupAt is lookup as of the message after the first n Parses of the batch.
+func (c *client) lookupAt(name string, n int) *prepared {
+	for i := n - 1; i >= 0; i-- {
+		if c.bound[i].clientName == name {
+			return c.bound[i].prep
+		}
+	}
+	return c.stmts[name]
+}
+
+// appendRenamed re-encodes a Bind or Describe with a server-side statement
+// name: head is everything before the name, rest everything after its NUL.
+func appendRenamed(dst []byte, typ byte, head []byte, name string, rest []byte) []byte {
+	dst = append(dst, typ)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(4+len(head)+len(name)+1+len(rest)))
+	dst = append(append(append(dst, head...), name...), 0)
+	return append(dst, rest...)
+}
+
+func serverNameOr(p *prepared, clientName []byte) string {
+	if p == nil {
+		return string(clientName) // unknown: let the server report it
+	}
+	return p.serverName
+}
+
+// buildBatch turns the batch into bytes for sc in c.sout, rewriting
+// statement names and preparing statements sc lacks, and returns the ops.
+func (c *client) buildBatch(sc *pool.Conn, ops []op) []op {
+	willHave := map[string]bool{}
+	unnamedSent := false
+	ensure := func(p *prepared) {
+		if p == nil || p.serverName == "" {
+			return
+		}
+		if _, ok := sc.Prepared[p.serverName]; ok || willHave[p.serverName] {
+			return
+		}
+		willHave[p.serverName] = true
+		c.sout = appendMessage(c.sout, 'P', p.parse)
+		ops = append(ops, op{typ: 'P', drop: true, prepared: p})
+	}
+	bi := 0
+	for _, m := range c.batch.msgs {
+		body := c.batch.body(m)
+		switch m.typ {
+		case 'P':
+			name, _, _ := cstring(body)
+			if len(name) == 0 {
+				unnamedSent = true
+				c.sout = appendMessage(c.sout, 'P', body)
+				ops = append(ops, op{typ: 'P'})
+				continue
+			}
+			b := c.bound[bi]
+			bi++
+			if _, exists := c.stmts[b.clientName]; exists {
+				ops = append(ops, op{typ: 'P', err: &router.Error{Code: "42P05", Message: fmt.Sprintf("prepared statement %q already exists", b.clientName)}})
+				continue
+			}
+			if _, ok := sc.Prepared[b.prep.serverName]; ok || willHave[b.prep.serverName] {
+				ops = append(ops, op{typ: 'P', fake: '1', prepared: b.prep, clientName: b.clientName})
+				continue
+			}
+			willHave[b.prep.serverName] = true
+			c.sout = appendMessage(c.sout, 'P', b.prep.parse)
+			ops = append(ops, op{typ: 'P', prepared: b.prep, clientName: b.clientName})
+		case 'B':
+			portal, rest, _ := cstring(body)
+			head := body[:len(portal)+1]
+			stmt, rest, _ := cstring(rest)
+			if len(stmt) == 0 {
+				if !unnamedSent && c.unnamed.parse != nil {
+					c.sout = appendMessage(c.sout, 'P', c.unnamed.parse)
+					ops = append(ops, op{typ: 'P', drop: true})
+					unnamedSent = true
+				}
+				c.sout = appendMessage(c.sout, 'B', body)
+			} else {
+				p := c.lookupAt(string(stmt), bi)
+				ensure(p)
+				c.sout = appendRenamed(c.sout, 'B', head, serverNameOr(p, stmt), rest)
+			}
+			ops = append(ops, op{typ: 'B'})
+		case 'D':
+			if len(body) > 1 && body[0] == 'S' && body[1] != 0 {
+				stmt, rest, _ := cstring(body[1:])
+				p := c.lookupAt(string(stmt), bi)
+				ensure(p)
+				c.sout = appendRenamed(c.sout, 'D', body[:1], serverNameOr(p, stmt), rest)
+			} else {
+				c.sout = appendMessage(c.sout, 'D', body)
+			}
+			ops = append(ops, op{typ: 'D'})
+		case 'C':
+			if len(body) > 1 && body[0] == 'S' && body[1] != 0 {
+				name, _, _ := cstring(body[1:])
+				// The server-side statement stays cached for others.
+				ops = append(ops, op{typ: 'C', fake: '3', clientName: string(name), forget: true})
+				continue
+			}
+			c.sout = appendMessage(c.sout, 'C', body)
+			ops = append(ops, op{typ: 'C'})
+		case 'E':
+			c.sout = appendMessage(c.sout, 'E', body)
+			ops = append(ops, op{typ: 'E'})
+		case 'H':
+			c.sout = appendMessage(c.sout, 'H', body)
+		case 'S':
+			c.sout = appendMessage(c.sout, 'S', body)
+			ops = append(ops, op{typ: 'S'})
+		}
+	}
+	return ops
+}

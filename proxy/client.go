@@ -1,0 +1,245 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/shardgate/shardgate/pool"
+	"github.com/shardgate/shardgate/router"
+)
+
+// txState is the client's transaction as the proxy sees it. Transaction
+// pooling needs a fourth state Postgres does not have: a BEGIN the proxy has
+// acknowledged but not yet sent, because no statement has chosen a shard.
+type txState uint8
+
+const (
+	txIdle    txState = iota
+	txPending         // BEGIN answered locally; sent with the first routed statement
+	txActive          // a server connection holds the transaction
+	txFailed          // aborted by the proxy (no server held); waiting for ROLLBACK
+)
+
+const (
+	protocolVersion30 = 196608
+	sslRequestCode    = 80877103
+	gssEncRequestCode = 80877104
+	cancelRequestCode = 80877102
+	// flushThreshold bounds how much of a result the proxy buffers before
+	// writing to the client, so large results stream with flat memory.
+	flushThreshold = 32 << 10
+)
+
+// client is one frontend connection and its session state.
+type client struct {
+	srv  *Server
+	conn net.Conn
+	rd   *bufio.Reader
+	log  *slog.Logger
+	ctx  context.Context
+
+	in      []byte // last frontend message body
+	out     []byte // pending bytes for the client
+	scratch []byte // server messages larger than the read buffer
+	sout    []byte // pending bytes for a server
+	peeked  int    // bytes of the server reader still to discard
+
+	state     txState
+	held      *pool.Conn // server connection for the current transaction
+	heldShard int
+	midBatch  bool   // extended batch flushed but not yet synced: keep held
+	srvStatus byte   // server's last ReadyForQuery status while held
+	pending   []byte // deferred transaction start, a simple query text
+
+	stmts   map[string]*prepared
+	unnamed prepared
+	batch   batch
+	bound   []boundStmt
+	params  [][]byte
+	formats []int16
+}
+
+func newClient(s *Server, conn net.Conn, id uint64) *client {
+	return &client{
+		srv:   s,
+		conn:  conn,
+		rd:    bufio.NewReaderSize(conn, 8<<10),
+		log:   s.log.With("conn", id),
+		stmts: make(map[string]*prepared),
+	}
+}
+
+func (c *client) serve(ctx context.Context) {
+	c.ctx = ctx
+	defer c.close()
+	ok, err := c.startup()
+	if err != nil || !ok {
+		if err != nil && !errors.Is(err, io.EOF) {
+			c.log.Debug("startup failed", "err", err)
+		}
+		return
+	}
+	if err := c.loop(); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+		c.log.Info("client connection ended", "err", err)
+	}
+}
+
+func (c *client) close() {
+	if c.held != nil {
+		// Mid-transaction disconnect: the server connection's state is
+		// unknown to the pool, so it is not reused.
+		c.held.MarkBroken()
+		c.srv.pools[c.heldShard].Release(c.held)
+		c.held = nil
+	}
+	c.conn.Close()
+}
+
+// startup answers SSL/GSS negotiation and the StartupMessage. It returns
+// false when the connection should just close (cancel request, refusal).
+func (c *client) startup() (bool, error) {
+	for {
+		body, err := readStartup(c.rd)
+		if err != nil {
+			return false, err
+		}
+		code := binary.BigEndian.Uint32(body)
+		switch {
+		case code == sslRequestCode || code == gssEncRequestCode:
+			if _, err := c.conn.Write([]byte{'N'}); err != nil {
+				return false, err
+			}
+			continue
+		case code == cancelRequestCode:
+			return false, nil
+		case code>>16 != 3:
+			return false, c.fatal("0A000", fmt.Sprintf("unsupported frontend protocol %d.%d: server supports 3.0", code>>16, code&0xffff))
+		}
+		var msg pgproto3.StartupMessage
+		if err := msg.Decode(body); err != nil {
+			return false, c.fatal(router.CodeProtocolViolation, "invalid startup packet: "+err.Error())
+		}
+		return c.accept(&msg, code)
+	}
+}
+
+func (c *client) accept(msg *pgproto3.StartupMessage, code uint32) (bool, error) {
+	db := msg.Parameters["database"]
+	if db == "" {
+		db = msg.Parameters["user"]
+	}
+	if db != c.srv.cfg.Database {
+		return false, c.fatal("3D000", fmt.Sprintf("database %q does not exist", db))
+	}
+	params, err := c.srv.serverParams(c.ctx)
+	if err != nil {
+		return false, c.fatal("08006", "shardgate could not reach shard "+c.srv.topo().Shards[0].Name+": "+err.Error())
+	}
+	if minor := code & 0xffff; minor > 0 {
+		c.out = appendNegotiateProtocol(c.out, msg.Parameters)
+	}
+	c.out = append(c.out, 'R', 0, 0, 0, 8, 0, 0, 0, 0) // AuthenticationOk: trust
+	for _, p := range params {
+		value := p.value
+		if v, ok := msg.Parameters[p.name]; ok && p.name == "application_name" {
+			value = v
+		}
+		c.out = appendParameterStatus(c.out, p.name, value)
+	}
+	pid, secret := c.srv.newBackendKey()
+	c.out = append(c.out, 'K', 0, 0, 0, 12)
+	c.out = binary.BigEndian.AppendUint32(c.out, pid)
+	c.out = binary.BigEndian.AppendUint32(c.out, secret)
+	c.out = appendReadyForQuery(c.out, 'I')
+	return true, c.flush()
+}
+
+// appendNegotiateProtocol answers a client asking for protocol 3.x, x > 0,
+// that the proxy speaks 3.0 and none of its _pq_ options.
+func appendNegotiateProtocol(dst []byte, params map[string]string) []byte {
+	var body []byte
+	body = binary.BigEndian.AppendUint32(body, 0)
+	var opts []string
+	for k := range params {
+		if len(k) > 5 && k[:5] == "_pq_." {
+			opts = append(opts, k)
+		}
+	}
+	body = binary.BigEndian.AppendUint32(body, uint32(len(opts)))
+	for _, o := range opts {
+		body = append(append(body, o...), 0)
+	}
+	return appendMessage(dst, 'v', body)
+}
+
+func (c *client) fatal(code, message string) error {
+	msg := pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: code, Message: message}
+	out, err := msg.Encode(nil)
+	if err == nil {
+		_, err = c.conn.Write(out)
+	}
+	if err != nil {
+		return err
+	}
+	return errors.New(message)
+}
+
+func (c *client) flush() error {
+	if len(c.out) == 0 {
+		return nil
+	}
+	_, err := c.conn.Write(c.out)
+	c.out = c.out[:0]
+	return err
+}
+
+func (c *client) loop() error {
+	for {
+		typ, body, err := readMessage(c.rd, c.in)
+		if err != nil {
+			return err
+		}
+		c.in = body[:0]
+		switch typ {
+		case 'Q':
+			err = c.simpleQuery(body)
+		case 'P', 'B', 'D', 'E', 'C':
+			c.batch.add(typ, body)
+		case 'H', 'S':
+			c.batch.add(typ, body)
+			err = c.runBatch()
+		case 'X':
+			return nil
+		case 'd', 'c', 'f':
+			// CopyData/Done/Fail outside COPY: Postgres ignores them too.
+		default:
+			c.out = appendError(c.out, &router.Error{Code: router.CodeProtocolViolation, Message: fmt.Sprintf("invalid frontend message type %q", typ)})
+			c.flush()
+			return fmt.Errorf("invalid frontend message type %q", typ)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// status is the ReadyForQuery status the client should see now.
+func (c *client) status() byte {
+	switch c.state {
+	case txPending:
+		return 'T'
+	case txActive:
+		return c.srvStatus
+	case txFailed:
+		return 'E'
+	}
+	return 'I'
+}

@@ -1,0 +1,253 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/shardgate/shardgate/pool"
+	"github.com/shardgate/shardgate/router"
+)
+
+// unit is what one client round trip sends to a server: a simple Query or
+// the extended-protocol batch up to Sync (or Flush).
+type unit struct {
+	query []byte // simple Query body (SQL and its NUL); nil for a batch
+}
+
+var errAborted = &router.Error{Code: "25P02", Message: "current transaction is aborted, commands ignored until end of transaction block"}
+
+func (c *client) simpleQuery(body []byte) error {
+	sql := body
+	if n := len(sql); n > 0 && sql[n-1] == 0 {
+		sql = sql[:n-1]
+	}
+	a, _ := c.srv.router.Analyze(sql)
+	plan := c.srv.router.Route(a, nil, nil)
+	if plan.Target == router.TargetNone && c.answerTx(plan.Tx, sql) {
+		c.out = appendCommandComplete(c.out, c.txTag(plan))
+		c.out = appendReadyForQuery(c.out, c.status())
+		return c.flush()
+	}
+	return c.execute(plan, unit{query: body})
+}
+
+// txTag is the tag Postgres gives a transaction-control statement: COMMIT
+// of a failed transaction reports ROLLBACK.
+func (c *client) txTag(plan router.Plan) string {
+	if plan.Tx == router.TxCommit && c.state == txFailed {
+		return "ROLLBACK"
+	}
+	return plan.Tag
+}
+
+// answerTx applies a transaction-control statement that needs no server
+// connection, and reports whether it did. BEGIN is deferred until a
+// statement picks the shard; everything said before that point travels
+// with it.
+func (c *client) answerTx(op router.TxOp, sql []byte) bool {
+	if c.held != nil {
+		return false
+	}
+	switch {
+	case op == router.TxBegin && c.state == txIdle:
+		c.state = txPending
+		c.pending = append(c.pending[:0], sql...)
+	case op == router.TxOther && c.state == txPending:
+		c.pending = append(append(c.pending, ';'), sql...)
+	case (op == router.TxCommit || op == router.TxRollback) && (c.state == txPending || c.state == txFailed):
+		c.state = txIdle
+		c.pending = c.pending[:0]
+	default:
+		return false
+	}
+	return true
+}
+
+// execute runs a routed unit on its shard (or shards) and relays the answer.
+func (c *client) execute(plan router.Plan, u unit) error {
+	if plan.Target == router.TargetError {
+		return c.refuse(plan.Err)
+	}
+	if c.state == txFailed {
+		return c.refuse(errAborted)
+	}
+	if plan.Target == router.TargetNone {
+		plan.Target = router.TargetAny // e.g. COMMIT outside a transaction: let Postgres warn
+	}
+	if c.held != nil {
+		if (plan.Target == router.TargetShard && plan.Shard != c.heldShard) || plan.Target == router.TargetAll {
+			return c.refuse(c.crossShard(plan))
+		}
+		return c.runHeld(u)
+	}
+	switch plan.Target {
+	case router.TargetAll:
+		if c.state == txPending {
+			return c.refuse(c.crossShard(plan))
+		}
+		return c.broadcast(u)
+	case router.TargetAny:
+		plan.Shard = c.srv.anyShard()
+	}
+	sc, err := c.srv.pools[plan.Shard].Acquire(c.ctx)
+	if err != nil {
+		return c.refuse(acquireError(err))
+	}
+	c.held, c.heldShard = sc, plan.Shard
+	return c.runHeld(u)
+}
+
+func acquireError(err error) *router.Error {
+	if errors.Is(err, pool.ErrWaitTimeout) {
+		return &router.Error{Code: "53300", Message: "shardgate: " + err.Error()}
+	}
+	return &router.Error{Code: "08006", Message: "shardgate: " + err.Error()}
+}
+
+func (c *client) crossShard(plan router.Plan) *router.Error {
+	t := c.srv.topo()
+	held := t.Shards[c.heldShard].Name
+	if c.held == nil {
+		return &router.Error{Code: router.CodeFeatureNotSupported, Message: "a statement for every shard cannot run inside a transaction block"}
+	}
+	if plan.Target == router.TargetAll {
+		return &router.Error{Code: router.CodeFeatureNotSupported, Message: fmt.Sprintf("transaction is on shard %s; a statement for every shard cannot join it", held)}
+	}
+	return &router.Error{
+		Code:    router.CodeFeatureNotSupported,
+		Message: fmt.Sprintf("transaction is on shard %s; this statement needs shard %s (cross-shard transactions are not supported)", held, t.Shards[plan.Shard].Name),
+		Hint:    "The transaction has been rolled back. Keep each transaction to one user's rows.",
+	}
+}
+
+// refuse answers a unit with an error without running it. Inside a
+// transaction block the error aborts the transaction, as in Postgres.
+func (c *client) refuse(e *router.Error) error {
+	if c.state == txPending || c.state == txActive {
+		if err := c.abort(); err != nil {
+			return err
+		}
+	}
+	c.out = appendError(c.out, e)
+	c.out = appendReadyForQuery(c.out, c.status())
+	return c.flush()
+}
+
+// abort rolls back the server side of the transaction and leaves the client
+// in the failed state until it says ROLLBACK.
+func (c *client) abort() error {
+	c.pending = c.pending[:0]
+	c.state = txFailed
+	if c.held == nil {
+		return nil
+	}
+	c.sout = c.sout[:0]
+	var ops []op
+	if c.midBatch { // finish the half-sent batch so the ROLLBACK is read
+		c.sout = appendEmpty(c.sout, 'S')
+		ops = append(ops, op{typ: 'S', drop: true})
+		c.midBatch = false
+	}
+	c.sout = appendMessage(c.sout, 'Q', []byte("ROLLBACK\x00"))
+	ops = append(ops, op{typ: 'Q', drop: true})
+	var sink []byte // the client never sees the rollback's answer
+	_, err := c.send(c.held, ops, &sink, false)
+	c.releaseHeld()
+	return err
+}
+
+// runHeld sends the unit on the held connection, prefixed by a deferred
+// BEGIN, relays the answer, and releases the connection at transaction end.
+func (c *client) runHeld(u unit) error {
+	sc := c.held
+	c.sout = c.sout[:0]
+	var ops []op
+	if c.state == txPending {
+		c.sout = appendMessage(c.sout, 'Q', append(c.pending, 0))
+		ops = append(ops, op{typ: 'Q', drop: true})
+	}
+	if u.query != nil {
+		c.sout = appendMessage(c.sout, 'Q', u.query)
+		ops = append(ops, op{typ: 'Q'})
+	} else {
+		ops = c.buildBatch(sc, ops)
+	}
+	res, err := c.send(sc, ops, &c.out, true)
+	if err != nil {
+		c.releaseHeld()
+		c.state = txIdle
+		c.pending = c.pending[:0]
+		return c.serverLost(err)
+	}
+	c.pending = c.pending[:0]
+	switch res.status {
+	case 0: // flushed batch without Sync: the server is mid-batch
+		c.midBatch, c.state = true, txActive
+	case 'I':
+		c.midBatch = false
+		c.state = txIdle
+		c.releaseHeld()
+	default:
+		c.midBatch = false
+		c.state, c.srvStatus = txActive, res.status
+	}
+	return c.flush()
+}
+
+func (c *client) releaseHeld() {
+	if c.held != nil {
+		c.srv.pools[c.heldShard].Release(c.held)
+		c.held = nil
+	}
+}
+
+// serverLost reports a server connection that died under a client; the
+// client stays connected, as it would through PgBouncer.
+func (c *client) serverLost(err error) error {
+	if errors.Is(err, errClientWrite) {
+		return err
+	}
+	c.log.Warn("server connection lost", "shard", c.srv.topo().Shards[c.heldShard].Name, "err", err)
+	c.out = appendError(c.out, &router.Error{Code: "08006", Message: "shardgate: server connection lost: " + err.Error()})
+	c.out = appendReadyForQuery(c.out, c.status())
+	return c.flush()
+}
+
+// broadcast runs a unit on every shard's primary one after another and
+// answers with the first failing shard's response, else the first shard's.
+func (c *client) broadcast(u unit) error {
+	var chosen []byte
+	failed := false
+	for shard, p := range c.srv.pools {
+		sc, err := p.Acquire(c.ctx)
+		if err != nil {
+			return c.refuse(acquireError(err))
+		}
+		c.held, c.heldShard = sc, shard
+		c.sout = c.sout[:0]
+		var ops []op
+		if u.query != nil {
+			c.sout = appendMessage(c.sout, 'Q', u.query)
+			ops = []op{{typ: 'Q'}}
+		} else {
+			ops = c.buildBatch(sc, nil)
+		}
+		var sink []byte
+		res, err := c.send(sc, ops, &sink, false)
+		if err == nil && res.status != 'I' {
+			err = fmt.Errorf("shard left in transaction state %q", res.status)
+			sc.MarkBroken()
+		}
+		c.releaseHeld()
+		if err != nil {
+			return c.serverLost(err)
+		}
+		if chosen == nil || (res.sawError && !failed) {
+			chosen, failed = sink, res.sawError
+		}
+	}
+	c.out = append(c.out, chosen...)
+	return c.flush()
+}
+
+var errClientWrite = errors.New("client write failed")

@@ -1,0 +1,181 @@
+package proxy
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+
+	"github.com/shardgate/shardgate/pool"
+	"github.com/shardgate/shardgate/router"
+)
+
+// op is one message sent to a server (or answered in its place), in order,
+// so the relay knows which response belongs to what.
+type op struct {
+	typ  byte // frontend message type: 'Q', 'P', 'B', 'D', 'E', 'C', 'S'
+	drop bool // sent by the proxy itself: swallow its answer (errors still pass)
+
+	// fake ops are answered by the proxy at their turn, without the server.
+	fake byte          // '1' ParseComplete or '3' CloseComplete
+	err  *router.Error // an error Postgres would have raised here
+
+	// Parse bookkeeping, applied when the Parse succeeds.
+	prepared   *prepared
+	clientName string // register (Parse) or forget (Close) this client name
+	forget     bool
+}
+
+// relayResult summarises one exchange.
+type relayResult struct {
+	status   byte // last ReadyForQuery status; 0 if none came (Flush)
+	sawError bool
+}
+
+// terminal reports whether a backend message ends the answer to a frontend
+// message of type sent.
+func terminal(sent, got byte) bool {
+	switch sent {
+	case 'P':
+		return got == '1'
+	case 'B':
+		return got == '2'
+	case 'C':
+		return got == '3'
+	case 'D':
+		return got == 'T' || got == 'n'
+	case 'E':
+		return got == 'C' || got == 'I' || got == 's'
+	case 'S', 'Q':
+		return got == 'Z'
+	}
+	return false
+}
+
+// send writes c.sout to the server and relays its answers to *sink until
+// every op is answered. With stream set, *sink is c.out and is flushed to
+// the client as it fills.
+func (c *client) send(sc *pool.Conn, ops []op, sink *[]byte, stream bool) (res relayResult, err error) {
+	if _, err := sc.Write(c.sout); err != nil {
+		sc.MarkBroken()
+		return res, fmt.Errorf("write to server: %w", err)
+	}
+	defer c.discard(sc)
+	errored := false
+	for i := 0; i < len(ops); {
+		o := &ops[i]
+		if o.fake != 0 || o.err != nil {
+			if !errored {
+				errored = c.answerFake(o, sink)
+				res.sawError = res.sawError || errored
+			}
+			i++
+			continue
+		}
+		if errored && o.typ != 'S' && o.typ != 'Q' {
+			i++ // Postgres skips everything up to Sync after an error
+			continue
+		}
+		typ, msg, err := c.next(sc)
+		if err != nil {
+			sc.MarkBroken()
+			return res, fmt.Errorf("read from server: %w", err)
+		}
+		switch typ {
+		case 'N', 'S', 'A': // asynchronous: notice, parameter status, notification
+			*sink = append(*sink, msg...)
+			continue
+		case 'E':
+			*sink = append(*sink, msg...)
+			res.sawError = true
+			if o.typ != 'Q' { // a simple query goes on to its ReadyForQuery
+				errored = true
+				i++
+			}
+			continue
+		}
+		if !o.drop {
+			*sink = append(*sink, msg...)
+		}
+		if terminal(o.typ, typ) {
+			switch typ {
+			case '1':
+				c.parsed(sc, o)
+			case 'Z':
+				res.status, errored = msg[5], false
+			}
+			i++
+		}
+		if stream && len(*sink) >= flushThreshold {
+			if err := c.flush(); err != nil {
+				sc.MarkBroken() // the rest of the answer is unread
+				return res, fmt.Errorf("%w: %v", errClientWrite, err)
+			}
+		}
+	}
+	return res, nil
+}
+
+// answerFake emits what Postgres would have answered for an op the proxy
+// handled itself, and reports whether it was an error.
+func (c *client) answerFake(o *op, sink *[]byte) bool {
+	if o.err != nil {
+		*sink = appendError(*sink, o.err)
+		return true
+	}
+	*sink = appendEmpty(*sink, o.fake)
+	if o.fake == '1' {
+		c.stmts[o.clientName] = o.prepared
+	} else if o.forget {
+		delete(c.stmts, o.clientName)
+	}
+	return false
+}
+
+// parsed records a successful Parse on both sides.
+func (c *client) parsed(sc *pool.Conn, o *op) {
+	if o.prepared == nil {
+		return
+	}
+	sc.Prepared[o.prepared.serverName] = struct{}{}
+	if o.clientName != "" {
+		c.stmts[o.clientName] = o.prepared
+	}
+}
+
+// next reads one backend message. Messages that fit the reader's buffer are
+// returned in place (zero copy) and discarded on the next call.
+func (c *client) next(sc *pool.Conn) (byte, []byte, error) {
+	c.discard(sc)
+	r := sc.Reader
+	hdr, err := r.Peek(5)
+	if err != nil {
+		return 0, nil, err
+	}
+	n := int(binary.BigEndian.Uint32(hdr[1:])) + 1
+	if n < 5 {
+		return 0, nil, fmt.Errorf("invalid backend message length %d", n-1)
+	}
+	if n <= r.Size() {
+		msg, err := r.Peek(n)
+		if err != nil {
+			return 0, nil, err
+		}
+		c.peeked = n
+		return msg[0], msg, nil
+	}
+	if cap(c.scratch) < n {
+		c.scratch = make([]byte, n)
+	}
+	msg := c.scratch[:n]
+	if _, err := io.ReadFull(r, msg); err != nil {
+		return 0, nil, err
+	}
+	return msg[0], msg, nil
+}
+
+func (c *client) discard(sc *pool.Conn) {
+	if c.peeked > 0 {
+		sc.Reader.Discard(c.peeked)
+		c.peeked = 0
+	}
+}

@@ -1,0 +1,172 @@
+// Package proxy is shardgate's client side: it speaks the Postgres wire
+// protocol to applications, asks the router where each statement goes, and
+// relays it over pooled server connections.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shardgate/shardgate/pool"
+	"github.com/shardgate/shardgate/router"
+	"github.com/shardgate/shardgate/topology"
+)
+
+// planCacheSize bounds the router's statement cache.
+const planCacheSize = 10000
+
+// Server accepts clients and owns the pools. One Server serves one config.
+type Server struct {
+	cfg    *topology.Config
+	router *router.Router
+	pools  []*pool.Pool // primary pool per shard, by shard index
+	log    *slog.Logger
+
+	nextAny  atomic.Uint32
+	nextConn atomic.Uint64
+
+	paramsMu sync.Mutex
+	params   []param // ParameterStatus a new client sees, from a real server
+
+	clientsMu sync.Mutex
+	clients   map[*client]struct{}
+	wg        sync.WaitGroup
+}
+
+type param struct{ name, value string }
+
+// New builds a server for a validated config; it connects to nothing yet.
+func New(cfg *topology.Config, log *slog.Logger) (*Server, error) {
+	topo, err := topology.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:     cfg,
+		router:  router.New(topo, planCacheSize),
+		log:     log,
+		clients: make(map[*client]struct{}),
+	}
+	for _, sh := range topo.Shards {
+		p, err := pool.New(pool.Config{
+			Name:           sh.Name + "/primary",
+			DSN:            sh.Primary,
+			Size:           cfg.Pool.Size,
+			WaitTimeout:    time.Duration(cfg.Pool.QueryWaitTimeout),
+			ConnectTimeout: 5 * time.Second,
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.pools = append(s.pools, p)
+	}
+	return s, nil
+}
+
+func (s *Server) topo() *topology.Topology { return s.router.Topology() }
+
+// Router exposes the router, e.g. for the admin console and tests.
+func (s *Server) Router() *router.Router { return s.router }
+
+// ListenAndServe listens on cfg.Listen and serves until ctx ends.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve accepts clients on ln until ctx ends, then closes every client and
+// pool and returns.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				s.shutdown()
+				return nil
+			}
+			s.log.Warn("accept failed", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		if tcp, ok := conn.(*net.TCPConn); ok {
+			tcp.SetNoDelay(true)
+		}
+		c := newClient(s, conn, s.nextConn.Add(1))
+		s.clientsMu.Lock()
+		s.clients[c] = struct{}{}
+		s.clientsMu.Unlock()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			c.serve(ctx)
+			s.clientsMu.Lock()
+			delete(s.clients, c)
+			s.clientsMu.Unlock()
+		}()
+	}
+}
+
+func (s *Server) shutdown() {
+	s.clientsMu.Lock()
+	for c := range s.clients {
+		c.conn.Close()
+	}
+	s.clientsMu.Unlock()
+	s.wg.Wait()
+	for _, p := range s.pools {
+		p.Close()
+	}
+}
+
+// anyShard spreads statements any shard can answer across shards.
+func (s *Server) anyShard() int {
+	return int(s.nextAny.Add(1) % uint32(len(s.pools)))
+}
+
+func (s *Server) newBackendKey() (pid, secret uint32) {
+	return rand.Uint32(), rand.Uint32()
+}
+
+// reportedParams are the ParameterStatus names Postgres reports at startup;
+// clients (pgx, psycopg, JDBC) read several of them.
+var reportedParams = []string{
+	"application_name", "client_encoding", "DateStyle", "default_transaction_read_only",
+	"in_hot_standby", "integer_datetimes", "IntervalStyle", "is_superuser", "server_encoding",
+	"server_version", "session_authorization", "standard_conforming_strings", "TimeZone",
+}
+
+// serverParams returns the first shard's startup parameters, fetched once.
+func (s *Server) serverParams(ctx context.Context) ([]param, error) {
+	s.paramsMu.Lock()
+	defer s.paramsMu.Unlock()
+	if s.params != nil {
+		return s.params, nil
+	}
+	sc, err := s.pools[0].Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer s.pools[0].Release(sc)
+	var params []param
+	for _, name := range reportedParams {
+		if v, ok := sc.Params[name]; ok {
+			params = append(params, param{name, v})
+		}
+	}
+	sort.Slice(params, func(i, j int) bool { return params[i].name < params[j].name })
+	s.params = params
+	return params, nil
+}

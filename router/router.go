@@ -1,0 +1,241 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	pg "github.com/pganalyze/pg_query_go/v5"
+	"github.com/pganalyze/pg_query_go/v5/parser"
+
+	"github.com/shardgate/shardgate/topology"
+)
+
+// Analysis is the cached, value-independent result of parsing one SQL text.
+type Analysis struct {
+	Stmts []*Statement
+	Err   *Error // a syntax error, answered without asking a server
+}
+
+// Router routes statements against the current topology.
+type Router struct {
+	topo atomic.Pointer[topology.Topology]
+
+	mu       sync.RWMutex
+	cache    map[string]*Analysis
+	maxCache int
+}
+
+// New returns a router over t whose analysis cache holds up to cacheSize
+// distinct statements.
+func New(t *topology.Topology, cacheSize int) *Router {
+	r := &Router{cache: make(map[string]*Analysis), maxCache: cacheSize}
+	r.topo.Store(t)
+	return r
+}
+
+// Topology is the snapshot routing uses now.
+func (r *Router) Topology() *topology.Topology { return r.topo.Load() }
+
+// SetTopology swaps the snapshot atomically; cached analyses name tables,
+// so they are dropped.
+func (r *Router) SetTopology(t *topology.Topology) {
+	r.mu.Lock()
+	r.topo.Store(t)
+	clear(r.cache)
+	r.mu.Unlock()
+}
+
+// Analyze parses sql once and caches the result. The []byte form lets the
+// proxy look up wire bytes without copying them into a string.
+func (r *Router) Analyze(sql []byte) (a *Analysis, hit bool) {
+	r.mu.RLock()
+	a = r.cache[string(sql)]
+	r.mu.RUnlock()
+	if a != nil {
+		return a, true
+	}
+	text := string(sql)
+	a = analyzeText(r.topo.Load(), text)
+	r.mu.Lock()
+	if len(r.cache) >= r.maxCache {
+		for k := range r.cache { // evict an arbitrary entry; the map's order is random enough
+			delete(r.cache, k)
+			break
+		}
+	}
+	r.cache[text] = a
+	r.mu.Unlock()
+	return a, false
+}
+
+func analyzeText(t *topology.Topology, sql string) *Analysis {
+	tree, err := pg.Parse(sql)
+	if err != nil {
+		return &Analysis{Err: syntaxError(err)}
+	}
+	a := &Analysis{Stmts: make([]*Statement, 0, len(tree.Stmts))}
+	for _, raw := range tree.Stmts {
+		a.Stmts = append(a.Stmts, analyze(t, raw.Stmt))
+	}
+	return a
+}
+
+func syntaxError(err error) *Error {
+	var perr *parser.Error
+	if errors.As(err, &perr) {
+		return &Error{Code: CodeSyntaxError, Message: perr.Message, Position: int32(perr.Cursorpos)}
+	}
+	return &Error{Code: CodeSyntaxError, Message: err.Error()}
+}
+
+// Route decides where an analysed message runs. params and formats are a
+// Bind's parameter values and format codes (nil for a simple Query).
+func (r *Router) Route(a *Analysis, params [][]byte, formats []int16) Plan {
+	return route(r.topo.Load(), a, params, formats, nil)
+}
+
+// Explain routes sql with text parameters and tells how, for humans and tools.
+func (r *Router) Explain(sql string, params []string) Explanation {
+	a, hit := r.Analyze([]byte(sql))
+	t := r.topo.Load()
+	var raw [][]byte
+	for _, p := range params {
+		raw = append(raw, []byte(p))
+	}
+	var hits []KeyHit
+	plan := route(t, a, raw, nil, &hits)
+	ex := Explanation{Role: plan.Role.String(), Target: plan.Target.String(), Keys: hits, Reason: plan.Reason, Error: plan.Err, CacheHit: hit, Shards: []string{}}
+	switch plan.Target {
+	case TargetShard:
+		ex.Shards = append(ex.Shards, t.Shards[plan.Shard].Name)
+	case TargetAll:
+		for _, s := range t.Shards {
+			ex.Shards = append(ex.Shards, s.Name)
+		}
+	case TargetAny:
+		ex.Shards = append(ex.Shards, t.Shards[0].Name)
+	}
+	return ex
+}
+
+func route(t *topology.Topology, a *Analysis, params [][]byte, formats []int16, hits *[]KeyHit) Plan {
+	if a.Err != nil {
+		return Plan{Target: TargetError, Err: a.Err, Reason: "syntax error"}
+	}
+	if len(a.Stmts) == 1 && a.Stmts[0].Class == ClassTx {
+		s := a.Stmts[0]
+		return Plan{Target: TargetNone, Tx: s.Tx, Tag: s.Tag, Reason: s.Reason}
+	}
+	plan := Plan{Target: TargetAny, Role: RoleReplica, Reason: "no statement needs a particular shard"}
+	keyedFound, all := false, false
+	var buf [64]byte
+	for _, s := range a.Stmts {
+		switch s.Class {
+		case ClassRefuse:
+			return Plan{Target: TargetError, Err: s.Err, Reason: s.Reason}
+		case ClassSet:
+			return refuse("SET of a session parameter is not supported in transaction pooling yet: use SET LOCAL inside a transaction")
+		case ClassTx:
+			if len(a.Stmts) > 1 && s.Tx != TxBegin && s.Tx != TxCommit && s.Tx != TxRollback {
+				plan.Role = RolePrimary
+			}
+			continue
+		case ClassAll:
+			all = true
+			plan.Reason = s.Reason
+		case ClassAny:
+			if !keyedFound && !all {
+				plan.Reason = s.Reason
+			}
+		case ClassKeyed:
+			shard, perr := shardOfKeys(t, s, params, formats, buf[:0], hits)
+			if perr != nil {
+				return Plan{Target: TargetError, Err: perr, Reason: perr.Message}
+			}
+			if keyedFound && shard != plan.Shard {
+				return refuse("statements in one query touch shards %s and %s (cross-shard queries are not supported yet)", t.Shards[plan.Shard].Name, t.Shards[shard].Name)
+			}
+			keyedFound, plan.Shard, plan.Reason = true, shard, s.Reason
+		}
+		if s.Role == RolePrimary {
+			plan.Role = RolePrimary
+		}
+	}
+	switch {
+	case all && keyedFound:
+		return refuse("a query may not mix statements for every shard with single-shard statements")
+	case all:
+		plan.Target, plan.Role = TargetAll, RolePrimary
+	case keyedFound:
+		plan.Target = TargetShard
+	}
+	return plan
+}
+
+func shardOfKeys(t *topology.Topology, s *Statement, params [][]byte, formats []int16, buf []byte, hits *[]KeyHit) (int, *Error) {
+	shard := -1
+	for _, ref := range s.Keys {
+		canon, err := canonical(s, ref, params, formats, buf[:0])
+		if err != nil {
+			return 0, err
+		}
+		h := topology.Hash(canon)
+		owned := t.Lookup(h)
+		if hits != nil {
+			*hits = append(*hits, KeyHit{Table: s.Table, Value: keyText(ref, params), Hash: fmt.Sprintf("%016x", h), Range: owned.Range.String(), Shard: t.Shards[owned.Shard].Name})
+		}
+		if shard >= 0 && owned.Shard != shard {
+			return 0, errorf(CodeFeatureNotSupported, "%s keys land on shards %s and %s (multi-shard statements are not supported yet)", s.Table, t.Shards[shard].Name, t.Shards[owned.Shard].Name)
+		}
+		shard = owned.Shard
+	}
+	return shard, nil
+}
+
+func canonical(s *Statement, ref KeyRef, params [][]byte, formats []int16, buf []byte) ([]byte, *Error) {
+	var (
+		out []byte
+		err error
+	)
+	switch {
+	case ref.Param == 0:
+		out, err = topology.AppendCanonicalText(buf, s.KeyType, ref.Literal)
+	case ref.Param > len(params):
+		return nil, errorf(CodeUndefinedParameter, "there is no parameter $%d", ref.Param)
+	case params[ref.Param-1] == nil:
+		return nil, errorf("22004", "the shard key of %s is NULL", s.Table)
+	case paramFormat(formats, ref.Param-1) == 1:
+		out, err = topology.AppendCanonicalBinary(buf, s.KeyType, params[ref.Param-1])
+	default:
+		out, err = topology.AppendCanonicalText(buf, s.KeyType, string(params[ref.Param-1]))
+	}
+	if err != nil {
+		return nil, &Error{Code: CodeInvalidText, Message: err.Error()}
+	}
+	return out, nil
+}
+
+func paramFormat(formats []int16, i int) int16 {
+	switch len(formats) {
+	case 0:
+		return 0
+	case 1:
+		return formats[0]
+	}
+	if i < len(formats) {
+		return formats[i]
+	}
+	return 0
+}
+
+func keyText(ref KeyRef, params [][]byte) string {
+	if ref.Param == 0 {
+		return ref.Literal
+	}
+	if ref.Param <= len(params) {
+		return fmt.Sprintf("$%d=%q", ref.Param, params[ref.Param-1])
+	}
+	return fmt.Sprintf("$%d", ref.Param)
+}

@@ -1,0 +1,137 @@
+package router
+
+import (
+	"strings"
+
+	pg "github.com/pganalyze/pg_query_go/v5"
+
+	"github.com/shardgate/shardgate/topology"
+)
+
+// Class is what a parsed statement needs from the topology.
+type Class uint8
+
+const (
+	ClassKeyed  Class = iota // a sharded table pinned by shard-key values
+	ClassAny                 // any one shard answers the same
+	ClassAll                 // every shard must run it
+	ClassTx                  // transaction control
+	ClassSet                 // SET / RESET of a session parameter
+	ClassRefuse              // cannot be routed; Err says why
+)
+
+// KeyRef is where a shard-key value comes from: a literal in the SQL text or
+// a bind parameter ($Param, 1-based).
+type KeyRef struct {
+	Param   int
+	Literal string
+}
+
+// Statement is the topology-independent-of-values analysis of one SQL
+// statement, computed once per distinct text and cached. Values arrive later
+// (literals are already inside, parameters come with Bind).
+type Statement struct {
+	Class   Class
+	Tx      TxOp
+	Role    Role
+	Table   string
+	KeyType topology.KeyType
+	Keys    []KeyRef // ClassKeyed: every key value; all must land on one shard
+	Tag     string   // ClassTx: the command tag Postgres answers with
+	Reason  string
+	Err     *Error
+}
+
+func refused(format string, args ...any) *Statement {
+	err := errorf(CodeFeatureNotSupported, format, args...)
+	return &Statement{Class: ClassRefuse, Err: err, Reason: err.Message}
+}
+
+// analyze classifies one raw statement against the table configuration.
+func analyze(t *topology.Topology, node *pg.Node) *Statement {
+	switch {
+	case node.GetSelectStmt() != nil:
+		return analyzeSelect(t, node.GetSelectStmt(), node)
+	case node.GetInsertStmt() != nil:
+		return analyzeInsert(t, node.GetInsertStmt(), node)
+	case node.GetUpdateStmt() != nil:
+		return analyzeUpdate(t, node.GetUpdateStmt(), node)
+	case node.GetDeleteStmt() != nil:
+		return analyzeDelete(t, node.GetDeleteStmt(), node)
+	case node.GetTransactionStmt() != nil:
+		return analyzeTx(node.GetTransactionStmt())
+	case node.GetVariableSetStmt() != nil:
+		return analyzeSet(node.GetVariableSetStmt())
+	case node.GetVariableShowStmt() != nil:
+		return &Statement{Class: ClassAny, Role: RoleReplica, Reason: "SHOW is answered by any shard"}
+	case node.GetExplainStmt() != nil:
+		inner := analyze(t, node.GetExplainStmt().Query)
+		if explainAnalyzes(node.GetExplainStmt()) && inner.Class == ClassKeyed {
+			inner.Role = RolePrimary // EXPLAIN ANALYZE runs the statement
+		}
+		return inner
+	case isDDL(node):
+		return &Statement{Class: ClassAll, Role: RolePrimary, Reason: "DDL runs on every shard"}
+	}
+	return refused("%s is not supported by shardgate yet", statementName(node))
+}
+
+func explainAnalyzes(e *pg.ExplainStmt) bool {
+	for _, o := range e.Options {
+		if d := o.GetDefElem(); d != nil && d.Defname == "analyze" {
+			return true
+		}
+	}
+	return false
+}
+
+func isDDL(node *pg.Node) bool {
+	switch node.Node.(type) {
+	case *pg.Node_CreateStmt, *pg.Node_AlterTableStmt, *pg.Node_DropStmt, *pg.Node_IndexStmt,
+		*pg.Node_TruncateStmt, *pg.Node_CreateSchemaStmt, *pg.Node_CreateSeqStmt, *pg.Node_AlterSeqStmt,
+		*pg.Node_ViewStmt, *pg.Node_CreateExtensionStmt, *pg.Node_CommentStmt, *pg.Node_RenameStmt,
+		*pg.Node_CreateTableAsStmt, *pg.Node_CompositeTypeStmt, *pg.Node_CreateEnumStmt,
+		*pg.Node_CreateFunctionStmt, *pg.Node_CreateTrigStmt, *pg.Node_GrantStmt:
+		return true
+	}
+	return false
+}
+
+// statementName turns "*pg_query.Node_CopyStmt" into "COPY" for messages.
+func statementName(node *pg.Node) string {
+	name := strings.TrimPrefix(strings.TrimPrefix(typeName(node.Node), "*pg_query.Node_"), "pg_query.Node_")
+	name = strings.TrimSuffix(name, "Stmt")
+	return strings.ToUpper(name)
+}
+
+func analyzeTx(s *pg.TransactionStmt) *Statement {
+	st := &Statement{Class: ClassTx, Role: RolePrimary, Tx: TxOther, Reason: "savepoint in the current transaction"}
+	switch s.Kind {
+	case pg.TransactionStmtKind_TRANS_STMT_BEGIN:
+		st.Tx, st.Tag, st.Reason = TxBegin, "BEGIN", "transaction start"
+	case pg.TransactionStmtKind_TRANS_STMT_START:
+		st.Tx, st.Tag, st.Reason = TxBegin, "START TRANSACTION", "transaction start"
+	case pg.TransactionStmtKind_TRANS_STMT_COMMIT:
+		st.Tx, st.Tag, st.Reason = TxCommit, "COMMIT", "transaction end"
+	case pg.TransactionStmtKind_TRANS_STMT_ROLLBACK:
+		st.Tx, st.Tag, st.Reason = TxRollback, "ROLLBACK", "transaction end"
+	case pg.TransactionStmtKind_TRANS_STMT_SAVEPOINT:
+		st.Tag = "SAVEPOINT"
+	case pg.TransactionStmtKind_TRANS_STMT_RELEASE:
+		st.Tag = "RELEASE"
+	case pg.TransactionStmtKind_TRANS_STMT_ROLLBACK_TO:
+		st.Tag = "ROLLBACK"
+	default: // PREPARE TRANSACTION and friends
+		return refused("two-phase commit commands are reserved for shardgate itself")
+	}
+	return st
+}
+
+func analyzeSet(s *pg.VariableSetStmt) *Statement {
+	// SET TRANSACTION and SET LOCAL only mean something inside the
+	// transaction, so they travel with it like a savepoint.
+	if s.Kind == pg.VariableSetKind_VAR_SET_MULTI || s.IsLocal {
+		return &Statement{Class: ClassTx, Tx: TxOther, Tag: "SET", Reason: "transaction-scoped setting"}
+	}
+	return &Statement{Class: ClassSet, Reason: "session parameter " + s.Name}
+}

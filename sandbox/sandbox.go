@@ -1,0 +1,324 @@
+// Package sandbox runs real local PostgreSQL clusters for shardgate: N shards,
+// each a primary plus streaming replicas, on free loopback ports. It backs
+// `shardgate dev` (a sandbox the user keeps across runs) and integration
+// tests (throwaway clusters with Options.Fast).
+//
+// When the process runs as root, every PostgreSQL program is run as the OS
+// user "postgres" (PostgreSQL refuses to run as root). Options.Dir is then
+// chowned to that user, and any parent directory of Dir that the user cannot
+// traverse is made traversable (mode |= 0o011) if it was created by Start or
+// lies under os.TempDir(), as the 0700 directories made by t.TempDir and
+// os.MkdirTemp are; any other untraversable parent is an error.
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// NoReplicas as Options.Replicas starts shards without replicas (0 means the
+// default of 1).
+const NoReplicas = -1
+
+// Options configures Start. Zero values get the documented defaults.
+type Options struct {
+	Dir      string // where clusters live; created if missing; reused if it holds a sandbox
+	Shards   int    // default 2
+	Replicas int    // replicas per shard; 0 means 1, NoReplicas (any negative) means none
+	Database string // default "app": created on every primary
+	Schema   string // SQL run in Database on every primary when the database is first created
+	// Fast trades durability for speed (fsync=off, ...): for throwaway test
+	// clusters only, never for a sandbox a user keeps.
+	Fast   bool
+	Logger *slog.Logger // nil = discard
+	BinDir string       // PostgreSQL binaries; default: pg_config --bindir, /usr/lib/postgresql/15/bin, PATH
+}
+
+// Shard is one primary and its streaming replicas.
+type Shard struct {
+	Name     string    `json:"name"`
+	Primary  *Server   `json:"primary"`
+	Replicas []*Server `json:"replicas"`
+}
+
+// Cluster is a running sandbox; its layout is also kept in Dir/sandbox.json.
+type Cluster struct {
+	Dir      string   `json:"dir"`
+	Database string   `json:"database"`
+	Shards   []*Shard `json:"shards"`
+
+	run *runner
+	log *slog.Logger
+}
+
+const stateFile = "sandbox.json"
+
+// Start creates the sandbox in opts.Dir, or starts the existing one again.
+// On failure it stops the servers it started; on a fresh Dir it also removes
+// the data directories it created so that a retry starts clean.
+func Start(ctx context.Context, opts Options) (*Cluster, error) {
+	began := time.Now()
+	if opts.Dir == "" {
+		return nil, errors.New("sandbox: Options.Dir is required")
+	}
+	if opts.Shards == 0 {
+		opts.Shards = 2
+	}
+	if opts.Shards < 0 || opts.Shards > 256 {
+		return nil, fmt.Errorf("sandbox: %d shards: want 1..256", opts.Shards)
+	}
+	switch {
+	case opts.Replicas == 0:
+		opts.Replicas = 1
+	case opts.Replicas < 0:
+		opts.Replicas = 0
+	}
+	if opts.Database == "" {
+		opts.Database = "app"
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	run, err := newRunner(opts.BinDir, dir)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	if err := prepareDir(dir, run.cred); err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+
+	c := &Cluster{Dir: dir, run: run, log: log}
+	data, err := os.ReadFile(filepath.Join(dir, stateFile))
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(data, c); err != nil {
+			return nil, fmt.Errorf("sandbox: reading %s: %w", stateFile, err)
+		}
+		if len(c.Shards) == 0 {
+			return nil, fmt.Errorf("sandbox: %s lists no shards", filepath.Join(dir, stateFile))
+		}
+		c.Dir = dir // the directory may have moved since
+		for _, sh := range c.Shards {
+			sh.Primary.DataDir = filepath.Join(dir, sh.Primary.Name)
+			for _, r := range sh.Replicas {
+				r.DataDir = filepath.Join(dir, r.Name)
+			}
+		}
+		if len(c.Shards) != opts.Shards || len(c.Shards[0].Replicas) != opts.Replicas || c.Database != opts.Database {
+			log.Info("reusing existing sandbox; ignoring Shards, Replicas and Database options",
+				"dir", dir, "shards", len(c.Shards), "replicas", len(c.Shards[0].Replicas), "database", c.Database)
+		}
+		err = c.restart(ctx)
+	case errors.Is(err, fs.ErrNotExist):
+		err = c.create(ctx, opts)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	log.Info("sandbox ready", "dir", dir, "shards", len(c.Shards), "took", time.Since(began).Round(time.Millisecond))
+	return c, nil
+}
+
+func (c *Cluster) create(ctx context.Context, opts Options) (err error) {
+	c.Database = opts.Database
+	ports, err := freePorts(opts.Shards * (1 + opts.Replicas))
+	if err != nil {
+		return err
+	}
+	newServer := func(name string) (*Server, error) {
+		s := &Server{Name: name, Port: ports[0], DataDir: filepath.Join(c.Dir, name)}
+		ports = ports[1:]
+		if _, err := os.Lstat(s.DataDir); !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%s exists but %s has no %s; remove it or pick another Dir", s.DataDir, c.Dir, stateFile)
+		}
+		return s, nil
+	}
+	for i := range opts.Shards {
+		sh := &Shard{Name: fmt.Sprintf("s%d", i)}
+		if sh.Primary, err = newServer(sh.Name + "-primary"); err != nil {
+			return err
+		}
+		for j := range opts.Replicas {
+			r, err := newServer(fmt.Sprintf("%s-replica%d", sh.Name, j+1))
+			if err != nil {
+				return err
+			}
+			sh.Replicas = append(sh.Replicas, r)
+		}
+		c.Shards = append(c.Shards, sh)
+	}
+
+	var started startedSet
+	defer func() {
+		if err != nil {
+			started.stop(c)
+			for _, s := range c.servers() {
+				os.RemoveAll(s.DataDir)
+			}
+		}
+	}()
+
+	// initdb is CPU-bound; everything else mostly waits on PostgreSQL.
+	initdbSlots := make(chan struct{}, 2)
+	err = each(ctx, len(c.Shards), func(ctx context.Context, i int) error {
+		sh := c.Shards[i]
+		p := sh.Primary
+		initdbSlots <- struct{}{}
+		err := c.initPrimary(ctx, p, opts.Fast)
+		<-initdbSlots
+		if err != nil {
+			return err
+		}
+		if err := c.start(ctx, p, &started); err != nil {
+			return err
+		}
+		// Before the base backups, so replicas start with the database and schema.
+		if err := c.createDatabase(ctx, p, opts.Schema); err != nil {
+			return err
+		}
+		return each(ctx, len(sh.Replicas), func(ctx context.Context, j int) error {
+			r := sh.Replicas[j]
+			if err := c.initReplica(ctx, p, r, opts.Fast); err != nil {
+				return err
+			}
+			if err := c.start(ctx, r, &started); err != nil {
+				return err
+			}
+			return waitRecovery(ctx, r)
+		})
+	})
+	if err != nil {
+		return err
+	}
+	return c.saveState()
+}
+
+// restart starts the servers of an existing sandbox that are not running.
+func (c *Cluster) restart(ctx context.Context) (err error) {
+	var started startedSet
+	defer func() {
+		if err != nil {
+			started.stop(c)
+		}
+	}()
+	bring := func(ctx context.Context, s *Server) error {
+		if c.run.running(ctx, s) {
+			c.log.Info("already running", "server", s.Name, "port", s.Port)
+			return ping(ctx, s)
+		}
+		if !portFree(s.Port) {
+			return fmt.Errorf("%s: port %d is taken by another process; stop it (the sandbox does not move servers to new ports)", s.Name, s.Port)
+		}
+		return c.start(ctx, s, &started)
+	}
+	if err := each(ctx, len(c.Shards), func(ctx context.Context, i int) error {
+		return bring(ctx, c.Shards[i].Primary)
+	}); err != nil {
+		return err
+	}
+	replicas := c.replicas()
+	return each(ctx, len(replicas), func(ctx context.Context, i int) error {
+		if err := bring(ctx, replicas[i]); err != nil {
+			return err
+		}
+		return waitRecovery(ctx, replicas[i])
+	})
+}
+
+// Stop stops every server, replicas first so they do not log lost
+// connections to their primaries. Servers that are not running are skipped,
+// so Stop is safe to call twice.
+func (c *Cluster) Stop() error {
+	ctx := context.Background()
+	stopAll := func(list []*Server) error {
+		return each(ctx, len(list), func(ctx context.Context, i int) error {
+			return c.stop(ctx, list[i])
+		})
+	}
+	return errors.Join(stopAll(c.replicas()), stopAll(c.primaries()))
+}
+
+// ConfigYAML returns a shardgate config for this cluster, listening on listen.
+// The tables section matches testdata/schema.sql.
+func (c *Cluster) ConfigYAML(listen string) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "listen: %s\ndatabase: %s\npool: {mode: transaction, size: 20}\nshards:\n", listen, c.Database)
+	for _, sh := range c.Shards {
+		var replicas []string
+		for _, r := range sh.Replicas {
+			replicas = append(replicas, r.url(c.Database))
+		}
+		fmt.Fprintf(&b, "  - name: %s\n    primary: %s\n    replicas: [%s]\n",
+			sh.Name, sh.Primary.url(c.Database), strings.Join(replicas, ", "))
+	}
+	b.WriteString("keyspace:\n")
+	for i, r := range keyRanges(len(c.Shards)) {
+		fmt.Fprintf(&b, "  - {range: %q, shard: %s}\n", r, c.Shards[i].Name)
+	}
+	b.WriteString(`tables:
+  users: {shard_key: id, key_type: bigint}
+  posts: {shard_key: user_id, key_type: bigint}
+  follows: {shard_key: user_id, key_type: bigint}
+reference_tables: [countries]
+`)
+	return []byte(b.String())
+}
+
+// keyRanges splits the keyspace evenly in Vitess notation, shard i starting
+// at the 8-bit prefix floor(i*256/n): 2 shards are "-80", "80-".
+func keyRanges(n int) []string {
+	bound := func(i int) string {
+		if i == 0 || i == n {
+			return ""
+		}
+		return fmt.Sprintf("%02x", i*256/n)
+	}
+	ranges := make([]string, n)
+	for i := range n {
+		ranges[i] = bound(i) + "-" + bound(i+1)
+	}
+	return ranges
+}
+
+func (c *Cluster) primaries() []*Server {
+	var list []*Server
+	for _, sh := range c.Shards {
+		list = append(list, sh.Primary)
+	}
+	return list
+}
+
+func (c *Cluster) replicas() []*Server {
+	var list []*Server
+	for _, sh := range c.Shards {
+		list = append(list, sh.Replicas...)
+	}
+	return list
+}
+
+func (c *Cluster) servers() []*Server { return append(c.primaries(), c.replicas()...) }
+
+func (c *Cluster) saveState() error {
+	data, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(c.Dir, stateFile+".tmp")
+	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(c.Dir, stateFile))
+}

@@ -1,0 +1,365 @@
+package topology
+
+import (
+	"errors"
+	"io/fs"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadConfigValid(t *testing.T) {
+	cfg, err := LoadConfig("../testdata/config/valid.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Config{
+		Listen:   "127.0.0.1:6432",
+		Database: "app",
+		Pool:     PoolConfig{Mode: "transaction", Size: 20, QueryWaitTimeout: Duration(30 * time.Second)},
+		Shards: []ShardConfig{
+			{Name: "s0", Primary: "postgres://shardgate@127.0.0.1:7000/app", Replicas: []string{"postgres://shardgate@127.0.0.1:7001/app"}},
+			{Name: "s1", Primary: "postgres://shardgate@127.0.0.1:7002/app", Replicas: []string{"postgres://shardgate@127.0.0.1:7003/app"}},
+		},
+		Keyspace: []RangeConfig{{Range: "-80", Shard: "s0"}, {Range: "80-", Shard: "s1"}},
+		Tables: map[string]TableConfig{
+			"users":   {ShardKey: "id", KeyType: KeyBigint},
+			"posts":   {ShardKey: "user_id", KeyType: KeyBigint},
+			"follows": {ShardKey: "user_id", KeyType: KeyBigint},
+		},
+		ReferenceTables: []string{"countries"},
+	}
+	if !reflect.DeepEqual(cfg, want) {
+		t.Errorf("got  %+v\nwant %+v", cfg, want)
+	}
+}
+
+func TestLoadConfigMissingFile(t *testing.T) {
+	_, err := LoadConfig(filepath.Join(t.TempDir(), "nope.yaml"))
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("error %v, want a not-exist error", err)
+	}
+}
+
+func TestParseConfigDefaults(t *testing.T) {
+	cfg, err := ParseConfig("min.yaml", []byte(`
+database: app
+shards:
+  - name: s0
+    primary: postgresql://h:5432/app
+keyspace:
+  - range: "-"
+    shard: s0
+tables:
+  users:
+    shard_key: id
+  accounts:
+    shard_key: email
+    key_type: text
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:6432" {
+		t.Errorf("listen %q", cfg.Listen)
+	}
+	if want := (PoolConfig{Mode: "transaction", Size: 20, QueryWaitTimeout: Duration(30 * time.Second)}); cfg.Pool != want {
+		t.Errorf("pool %+v, want %+v", cfg.Pool, want)
+	}
+	if kt := cfg.Tables["users"].KeyType; kt != KeyBigint {
+		t.Errorf("users key_type %q, want bigint", kt)
+	}
+	if kt := cfg.Tables["accounts"].KeyType; kt != KeyText {
+		t.Errorf("accounts key_type %q, want text", kt)
+	}
+}
+
+func TestParseConfigAdjacentRanges(t *testing.T) {
+	_, err := ParseConfig("a.yaml", []byte(`
+database: app
+shards:
+  - name: s0
+    primary: postgres://h:5432/app
+  - name: s1
+    primary: postgres://h:5433/app
+keyspace:
+  - range: "8000000000000001-"
+    shard: s1
+  - range: "-8000000000000001"
+    shard: s0
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestParseConfigOverrides(t *testing.T) {
+	cfg, err := ParseConfig("o.yaml", []byte(`
+listen: 0.0.0.0:7432
+database: app
+pool:
+  size: 5
+  query_wait_timeout: 250ms
+shards:
+  - name: s0
+    primary: postgres://h:5432/app
+keyspace:
+  - range: "-"
+    shard: s0
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "0.0.0.0:7432" || cfg.Pool.Size != 5 || cfg.Pool.QueryWaitTimeout != Duration(250*time.Millisecond) {
+		t.Errorf("got %+v", cfg)
+	}
+}
+
+// base is a valid config; error cases below are complete documents so that
+// the line numbers they assert are visible.
+const base = `database: app
+shards:
+  - name: s0
+    primary: postgres://u@h:5432/app
+keyspace:
+  - range: "-"
+    shard: s0
+`
+
+func TestParseConfigErrors(t *testing.T) {
+	if _, err := ParseConfig("c.yaml", []byte(base)); err != nil {
+		t.Fatalf("base config: %v", err)
+	}
+	tests := []struct {
+		name string
+		yaml string
+		want []string // each must appear in the error
+	}{
+		{"unknown top-level key", base + "databse: x\n",
+			[]string{"c.yaml:8: databse: unknown field"}},
+		{"unknown nested key", "database: app\npool:\n  sizee: 3\n" + base[len("database: app\n"):],
+			[]string{"c.yaml:3: pool.sizee: unknown field"}},
+		{"unknown key in list item", `database: app
+shards:
+  - name: s0
+    primray: postgres://u@h:5432/app
+keyspace:
+  - range: "-"
+    shard: s0
+`, []string{"c.yaml:4: shards[0].primray: unknown field"}},
+		{"unknown key in table", base + "tables:\n  users:\n    shard_key: id\n    keytype: text\n",
+			[]string{"c.yaml:11: tables.users.keytype: unknown field"}},
+		{"duplicate key", base + "database: other\n",
+			[]string{"c.yaml:8: database: duplicate key (first at line 1)"}},
+		{"wrong type", base + "pool:\n  size: lots\n",
+			[]string{`c.yaml:9: pool.size: want an integer, got "lots"`}},
+		{"bad duration", base + "pool:\n  query_wait_timeout: 5\n",
+			[]string{`c.yaml:9: pool.query_wait_timeout: invalid duration "5"`}},
+		{"mapping for list", base + "reference_tables:\n  a: b\n",
+			[]string{"c.yaml:9: reference_tables: want a list, got a mapping"}},
+		{"yaml syntax", "database: app\nshards: [\n",
+			[]string{"c.yaml:2: did not find expected node content"}},
+		{"missing database", base[len("database: app\n"):],
+			[]string{"c.yaml:1: database: required"}},
+		{"no shards", "database: app\n",
+			[]string{"shards: at least one shard is required", "keyspace: at least one range is required"}},
+		{"gap", `database: app
+shards:
+  - name: s0
+    primary: postgres://u@h:5432/app
+keyspace:
+  - range: "-40"
+    shard: s0
+  - range: "80-"
+    shard: s0
+`, []string{`c.yaml:8: keyspace[1].range: gap before "80-": no range covers 40-80`}},
+		{"gap at end", `database: app
+shards:
+  - name: s0
+    primary: postgres://u@h:5432/app
+keyspace:
+  - range: "-c0"
+    shard: s0
+`, []string{`c.yaml:6: keyspace[0].range: gap after "-c0": no range covers c0-`}},
+		{"gap at start", `database: app
+shards:
+  - name: s0
+    primary: postgres://u@h:5432/app
+keyspace:
+  - range: "10-"
+    shard: s0
+`, []string{`c.yaml:6: keyspace[0].range: gap before "10-": no range covers -10`}},
+		{"overlap", `database: app
+shards:
+  - name: s0
+    primary: postgres://u@h:5432/app
+keyspace:
+  - range: "-c0"
+    shard: s0
+  - range: "80-c0"
+    shard: s0
+  - range: "c0-"
+    shard: s0
+`, []string{`c.yaml:8: keyspace[1].range: "80-c0" overlaps "-c0"`}},
+		{"overlap by one key", `database: app
+shards:
+  - name: s0
+    primary: postgres://u@h:5432/app
+keyspace:
+  - range: "-8000000000000001"
+    shard: s0
+  - range: "80-"
+    shard: s0
+`, []string{`c.yaml:8: keyspace[1].range: "80-" overlaps "-8000000000000001"`}},
+		{"gap of one key", `database: app
+shards:
+  - name: s0
+    primary: postgres://u@h:5432/app
+keyspace:
+  - range: "-80"
+    shard: s0
+  - range: "8000000000000001-"
+    shard: s0
+`, []string{`c.yaml:8: keyspace[1].range: gap before "8000000000000001-": no range covers 80-8000000000000001`}},
+		{"overlap out of order", `database: app
+shards:
+  - name: s0
+    primary: postgres://u@h:5432/app
+keyspace:
+  - range: "80-"
+    shard: s0
+  - range: "-"
+    shard: s0
+`, []string{`c.yaml:6: keyspace[0].range: "80-" overlaps "-"`}},
+		{"bad range", `database: app
+shards:
+  - name: s0
+    primary: postgres://u@h:5432/app
+keyspace:
+  - range: "c0-80"
+    shard: s0
+`, []string{`c.yaml:6: keyspace[0].range: key range "c0-80": start must be below end`}},
+		{"unknown shard in keyspace", `database: app
+shards:
+  - name: s0
+    primary: postgres://u@h:5432/app
+keyspace:
+  - range: "-80"
+    shard: s0
+  - range: "80-"
+    shard: s9
+`, []string{`c.yaml:9: keyspace[1].shard: unknown shard "s9"`}},
+		{"duplicate shard name", `database: app
+shards:
+  - name: s0
+    primary: postgres://u@h:5432/app
+  - name: s0
+    primary: postgres://u@h:5433/app
+keyspace:
+  - range: "-"
+    shard: s0
+`, []string{`c.yaml:5: shards[1].name: duplicate shard name "s0" (also shards[0])`}},
+		{"empty shard name", `database: app
+shards:
+  - primary: postgres://u@h:5432/app
+keyspace:
+  - range: "-"
+    shard: s0
+`, []string{"c.yaml:3: shards[0].name: required"}},
+		{"bad primary DSN", `database: app
+shards:
+  - name: s0
+    primary: mysql://u:secret@h:5432/app
+keyspace:
+  - range: "-"
+    shard: s0
+`, []string{`c.yaml:4: shards[0].primary: shard "s0": invalid DSN: scheme must be postgres or postgresql`}},
+		{"DSN without port", `database: app
+shards:
+  - name: s0
+    primary: postgres://u@h/app
+keyspace:
+  - range: "-"
+    shard: s0
+`, []string{`c.yaml:4: shards[0].primary: shard "s0": invalid DSN: missing or bad port`}},
+		{"unparsable replica DSN", `database: app
+shards:
+  - name: s0
+    primary: postgres://u@h:5432/app
+    replicas:
+      - postgres://u:secret@h:54x2/app
+keyspace:
+  - range: "-"
+    shard: s0
+`, []string{`c.yaml:6: shards[0].replicas[0]: shard "s0": invalid DSN: invalid port`}},
+		{"missing primary", `database: app
+shards:
+  - name: s0
+keyspace:
+  - range: "-"
+    shard: s0
+`, []string{`c.yaml:3: shards[0].primary: shard "s0": DSN is required`}},
+		{"bad key_type", base + "tables:\n  users:\n    shard_key: id\n    key_type: float\n",
+			[]string{`c.yaml:11: tables.users.key_type: unknown key type "float"`}},
+		{"missing shard_key", base + "tables:\n  users:\n    key_type: int\n",
+			[]string{"c.yaml:9: tables.users.shard_key: required"}},
+		{"shard without range", `database: app
+shards:
+  - name: s0
+    primary: postgres://u@h:5432/app
+  - name: s2
+    primary: postgres://u@h:5433/app
+keyspace:
+  - range: "-"
+    shard: s0
+`, []string{"c.yaml:5: shards[1]: shard s2 owns no keyspace range"}},
+		{"unsupported pool mode", base + "pool:\n  mode: session\n",
+			[]string{`c.yaml:9: pool.mode: "session" is not supported yet`}},
+		{"unknown pool mode", base + "pool:\n  mode: bogus\n",
+			[]string{`c.yaml:9: pool.mode: unknown mode "bogus"`}},
+		{"zero pool size", base + "pool:\n  size: 0\n",
+			[]string{"c.yaml:9: pool.size: must be at least 1, got 0"}},
+		{"bad listen", base + "listen: 6432\n",
+			[]string{`c.yaml:8: listen: want host:port, got "6432"`}},
+		{"sharded and reference", base + "tables:\n  users:\n    shard_key: id\nreference_tables:\n  - countries\n  - users\n",
+			[]string{`c.yaml:13: reference_tables[1]: table "users" is both sharded (tables.users) and a reference table`}},
+		{"duplicate reference table", base + "reference_tables:\n  - countries\n  - countries\n",
+			[]string{`c.yaml:10: reference_tables[1]: duplicate reference table "countries"`}},
+		{"empty reference table", base + "reference_tables:\n  - \"\"\n",
+			[]string{"c.yaml:9: reference_tables[0]: table name is empty"}},
+		{"several problems, in file order", `shards:
+  - name: s0
+    primary: postgres://u@h:5432/app
+keyspace:
+  - range: "-80"
+    shard: s0
+pool:
+  size: -1
+`, []string{"c.yaml:1: database: required", `c.yaml:5: keyspace[0].range: gap after "-80"`, "c.yaml:8: pool.size: must be at least 1"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := ParseConfig("c.yaml", []byte(tt.yaml))
+			if err == nil {
+				t.Fatalf("no error; config %+v", cfg)
+			}
+			msg := err.Error()
+			last := -1
+			for _, w := range tt.want {
+				i := strings.Index(msg, w)
+				if i < 0 {
+					t.Fatalf("error:\n%s\nwant it to contain %q", msg, w)
+				}
+				if i < last {
+					t.Errorf("error:\n%s\n%q is out of order", msg, w)
+				}
+				last = i
+			}
+			if strings.Contains(msg, "secret") {
+				t.Errorf("error leaks a password:\n%s", msg)
+			}
+		})
+	}
+}

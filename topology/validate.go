@@ -1,0 +1,209 @@
+package topology
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// checkServer validates the settings of the proxy process itself, which the
+// Topology does not carry.
+func (c *Config) checkServer(p *problems) {
+	if c.Database == "" {
+		p.add("database", "required: the database name clients connect to")
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		p.add("listen", "want host:port, got %q", c.Listen)
+	}
+	switch c.Pool.Mode {
+	case "transaction":
+	case "session", "statement":
+		p.add("pool.mode", "%q is not supported yet; use \"transaction\"", c.Pool.Mode)
+	default:
+		p.add("pool.mode", "unknown mode %q, want \"transaction\"", c.Pool.Mode)
+	}
+	if c.Pool.Size < 1 {
+		p.add("pool.size", "must be at least 1, got %d", c.Pool.Size)
+	}
+	if c.Pool.QueryWaitTimeout <= 0 {
+		p.add("pool.query_wait_timeout", "must be positive, got %s", time.Duration(c.Pool.QueryWaitTimeout))
+	}
+}
+
+// checkLayout validates shards, keyspace and tables: everything New needs.
+// It returns the keyspace sorted by start, with shard names resolved to
+// indexes; the result is meaningful only if no problem was added.
+func (c *Config) checkLayout(p *problems) []OwnedRange {
+	if len(c.Shards) == 0 {
+		p.add("shards", "at least one shard is required")
+	}
+	shards := make(map[string]int, len(c.Shards))
+	for i, s := range c.Shards {
+		path := fmt.Sprintf("shards[%d]", i)
+		if s.Name == "" {
+			p.add(path+".name", "required")
+		} else if j, dup := shards[s.Name]; dup {
+			p.add(path+".name", "duplicate shard name %q (also shards[%d])", s.Name, j)
+		} else {
+			shards[s.Name] = i
+		}
+		if err := checkDSN(s.Primary); err != nil {
+			p.add(path+".primary", "shard %q: %v", s.Name, err)
+		}
+		for j, r := range s.Replicas {
+			if err := checkDSN(r); err != nil {
+				p.add(fmt.Sprintf("%s.replicas[%d]", path, j), "shard %q: %v", s.Name, err)
+			}
+		}
+	}
+	ranges := c.checkKeyspace(p, shards)
+	c.checkTables(p)
+	return ranges
+}
+
+// checkDSN accepts postgres:// and postgresql:// URLs with a host and port.
+// Its errors never quote the DSN, which may hold a password.
+func checkDSN(dsn string) error {
+	const want = "want postgres://user:password@host:port/dbname"
+	if dsn == "" {
+		return fmt.Errorf("DSN is required, %s", want)
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		// url.Error repeats the whole URL; keep only the cause.
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			err = ue.Err
+		}
+		return fmt.Errorf("invalid DSN: %v; %s", err, want)
+	}
+	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
+		return fmt.Errorf("invalid DSN: scheme must be postgres or postgresql; %s", want)
+	}
+	if u.Hostname() == "" {
+		return fmt.Errorf("invalid DSN: no host; %s", want)
+	}
+	if port, err := strconv.Atoi(u.Port()); err != nil || port < 1 || port > 65535 {
+		return fmt.Errorf("invalid DSN: missing or bad port; %s", want)
+	}
+	return nil
+}
+
+type rangeEntry struct {
+	r     KeyRange
+	text  string // as written, for messages
+	i     int    // index in Config.Keyspace
+	shard int
+}
+
+// checkKeyspace checks that the ranges name known shards, tile [0, 2^64)
+// exactly, and leave no shard without a range.
+func (c *Config) checkKeyspace(p *problems, shards map[string]int) []OwnedRange {
+	if len(c.Keyspace) == 0 {
+		p.add("keyspace", "at least one range is required (\"-\" is the whole keyspace)")
+		return nil
+	}
+	entries := make([]rangeEntry, 0, len(c.Keyspace))
+	owns := make([]bool, len(c.Shards))
+	parsed := true // a range that is missing or malformed leaves a hole that is no real gap
+	for i, rc := range c.Keyspace {
+		path := fmt.Sprintf("keyspace[%d]", i)
+		shard, known := shards[rc.Shard]
+		switch {
+		case rc.Shard == "":
+			p.add(path+".shard", "required")
+		case !known:
+			p.add(path+".shard", "unknown shard %q", rc.Shard)
+		default:
+			owns[shard] = true
+		}
+		if rc.Range == "" {
+			p.add(path+".range", "required")
+			parsed = false
+			continue
+		}
+		r, err := ParseKeyRange(rc.Range)
+		if err != nil {
+			p.add(path+".range", "%v", err)
+			parsed = false
+			continue
+		}
+		entries = append(entries, rangeEntry{r, rc.Range, i, shard})
+	}
+	for i, s := range c.Shards {
+		if j, ok := shards[s.Name]; ok && j == i && !owns[i] {
+			p.add(fmt.Sprintf("shards[%d]", i), "shard %s owns no keyspace range", s.Name)
+		}
+	}
+	slices.SortStableFunc(entries, func(a, b rangeEntry) int { return cmp.Compare(a.r.Start, b.r.Start) })
+	// covered is [0, covered.End) of the keyspace, grown by each range in
+	// order of start; last is the range that reached furthest.
+	var covered KeyRange
+	var last *rangeEntry
+	for k := range entries {
+		e := &entries[k]
+		path := fmt.Sprintf("keyspace[%d].range", e.i)
+		switch {
+		case last != nil && (covered.EndMax || e.r.Start < covered.End):
+			p.add(path, "%q overlaps %q", e.text, last.text)
+		case e.r.Start > covered.End && parsed:
+			gap := KeyRange{Start: covered.End, End: e.r.Start}
+			p.add(path, "gap before %q: no range covers %s", e.text, gap)
+		}
+		if !covered.EndMax && (e.r.EndMax || e.r.End > covered.End) {
+			covered.End, covered.EndMax = e.r.End, e.r.EndMax
+			last = e
+		}
+	}
+	if !covered.EndMax && parsed {
+		gap := KeyRange{Start: covered.End, EndMax: true}
+		p.add(fmt.Sprintf("keyspace[%d].range", last.i), "gap after %q: no range covers %s", last.text, gap)
+	}
+	owned := make([]OwnedRange, len(entries))
+	for k, e := range entries {
+		owned[k] = OwnedRange{Range: e.r, Shard: e.shard}
+	}
+	return owned
+}
+
+func (c *Config) checkTables(p *problems) {
+	// Sorted so that problems on one line come out in a stable order.
+	names := make([]string, 0, len(c.Tables))
+	for name := range c.Tables {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		t := c.Tables[name]
+		path := "tables." + name
+		if name == "" {
+			p.add(path, "table name is empty")
+		}
+		if t.ShardKey == "" {
+			p.add(path+".shard_key", "required")
+		}
+		if t.KeyType != "" && !t.KeyType.valid() {
+			p.add(path+".key_type", "unknown key type %q, want bigint, int, smallint, text or uuid", t.KeyType)
+		}
+	}
+	seen := make(map[string]int, len(c.ReferenceTables))
+	for i, name := range c.ReferenceTables {
+		path := fmt.Sprintf("reference_tables[%d]", i)
+		if name == "" {
+			p.add(path, "table name is empty")
+			continue
+		}
+		if j, dup := seen[name]; dup {
+			p.add(path, "duplicate reference table %q (also reference_tables[%d])", name, j)
+			continue
+		}
+		seen[name] = i
+		if _, sharded := c.Tables[name]; sharded {
+			p.add(path, "table %q is both sharded (tables.%s) and a reference table", name, name)
+		}
+	}
+}
