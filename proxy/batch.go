@@ -31,6 +31,16 @@ func (b *batch) add(typ byte, body []byte) {
 
 func (b *batch) body(m msgRef) []byte { return b.buf[m.start:m.end] }
 
+// executes reports whether the batch runs anything (has an Execute).
+func (b *batch) executes() bool {
+	for _, m := range b.msgs {
+		if m.typ == 'E' {
+			return true
+		}
+	}
+	return false
+}
+
 func (b *batch) reset() {
 	b.buf, b.msgs = b.buf[:0], b.msgs[:0]
 }

@@ -80,6 +80,9 @@ func (c *client) execute(plan router.Plan, u unit) error {
 		}
 		return c.runHeld(u)
 	}
+	if c.state == txPending && u.query == nil && !c.batch.executes() {
+		return c.describeOutside()
+	}
 	switch plan.Target {
 	case router.TargetAll:
 		if c.state == txPending {
@@ -191,6 +194,31 @@ func (c *client) runHeld(u unit) error {
 		c.midBatch = false
 		c.state, c.srvStatus = txActive, res.status
 	}
+	return c.flush()
+}
+
+// describeOutside runs a batch that executes nothing (Parse/Describe, as
+// drivers send to prepare) on any shard outside the deferred transaction,
+// so preparing a statement does not pin the transaction to a shard before
+// a statement with a key does.
+func (c *client) describeOutside() error {
+	shard := c.srv.anyShard()
+	sc, err := c.srv.pools[shard].Acquire(c.ctx)
+	if err != nil {
+		return c.refuse(acquireError(err))
+	}
+	c.sout = c.sout[:0]
+	ops := c.buildBatch(sc, nil)
+	res, err := c.send(sc, ops, &c.out, true)
+	if err == nil && res.status != 'I' {
+		err = fmt.Errorf("describe left the server in state %q", res.status)
+		sc.MarkBroken()
+	}
+	c.srv.pools[shard].Release(sc)
+	if err != nil {
+		return c.serverLost(err)
+	}
+	c.out[len(c.out)-1] = c.status() // the client is still in its transaction
 	return c.flush()
 }
 

@@ -1,0 +1,36 @@
+# shardgate developer targets. `make` alone lists them.
+GO          ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+GOFMT       ?= $(shell $(GO) env GOROOT)/bin/gofmt
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+DEV_FLAGS   ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help build test dev lint bench compose-check clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+build: ## build bin/shardgate (cgo: needs gcc)
+	$(GO) build -o bin/shardgate ./cmd/shardgate
+
+test: ## go vet, then the whole suite with -race (needs PostgreSQL 15; see .ci/run)
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+dev: build ## run a local sandbox behind the proxy, e.g. make dev DEV_FLAGS="--shards 3"
+	./bin/shardgate dev $(DEV_FLAGS)
+
+lint: ## gofmt, go vet, staticcheck
+	@out=$$(find . -path './.*' -prune -o -path ./bin -prune -o -name '*.go' -print | xargs -r $(GOFMT) -l) || exit 1; \
+	  if [ -n "$$out" ]; then echo "gofmt -l: these files need gofmt -w:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+bench: ## benchmarks (placeholder)
+	@echo "make bench: not written yet (see issue: Pooler benchmark)"
+
+compose-check: ## validate docker-compose.yml
+	docker-compose config -q
+
+clean: ## remove build output
+	rm -rf bin

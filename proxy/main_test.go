@@ -1,0 +1,122 @@
+package proxy_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/shardgate/shardgate"
+	"github.com/shardgate/shardgate/proxy"
+	"github.com/shardgate/shardgate/sandbox"
+	"github.com/shardgate/shardgate/topology"
+)
+
+// The package's tests share one sandbox (2 shards, 1 replica each) and one
+// proxy; each test works in its own key range or its own tables.
+var (
+	cluster  *sandbox.Cluster
+	proxyDSN string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "shardgate-proxy-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	cluster, err = sandbox.Start(ctx, sandbox.Options{Dir: dir, Shards: 2, Replicas: 1, Schema: shardgate.SandboxSchema, Fast: true})
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start sandbox:", err)
+		return 1
+	}
+	defer cluster.Stop()
+	addr, stop, err := startProxy(func(*topology.Config) {})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start proxy:", err)
+		return 1
+	}
+	defer stop()
+	proxyDSN = "postgres://postgres@" + addr + "/app?sslmode=disable"
+	return m.Run()
+}
+
+// startProxy runs a proxy over the sandbox with the config adjusted by edit,
+// on a free port, and returns its address and a stop function.
+func startProxy(edit func(*topology.Config)) (string, func(), error) {
+	cfg, err := topology.ParseConfig("sandbox.yaml", cluster.ConfigYAML("127.0.0.1:0"))
+	if err != nil {
+		return "", nil, err
+	}
+	edit(cfg)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if os.Getenv("SHARDGATE_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	srv, err := proxy.New(cfg, log)
+	if err != nil {
+		return "", nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		srv.Serve(ctx, ln)
+		close(done)
+	}()
+	return ln.Addr().String(), func() { cancel(); <-done }, nil
+}
+
+func connect(t testing.TB, mode pgx.QueryExecMode) *pgx.Conn {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(proxyDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DefaultQueryExecMode = mode
+	conn, err := pgx.ConnectConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("connect through proxy: %v", err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// connectShard opens a direct connection to a shard's primary, bypassing
+// the proxy, to check where rows really are.
+func connectShard(t testing.TB, shard int) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), cluster.Shards[shard].Primary.DSN("app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// sqlState returns the SQLSTATE of a Postgres error, or "" for others.
+func sqlState(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
+}
