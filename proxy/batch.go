@@ -79,20 +79,7 @@ func newPrepared(rest []byte, a *router.Analysis) *prepared {
 }
 
 // lookup finds a statement by client name, newest Parse in the batch first.
-func (c *client) lookup(name string) *prepared {
-	if name == "" {
-		if c.unnamed.analysis == nil {
-			return nil
-		}
-		return &c.unnamed
-	}
-	for i := len(c.bound) - 1; i >= 0; i-- {
-		if c.bound[i].clientName == name {
-			return c.bound[i].prep
-		}
-	}
-	return c.stmts[name]
-}
+func (c *client) lookup(name string) *prepared { return c.lookupAt(name, len(c.bound)) }
 
 func (c *client) runBatch() error {
 	defer func() {
@@ -256,8 +243,15 @@ func (c *client) describe(p router.Plan) string {
 	return "any shard"
 }
 
-// lookupAt is lookup as of the message after the first n Parses of the batch.
+// lookupAt is lookup as of the message after the first n named Parses of
+// the batch.
 func (c *client) lookupAt(name string, n int) *prepared {
+	if name == "" {
+		if c.unnamed.analysis == nil {
+			return nil
+		}
+		return &c.unnamed
+	}
 	for i := n - 1; i >= 0; i-- {
 		if c.bound[i].clientName == name {
 			return c.bound[i].prep

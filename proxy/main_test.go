@@ -120,3 +120,10 @@ func sqlState(err error) string {
 	}
 	return ""
 }
+
+func writeFile(t testing.TB, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,168 @@
+package router
+
+import (
+	"encoding/hex"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/shardgate/shardgate/topology"
+)
+
+type routeCase struct {
+	SQL    string    `yaml:"sql"`
+	Params []*string `yaml:"params"`
+	Shards []string  `yaml:"shards"`
+	Target string    `yaml:"target"`
+	Role   string    `yaml:"role"`
+	Error  string    `yaml:"error"`
+}
+
+func testRouter(t testing.TB) *Router {
+	t.Helper()
+	cfg, err := topology.LoadConfig("../testdata/config/valid.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	topo, err := topology.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return New(topo, 1000)
+}
+
+// TestRouteCases runs testdata/router/cases.yaml: every statement, with text
+// or binary parameters, must route to the expected shards with the expected
+// role, or be refused with the expected SQLSTATE.
+func TestRouteCases(t *testing.T) {
+	data, err := os.ReadFile("../testdata/router/cases.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cases []routeCase
+	if err := yaml.Unmarshal(data, &cases); err != nil {
+		t.Fatal(err)
+	}
+	if len(cases) < 80 {
+		t.Fatalf("only %d cases loaded", len(cases))
+	}
+	r := testRouter(t)
+	for _, c := range cases {
+		t.Run(c.SQL, func(t *testing.T) {
+			params, formats := encodeParams(t, c.Params)
+			a, _ := r.Analyze([]byte(c.SQL))
+			plan := r.Route(a, params, formats)
+			if c.Error != "" {
+				if plan.Target != TargetError || plan.Err.Code != c.Error {
+					t.Fatalf("got %s plan (%v), want error %s", plan.Target, plan.Err, c.Error)
+				}
+				if plan.Err.Message == "" {
+					t.Fatal("refusal without a message")
+				}
+				return
+			}
+			if plan.Target == TargetError {
+				t.Fatalf("refused: %v", plan.Err)
+			}
+			if c.Role != plan.Role.String() {
+				t.Errorf("role %s, want %s", plan.Role, c.Role)
+			}
+			if c.Shards != nil {
+				got := []string{r.Topology().Shards[plan.Shard].Name}
+				if plan.Target != TargetShard || !slices.Equal(got, c.Shards) {
+					t.Errorf("target %s %v, want shards %v", plan.Target, got, c.Shards)
+				}
+			} else if plan.Target.String() != c.Target {
+				t.Errorf("target %s, want %s", plan.Target, c.Target)
+			}
+		})
+	}
+}
+
+// encodeParams turns case parameters into Bind values: "binary:<hex>" is a
+// binary-format value, null a NULL, anything else text.
+func encodeParams(t *testing.T, in []*string) ([][]byte, []int16) {
+	var params [][]byte
+	var formats []int16
+	for _, p := range in {
+		switch {
+		case p == nil:
+			params, formats = append(params, nil), append(formats, 0)
+		case strings.HasPrefix(*p, "binary:"):
+			b, err := hex.DecodeString(strings.TrimPrefix(*p, "binary:"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			params, formats = append(params, b), append(formats, 1)
+		default:
+			params, formats = append(params, []byte(*p)), append(formats, 0)
+		}
+	}
+	return params, formats
+}
+
+// TestKeyFormsAgree checks that a key routes the same as a literal, a text
+// parameter and binary parameters of each integer width.
+func TestKeyFormsAgree(t *testing.T) {
+	r := testRouter(t)
+	literal := func(k string) Plan {
+		a, _ := r.Analyze([]byte("SELECT * FROM users WHERE id = " + k))
+		return r.Route(a, nil, nil)
+	}
+	bound, _ := r.Analyze([]byte("SELECT * FROM users WHERE id = $1"))
+	for _, k := range []int64{0, 1, 3, 42, -7, 1 << 40, -1 << 62} {
+		want := literal(itoa(k))
+		forms := map[string]Plan{
+			"text": r.Route(bound, [][]byte{[]byte(itoa(k))}, nil),
+			"int8": r.Route(bound, [][]byte{be(k, 8)}, []int16{1}),
+		}
+		if k == int64(int32(k)) {
+			forms["int4"] = r.Route(bound, [][]byte{be(k, 4)}, []int16{1})
+		}
+		for form, got := range forms {
+			if got.Target != TargetShard || got.Shard != want.Shard {
+				t.Errorf("key %d as %s: %+v, literal gave shard %d", k, form, got, want.Shard)
+			}
+		}
+	}
+}
+
+func itoa(k int64) string { return strconv.FormatInt(k, 10) }
+
+func be(k int64, width int) []byte {
+	out := make([]byte, width)
+	for i := width - 1; i >= 0; i-- {
+		out[i] = byte(k)
+		k >>= 8
+	}
+	return out
+}
+
+func TestExplain(t *testing.T) {
+	r := testRouter(t)
+	ex := r.Explain("SELECT * FROM users WHERE id = $1", []string{"42"})
+	if !slices.Equal(ex.Shards, []string{"s1"}) || ex.Role != "replica" || len(ex.Keys) != 1 || ex.Keys[0].Range != "80-" || ex.Reason == "" {
+		t.Fatalf("explain: %+v", ex)
+	}
+	if again := r.Explain("SELECT * FROM users WHERE id = $1", []string{"3"}); !again.CacheHit || again.Shards[0] != "s0" {
+		t.Fatalf("second explain should hit the cache and route to s0: %+v", again)
+	}
+	if bad := r.Explain("SELECT * FROM users", nil); bad.Error == nil || bad.Error.Code != "0A000" || len(bad.Shards) != 0 {
+		t.Fatalf("refusal: %+v", bad)
+	}
+}
+
+func TestCacheIsBounded(t *testing.T) {
+	r := testRouter(t)
+	r.maxCache = 10
+	for i := int64(0); i < 100; i++ {
+		r.Analyze([]byte("SELECT * FROM users WHERE id = " + itoa(i)))
+	}
+	if n := len(r.cache); n > 10 {
+		t.Fatalf("cache holds %d entries, bound is 10", n)
+	}
+}
