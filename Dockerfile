@@ -16,7 +16,10 @@ RUN go build -trimpath -ldflags "-X main.version=${VERSION}" -o bin/shardgate ./
 
 FROM golang:1.26-bookworm AS test
 ENV CGO_ENABLED=1 PATH=/usr/lib/postgresql/15/bin:$PATH
-RUN apt-get update \
+# create_main_cluster = false: the package need not initdb a cluster nobody uses.
+RUN mkdir -p /etc/postgresql-common/createcluster.d \
+ && echo 'create_main_cluster = false' >/etc/postgresql-common/createcluster.d/shardgate.conf \
+ && apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       postgresql-15 postgresql-client-15 python3-psycopg2 python3-psycopg pgbouncer \
  && rm -rf /var/lib/apt/lists/*
@@ -29,14 +32,17 @@ RUN go vet ./... && go build -race ./...
 CMD ["make", "test"]
 
 FROM debian:bookworm-slim AS runtime
-RUN apt-get update \
+RUN mkdir -p /etc/postgresql-common/createcluster.d \
+ && echo 'create_main_cluster = false' >/etc/postgresql-common/createcluster.d/shardgate.conf \
+ && apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       ca-certificates postgresql-15 postgresql-client-15 \
  && rm -rf /var/lib/apt/lists/* \
  && install -d -o postgres -g postgres /var/lib/shardgate
 COPY --from=build /src/bin/shardgate /usr/local/bin/shardgate
 ENV PATH=/usr/lib/postgresql/15/bin:$PATH
-# Run as postgres: `serve` needs no privileges, and `shardgate dev` can then run its clusters directly.
+# Run as postgres: `serve` needs no privileges, and `shardgate dev` can then run its clusters directly
+# (in a container, give dev --listen 0.0.0.0:6432 to reach it from outside).
 USER postgres
 WORKDIR /var/lib/shardgate
 EXPOSE 6432

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"slices"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -30,6 +31,11 @@ func (b *batch) add(typ byte, body []byte) {
 }
 
 func (b *batch) body(m msgRef) []byte { return b.buf[m.start:m.end] }
+
+// synced reports whether the batch ends with Sync (rather than Flush).
+func (b *batch) synced() bool {
+	return len(b.msgs) > 0 && b.msgs[len(b.msgs)-1].typ == 'S'
+}
 
 // executes reports whether the batch runs anything (has an Execute).
 func (b *batch) executes() bool {
@@ -276,19 +282,25 @@ func serverNameOr(p *prepared, clientName []byte) string {
 	return p.serverName
 }
 
+// serverHas reports whether sc has p prepared, or will once the batch
+// being built reaches it.
+func (c *client) serverHas(sc *pool.Conn, p *prepared) bool {
+	if _, ok := sc.Prepared[p.serverName]; ok {
+		return true
+	}
+	return slices.Contains(c.willHave, p.serverName)
+}
+
 // buildBatch turns the batch into bytes for sc in c.sout, rewriting
 // statement names and preparing statements sc lacks, and returns the ops.
 func (c *client) buildBatch(sc *pool.Conn, ops []op) []op {
-	willHave := map[string]bool{}
+	c.willHave = c.willHave[:0]
 	unnamedSent := false
 	ensure := func(p *prepared) {
-		if p == nil || p.serverName == "" {
+		if p == nil || p.serverName == "" || c.serverHas(sc, p) {
 			return
 		}
-		if _, ok := sc.Prepared[p.serverName]; ok || willHave[p.serverName] {
-			return
-		}
-		willHave[p.serverName] = true
+		c.willHave = append(c.willHave, p.serverName)
 		c.sout = appendMessage(c.sout, 'P', p.parse)
 		ops = append(ops, op{typ: 'P', drop: true, prepared: p})
 	}
@@ -310,11 +322,11 @@ func (c *client) buildBatch(sc *pool.Conn, ops []op) []op {
 				ops = append(ops, op{typ: 'P', err: &router.Error{Code: "42P05", Message: fmt.Sprintf("prepared statement %q already exists", b.clientName)}})
 				continue
 			}
-			if _, ok := sc.Prepared[b.prep.serverName]; ok || willHave[b.prep.serverName] {
+			if c.serverHas(sc, b.prep) {
 				ops = append(ops, op{typ: 'P', fake: '1', prepared: b.prep, clientName: b.clientName})
 				continue
 			}
-			willHave[b.prep.serverName] = true
+			c.willHave = append(c.willHave, b.prep.serverName)
 			c.sout = appendMessage(c.sout, 'P', b.prep.parse)
 			ops = append(ops, op{typ: 'P', prepared: b.prep, clientName: b.clientName})
 		case 'B':

@@ -59,6 +59,9 @@ type client struct {
 	srvStatus byte   // server's last ReadyForQuery status while held
 	pending   []byte // deferred transaction start, a simple query text
 
+	ops      []op     // reused per round trip
+	willHave []string // server-side names the batch being built prepares
+
 	stmts   map[string]*prepared
 	unnamed prepared
 	batch   batch

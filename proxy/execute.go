@@ -80,7 +80,7 @@ func (c *client) execute(plan router.Plan, u unit) error {
 		}
 		return c.runHeld(u)
 	}
-	if c.state == txPending && u.query == nil && !c.batch.executes() {
+	if c.state == txPending && u.query == nil && !c.batch.executes() && c.batch.synced() {
 		return c.describeOutside()
 	}
 	switch plan.Target {
@@ -159,13 +159,12 @@ func (c *client) abort() error {
 	return err
 }
 
-// runHeld sends the unit on the held connection, prefixed by a deferred
-// BEGIN, relays the answer, and releases the connection at transaction end.
-func (c *client) runHeld(u unit) error {
-	sc := c.held
+// encode writes u for sc into c.sout and returns the ops to relay, led by
+// the deferred transaction start when withPending is set.
+func (c *client) encode(sc *pool.Conn, u unit, withPending bool) []op {
 	c.sout = c.sout[:0]
-	var ops []op
-	if c.state == txPending {
+	ops := c.ops[:0]
+	if withPending && c.state == txPending {
 		c.sout = appendMessage(c.sout, 'Q', append(c.pending, 0))
 		ops = append(ops, op{typ: 'Q', drop: true})
 	}
@@ -175,7 +174,15 @@ func (c *client) runHeld(u unit) error {
 	} else {
 		ops = c.buildBatch(sc, ops)
 	}
-	res, err := c.send(sc, ops, &c.out, true)
+	c.ops = ops
+	return ops
+}
+
+// runHeld sends the unit on the held connection, prefixed by a deferred
+// BEGIN, relays the answer, and releases the connection at transaction end.
+func (c *client) runHeld(u unit) error {
+	sc := c.held
+	res, err := c.send(sc, c.encode(sc, u, true), &c.out, true)
 	if err != nil {
 		c.releaseHeld()
 		c.state = txIdle
@@ -207,9 +214,7 @@ func (c *client) describeOutside() error {
 	if err != nil {
 		return c.refuse(acquireError(err))
 	}
-	c.sout = c.sout[:0]
-	ops := c.buildBatch(sc, nil)
-	res, err := c.send(sc, ops, &c.out, true)
+	res, err := c.send(sc, c.encode(sc, unit{}, false), &c.out, true)
 	if err == nil && res.status != 'I' {
 		err = fmt.Errorf("describe left the server in state %q", res.status)
 		sc.MarkBroken()
@@ -252,16 +257,8 @@ func (c *client) broadcast(u unit) error {
 			return c.refuse(acquireError(err))
 		}
 		c.held, c.heldShard = sc, shard
-		c.sout = c.sout[:0]
-		var ops []op
-		if u.query != nil {
-			c.sout = appendMessage(c.sout, 'Q', u.query)
-			ops = []op{{typ: 'Q'}}
-		} else {
-			ops = c.buildBatch(sc, nil)
-		}
 		var sink []byte
-		res, err := c.send(sc, ops, &sink, false)
+		res, err := c.send(sc, c.encode(sc, u, false), &sink, false)
 		if err == nil && res.status != 'I' {
 			err = fmt.Errorf("shard left in transaction state %q", res.status)
 			sc.MarkBroken()
