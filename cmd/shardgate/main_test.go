@@ -1,0 +1,164 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/url"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shardgate/shardgate/topology"
+)
+
+func runCLI(t *testing.T, ctx context.Context, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	root := rootCmd()
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	return out.String(), err
+}
+
+func TestRouteJSON(t *testing.T) {
+	out, err := runCLI(t, t.Context(), "route", "--config", "../../testdata/config/valid.yaml", "--json", "SELECT * FROM users WHERE id = 42")
+	if err != nil {
+		t.Fatal(err, out)
+	}
+	var plan struct {
+		Shards []string `json:"shards"`
+		Role   string   `json:"role"`
+		Reason string   `json:"reason"`
+	}
+	if err := json.Unmarshal([]byte(out), &plan); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out)
+	}
+	if len(plan.Shards) != 1 || plan.Shards[0] != "s1" || plan.Role != "replica" || plan.Reason == "" {
+		t.Fatalf("plan: %+v", plan)
+	}
+}
+
+func TestRouteRefusalExitsNonZero(t *testing.T) {
+	out, err := runCLI(t, t.Context(), "route", "-c", "../../testdata/config/valid.yaml", "SELECT * FROM users")
+	if _, ok := err.(exitError); !ok || !strings.Contains(out, "0A000") {
+		t.Fatalf("err %v, output %q", err, out)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	out, err := runCLI(t, t.Context(), "check", "--config", "../../testdata/config/valid.yaml")
+	if err != nil || !strings.Contains(out, "ok: 2 shards") || !strings.Contains(out, "80-") {
+		t.Fatalf("check valid: %v\n%s", err, out)
+	}
+	_, err = runCLI(t, t.Context(), "check", "--config", "../../testdata/config/missing.yaml")
+	if err == nil {
+		t.Fatal("check of a missing file succeeded")
+	}
+}
+
+func TestVersion(t *testing.T) {
+	out, err := runCLI(t, t.Context(), "version")
+	if err != nil || !strings.HasPrefix(out, "shardgate ") {
+		t.Fatalf("version: %v %q", err, out)
+	}
+}
+
+// TestDev runs `shardgate dev` as a user would: it must print a ready line,
+// serve psql through the proxy, and stop every server when cancelled.
+func TestDev(t *testing.T) {
+	dir := t.TempDir()
+	listen := freeAddr(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		root := rootCmd()
+		root.SetOut(out)
+		root.SetErr(io.Discard)
+		root.SetArgs([]string{"dev", "--dir", dir, "--listen", listen, "--log-level", "warn"})
+		done <- root.ExecuteContext(ctx)
+	}()
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(out.String(), "ready") {
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("no ready line after 60s: %q", out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	dsn := "postgresql://postgres@" + listen + "/app"
+	if !strings.Contains(out.String(), dsn) {
+		t.Errorf("ready line %q does not give the DSN %s", out.String(), dsn)
+	}
+	psql := func(sql string) string {
+		b, err := exec.Command("psql", "-X", "-At", dsn, "-c", sql).CombinedOutput()
+		if err != nil {
+			t.Fatalf("psql %q: %v\n%s", sql, err, b)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	psql("INSERT INTO users (id, name) VALUES (7, 'seven')")
+	if got := psql("SELECT name FROM users WHERE id = 7"); got != "seven" {
+		t.Fatalf("read back %q", got)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("dev returned %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("dev did not stop within 30s")
+	}
+	if b, err := exec.Command("psql", "-X", "-At", dsn, "-c", "SELECT 1").CombinedOutput(); err == nil {
+		t.Fatalf("proxy still answers after stop: %s", b)
+	}
+	cfg, err := topology.LoadConfig(filepath.Join(dir, "shardgate.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sh := range cfg.Shards {
+		for _, dsn := range append([]string{sh.Primary}, sh.Replicas...) {
+			u, _ := url.Parse(dsn)
+			if conn, err := net.DialTimeout("tcp", u.Host, time.Second); err == nil {
+				conn.Close()
+				t.Errorf("server %s still listening after dev stopped", u.Host)
+			}
+		}
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

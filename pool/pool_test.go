@@ -1,0 +1,190 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/shardgate/shardgate/sandbox"
+)
+
+var dsn string
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "shardgate-pool-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := sandbox.Start(ctx, sandbox.Options{Dir: dir, Shards: 1, Replicas: sandbox.NoReplicas, Fast: true})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer c.Stop()
+	dsn = c.Shards[0].Primary.DSN("app")
+	return m.Run()
+}
+
+func newPool(t *testing.T, size int, wait time.Duration) *Pool {
+	t.Helper()
+	p, err := New(Config{Name: "test", DSN: dsn, Size: size, WaitTimeout: wait})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+func TestReuseAndLimit(t *testing.T) {
+	p := newPool(t, 2, 200*time.Millisecond)
+	ctx := t.Context()
+	a, err := p.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := p.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.PID == b.PID || a.PID == 0 {
+		t.Fatalf("two lent connections share backend pid %d", a.PID)
+	}
+	if got := p.Stats(); got.Open != 2 || got.Idle != 0 {
+		t.Fatalf("stats %+v", got)
+	}
+	began := time.Now()
+	_, err = p.Acquire(ctx)
+	if !errors.Is(err, ErrWaitTimeout) {
+		t.Fatalf("third acquire on a full pool: %v, want ErrWaitTimeout", err)
+	}
+	if waited := time.Since(began); waited < 150*time.Millisecond {
+		t.Fatalf("gave up after %s, before the wait timeout", waited)
+	}
+	p.Release(b)
+	c, err := p.Acquire(ctx)
+	if err != nil || c != b {
+		t.Fatalf("after release, want the released connection back: %v", err)
+	}
+	if got := p.Stats(); got.Open != 2 || got.Waiting != 0 {
+		t.Fatalf("stats %+v", got)
+	}
+	p.Release(a)
+	p.Release(c)
+}
+
+// TestWaitersAreServedInOrder: clients queue FIFO, as in PgBouncer.
+func TestWaitersAreServedInOrder(t *testing.T) {
+	p := newPool(t, 1, 5*time.Second)
+	ctx := t.Context()
+	held, err := p.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	order := make(chan int, 3)
+	for i := 0; i < 3; i++ {
+		go func() {
+			c, err := p.Acquire(ctx)
+			if err != nil {
+				t.Error(err)
+				order <- -1
+				return
+			}
+			order <- i
+			time.Sleep(10 * time.Millisecond)
+			p.Release(c)
+		}()
+		waitFor(t, func() bool { return p.Stats().Waiting == i+1 })
+	}
+	p.Release(held)
+	for want := 0; want < 3; want++ {
+		if got := <-order; got != want {
+			t.Fatalf("waiter %d served in position %d", got, want)
+		}
+	}
+}
+
+// TestBrokenConnectionFreesItsSlot: a connection marked broken is closed,
+// and a waiter gets to dial a fresh one.
+func TestBrokenConnectionFreesItsSlot(t *testing.T) {
+	p := newPool(t, 1, 5*time.Second)
+	ctx := t.Context()
+	c, err := p.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *Conn, 1)
+	go func() {
+		fresh, err := p.Acquire(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- fresh
+	}()
+	waitFor(t, func() bool { return p.Stats().Waiting == 1 })
+	c.MarkBroken()
+	p.Release(c)
+	fresh := <-got
+	if fresh == nil || fresh.PID == c.PID {
+		t.Fatal("waiter did not get a new connection")
+	}
+	if _, err := c.Write([]byte{'X', 0, 0, 0, 4}); err == nil {
+		t.Fatal("broken connection was not closed")
+	}
+	p.Release(fresh)
+	if s := p.Stats(); s.Open != 1 || s.Idle != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestAcquireHonoursContext(t *testing.T) {
+	p := newPool(t, 1, time.Minute)
+	c, err := p.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := p.Acquire(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v, want the context's deadline", err)
+	}
+	if s := p.Stats(); s.Waiting != 0 {
+		t.Fatalf("cancelled waiter still queued: %+v", s)
+	}
+	p.Release(c)
+}
+
+func TestConnectFailure(t *testing.T) {
+	p, err := New(Config{Name: "nowhere", DSN: "postgres://postgres@127.0.0.1:1/app", Size: 1, WaitTimeout: time.Second, ConnectTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, err := p.Acquire(t.Context()); err == nil {
+		t.Fatal("acquire from an unreachable server succeeded")
+	}
+	if s := p.Stats(); s.Open != 0 {
+		t.Fatalf("failed dial kept its slot: %+v", s)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in 5s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
