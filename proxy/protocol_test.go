@@ -1,0 +1,149 @@
+package proxy_test
+
+import (
+	"strconv"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+func connectLow(t *testing.T) *pgconn.PgConn {
+	t.Helper()
+	conn, err := pgconn.Connect(t.Context(), proxyDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(t.Context()) })
+	return conn
+}
+
+// TestCloseStatement: Close of a named statement forgets it for the client
+// (a later Bind fails as in Postgres) and lets the name be prepared again.
+func TestCloseStatement(t *testing.T) {
+	ctx := t.Context()
+	conn := connectLow(t)
+	if _, err := conn.Prepare(ctx, "q", "SELECT name FROM users WHERE id = $1", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Prepare(ctx, "q", "SELECT 1", nil); sqlState(err) != "42P05" {
+		t.Fatalf("preparing an existing name: %v, want 42P05", err)
+	}
+	if err := conn.Deallocate(ctx, "q"); err != nil {
+		t.Fatal(err)
+	}
+	res := conn.ExecPrepared(ctx, "q", [][]byte{[]byte("1")}, nil, nil).Read()
+	if sqlState(res.Err) != "26000" {
+		t.Fatalf("executing a closed statement: %v, want 26000", res.Err)
+	}
+	if _, err := conn.Prepare(ctx, "q", "SELECT $1::int + 1", nil); err != nil {
+		t.Fatalf("re-prepare after close: %v", err)
+	}
+	res = conn.ExecPrepared(ctx, "q", [][]byte{[]byte("41")}, nil, nil).Read()
+	if res.Err != nil || len(res.Rows) != 1 || string(res.Rows[0][0]) != "42" {
+		t.Fatalf("re-prepared statement: %+v", res)
+	}
+}
+
+// TestPipelineWithFlush sends a pipeline with a Flush in the middle: the
+// proxy must answer what was sent so far, hold the server connection, and
+// finish the batch at Sync.
+func TestPipelineWithFlush(t *testing.T) {
+	ctx := t.Context()
+	conn := connectLow(t)
+	keys := keysOnShards(t, 7_000_000, 20)
+	for _, k := range keys[:2] {
+		if _, err := conn.Exec(ctx, "INSERT INTO users (id, name) VALUES ("+strconv.FormatInt(k, 10)+", 'piped')").ReadAll(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := conn.StartPipeline(ctx)
+	p.SendPrepare("byid", "SELECT name FROM users WHERE id = $1", nil)
+	p.SendQueryPrepared("byid", [][]byte{[]byte(strconv.FormatInt(keys[0], 10))}, nil, nil)
+	p.SendFlushRequest()
+	if err := p.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.GetResults(); err != nil { // statement description
+		t.Fatal(err)
+	}
+	first, err := p.GetResults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := first.(*pgconn.ResultReader).Read()
+	if rows.Err != nil || len(rows.Rows) != 1 || string(rows.Rows[0][0]) != "piped" {
+		t.Fatalf("first result before Sync: %+v", rows)
+	}
+	p.SendQueryPrepared("byid", [][]byte{[]byte(strconv.FormatInt(keys[0], 10))}, nil, nil)
+	p.SendPipelineSync()
+	if err := p.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	second, err := p.GetResults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows := second.(*pgconn.ResultReader).Read(); rows.Err != nil || len(rows.Rows) != 1 {
+		t.Fatalf("second result: %+v", rows)
+	}
+	if _, err := p.GetResults(); err != nil { // PipelineSync
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := conn.Exec(ctx, "SELECT 1").ReadAll(); err != nil || string(res[0].Rows[0][0]) != "1" {
+		t.Fatalf("after the pipeline: %v", err)
+	}
+}
+
+// TestNoticesReachTheClient: a COMMIT outside a transaction is answered by a
+// server with a WARNING, which must reach the client.
+func TestNoticesReachTheClient(t *testing.T) {
+	var notices []string
+	cfg, err := pgconn.ParseConfig(proxyDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { notices = append(notices, n.Code) }
+	conn, err := pgconn.ConnectConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(t.Context())
+	if _, err := conn.Exec(t.Context(), "COMMIT").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	if len(notices) != 1 || notices[0] != "25P01" {
+		t.Fatalf("notices %v, want one 25P01 warning", notices)
+	}
+}
+
+// TestLargeResult streams a result far larger than the relay's buffers.
+func TestLargeResult(t *testing.T) {
+	conn := connect(t, pgx.QueryExecModeCacheStatement)
+	var total int64
+	rows, err := conn.Query(t.Context(), "SELECT g, repeat('x', 1000) FROM generate_series(1, 20000) g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var g int64
+		var pad string
+		if err := rows.Scan(&g, &pad); err != nil {
+			t.Fatal(err)
+		}
+		total += g
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if total != 20000*20001/2 {
+		t.Fatalf("sum %d", total)
+	}
+	var big string
+	if err := conn.QueryRow(t.Context(), "SELECT repeat('y', 100000)").Scan(&big); err != nil || len(big) != 100000 {
+		t.Fatalf("a 100 kB row: len %d, %v", len(big), err)
+	}
+}
