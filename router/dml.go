@@ -78,14 +78,8 @@ func analyzeInsert(t *topology.Topology, ins *pg.InsertStmt, root *pg.Node) *Sta
 		return bad
 	}
 	rel := ins.Relation
-	if t.Reference[rel.Relname] {
-		if len(ts.sharded) > 0 {
-			return refused("INSERT into reference table %q reads sharded tables", rel.Relname)
-		}
-		return &Statement{Class: ClassAll, Role: RolePrimary, Reason: "writes reference table " + rel.Relname + " on every shard"}
-	}
-	if isSystemRelation(rel) {
-		return refused("writes to system catalogs are not supported")
+	if st := unshardedWrite(t, ts, rel); st != nil {
+		return st
 	}
 	if len(ts.sharded) > 1 {
 		return refused("INSERT ... SELECT from sharded tables is not supported yet")
@@ -141,18 +135,27 @@ func analyzeWrite(t *topology.Topology, root *pg.Node, rel *pg.RangeVar, from []
 	if bad != nil {
 		return bad
 	}
-	if t.Reference[rel.Relname] {
-		if len(ts.sharded) > 0 {
-			return refused("a write to reference table %q may not read sharded tables", rel.Relname)
-		}
-		return &Statement{Class: ClassAll, Role: RolePrimary, Reason: "writes reference table " + rel.Relname + " on every shard"}
-	}
-	if isSystemRelation(rel) {
-		return refused("writes to system catalogs are not supported")
+	if st := unshardedWrite(t, ts, rel); st != nil {
+		return st
 	}
 	st := keyed(t, ts.sharded, topLevelRelations(from, []*pg.RangeVar{rel}), where)
 	st.Role = RolePrimary
 	return st
+}
+
+// unshardedWrite answers writes whose target is not a sharded table:
+// reference tables are written on every shard, catalogs not at all. It
+// returns nil for a sharded target.
+func unshardedWrite(t *topology.Topology, ts tableSet, rel *pg.RangeVar) *Statement {
+	switch {
+	case t.Reference[rel.Relname] && len(ts.sharded) > 0:
+		return refused("a write to reference table %q may not read sharded tables", rel.Relname)
+	case t.Reference[rel.Relname]:
+		return &Statement{Class: ClassAll, Role: RolePrimary, Reason: "writes reference table " + rel.Relname + " on every shard"}
+	case isSystemRelation(rel):
+		return refused("writes to system catalogs are not supported")
+	}
+	return nil
 }
 
 // writesData reports data-modifying CTEs and functions known to write, which

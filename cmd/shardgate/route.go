@@ -26,11 +26,7 @@ func routeCmd() *cobra.Command {
   shardgate route -c shardgate.yaml --param 42 "SELECT * FROM posts WHERE user_id = $1"`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := topology.LoadConfig(configPath)
-			if err != nil {
-				return err
-			}
-			t, err := topology.New(cfg)
+			_, t, err := loadTopology(configPath)
 			if err != nil {
 				return err
 			}
@@ -56,6 +52,16 @@ func routeCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the plan as JSON")
 	cmd.Flags().StringArrayVarP(&params, "param", "p", nil, "a text bind parameter ($1, $2, ... in order)")
 	return cmd
+}
+
+// loadTopology reads and validates a config file and builds its topology.
+func loadTopology(path string) (*topology.Config, *topology.Topology, error) {
+	cfg, err := topology.LoadConfig(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	t, err := topology.New(cfg)
+	return cfg, t, err
 }
 
 func printExplanation(w interface{ Write([]byte) (int, error) }, ex router.Explanation) {

@@ -46,11 +46,7 @@ func checkCmd() *cobra.Command {
 		Long:  "Validate a config file: unknown keys, keyspace gaps and overlaps, unknown shards and bad DSNs are reported with file and line.",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := topology.LoadConfig(configPath)
-			if err != nil {
-				return err
-			}
-			t, err := topology.New(cfg)
+			_, t, err := loadTopology(configPath)
 			if err != nil {
 				return err
 			}
