@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -22,13 +23,77 @@ type Config struct {
 	// PostgreSQL folds to lower case.
 	Tables          map[string]TableConfig `yaml:"tables"`
 	ReferenceTables []string               `yaml:"reference_tables"`
+
+	Auth      AuthConfig      `yaml:"auth"`
+	TLS       TLSConfig       `yaml:"tls"`        // client side
+	ServerTLS ServerTLSConfig `yaml:"server_tls"` // to the shards' servers
+	// AdminUsers may open the admin console (database "shardgate").
+	AdminUsers []string `yaml:"admin_users"`
+	// ShutdownTimeout bounds how long SIGTERM waits for transactions to end.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"` // default 30s
+}
+
+// AuthConfig says how clients prove who they are. Servers are reached with
+// the credentials in each shard's DSN, never the client's.
+type AuthConfig struct {
+	// Type is "trust" (default: any user, no password), "md5" or
+	// "scram-sha-256". md5 accepts users whose secret is a password or an md5
+	// hash; scram-sha-256 accepts a password or a SCRAM secret.
+	Type  string       `yaml:"type"`
+	Users []UserConfig `yaml:"users"`
+	// File is a PgBouncer-style auth file: one `"user" "secret"` per line.
+	// Relative paths are relative to the config file.
+	File string `yaml:"file"`
+}
+
+// UserConfig is one client login. Password is a plain password, an md5 hash
+// ("md5" + md5(password + user) in hex) or a SCRAM secret
+// ("SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>", as in pg_authid).
+type UserConfig struct {
+	Name     string `yaml:"name"`
+	Password string `yaml:"password"`
+}
+
+// TLSConfig is client-side TLS. Mode "disable" (default) refuses SSLRequest,
+// "allow" accepts TLS and plain connections, "require" refuses plain ones.
+type TLSConfig struct {
+	Mode string `yaml:"mode"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// ServerTLSConfig is TLS to the servers, with libpq's sslmode semantics:
+// "" (use each DSN's sslmode), disable, prefer, require, verify-ca,
+// verify-full. CA is the root certificate file for the verify modes.
+type ServerTLSConfig struct {
+	Mode string `yaml:"mode"`
+	CA   string `yaml:"ca"`
 }
 
 // PoolConfig configures server connection pooling.
+//
+// Timeouts follow PgBouncer's names and meaning; 0 disables the optional ones.
 type PoolConfig struct {
-	Mode             string   `yaml:"mode"`               // "transaction" (default); "session" and "statement" are not supported yet
-	Size             int      `yaml:"size"`               // default 20, at least 1
+	// Mode is "transaction" (default: a server connection per transaction),
+	// "session" (per client connection, reset with DISCARD ALL after) or
+	// "statement" (per statement; multi-statement transactions are refused).
+	Mode             string   `yaml:"mode"`
+	Size             int      `yaml:"size"`               // server connections per shard; default 20, at least 1
+	MinSize          int      `yaml:"min_size"`           // kept open even when idle; default 0
+	ReserveSize      int      `yaml:"reserve_size"`       // extra connections for clients that waited ReserveTimeout; default 0
+	ReserveTimeout   Duration `yaml:"reserve_timeout"`    // default 5s
+	MaxClientConn    int      `yaml:"max_client_conn"`    // client connections accepted at once; default 10000
 	QueryWaitTimeout Duration `yaml:"query_wait_timeout"` // how long a client waits for a server connection; default 30s
+
+	ServerConnectTimeout   Duration `yaml:"server_connect_timeout"`   // default 5s
+	ServerIdleTimeout      Duration `yaml:"server_idle_timeout"`      // close server connections idle this long; default 600s
+	ServerLifetime         Duration `yaml:"server_lifetime"`          // close server connections this old once released; default 3600s
+	ServerCheckDelay       Duration `yaml:"server_check_delay"`       // check a connection idle this long before lending it; default 30s
+	IdleTransactionTimeout Duration `yaml:"idle_transaction_timeout"` // disconnect clients idle in a transaction this long; default 0
+	ClientIdleTimeout      Duration `yaml:"client_idle_timeout"`      // disconnect clients idle this long; default 0
+	// PreparedStatements bounds the prepared statements kept per server
+	// connection; the least recently used is closed beyond it. Default 200.
+	PreparedStatements int `yaml:"prepared_statements"`
 }
 
 // ShardConfig is one shard: a primary and its read replicas, each a
@@ -75,6 +140,37 @@ const (
 	defaultQueryWaitTimeout = Duration(30 * time.Second)
 )
 
+func defaultConfig() *Config {
+	return &Config{
+		Listen:          defaultListen,
+		ShutdownTimeout: Duration(30 * time.Second),
+		Auth:            AuthConfig{Type: "trust"},
+		TLS:             TLSConfig{Mode: "disable"},
+		Pool: PoolConfig{
+			Mode:                 defaultPoolMode,
+			Size:                 defaultPoolSize,
+			ReserveTimeout:       Duration(5 * time.Second),
+			MaxClientConn:        10000,
+			QueryWaitTimeout:     defaultQueryWaitTimeout,
+			ServerConnectTimeout: Duration(5 * time.Second),
+			ServerIdleTimeout:    Duration(600 * time.Second),
+			ServerLifetime:       Duration(3600 * time.Second),
+			ServerCheckDelay:     Duration(30 * time.Second),
+			PreparedStatements:   200,
+		},
+	}
+}
+
+// resolvePaths makes file paths in the config relative to its directory, so
+// a config means the same whatever the working directory.
+func (c *Config) resolvePaths(dir string) {
+	for _, path := range []*string{&c.Auth.File, &c.TLS.Cert, &c.TLS.Key, &c.ServerTLS.CA} {
+		if *path != "" && !filepath.IsAbs(*path) {
+			*path = filepath.Join(dir, *path)
+		}
+	}
+}
+
 // LoadConfig reads and parses the config file at path; see ParseConfig.
 func LoadConfig(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
@@ -90,14 +186,7 @@ func LoadConfig(path string) (*Config, error) {
 func ParseConfig(filename string, data []byte) (*Config, error) {
 	// Defaults go in before decoding so that a value written explicitly,
 	// such as "size: 0", is validated rather than silently replaced.
-	cfg := &Config{
-		Listen: defaultListen,
-		Pool: PoolConfig{
-			Mode:             defaultPoolMode,
-			Size:             defaultPoolSize,
-			QueryWaitTimeout: defaultQueryWaitTimeout,
-		},
-	}
+	cfg := defaultConfig()
 	pos, err := decode(filename, data, cfg)
 	if err != nil {
 		return nil, err
@@ -108,6 +197,7 @@ func ParseConfig(filename string, data []byte) (*Config, error) {
 			cfg.Tables[name] = t
 		}
 	}
+	cfg.resolvePaths(filepath.Dir(filename))
 	p := &problems{file: filename, pos: pos}
 	cfg.checkServer(p)
 	cfg.checkLayout(p)

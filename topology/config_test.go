@@ -15,22 +15,19 @@ func TestLoadConfigValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &Config{
-		Listen:   "127.0.0.1:6432",
-		Database: "app",
-		Pool:     PoolConfig{Mode: "transaction", Size: 20, QueryWaitTimeout: Duration(30 * time.Second)},
-		Shards: []ShardConfig{
+	want := defaultConfig()
+	want.Database = "app"
+	want.Shards = []ShardConfig{
 			{Name: "s0", Primary: "postgres://shardgate@127.0.0.1:7000/app", Replicas: []string{"postgres://shardgate@127.0.0.1:7001/app"}},
-			{Name: "s1", Primary: "postgres://shardgate@127.0.0.1:7002/app", Replicas: []string{"postgres://shardgate@127.0.0.1:7003/app"}},
-		},
-		Keyspace: []RangeConfig{{Range: "-80", Shard: "s0"}, {Range: "80-", Shard: "s1"}},
-		Tables: map[string]TableConfig{
-			"users":   {ShardKey: "id", KeyType: KeyBigint},
-			"posts":   {ShardKey: "user_id", KeyType: KeyBigint},
-			"follows": {ShardKey: "user_id", KeyType: KeyBigint},
-		},
-		ReferenceTables: []string{"countries"},
+		{Name: "s1", Primary: "postgres://shardgate@127.0.0.1:7002/app", Replicas: []string{"postgres://shardgate@127.0.0.1:7003/app"}},
 	}
+	want.Keyspace = []RangeConfig{{Range: "-80", Shard: "s0"}, {Range: "80-", Shard: "s1"}}
+	want.Tables = map[string]TableConfig{
+		"users":   {ShardKey: "id", KeyType: KeyBigint},
+		"posts":   {ShardKey: "user_id", KeyType: KeyBigint},
+		"follows": {ShardKey: "user_id", KeyType: KeyBigint},
+	}
+	want.ReferenceTables = []string{"countries"}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got  %+v\nwant %+v", cfg, want)
 	}
@@ -65,7 +62,9 @@ tables:
 	if cfg.Listen != "127.0.0.1:6432" {
 		t.Errorf("listen %q", cfg.Listen)
 	}
-	if want := (PoolConfig{Mode: "transaction", Size: 20, QueryWaitTimeout: Duration(30 * time.Second)}); cfg.Pool != want {
+	if want := (PoolConfig{Mode: "transaction", Size: 20, QueryWaitTimeout: Duration(30 * time.Second), ReserveTimeout: Duration(5 * time.Second),
+		MaxClientConn: 10000, ServerConnectTimeout: Duration(5 * time.Second), ServerIdleTimeout: Duration(600 * time.Second),
+		ServerLifetime: Duration(time.Hour), ServerCheckDelay: Duration(30 * time.Second), PreparedStatements: 200}); cfg.Pool != want {
 		t.Errorf("pool %+v, want %+v", cfg.Pool, want)
 	}
 	if kt := cfg.Tables["users"].KeyType; kt != KeyBigint {
@@ -315,8 +314,18 @@ keyspace:
   - range: "-"
     shard: s0
 `, []string{"c.yaml:5: shards[1]: shard s2 owns no keyspace range"}},
-		{"unsupported pool mode", base + "pool:\n  mode: session\n",
-			[]string{`c.yaml:9: pool.mode: "session" is not supported yet`}},
+		{"min_size above size", base + "pool:\n  size: 2\n  min_size: 3\n",
+			[]string{"c.yaml:10: pool.min_size: must be between 0 and pool.size (2), got 3"}},
+		{"negative timeout", base + "pool:\n  server_lifetime: -1s\n",
+			[]string{"c.yaml:9: pool.server_lifetime: must not be negative (0 disables), got -1s"}},
+		{"auth without users", base + "auth:\n  type: md5\n",
+			[]string{"c.yaml:8: auth: auth type md5 needs users or a file"}},
+		{"unknown auth type", base + "auth:\n  type: ldap\n  users: [{name: a, password: b}]\n",
+			[]string{`c.yaml:9: auth.type: unknown type "ldap"`}},
+		{"tls without cert", base + "tls:\n  mode: require\n",
+			[]string{"c.yaml:8: tls: mode require needs cert and key"}},
+		{"server tls verify without ca", base + "server_tls:\n  mode: verify-full\n",
+			[]string{"c.yaml:8: server_tls.ca: mode verify-full needs a CA certificate file"}},
 		{"unknown pool mode", base + "pool:\n  mode: bogus\n",
 			[]string{`c.yaml:9: pool.mode: unknown mode "bogus"`}},
 		{"zero pool size", base + "pool:\n  size: 0\n",

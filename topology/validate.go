@@ -20,18 +20,95 @@ func (c *Config) checkServer(p *problems) {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		p.add("listen", "want host:port, got %q", c.Listen)
 	}
-	switch c.Pool.Mode {
-	case "transaction":
-	case "session", "statement":
-		p.add("pool.mode", "%q is not supported yet; use \"transaction\"", c.Pool.Mode)
+	c.checkPool(p)
+	switch c.Auth.Type {
+	case "trust", "md5", "scram-sha-256":
 	default:
-		p.add("pool.mode", "unknown mode %q, want \"transaction\"", c.Pool.Mode)
+		p.add("auth.type", "unknown type %q, want trust, md5 or scram-sha-256", c.Auth.Type)
 	}
-	if c.Pool.Size < 1 {
-		p.add("pool.size", "must be at least 1, got %d", c.Pool.Size)
+	users := map[string]bool{}
+	for i, u := range c.Auth.Users {
+		path := fmt.Sprintf("auth.users[%d]", i)
+		switch {
+		case u.Name == "":
+			p.add(path+".name", "required")
+		case users[u.Name]:
+			p.add(path+".name", "duplicate user %q", u.Name)
+		case u.Password == "" && c.Auth.Type != "trust":
+			p.add(path+".password", "required with auth type %s", c.Auth.Type)
+		}
+		users[u.Name] = true
 	}
-	if c.Pool.QueryWaitTimeout <= 0 {
-		p.add("pool.query_wait_timeout", "must be positive, got %s", time.Duration(c.Pool.QueryWaitTimeout))
+	if c.Auth.Type != "trust" && len(c.Auth.Users) == 0 && c.Auth.File == "" {
+		p.add("auth", "auth type %s needs users or a file", c.Auth.Type)
+	}
+	switch c.TLS.Mode {
+	case "disable":
+	case "allow", "require":
+		if c.TLS.Cert == "" || c.TLS.Key == "" {
+			p.add("tls", "mode %s needs cert and key", c.TLS.Mode)
+		}
+	default:
+		p.add("tls.mode", "unknown mode %q, want disable, allow or require", c.TLS.Mode)
+	}
+	switch c.ServerTLS.Mode {
+	case "", "disable", "allow", "prefer", "require":
+	case "verify-ca", "verify-full":
+		if c.ServerTLS.CA == "" {
+			p.add("server_tls.ca", "mode %s needs a CA certificate file", c.ServerTLS.Mode)
+		}
+	default:
+		p.add("server_tls.mode", "unknown mode %q, want disable, prefer, require, verify-ca or verify-full", c.ServerTLS.Mode)
+	}
+	for i, u := range c.AdminUsers {
+		if u == "" {
+			p.add(fmt.Sprintf("admin_users[%d]", i), "empty user name")
+		}
+	}
+	if c.ShutdownTimeout < 0 {
+		p.add("shutdown_timeout", "must not be negative")
+	}
+}
+
+func (c *Config) checkPool(p *problems) {
+	pc := c.Pool
+	switch pc.Mode {
+	case "transaction", "session", "statement":
+	default:
+		p.add("pool.mode", "unknown mode %q, want transaction, session or statement", pc.Mode)
+	}
+	if pc.Size < 1 {
+		p.add("pool.size", "must be at least 1, got %d", pc.Size)
+	}
+	if pc.MinSize < 0 || pc.MinSize > pc.Size {
+		p.add("pool.min_size", "must be between 0 and pool.size (%d), got %d", pc.Size, pc.MinSize)
+	}
+	if pc.ReserveSize < 0 {
+		p.add("pool.reserve_size", "must not be negative, got %d", pc.ReserveSize)
+	}
+	if pc.MaxClientConn < 1 {
+		p.add("pool.max_client_conn", "must be at least 1, got %d", pc.MaxClientConn)
+	}
+	if pc.PreparedStatements < 1 {
+		p.add("pool.prepared_statements", "must be at least 1, got %d", pc.PreparedStatements)
+	}
+	positive := map[string]Duration{
+		"pool.query_wait_timeout": pc.QueryWaitTimeout, "pool.server_connect_timeout": pc.ServerConnectTimeout,
+	}
+	for path, d := range positive {
+		if d <= 0 {
+			p.add(path, "must be positive, got %s", time.Duration(d))
+		}
+	}
+	optional := map[string]Duration{
+		"pool.reserve_timeout": pc.ReserveTimeout, "pool.server_idle_timeout": pc.ServerIdleTimeout,
+		"pool.server_lifetime": pc.ServerLifetime, "pool.server_check_delay": pc.ServerCheckDelay,
+		"pool.idle_transaction_timeout": pc.IdleTransactionTimeout, "pool.client_idle_timeout": pc.ClientIdleTimeout,
+	}
+	for path, d := range optional {
+		if d < 0 {
+			p.add(path, "must not be negative (0 disables), got %s", time.Duration(d))
+		}
 	}
 }
 
