@@ -18,7 +18,7 @@ func TestLoadConfigValid(t *testing.T) {
 	want := defaultConfig()
 	want.Database = "app"
 	want.Shards = []ShardConfig{
-			{Name: "s0", Primary: "postgres://shardgate@127.0.0.1:7000/app", Replicas: []string{"postgres://shardgate@127.0.0.1:7001/app"}},
+		{Name: "s0", Primary: "postgres://shardgate@127.0.0.1:7000/app", Replicas: []string{"postgres://shardgate@127.0.0.1:7001/app"}},
 		{Name: "s1", Primary: "postgres://shardgate@127.0.0.1:7002/app", Replicas: []string{"postgres://shardgate@127.0.0.1:7003/app"}},
 	}
 	want.Keyspace = []RangeConfig{{Range: "-80", Shard: "s0"}, {Range: "80-", Shard: "s1"}}
