@@ -27,6 +27,10 @@ type Conn struct {
 	// Prepared holds the server-side prepared statement names this
 	// connection has, so the proxy can Parse lazily on first use.
 	Prepared map[string]struct{}
+	// Settings are the session settings (parameter name → the SET that
+	// applied it) in effect beyond the server's defaults, so the proxy can
+	// bring the connection in line with each client it serves.
+	Settings map[string]string
 
 	broken  bool
 	created time.Time
@@ -59,6 +63,7 @@ func dial(ctx context.Context, cfg *pgconn.Config) (*Conn, error) {
 		Params:     hc.ParameterStatuses,
 		ServerAddr: net.JoinHostPort(cfg.Host, fmt.Sprint(cfg.Port)),
 		Prepared:   make(map[string]struct{}),
+		Settings:   make(map[string]string),
 		created:    time.Now(),
 	}, nil
 }

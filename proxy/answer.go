@@ -34,7 +34,7 @@ func (c *client) answerBatchTx() bool {
 		case 'E':
 			plan := c.srv.router.Route(current.analysis, nil, nil)
 			tag := c.txTag(plan)
-			c.answerTx(plan.Tx, current.query())
+			c.answerTx(plan, current.query())
 			c.out = appendCommandComplete(c.out, tag)
 		case 'C':
 			c.out = appendEmpty(c.out, '3')
@@ -48,8 +48,8 @@ func (c *client) answerBatchTx() bool {
 // batchTxLocal reports whether every Execute in the batch runs transaction
 // control the proxy can answer in turn, simulating the state changes.
 func (c *client) batchTxLocal() bool {
-	state, pendingLen := c.state, len(c.pending)
-	defer func() { c.state, c.pending = state, c.pending[:pendingLen] }()
+	state, pendingLen, settingsLen := c.state, len(c.pending), len(c.txSettings)
+	defer func() { c.state, c.pending, c.txSettings = state, c.pending[:pendingLen], c.txSettings[:settingsLen] }()
 	bi := 0
 	var current *prepared
 	executed := false
@@ -69,7 +69,7 @@ func (c *client) batchTxLocal() bool {
 				return false
 			}
 			plan := c.srv.router.Route(current.analysis, nil, nil)
-			if plan.Target != router.TargetNone || !c.answerTx(plan.Tx, current.query()) {
+			if plan.Target != router.TargetNone || !c.answerTx(plan, current.query()) {
 				return false
 			}
 			executed = true

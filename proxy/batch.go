@@ -96,8 +96,13 @@ func (c *client) runBatch() error {
 	if perr != nil {
 		return c.refuse(perr)
 	}
-	if plan.Target == router.TargetNone && c.answerBatchTx() {
-		return c.flush()
+	if plan.Target == router.TargetNone {
+		if c.answerBatchTx() {
+			return c.flush()
+		}
+		if plan.Set != nil {
+			return c.setting(plan, unit{})
+		}
 	}
 	return c.execute(plan, unit{})
 }
@@ -305,7 +310,17 @@ func (c *client) buildBatch(sc *pool.Conn, ops []op) []op {
 		ops = append(ops, op{typ: 'P', drop: true, prepared: p})
 	}
 	bi := 0
+	skipping := false // after an error the proxy raised, Postgres would skip to Sync
 	for _, m := range c.batch.msgs {
+		if skipping && m.typ != 'S' {
+			if m.typ == 'P' {
+				if name, _, _ := cstring(c.batch.body(m)); len(name) > 0 {
+					bi++
+				}
+			}
+			continue
+		}
+		skipping = false
 		body := c.batch.body(m)
 		switch m.typ {
 		case 'P':
@@ -320,6 +335,7 @@ func (c *client) buildBatch(sc *pool.Conn, ops []op) []op {
 			bi++
 			if _, exists := c.stmts[b.clientName]; exists {
 				ops = append(ops, op{typ: 'P', err: &router.Error{Code: "42P05", Message: fmt.Sprintf("prepared statement %q already exists", b.clientName)}})
+				skipping = true
 				continue
 			}
 			if c.serverHas(sc, b.prep) {

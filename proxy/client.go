@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -61,6 +62,14 @@ type client struct {
 
 	ops      []op     // reused per round trip
 	willHave []string // server-side names the batch being built prepares
+
+	// Session settings: what the client has SET (and started with), the
+	// SETs of the open transaction, and whether it ended in ROLLBACK.
+	settings   map[string]string
+	baseline   map[string]string
+	txSettings []*router.Setting
+	rolledBack bool
+	syncBuf    []byte
 
 	stmts   map[string]*prepared
 	unnamed prepared
@@ -146,14 +155,16 @@ func (c *client) accept(msg *pgproto3.StartupMessage, code uint32) (bool, error)
 	if err != nil {
 		return false, c.fatal("08006", "shardgate could not reach shard "+c.srv.topo().Shards[0].Name+": "+err.Error())
 	}
+	c.baseline = startupSettings(msg.Parameters, params)
+	c.settings = maps.Clone(c.baseline)
 	if minor := code & 0xffff; minor > 0 {
 		c.out = appendNegotiateProtocol(c.out, msg.Parameters)
 	}
 	c.out = append(c.out, 'R', 0, 0, 0, 8, 0, 0, 0, 0) // AuthenticationOk: trust
 	for _, p := range params {
 		value := p.value
-		if v, ok := msg.Parameters[p.name]; ok && p.name == "application_name" {
-			value = v
+		if v, ok := msg.Parameters[p.name]; ok {
+			value = v // the client's own startup value, as Postgres would report it
 		}
 		c.out = appendParameterStatus(c.out, p.name, value)
 	}

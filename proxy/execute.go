@@ -23,10 +23,16 @@ func (c *client) simpleQuery(body []byte) error {
 	}
 	a, _ := c.srv.router.Analyze(sql)
 	plan := c.srv.router.Route(a, nil, nil)
-	if plan.Target == router.TargetNone && c.answerTx(plan.Tx, sql) {
-		c.out = appendCommandComplete(c.out, c.txTag(plan))
-		c.out = appendReadyForQuery(c.out, c.status())
-		return c.flush()
+	if plan.Target == router.TargetNone {
+		tag := c.txTag(plan)
+		if c.answerTx(plan, sql) {
+			c.out = appendCommandComplete(c.out, tag)
+			c.out = appendReadyForQuery(c.out, c.status())
+			return c.flush()
+		}
+		if plan.Set != nil {
+			return c.setting(plan, unit{query: body})
+		}
 	}
 	return c.execute(plan, unit{query: body})
 }
@@ -44,17 +50,26 @@ func (c *client) txTag(plan router.Plan) string {
 // connection, and reports whether it did. BEGIN is deferred until a
 // statement picks the shard; everything said before that point travels
 // with it.
-func (c *client) answerTx(op router.TxOp, sql []byte) bool {
+func (c *client) answerTx(plan router.Plan, sql []byte) bool {
 	if c.held != nil {
 		return false
 	}
+	op := plan.Tx
 	switch {
 	case op == router.TxBegin && c.state == txIdle:
 		c.state = txPending
 		c.pending = append(c.pending[:0], sql...)
 	case op == router.TxOther && c.state == txPending:
 		c.pending = append(append(c.pending, ';'), sql...)
+		if plan.Set != nil {
+			c.txSettings = append(c.txSettings, plan.Set)
+		}
 	case (op == router.TxCommit || op == router.TxRollback) && (c.state == txPending || c.state == txFailed):
+		if op == router.TxCommit && c.state == txPending {
+			c.settleSettings(nil, true) // nothing ran, but its SETs count
+		} else {
+			c.settleSettings(nil, false)
+		}
 		c.state = txIdle
 		c.pending = c.pending[:0]
 	default:
@@ -140,6 +155,7 @@ func (c *client) refuse(e *router.Error) error {
 // in the failed state until it says ROLLBACK.
 func (c *client) abort() error {
 	c.pending = c.pending[:0]
+	c.settleSettings(nil, false)
 	c.state = txFailed
 	if c.held == nil {
 		return nil
@@ -163,7 +179,7 @@ func (c *client) abort() error {
 // the deferred transaction start when withPending is set.
 func (c *client) encode(sc *pool.Conn, u unit, withPending bool) []op {
 	c.sout = c.sout[:0]
-	ops := c.ops[:0]
+	ops := c.syncSettings(sc, c.ops[:0])
 	if withPending && c.state == txPending {
 		c.sout = appendMessage(c.sout, 'Q', append(c.pending, 0))
 		ops = append(ops, op{typ: 'Q', drop: true})
@@ -187,6 +203,7 @@ func (c *client) runHeld(u unit) error {
 		c.releaseHeld()
 		c.state = txIdle
 		c.pending = c.pending[:0]
+		c.settleSettings(nil, false)
 		return c.serverLost(err)
 	}
 	c.pending = c.pending[:0]
@@ -196,6 +213,9 @@ func (c *client) runHeld(u unit) error {
 	case 'I':
 		c.midBatch = false
 		c.state = txIdle
+		if len(c.txSettings) > 0 {
+			c.settleSettings(sc, !res.sawError && !c.rolledBack)
+		}
 		c.releaseHeld()
 	default:
 		c.midBatch = false

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -95,6 +96,9 @@ func (c *client) send(sc *pool.Conn, ops []op, sink *[]byte, stream bool) (res r
 		}
 		if !o.drop {
 			*sink = append(*sink, msg...)
+		}
+		if typ == 'C' && len(c.txSettings) > 0 {
+			c.rolledBack = bytes.HasPrefix(msg[5:], []byte("ROLLBACK"))
 		}
 		if terminal(o.typ, typ) {
 			switch typ {

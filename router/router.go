@@ -124,9 +124,9 @@ func route(t *topology.Topology, a *Analysis, params [][]byte, formats []int16, 
 	if a.Err != nil {
 		return Plan{Target: TargetError, Err: a.Err, Reason: "syntax error"}
 	}
-	if len(a.Stmts) == 1 && a.Stmts[0].Class == ClassTx {
+	if len(a.Stmts) == 1 && (a.Stmts[0].Class == ClassTx || a.Stmts[0].Class == ClassSet) {
 		s := a.Stmts[0]
-		return Plan{Target: TargetNone, Tx: s.Tx, Tag: s.Tag, Reason: s.Reason}
+		return Plan{Target: TargetNone, Tx: s.Tx, Tag: s.Tag, Set: s.Set, Reason: s.Reason, Role: RolePrimary}
 	}
 	plan := Plan{Target: TargetAny, Role: RoleReplica, Reason: "no statement needs a particular shard"}
 	keyedFound, all := false, false
@@ -136,7 +136,7 @@ func route(t *topology.Topology, a *Analysis, params [][]byte, formats []int16, 
 		case ClassRefuse:
 			return Plan{Target: TargetError, Err: s.Err, Reason: s.Reason}
 		case ClassSet:
-			return refuse("SET of a session parameter is not supported in transaction pooling yet: use SET LOCAL inside a transaction")
+			return refuse("send SET, RESET and DISCARD ALL as a statement of their own: shardgate tracks them per client")
 		case ClassTx:
 			if len(a.Stmts) > 1 && s.Tx != TxBegin && s.Tx != TxCommit && s.Tx != TxRollback {
 				plan.Role = RolePrimary

@@ -156,6 +156,28 @@ func TestExplain(t *testing.T) {
 	}
 }
 
+func TestSettings(t *testing.T) {
+	r := testRouter(t)
+	cases := []struct {
+		sql  string
+		want Setting
+	}{
+		{"SET search_path = a, b", Setting{Name: "search_path", SQL: "SET search_path TO a, b"}},
+		{"set TIME ZONE 'UTC'", Setting{Name: "timezone", SQL: `SET timezone TO "UTC"`}},
+		{"SET statement_timeout TO DEFAULT", Setting{Name: "statement_timeout"}},
+		{"RESET application_name", Setting{Name: "application_name"}},
+		{"RESET ALL", Setting{ResetAll: true}},
+		{"DISCARD ALL", Setting{ResetAll: true, Discard: true}},
+	}
+	for _, c := range cases {
+		a, _ := r.Analyze([]byte(c.sql))
+		plan := r.Route(a, nil, nil)
+		if plan.Set == nil || *plan.Set != c.want {
+			t.Errorf("%s: %+v, want %+v", c.sql, plan.Set, c.want)
+		}
+	}
+}
+
 func TestCacheIsBounded(t *testing.T) {
 	r := testRouter(t)
 	r.maxCache = 10

@@ -38,6 +38,7 @@ type Statement struct {
 	KeyType topology.KeyType
 	Keys    []KeyRef // ClassKeyed: every key value; all must land on one shard
 	Tag     string   // ClassTx: the command tag Postgres answers with
+	Set     *Setting // ClassSet: the session setting it changes
 	Reason  string
 	Err     *Error
 }
@@ -61,7 +62,12 @@ func analyze(t *topology.Topology, node *pg.Node) *Statement {
 	case node.GetTransactionStmt() != nil:
 		return analyzeTx(node.GetTransactionStmt())
 	case node.GetVariableSetStmt() != nil:
-		return analyzeSet(node.GetVariableSetStmt())
+		return analyzeSet(node)
+	case node.GetDiscardStmt() != nil:
+		if node.GetDiscardStmt().Target != pg.DiscardMode_DISCARD_ALL {
+			return &Statement{Class: ClassAny, Role: RolePrimary, Reason: "DISCARD of one kind of state"}
+		}
+		return &Statement{Class: ClassSet, Tag: "DISCARD ALL", Set: &Setting{ResetAll: true, Discard: true}, Reason: "DISCARD ALL resets the session"}
 	case node.GetVariableShowStmt() != nil:
 		return &Statement{Class: ClassAny, Role: RoleReplica, Reason: "SHOW is answered by any shard"}
 	case node.GetExplainStmt() != nil:
@@ -127,11 +133,42 @@ func analyzeTx(s *pg.TransactionStmt) *Statement {
 	return st
 }
 
-func analyzeSet(s *pg.VariableSetStmt) *Statement {
+// Setting is a session-level SET, RESET or DISCARD ALL. The proxy keeps
+// each client's settings and replays them on whichever server connection
+// serves it, so SQL is the canonical (deparsed) form of the statement.
+type Setting struct {
+	Name     string // lower-case parameter name; "" for RESET ALL
+	SQL      string // statement that applies it; "" for a RESET
+	ResetAll bool   // RESET ALL or DISCARD ALL
+	Discard  bool   // DISCARD ALL: also forget prepared statements
+}
+
+func analyzeSet(node *pg.Node) *Statement {
+	s := node.GetVariableSetStmt()
 	// SET TRANSACTION and SET LOCAL only mean something inside the
 	// transaction, so they travel with it like a savepoint.
 	if s.Kind == pg.VariableSetKind_VAR_SET_MULTI || s.IsLocal {
 		return &Statement{Class: ClassTx, Tx: TxOther, Tag: "SET", Reason: "transaction-scoped setting"}
 	}
-	return &Statement{Class: ClassSet, Reason: "session parameter " + s.Name}
+	switch s.Name {
+	case "role", "session_authorization":
+		return refused("SET %s is not supported: server connections are shared between clients", s.Name)
+	}
+	// Inside a transaction a SET is transaction control too: it counts only
+	// if the transaction commits.
+	st := &Statement{Class: ClassSet, Tx: TxOther, Tag: "SET", Reason: "session parameter " + s.Name, Set: &Setting{Name: s.Name}}
+	switch s.Kind {
+	case pg.VariableSetKind_VAR_RESET_ALL:
+		st.Set, st.Tag = &Setting{ResetAll: true}, "RESET"
+	case pg.VariableSetKind_VAR_RESET:
+		st.Tag = "RESET"
+	case pg.VariableSetKind_VAR_SET_DEFAULT:
+	default:
+		sql, err := pg.Deparse(&pg.ParseResult{Stmts: []*pg.RawStmt{{Stmt: node}}})
+		if err != nil {
+			return refused("cannot track SET %s: %v", s.Name, err)
+		}
+		st.Set.SQL = sql
+	}
+	return st
 }

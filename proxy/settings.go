@@ -1,0 +1,126 @@
+package proxy
+
+import (
+	"maps"
+	"strings"
+
+	"github.com/shardgate/shardgate/pool"
+	"github.com/shardgate/shardgate/router"
+)
+
+// Session settings in transaction pooling. A client's SETs are kept by the
+// proxy (name → canonical SET statement) and replayed on each server
+// connection that serves it, before its first statement, only when the
+// connection's settings differ. Startup parameters (application_name,
+// DateStyle, ...) are settings too; they are what RESET returns to.
+
+// notSettings are startup parameters that are not session settings.
+var notSettings = map[string]bool{"user": true, "database": true, "options": true, "replication": true}
+
+// startupSettings turns a client's startup parameters into settings,
+// leaving out those equal to what the server reports anyway.
+func startupSettings(params map[string]string, server []param) map[string]string {
+	defaults := make(map[string]string, len(server))
+	for _, p := range server {
+		defaults[strings.ToLower(p.name)] = p.value
+	}
+	out := make(map[string]string)
+	for name, value := range params {
+		name = strings.ToLower(name)
+		if notSettings[name] || strings.HasPrefix(name, "_pq_.") || defaults[name] == value {
+			continue
+		}
+		out[name] = "SET " + name + " TO " + quoteLiteral(value)
+	}
+	return out
+}
+
+func quoteLiteral(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}
+
+// applySetting records s in settings; reset names return to base (the
+// client's startup settings, or nothing for a server connection).
+func applySetting(settings map[string]string, s *router.Setting, base map[string]string) {
+	switch {
+	case s.ResetAll:
+		clear(settings)
+		maps.Copy(settings, base)
+	case s.SQL == "":
+		if sql, ok := base[s.Name]; ok {
+			settings[s.Name] = sql
+		} else {
+			delete(settings, s.Name)
+		}
+	default:
+		settings[s.Name] = s.SQL
+	}
+}
+
+// syncSettings appends to c.sout what brings sc's settings in line with the
+// client's, as one simple query whose answer is dropped.
+func (c *client) syncSettings(sc *pool.Conn, ops []op) []op {
+	if len(c.settings) == 0 && len(sc.Settings) == 0 {
+		return ops
+	}
+	q := c.syncBuf[:0]
+	for name, sql := range c.settings {
+		if sc.Settings[name] != sql {
+			q = append(append(q, sql...), ';')
+		}
+	}
+	for name := range sc.Settings {
+		if _, ok := c.settings[name]; !ok {
+			q = append(append(append(q, "RESET "...), name...), ';')
+		}
+	}
+	c.syncBuf = q
+	if len(q) == 0 {
+		return ops
+	}
+	c.sout = appendMessage(c.sout, 'Q', append(q, 0))
+	clear(sc.Settings)
+	maps.Copy(sc.Settings, c.settings)
+	return append(ops, op{typ: 'Q', drop: true})
+}
+
+// setting runs a session SET/RESET/DISCARD ALL and records it once it has
+// committed. (In a transaction that has no shard yet, answerTx took it.)
+func (c *client) setting(plan router.Plan, u unit) error {
+	s := plan.Set
+	switch {
+	case s.Discard && c.state != txIdle:
+		return c.refuse(&router.Error{Code: "25001", Message: "DISCARD ALL cannot run inside a transaction block"})
+	case s.Discard:
+		applySetting(c.settings, s, c.baseline)
+		clear(c.stmts)
+		c.out = appendCommandComplete(c.out, "DISCARD ALL")
+		c.out = appendReadyForQuery(c.out, c.status())
+		return c.flush()
+	case c.state == txFailed:
+		return c.refuse(errAborted)
+	case c.held != nil:
+		c.txSettings = append(c.txSettings, s)
+		return c.runHeld(u)
+	}
+	shard := c.srv.anyShard()
+	sc, err := c.srv.pools[shard].Acquire(c.ctx)
+	if err != nil {
+		return c.refuse(acquireError(err))
+	}
+	c.held, c.heldShard = sc, shard
+	c.txSettings = append(c.txSettings, s)
+	return c.runHeld(u)
+}
+
+// settleSettings applies the settings made in a transaction that just ended
+// on sc: kept if it committed, dropped (the server undid them) if not.
+func (c *client) settleSettings(sc *pool.Conn, committed bool) {
+	if committed {
+		for _, s := range c.txSettings {
+			applySetting(c.settings, s, c.baseline)
+			applySetting(sc.Settings, s, nil)
+		}
+	}
+	c.txSettings = c.txSettings[:0]
+}
