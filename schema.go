@@ -11,3 +11,7 @@ import _ "embed"
 //
 //go:embed testdata/schema.sql
 var SandboxSchema string
+
+// Version is shardgate's version, set at build time with
+// -ldflags "-X github.com/shardgate/shardgate.Version=...".
+var Version = "dev"

@@ -41,11 +41,16 @@ const (
 
 // client is one frontend connection and its session state.
 type client struct {
-	srv  *Server
-	conn net.Conn
-	rd   *bufio.Reader
-	log  *slog.Logger
-	ctx  context.Context
+	srv    *Server
+	rt     *runtime // config as of this client's startup
+	conn   net.Conn
+	rd     *bufio.Reader
+	log    *slog.Logger
+	ctx    context.Context
+	tls    bool
+	admin  bool // an admin console session
+	key    backendKey
+	target cancelTarget // the server connection to cancel, while one runs
 
 	in      []byte // last frontend message body
 	out     []byte // pending bytes for the client
@@ -82,6 +87,8 @@ type client struct {
 func newClient(s *Server, conn net.Conn, id uint64) *client {
 	return &client{
 		srv:   s,
+		rt:    s.rt.Load(),
+		tls:   isTLS(conn),
 		conn:  conn,
 		rd:    bufio.NewReaderSize(conn, 8<<10),
 		log:   s.log.With("conn", id),
@@ -105,6 +112,9 @@ func (c *client) serve(ctx context.Context) {
 }
 
 func (c *client) close() {
+	if c.key != (backendKey{}) {
+		c.srv.cancels.remove(c.key)
+	}
 	if c.held != nil {
 		// Mid-transaction disconnect: the server connection's state is
 		// unknown to the pool, so it is not reused.
@@ -125,12 +135,18 @@ func (c *client) startup() (bool, error) {
 		}
 		code := binary.BigEndian.Uint32(body)
 		switch {
-		case code == sslRequestCode || code == gssEncRequestCode:
+		case code == sslRequestCode:
+			if err := c.negotiateTLS(); err != nil {
+				return false, err
+			}
+			continue
+		case code == gssEncRequestCode:
 			if _, err := c.conn.Write([]byte{'N'}); err != nil {
 				return false, err
 			}
 			continue
 		case code == cancelRequestCode:
+			c.srv.cancel(body)
 			return false, nil
 		case code>>16 != 3:
 			return false, c.fatal("0A000", fmt.Sprintf("unsupported frontend protocol %d.%d: server supports 3.0", code>>16, code&0xffff))
@@ -144,12 +160,22 @@ func (c *client) startup() (bool, error) {
 }
 
 func (c *client) accept(msg *pgproto3.StartupMessage, code uint32) (bool, error) {
+	user := msg.Parameters["user"]
 	db := msg.Parameters["database"]
 	if db == "" {
-		db = msg.Parameters["user"]
+		db = user
 	}
-	if db != c.srv.cfg.Database {
+	if db != c.rt.cfg.Database && db != adminDatabase {
 		return false, c.fatal("3D000", fmt.Sprintf("database %q does not exist", db))
+	}
+	if err := c.authenticate(user); err != nil {
+		return false, err
+	}
+	if db == adminDatabase {
+		if !c.rt.admin[user] {
+			return false, c.fatal("28000", fmt.Sprintf("user %q is not an admin user (admin_users)", user))
+		}
+		return c.acceptAdmin()
 	}
 	params, err := c.srv.serverParams(c.ctx)
 	if err != nil {
@@ -168,10 +194,10 @@ func (c *client) accept(msg *pgproto3.StartupMessage, code uint32) (bool, error)
 		}
 		c.out = appendParameterStatus(c.out, p.name, value)
 	}
-	pid, secret := c.srv.newBackendKey()
+	c.key = c.srv.newBackendKey(c)
 	c.out = append(c.out, 'K', 0, 0, 0, 12)
-	c.out = binary.BigEndian.AppendUint32(c.out, pid)
-	c.out = binary.BigEndian.AppendUint32(c.out, secret)
+	c.out = binary.BigEndian.AppendUint32(c.out, c.key.pid)
+	c.out = binary.BigEndian.AppendUint32(c.out, c.key.secret)
 	c.out = appendReadyForQuery(c.out, 'I')
 	return true, c.flush()
 }

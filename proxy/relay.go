@@ -60,6 +60,8 @@ func (c *client) send(sc *pool.Conn, ops []op, sink *[]byte, stream bool) (res r
 		sc.MarkBroken()
 		return res, fmt.Errorf("write to server: %w", err)
 	}
+	c.target.set(sc)
+	defer c.target.set(nil)
 	defer c.discard(sc)
 	errored := false
 	for i := 0; i < len(ops); {

@@ -5,6 +5,7 @@ package proxy
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,8 +26,9 @@ const planCacheSize = 10000
 
 // Server accepts clients and owns the pools. One Server serves one config.
 type Server struct {
-	cfg    *topology.Config
-	router *router.Router
+	rt      atomic.Pointer[runtime]
+	cancels cancelRegistry
+	router  *router.Router
 	pools  []*pool.Pool // primary pool per shard, by shard index
 	log    *slog.Logger
 
@@ -49,8 +51,11 @@ func New(cfg *topology.Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	rt, err := newRuntime(cfg)
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
-		cfg:     cfg,
 		router:  router.New(topo, planCacheSize),
 		log:     log,
 		clients: make(map[*client]struct{}),
@@ -68,6 +73,7 @@ func New(cfg *topology.Config, log *slog.Logger) (*Server, error) {
 		}
 		s.pools = append(s.pools, p)
 	}
+	s.rt.Store(rt)
 	return s, nil
 }
 
@@ -78,7 +84,7 @@ func (s *Server) Router() *router.Router { return s.router }
 
 // ListenAndServe listens on cfg.Listen and serves until ctx ends.
 func (s *Server) ListenAndServe(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.cfg.Listen)
+	ln, err := net.Listen("tcp", s.rt.Load().cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
@@ -136,8 +142,29 @@ func (s *Server) anyShard() int {
 	return int(s.nextAny.Add(1) % uint32(len(s.pools)))
 }
 
-func (s *Server) newBackendKey() (pid, secret uint32) {
-	return rand.Uint32(), rand.Uint32()
+// newBackendKey gives a client the key it will cancel its queries with.
+func (s *Server) newBackendKey(c *client) backendKey {
+	for {
+		k := backendKey{pid: rand.Uint32(), secret: rand.Uint32()}
+		if k != (backendKey{}) && s.cancels.lookup(k) == nil {
+			s.cancels.add(k, c)
+			return k
+		}
+	}
+}
+
+// cancel handles a CancelRequest body (code, pid, secret). Unknown keys are
+// ignored silently, as Postgres does.
+func (s *Server) cancel(body []byte) {
+	if len(body) < 12 {
+		return
+	}
+	k := backendKey{pid: binary.BigEndian.Uint32(body[4:]), secret: binary.BigEndian.Uint32(body[8:])}
+	if c := s.cancels.lookup(k); c != nil {
+		if err := c.target.cancel(); err != nil {
+			s.log.Warn("forwarding cancel request", "err", err)
+		}
+	}
 }
 
 // reportedParams are the ParameterStatus names Postgres reports at startup;

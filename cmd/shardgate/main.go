@@ -12,10 +12,9 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
-)
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+	"github.com/shardgate/shardgate"
+)
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -74,7 +73,7 @@ func versionCmd() *cobra.Command {
 		Short: "Print shardgate's version",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintln(cmd.OutOrStdout(), "shardgate", version)
+			fmt.Fprintln(cmd.OutOrStdout(), "shardgate", shardgate.Version)
 		},
 	}
 }

@@ -1,0 +1,120 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/shardgate/shardgate"
+	"github.com/shardgate/shardgate/auth"
+	"github.com/shardgate/shardgate/topology"
+)
+
+// adminDatabase is the database name that opens the admin console, as
+// "pgbouncer" does for PgBouncer.
+const adminDatabase = "shardgate"
+
+// runtime is what RELOAD may change, swapped as a whole so a client sees
+// one consistent version from startup to end.
+type runtime struct {
+	cfg   *topology.Config
+	users *auth.Store
+	tls   *tls.Config // nil when client TLS is disabled
+	admin map[string]bool
+}
+
+func newRuntime(cfg *topology.Config) (*runtime, error) {
+	users := make(map[string]string, len(cfg.Auth.Users))
+	for _, u := range cfg.Auth.Users {
+		users[u.Name] = u.Password
+	}
+	store, err := auth.NewStore(users, cfg.Auth.File)
+	if err != nil {
+		return nil, err
+	}
+	rt := &runtime{cfg: cfg, users: store, admin: make(map[string]bool)}
+	for _, u := range cfg.AdminUsers {
+		rt.admin[u] = true
+	}
+	if cfg.TLS.Mode != "disable" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
+		if err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		rt.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	return rt, nil
+}
+
+// negotiateTLS answers an SSLRequest: 'S' and a handshake when TLS is on.
+func (c *client) negotiateTLS() error {
+	if c.rt.tls == nil || c.tls {
+		_, err := c.conn.Write([]byte{'N'})
+		return err
+	}
+	if _, err := c.conn.Write([]byte{'S'}); err != nil {
+		return err
+	}
+	if c.rd.Buffered() > 0 {
+		// Bytes after the SSLRequest and before the handshake could have
+		// been injected by a man in the middle (CVE-2021-23222's cousin).
+		return errors.New("unencrypted data after SSLRequest")
+	}
+	tc := tls.Server(c.conn, c.rt.tls)
+	if err := tc.HandshakeContext(c.ctx); err != nil {
+		return fmt.Errorf("tls handshake: %w", err)
+	}
+	c.conn, c.tls = tc, true
+	c.rd.Reset(tc)
+	return nil
+}
+
+// authenticate checks the client's transport and credentials before any
+// server connection is spent on it.
+func (c *client) authenticate(user string) error {
+	if c.rt.cfg.TLS.Mode == "require" && !c.tls {
+		return c.fatal("28000", "SSL required")
+	}
+	err := auth.Authenticate(authConn{c}, c.rt.cfg.Auth.Type, user, c.rt.users)
+	var aerr *auth.Error
+	if errors.As(err, &aerr) {
+		c.log.Info("authentication failed", "user", user, "addr", c.conn.RemoteAddr(), "reason", aerr.Message)
+		return c.fatal(aerr.Code, aerr.Message)
+	}
+	return err
+}
+
+// authConn gives auth the client's framing.
+type authConn struct{ c *client }
+
+func (a authConn) ReadMessage() (byte, []byte, error) {
+	typ, body, err := readMessage(a.c.rd, a.c.in)
+	a.c.in = body[:0]
+	return typ, body, err
+}
+
+func (a authConn) WriteMessage(typ byte, body []byte) error {
+	a.c.out = appendMessage(a.c.out, typ, body)
+	return a.c.flush()
+}
+
+// isTLS reports whether a net.Conn is already encrypted (tests may hand the
+// server TLS listeners).
+func isTLS(conn net.Conn) bool {
+	_, ok := conn.(*tls.Conn)
+	return ok
+}
+
+// acceptAdmin finishes startup for the admin console.
+func (c *client) acceptAdmin() (bool, error) {
+	c.admin = true
+	c.out = append(c.out, 'R', 0, 0, 0, 8, 0, 0, 0, 0)
+	c.out = appendParameterStatus(c.out, "server_version", "15.0 (shardgate "+shardgate.Version+")")
+	c.out = appendParameterStatus(c.out, "client_encoding", "UTF8")
+	c.out = appendParameterStatus(c.out, "standard_conforming_strings", "on")
+	c.out = appendParameterStatus(c.out, "DateStyle", "ISO, MDY")
+	c.out = appendParameterStatus(c.out, "integer_datetimes", "on")
+	c.out = appendReadyForQuery(c.out, 'I')
+	return true, c.flush()
+}

@@ -1,0 +1,212 @@
+package proxy_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/shardgate/shardgate/topology"
+)
+
+// serverBackends returns a function counting client backends on every
+// shard (but its own), to prove a failed login spent no server connection.
+func serverBackends(t *testing.T) func() int {
+	var direct []*pgx.Conn
+	for shard := range cluster.Shards {
+		direct = append(direct, connectShard(t, shard))
+	}
+	return func() int {
+		total := 0
+		for _, conn := range direct {
+			var n int
+			if err := conn.QueryRow(t.Context(), "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()").Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			total += n
+		}
+		return total
+	}
+}
+
+func TestPasswordAuthentication(t *testing.T) {
+	for _, method := range []string{"scram-sha-256", "md5"} {
+		t.Run(method, func(t *testing.T) {
+			addr, stop, err := startProxy(func(c *topology.Config) {
+				c.Auth = topology.AuthConfig{Type: method, Users: []topology.UserConfig{{Name: "app", Password: "s3cret"}}}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stop()
+			ctx := t.Context()
+			backends := serverBackends(t)
+			before := backends()
+			for _, dsn := range []string{
+				"postgres://app:wrong@" + addr + "/app?sslmode=disable",
+				"postgres://nobody:s3cret@" + addr + "/app?sslmode=disable",
+			} {
+				_, err := pgx.Connect(ctx, dsn)
+				if sqlState(err) != "28P01" {
+					t.Fatalf("%s: got %v, want 28P01", dsn, err)
+				}
+			}
+			if after := backends(); after != before {
+				t.Fatalf("failed logins opened server connections: %d before, %d after", before, after)
+			}
+			conn, err := pgx.Connect(ctx, "postgres://app:s3cret@"+addr+"/app?sslmode=disable")
+			if err != nil {
+				t.Fatalf("right password: %v", err)
+			}
+			defer conn.Close(context.Background())
+			var one int
+			if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || one != 1 {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// writeTestCert makes a self-signed CA-less server certificate for
+// 127.0.0.1 and returns the cert and key paths.
+func writeTestCert(t *testing.T) (certPath, keyPath string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "shardgate test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certPath, keyPath = filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
+	writeFile(t, certPath, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
+	writeFile(t, keyPath, string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})))
+	cert, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certPath, keyPath, pool
+}
+
+func TestClientTLS(t *testing.T) {
+	certPath, keyPath, roots := writeTestCert(t)
+	for _, mode := range []string{"require", "allow"} {
+		t.Run(mode, func(t *testing.T) {
+			addr, stop, err := startProxy(func(c *topology.Config) {
+				c.TLS = topology.TLSConfig{Mode: mode, Cert: certPath, Key: keyPath}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stop()
+			ctx := t.Context()
+			cfg, _ := pgx.ParseConfig("postgres://postgres@" + addr + "/app?sslmode=verify-full")
+			cfg.TLSConfig = &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}
+			conn, err := pgx.ConnectConfig(ctx, cfg)
+			if err != nil {
+				t.Fatalf("TLS client: %v", err)
+			}
+			defer conn.Close(context.Background())
+			if _, ok := conn.PgConn().Conn().(*tls.Conn); !ok {
+				t.Fatal("connection is not TLS")
+			}
+			var one int
+			if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+				t.Fatal(err)
+			}
+			plain, err := pgx.Connect(ctx, "postgres://postgres@"+addr+"/app?sslmode=disable")
+			if mode == "require" {
+				if sqlState(err) != "28000" {
+					t.Fatalf("plain client with tls require: got %v, want 28000", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("plain client with tls allow: %v", err)
+			}
+			plain.Close(ctx)
+		})
+	}
+}
+
+// TestCancel cancels a long query through the proxy: the client gets 57014
+// within a second, and another client's query is not touched.
+func TestCancel(t *testing.T) {
+	victim := connect(t, pgx.QueryExecModeCacheStatement)
+	bystander := connect(t, pgx.QueryExecModeCacheStatement)
+	done := make(chan error, 1)
+	go func() {
+		_, err := bystander.Exec(context.Background(), "SELECT pg_sleep(1.5)")
+		done <- err
+	}()
+	// pgx sends a CancelRequest when the context ends during a query.
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	began := time.Now()
+	_, err := victim.Exec(ctx, "SELECT pg_sleep(30)")
+	if took := time.Since(began); took > 1500*time.Millisecond {
+		t.Fatalf("cancel took %s", took)
+	}
+	if err == nil {
+		t.Fatal("the query was not cancelled")
+	}
+	// pgx closes a connection whose context ended; a fresh one checks the
+	// server side saw a cancel, not a disconnect.
+	var one int
+	if err := connect(t, pgx.QueryExecModeSimpleProtocol).QueryRow(t.Context(), "SELECT 1").Scan(&one); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the other client's query was disturbed: %v", err)
+	}
+}
+
+// TestCancelKeepsConnection cancels with a raw CancelRequest and checks the
+// client sees 57014 and keeps its connection.
+func TestCancelKeepsConnection(t *testing.T) {
+	conn := connectLow(t)
+	result := make(chan error, 1)
+	go func() {
+		_, err := conn.Exec(context.Background(), "SELECT pg_sleep(30)").ReadAll()
+		result <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	began := time.Now()
+	if err := conn.CancelRequest(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	err := <-result
+	if sqlState(err) != "57014" || time.Since(began) > time.Second {
+		t.Fatalf("got %v after %s, want 57014 within a second", err, time.Since(began))
+	}
+	if res, err := conn.Exec(t.Context(), "SELECT 2").ReadAll(); err != nil || string(res[0].Rows[0][0]) != "2" {
+		t.Fatalf("connection after cancel: %v", err)
+	}
+}
