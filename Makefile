@@ -26,8 +26,8 @@ lint: ## gofmt, go vet, staticcheck
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
-bench: ## benchmarks (placeholder)
-	@echo "make bench: not written yet (see issue: Pooler benchmark)"
+bench: build ## pgbench: direct Postgres vs PgBouncer vs shardgate (1 shard), ~5 min; writes bench/results/latest.md
+	GO=$(GO) bash bench/run.sh
 
 compose-check: ## validate docker-compose.yml
 	docker-compose config -q

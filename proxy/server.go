@@ -29,8 +29,8 @@ type Server struct {
 	rt      atomic.Pointer[runtime]
 	cancels cancelRegistry
 	router  *router.Router
-	pools  []*pool.Pool // primary pool per shard, by shard index
-	log    *slog.Logger
+	pools   []*pool.Pool // primary pool per shard, by shard index
+	log     *slog.Logger
 
 	nextAny  atomic.Uint32
 	nextConn atomic.Uint64

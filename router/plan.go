@@ -66,7 +66,7 @@ type Plan struct {
 	Target Target
 	Shard  int // valid when Target == TargetShard
 	Role   Role
-	Tx     TxOp   // TargetNone: the transaction-control effect
+	Tx     TxOp     // TargetNone: the transaction-control effect
 	Tag    string   // TargetNone: the command tag, for answers the proxy gives itself
 	Set    *Setting // TargetNone: a session setting for the proxy to track
 	Reason string
