@@ -5,6 +5,8 @@ package pool
 
 import (
 	"bufio"
+	"encoding/binary"
+	"io"
 	"context"
 	"fmt"
 	"net"
@@ -32,8 +34,10 @@ type Conn struct {
 	// bring the connection in line with each client it serves.
 	Settings map[string]string
 
-	broken  bool
-	created time.Time
+	broken     bool
+	created    time.Time
+	lastUsed   time.Time // when it last came back to the pool
+	generation uint64
 }
 
 // MarkBroken makes Release close the connection instead of reusing it:
@@ -65,5 +69,40 @@ func dial(ctx context.Context, cfg *pgconn.Config) (*Conn, error) {
 		Prepared:   make(map[string]struct{}),
 		Settings:   make(map[string]string),
 		created:    time.Now(),
+		lastUsed:   time.Now(),
 	}, nil
+}
+
+// check asks a connection that sat idle whether it still works, with an
+// empty query (as PgBouncer's default server_check_query does).
+func (c *Conn) check() bool {
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	if _, err := c.Write([]byte{'Q', 0, 0, 0, 5, 0}); err != nil {
+		return false
+	}
+	for {
+		typ, err := c.Reader.ReadByte()
+		if err != nil {
+			return false
+		}
+		var n [4]byte
+		if _, err := io.ReadFull(c.Reader, n[:]); err != nil {
+			return false
+		}
+		size := int(binary.BigEndian.Uint32(n[:])) - 4
+		if size < 0 {
+			return false
+		}
+		body := make([]byte, size)
+		if _, err := io.ReadFull(c.Reader, body); err != nil {
+			return false
+		}
+		switch typ {
+		case 'Z':
+			return size == 1 && body[0] == 'I'
+		case 'E':
+			return false
+		}
+	}
 }

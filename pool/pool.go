@@ -10,33 +10,52 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// Config sizes one pool.
+// Config sizes one pool. Durations of 0 disable the optional behaviours.
 type Config struct {
 	Name           string // "s0/primary", for errors and logs
 	DSN            string
 	Size           int
+	MinSize        int           // opened and kept even when idle
+	ReserveSize    int           // extra connections for clients that waited ReserveTimeout
+	ReserveTimeout time.Duration //
 	WaitTimeout    time.Duration // how long Acquire queues for a busy pool
 	ConnectTimeout time.Duration
+	IdleTimeout    time.Duration // close connections idle this long (above MinSize)
+	Lifetime       time.Duration // close connections this old when they come back
+	CheckDelay     time.Duration // check a connection idle this long before lending it
 }
 
 // ErrWaitTimeout is returned when no connection frees up within WaitTimeout.
 var ErrWaitTimeout = errors.New("timed out waiting for a server connection")
 
 // Pool is a bounded set of server connections with a FIFO wait queue, like
-// a PgBouncer pool: connections are opened on demand up to Size and reused
-// most-recently-released first, so idle ones age out together.
+// a PgBouncer pool: connections are opened on demand up to Size (plus
+// ReserveSize for clients that waited long), reused most-recently-released
+// first, checked before reuse after long idleness, and retired by the
+// janitor when idle or old.
 type Pool struct {
-	cfg     Config
 	connCfg *pgconn.Config
+	stats   counters
 
-	mu      sync.Mutex
-	idle    []*Conn
-	open    int          // connections idle, lent, or being dialled
-	waiters []chan *Conn // nil sent on a channel grants a dial slot
-	closed  bool
+	mu         sync.Mutex
+	cfg        Config
+	idle       []*Conn
+	lent       map[*Conn]struct{}
+	open       int       // idle, lent, or being dialled
+	waiters    []*waiter // FIFO
+	paused     bool
+	closed     bool
+	generation uint64 // RECONNECT bumps it; older connections retire on release
+	stop       chan struct{}
 }
 
-// New validates cfg; connections are opened lazily.
+type waiter struct {
+	ch    chan *Conn // nil sent on it grants a dial slot
+	since time.Time
+}
+
+// New validates cfg and starts the janitor; connections are opened lazily
+// (and up to MinSize in the background).
 func New(cfg Config) (*Pool, error) {
 	connCfg, err := pgconn.ParseConfig(cfg.DSN)
 	if err != nil {
@@ -48,55 +67,107 @@ func New(cfg Config) (*Pool, error) {
 	if cfg.Size < 1 {
 		cfg.Size = 1
 	}
-	return &Pool{cfg: cfg, connCfg: connCfg}, nil
+	p := &Pool{cfg: cfg, connCfg: connCfg, lent: make(map[*Conn]struct{}), stop: make(chan struct{})}
+	go p.janitor()
+	return p, nil
 }
 
 // Name identifies the pool in errors.
 func (p *Pool) Name() string { return p.cfg.Name }
 
-// Acquire lends a connection, dialling one if the pool is below its size,
-// else waiting in line up to WaitTimeout.
-func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
+// Resize applies new sizes and timeouts (RELOAD); the DSN cannot change.
+func (p *Pool) Resize(cfg Config) {
 	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return nil, fmt.Errorf("pool %s is closed", p.cfg.Name)
+	cfg.Name, cfg.DSN = p.cfg.Name, p.cfg.DSN
+	if cfg.Size < 1 {
+		cfg.Size = 1
 	}
-	if n := len(p.idle); n > 0 {
-		c := p.idle[n-1]
-		p.idle = p.idle[:n-1]
-		p.mu.Unlock()
-		return c, nil
-	}
-	if p.open < p.cfg.Size {
+	p.cfg = cfg
+	p.serveWaitersLocked()
+	p.mu.Unlock()
+}
+
+// Acquire lends a connection: an idle one, a new one while the pool is
+// below its size, else the first to come back, waiting in line up to
+// WaitTimeout.
+func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
+	began := time.Now()
+	c, err := p.acquire(ctx)
+	p.stats.waitNanos.Add(int64(time.Since(began)))
+	return c, err
+}
+
+func (p *Pool) acquire(ctx context.Context) (*Conn, error) {
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, fmt.Errorf("pool %s is closed", p.cfg.Name)
+		}
+		if p.paused || (len(p.idle) == 0 && p.open >= p.cfg.Size) {
+			w := &waiter{ch: make(chan *Conn, 1), since: time.Now()}
+			p.waiters = append(p.waiters, w)
+			p.mu.Unlock()
+			return p.wait(ctx, w)
+		}
+		if n := len(p.idle); n > 0 {
+			c := p.idle[n-1]
+			p.idle = p.idle[:n-1]
+			p.lent[c] = struct{}{}
+			checkDelay := p.cfg.CheckDelay
+			p.mu.Unlock()
+			if checkDelay > 0 && time.Since(c.lastUsed) > checkDelay && !c.check() {
+				c.MarkBroken()
+				p.Release(c)
+				continue // a dead idle connection: try the next
+			}
+			return c, nil
+		}
 		p.open++
 		p.mu.Unlock()
 		return p.dial(ctx)
 	}
-	w := make(chan *Conn, 1)
-	p.waiters = append(p.waiters, w)
-	p.mu.Unlock()
-	return p.wait(ctx, w)
 }
 
-func (p *Pool) wait(ctx context.Context, w chan *Conn) (*Conn, error) {
-	timer := time.NewTimer(p.cfg.WaitTimeout)
+func (p *Pool) wait(ctx context.Context, w *waiter) (*Conn, error) {
+	p.mu.Lock()
+	timeout, reserveAfter := p.cfg.WaitTimeout, p.cfg.ReserveTimeout
+	if p.cfg.ReserveSize == 0 {
+		reserveAfter = 0
+	}
+	p.mu.Unlock()
+	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	select {
-	case c := <-w:
-		if c == nil {
-			return p.dial(ctx)
+	var reserve <-chan time.Time
+	if reserveAfter > 0 && reserveAfter < timeout {
+		rt := time.NewTimer(reserveAfter)
+		defer rt.Stop()
+		reserve = rt.C
+	}
+	for {
+		select {
+		case c := <-w.ch:
+			if c == nil {
+				return p.dial(ctx)
+			}
+			return c, nil
+		case <-reserve:
+			reserve = nil
+			if p.takeReserveSlot(w) {
+				return p.dial(ctx)
+			}
+			continue
+		case <-timer.C:
+		case <-ctx.Done():
 		}
-		return c, nil
-	case <-timer.C:
-	case <-ctx.Done():
+		break
 	}
 	p.mu.Lock()
-	queued := p.dequeue(w)
+	queued := p.dequeueLocked(w)
 	p.mu.Unlock()
 	if !queued {
 		// Release handed us something just as we gave up: pass it on.
-		if c := <-w; c != nil {
+		if c := <-w.ch; c != nil {
 			p.Release(c)
 		} else {
 			p.releaseSlot()
@@ -105,10 +176,22 @@ func (p *Pool) wait(ctx context.Context, w chan *Conn) (*Conn, error) {
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	return nil, fmt.Errorf("pool %s: %w after %s (all %d connections busy)", p.cfg.Name, ErrWaitTimeout, p.cfg.WaitTimeout, p.cfg.Size)
+	return nil, fmt.Errorf("pool %s: %w after %s (all %d connections busy)", p.cfg.Name, ErrWaitTimeout, timeout, p.cfg.Size)
 }
 
-func (p *Pool) dequeue(w chan *Conn) bool {
+// takeReserveSlot lets a client that waited ReserveTimeout open one of the
+// reserve connections, if any is left.
+func (p *Pool) takeReserveSlot(w *waiter) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.paused || p.open >= p.cfg.Size+p.cfg.ReserveSize || !p.dequeueLocked(w) {
+		return false
+	}
+	p.open++
+	return true
+}
+
+func (p *Pool) dequeueLocked(w *waiter) bool {
 	for i, x := range p.waiters {
 		if x == w {
 			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
@@ -119,11 +202,18 @@ func (p *Pool) dequeue(w chan *Conn) bool {
 }
 
 func (p *Pool) dial(ctx context.Context) (*Conn, error) {
+	p.mu.Lock()
+	gen := p.generation
+	p.mu.Unlock()
 	c, err := dial(ctx, p.connCfg)
 	if err != nil {
 		p.releaseSlot()
 		return nil, fmt.Errorf("pool %s: connect: %w", p.cfg.Name, err)
 	}
+	c.generation = gen
+	p.mu.Lock()
+	p.lent[c] = struct{}{}
+	p.mu.Unlock()
 	return c, nil
 }
 
@@ -131,59 +221,112 @@ func (p *Pool) dial(ctx context.Context) (*Conn, error) {
 func (p *Pool) releaseSlot() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.waiters) > 0 && !p.closed {
-		w := p.waiters[0]
-		p.waiters = p.waiters[1:]
-		w <- nil
-		return
-	}
 	p.open--
+	p.serveWaitersLocked()
 }
 
-// Release returns a connection that is idle on the server (ReadyForQuery
-// 'I'), or closes it if it was marked broken.
-func (p *Pool) Release(c *Conn) {
-	if c.broken {
-		c.Close()
-		p.releaseSlot()
-		return
+// serveWaitersLocked hands idle connections, then free slots, to waiters.
+func (p *Pool) serveWaitersLocked() {
+	for len(p.waiters) > 0 && !p.paused && !p.closed {
+		w := p.waiters[0]
+		if n := len(p.idle); n > 0 {
+			c := p.idle[n-1]
+			p.idle = p.idle[:n-1]
+			p.lent[c] = struct{}{}
+			w.ch <- c
+		} else if p.open < p.cfg.Size {
+			p.open++
+			w.ch <- nil
+		} else {
+			return
+		}
+		p.waiters = p.waiters[1:]
 	}
+}
+
+// Release returns a lent connection that is idle on the server
+// (ReadyForQuery 'I'). Broken, old and pre-RECONNECT connections are closed.
+func (p *Pool) Release(c *Conn) {
 	p.mu.Lock()
-	if p.closed {
+	delete(p.lent, c)
+	retire := c.broken || p.closed || c.generation != p.generation ||
+		(p.cfg.Lifetime > 0 && time.Since(c.created) > p.cfg.Lifetime)
+	if retire {
 		p.open--
+		p.serveWaitersLocked()
 		p.mu.Unlock()
 		c.Close()
 		return
 	}
-	if len(p.waiters) > 0 {
+	c.lastUsed = time.Now()
+	if len(p.waiters) > 0 && !p.paused {
 		w := p.waiters[0]
 		p.waiters = p.waiters[1:]
+		p.lent[c] = struct{}{}
 		p.mu.Unlock()
-		w <- c
+		w.ch <- c
 		return
 	}
 	p.idle = append(p.idle, c)
 	p.mu.Unlock()
 }
 
-// Stats is a point-in-time view for the admin console and tests.
-type Stats struct {
-	Open, Idle, Waiting int
+// Pause stops lending connections and waits, up to ctx, until every lent
+// one is back: afterwards no server connection is in use (PgBouncer PAUSE).
+func (p *Pool) Pause(ctx context.Context) error {
+	p.mu.Lock()
+	p.paused = true
+	p.mu.Unlock()
+	for {
+		p.mu.Lock()
+		busy := len(p.lent)
+		p.mu.Unlock()
+		if busy == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("pool %s: %d connections still in use: %w", p.cfg.Name, busy, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
-func (p *Pool) Stats() Stats {
+// Resume lends connections again after Pause.
+func (p *Pool) Resume() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	return Stats{Open: p.open, Idle: len(p.idle), Waiting: len(p.waiters)}
+	p.paused = false
+	p.serveWaitersLocked()
+	p.mu.Unlock()
+}
+
+// Reconnect closes idle connections now and lent ones when they come back,
+// so the pool reconnects (e.g. after a server restart or a DSN change).
+func (p *Pool) Reconnect() {
+	p.mu.Lock()
+	p.generation++
+	idle := p.idle
+	p.idle = nil
+	p.open -= len(idle)
+	p.serveWaitersLocked()
+	p.mu.Unlock()
+	for _, c := range idle {
+		c.Close()
+	}
 }
 
 // Close closes idle connections now and lent ones as they come back.
 func (p *Pool) Close() {
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
 	idle := p.idle
 	p.idle = nil
 	p.open -= len(idle)
 	p.closed = true
+	close(p.stop)
 	p.mu.Unlock()
 	for _, c := range idle {
 		c.Close()

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/shardgate/shardgate/sandbox"
 )
 
@@ -186,5 +188,166 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not reached in 5s")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+func newPoolCfg(t *testing.T, cfg Config) *Pool {
+	t.Helper()
+	cfg.Name, cfg.DSN = "test", dsn
+	if cfg.WaitTimeout == 0 {
+		cfg.WaitTimeout = 5 * time.Second
+	}
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// TestReserve: a client that waited ReserveTimeout on a full pool gets one
+// of the reserve connections.
+func TestReserve(t *testing.T) {
+	p := newPoolCfg(t, Config{Size: 1, ReserveSize: 1, ReserveTimeout: 100 * time.Millisecond})
+	a, err := p.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	b, err := p.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(began); waited < 100*time.Millisecond || waited > 3*time.Second {
+		t.Fatalf("reserve connection after %s, want after the 100ms reserve timeout", waited)
+	}
+	if s := p.Stats(); s.Open != 2 {
+		t.Fatalf("stats %+v", s)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := p.Acquire(ctx); err == nil {
+		t.Fatal("a third connection beyond size+reserve")
+	}
+	p.Release(a)
+	p.Release(b)
+}
+
+func TestPauseResume(t *testing.T) {
+	p := newPoolCfg(t, Config{Size: 2})
+	c, err := p.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	paused := make(chan error, 1)
+	go func() { paused <- p.Pause(t.Context()) }()
+	select {
+	case <-paused:
+		t.Fatal("Pause returned while a connection was lent")
+	case <-time.After(100 * time.Millisecond):
+	}
+	p.Release(c)
+	if err := <-paused; err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *Conn, 1)
+	go func() {
+		c, _ := p.Acquire(t.Context())
+		got <- c
+	}()
+	select {
+	case <-got:
+		t.Fatal("Acquire succeeded on a paused pool")
+	case <-time.After(100 * time.Millisecond):
+	}
+	p.Resume()
+	if c := <-got; c == nil {
+		t.Fatal("waiter not served after Resume")
+	} else {
+		p.Release(c)
+	}
+}
+
+func TestReconnectRetiresConnections(t *testing.T) {
+	p := newPoolCfg(t, Config{Size: 2})
+	a, _ := p.Acquire(t.Context())
+	b, _ := p.Acquire(t.Context())
+	p.Release(a)
+	p.Reconnect()
+	p.Release(b) // lent during RECONNECT: closed on return
+	if s := p.Stats(); s.Open != 0 || s.Idle != 0 {
+		t.Fatalf("after reconnect: %+v", s)
+	}
+	c, err := p.Acquire(t.Context())
+	if err != nil || c.PID == a.PID || c.PID == b.PID {
+		t.Fatalf("after reconnect a new connection is dialled: %v", err)
+	}
+	p.Release(c)
+}
+
+func TestJanitorRetiresIdleAndFillsMinSize(t *testing.T) {
+	p := newPoolCfg(t, Config{Size: 4, MinSize: 1, IdleTimeout: 200 * time.Millisecond})
+	waitFor(t, func() bool { return p.Stats().Open == 1 }) // min_size opened in the background
+	var lent []*Conn
+	for i := 0; i < 3; i++ {
+		c, err := p.Acquire(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		lent = append(lent, c)
+	}
+	for _, c := range lent {
+		p.Release(c)
+	}
+	if s := p.Stats(); s.Open != 3 {
+		t.Fatalf("stats %+v", s)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Stats().Open != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("idle connections not retired down to min_size: %+v", p.Stats())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestCheckBeforeReuse: a connection the server closed while idle is
+// detected before it is lent, and replaced.
+func TestCheckBeforeReuse(t *testing.T) {
+	p := newPoolCfg(t, Config{Size: 1, CheckDelay: time.Millisecond})
+	c, err := p.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Release(c)
+	admin, err := pgconn.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	if _, err := admin.Exec(t.Context(), fmt.Sprintf("SELECT pg_terminate_backend(%d)", c.PID)).ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	fresh, err := p.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fresh.PID == c.PID {
+		t.Fatal("lent the terminated connection")
+	}
+	if !fresh.check() {
+		t.Fatal("replacement connection does not work")
+	}
+	p.Release(fresh)
+}
+
+func TestLifetime(t *testing.T) {
+	p := newPoolCfg(t, Config{Size: 1, Lifetime: 50 * time.Millisecond})
+	c, _ := p.Acquire(t.Context())
+	time.Sleep(100 * time.Millisecond)
+	p.Release(c)
+	if s := p.Stats(); s.Open != 0 {
+		t.Fatalf("connection past its lifetime kept: %+v", s)
 	}
 }
