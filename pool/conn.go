@@ -5,10 +5,10 @@ package pool
 
 import (
 	"bufio"
-	"encoding/binary"
-	"io"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"time"
 

@@ -8,8 +8,8 @@ import (
 // counters are cumulative, like PgBouncer's SHOW STATS totals.
 type counters struct {
 	xacts, queries, received, sent atomic.Int64
-	xactNanos, queryNanos         atomic.Int64
-	waitNanos                     atomic.Int64
+	xactNanos, queryNanos          atomic.Int64
+	waitNanos                      atomic.Int64
 }
 
 // RecordQuery counts one round trip: bytes to and from the server and its
