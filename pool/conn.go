@@ -27,8 +27,10 @@ type Conn struct {
 	ServerAddr string            // host:port, for cancel requests
 
 	// Prepared holds the server-side prepared statement names this
-	// connection has, so the proxy can Parse lazily on first use.
-	Prepared map[string]struct{}
+	// connection has, so the proxy can Parse lazily on first use, each with
+	// the Batch that last used it, so the least recently used can go.
+	Prepared map[string]uint64
+	Batch    uint64
 	// Settings are the session settings (parameter name → the SET that
 	// applied it) in effect beyond the server's defaults, so the proxy can
 	// bring the connection in line with each client it serves.
@@ -66,7 +68,7 @@ func dial(ctx context.Context, cfg *pgconn.Config) (*Conn, error) {
 		SecretKey:  hc.SecretKey,
 		Params:     hc.ParameterStatuses,
 		ServerAddr: net.JoinHostPort(cfg.Host, fmt.Sprint(cfg.Port)),
-		Prepared:   make(map[string]struct{}),
+		Prepared:   make(map[string]uint64),
 		Settings:   make(map[string]string),
 		created:    time.Now(),
 		lastUsed:   time.Now(),

@@ -124,6 +124,9 @@ func (c *client) planBatch() (router.Plan, *router.Error) {
 			if err != nil {
 				return plan, err
 			}
+			if p.Tx == router.TxBegin && c.mode == modeStatement {
+				return plan, errStatementMode
+			}
 			if !bound {
 				plan, bound = p, true
 				continue
@@ -288,23 +291,48 @@ func serverNameOr(p *prepared, clientName []byte) string {
 }
 
 // serverHas reports whether sc has p prepared, or will once the batch
-// being built reaches it.
+// being built reaches it, and marks it used by this batch.
 func (c *client) serverHas(sc *pool.Conn, p *prepared) bool {
 	if _, ok := sc.Prepared[p.serverName]; ok {
+		sc.Prepared[p.serverName] = sc.Batch
 		return true
 	}
 	return slices.Contains(c.willHave, p.serverName)
+}
+
+// makeRoom closes sc's least recently used statement when preparing one
+// more would exceed pool.prepared_statements. Statements this batch uses
+// are never chosen.
+func (c *client) makeRoom(sc *pool.Conn, ops []op) []op {
+	if len(sc.Prepared)+len(c.willHave) < c.rt.cfg.Pool.PreparedStatements {
+		return ops
+	}
+	victim, oldest := "", sc.Batch
+	for name, used := range sc.Prepared {
+		if used < oldest {
+			victim, oldest = name, used
+		}
+	}
+	if victim == "" {
+		return ops
+	}
+	delete(sc.Prepared, victim)
+	body := append(append([]byte{'S'}, victim...), 0)
+	c.sout = appendMessage(c.sout, 'C', body)
+	return append(ops, op{typ: 'C', drop: true})
 }
 
 // buildBatch turns the batch into bytes for sc in c.sout, rewriting
 // statement names and preparing statements sc lacks, and returns the ops.
 func (c *client) buildBatch(sc *pool.Conn, ops []op) []op {
 	c.willHave = c.willHave[:0]
+	sc.Batch++
 	unnamedSent := false
 	ensure := func(p *prepared) {
 		if p == nil || p.serverName == "" || c.serverHas(sc, p) {
 			return
 		}
+		ops = c.makeRoom(sc, ops)
 		c.willHave = append(c.willHave, p.serverName)
 		c.sout = appendMessage(c.sout, 'P', p.parse)
 		ops = append(ops, op{typ: 'P', drop: true, prepared: p})
@@ -342,6 +370,7 @@ func (c *client) buildBatch(sc *pool.Conn, ops []op) []op {
 				ops = append(ops, op{typ: 'P', fake: '1', prepared: b.prep, clientName: b.clientName})
 				continue
 			}
+			ops = c.makeRoom(sc, ops)
 			c.willHave = append(c.willHave, b.prep.serverName)
 			c.sout = appendMessage(c.sout, 'P', b.prep.parse)
 			ops = append(ops, op{typ: 'P', prepared: b.prep, clientName: b.clientName})

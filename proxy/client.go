@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"os"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -41,16 +43,17 @@ const (
 
 // client is one frontend connection and its session state.
 type client struct {
-	srv    *Server
-	rt     *runtime // config as of this client's startup
-	conn   net.Conn
-	rd     *bufio.Reader
-	log    *slog.Logger
-	ctx    context.Context
-	tls    bool
-	admin  bool // an admin console session
-	key    backendKey
-	target cancelTarget // the server connection to cancel, while one runs
+	srv      *Server
+	rt       *runtime // config as of this client's startup
+	conn     net.Conn
+	rd       *bufio.Reader
+	log      *slog.Logger
+	ctx      context.Context
+	tls      bool
+	admin    bool // an admin console session
+	deadline bool // a read deadline is armed
+	key      backendKey
+	target   cancelTarget // the server connection to cancel, while one runs
 
 	in      []byte // last frontend message body
 	out     []byte // pending bytes for the client
@@ -59,11 +62,15 @@ type client struct {
 	peeked  int    // bytes of the server reader still to discard
 
 	state     txState
+	mode      string     // pool mode, as of startup
 	held      *pool.Conn // server connection for the current transaction
 	heldShard int
-	midBatch  bool   // extended batch flushed but not yet synced: keep held
-	srvStatus byte   // server's last ReadyForQuery status while held
-	pending   []byte // deferred transaction start, a simple query text
+	heldPool  *pool.Pool
+	txStart   time.Time
+	session   map[int]sessionConn // session mode: the client's connections by shard
+	midBatch  bool                // extended batch flushed but not yet synced: keep held
+	srvStatus byte                // server's last ReadyForQuery status while held
+	pending   []byte              // deferred transaction start, a simple query text
 
 	ops      []op     // reused per round trip
 	willHave []string // server-side names the batch being built prepares
@@ -85,9 +92,11 @@ type client struct {
 }
 
 func newClient(s *Server, conn net.Conn, id uint64) *client {
+	rt := s.rt.Load()
 	return &client{
 		srv:   s,
-		rt:    s.rt.Load(),
+		rt:    rt,
+		mode:  rt.cfg.Pool.Mode,
 		tls:   isTLS(conn),
 		conn:  conn,
 		rd:    bufio.NewReaderSize(conn, 8<<10),
@@ -119,9 +128,9 @@ func (c *client) close() {
 		// Mid-transaction disconnect: the server connection's state is
 		// unknown to the pool, so it is not reused.
 		c.held.MarkBroken()
-		c.srv.pools[c.heldShard].Release(c.held)
-		c.held = nil
+		c.releaseHeld()
 	}
+	c.releaseSession()
 	c.conn.Close()
 }
 
@@ -167,6 +176,9 @@ func (c *client) accept(msg *pgproto3.StartupMessage, code uint32) (bool, error)
 	}
 	if db != c.rt.cfg.Database && db != adminDatabase {
 		return false, c.fatal("3D000", fmt.Sprintf("database %q does not exist", db))
+	}
+	if n, max := c.srv.clientCount.Load(), c.rt.cfg.Pool.MaxClientConn; n > int64(max) {
+		return false, c.fatal("53300", fmt.Sprintf("no more connections allowed (max_client_conn %d)", max))
 	}
 	if err := c.authenticate(user); err != nil {
 		return false, err
@@ -243,8 +255,12 @@ func (c *client) flush() error {
 
 func (c *client) loop() error {
 	for {
+		c.setReadDeadline()
 		typ, body, err := readMessage(c.rd, c.in)
 		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return c.idleTimeout()
+			}
 			return err
 		}
 		c.in = body[:0]
@@ -269,6 +285,34 @@ func (c *client) loop() error {
 			return err
 		}
 	}
+}
+
+// setReadDeadline arms idle_transaction_timeout or client_idle_timeout for
+// the wait for the client's next message.
+func (c *client) setReadDeadline() {
+	d := time.Duration(c.rt.cfg.Pool.ClientIdleTimeout)
+	if c.state != txIdle {
+		d = time.Duration(c.rt.cfg.Pool.IdleTransactionTimeout)
+	}
+	switch {
+	case d > 0:
+		c.conn.SetReadDeadline(time.Now().Add(d))
+		c.deadline = true
+	case c.deadline:
+		c.conn.SetReadDeadline(time.Time{})
+		c.deadline = false
+	}
+}
+
+// idleTimeout disconnects a client that sat idle too long, with the
+// SQLSTATE Postgres's own idle timeouts use.
+func (c *client) idleTimeout() error {
+	if c.state != txIdle {
+		c.log.Info("closing client idle in transaction", "timeout", time.Duration(c.rt.cfg.Pool.IdleTransactionTimeout))
+		return c.fatal("25P03", "terminating connection due to idle-in-transaction timeout (idle_transaction_timeout)")
+	}
+	c.log.Info("closing idle client", "timeout", time.Duration(c.rt.cfg.Pool.ClientIdleTimeout))
+	return c.fatal("57P05", "terminating connection due to idle-session timeout (client_idle_timeout)")
 }
 
 // status is the ReadyForQuery status the client should see now.

@@ -14,6 +14,8 @@ type unit struct {
 	query []byte // simple Query body (SQL and its NUL); nil for a batch
 }
 
+var errStatementMode = &router.Error{Code: router.CodeFeatureNotSupported, Message: "transaction blocks are not allowed in statement pooling mode"}
+
 var errAborted = &router.Error{Code: "25P02", Message: "current transaction is aborted, commands ignored until end of transaction block"}
 
 func (c *client) simpleQuery(body []byte) error {
@@ -23,6 +25,9 @@ func (c *client) simpleQuery(body []byte) error {
 	}
 	a, _ := c.srv.router.Analyze(sql)
 	plan := c.srv.router.Route(a, nil, nil)
+	if plan.Tx == router.TxBegin && c.mode == modeStatement {
+		return c.refuse(errStatementMode)
+	}
 	if plan.Target == router.TargetNone {
 		tag := c.txTag(plan)
 		if c.answerTx(plan, sql) {
@@ -107,11 +112,9 @@ func (c *client) execute(plan router.Plan, u unit) error {
 	case router.TargetAny:
 		plan.Shard = c.srv.anyShard()
 	}
-	sc, err := c.srv.pools[plan.Shard].Acquire(c.ctx)
-	if err != nil {
+	if err := c.acquire(plan.Shard); err != nil {
 		return c.refuse(acquireError(err))
 	}
-	c.held, c.heldShard = sc, plan.Shard
 	return c.runHeld(u)
 }
 
@@ -229,29 +232,21 @@ func (c *client) runHeld(u unit) error {
 // so preparing a statement does not pin the transaction to a shard before
 // a statement with a key does.
 func (c *client) describeOutside() error {
-	shard := c.srv.anyShard()
-	sc, err := c.srv.pools[shard].Acquire(c.ctx)
-	if err != nil {
+	if err := c.acquire(c.srv.anyShard()); err != nil {
 		return c.refuse(acquireError(err))
 	}
+	sc := c.held
 	res, err := c.send(sc, c.encode(sc, unit{}, false), &c.out, true)
 	if err == nil && res.status != 'I' {
 		err = fmt.Errorf("describe left the server in state %q", res.status)
 		sc.MarkBroken()
 	}
-	c.srv.pools[shard].Release(sc)
+	c.releaseHeld()
 	if err != nil {
 		return c.serverLost(err)
 	}
 	c.out[len(c.out)-1] = c.status() // the client is still in its transaction
 	return c.flush()
-}
-
-func (c *client) releaseHeld() {
-	if c.held != nil {
-		c.srv.pools[c.heldShard].Release(c.held)
-		c.held = nil
-	}
 }
 
 // serverLost reports a server connection that died under a client; the
@@ -271,12 +266,11 @@ func (c *client) serverLost(err error) error {
 func (c *client) broadcast(u unit) error {
 	var chosen []byte
 	failed := false
-	for shard, p := range c.srv.pools {
-		sc, err := p.Acquire(c.ctx)
-		if err != nil {
+	for shard := range c.srv.rt.Load().pools {
+		if err := c.acquire(shard); err != nil {
 			return c.refuse(acquireError(err))
 		}
-		c.held, c.heldShard = sc, shard
+		sc := c.held
 		var sink []byte
 		res, err := c.send(sc, c.encode(sc, u, false), &sink, false)
 		if err == nil && res.status != 'I' {

@@ -5,9 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
+	"slices"
+	"time"
 
 	"github.com/shardgate/shardgate"
 	"github.com/shardgate/shardgate/auth"
+	"github.com/shardgate/shardgate/pool"
 	"github.com/shardgate/shardgate/topology"
 )
 
@@ -22,6 +26,72 @@ type runtime struct {
 	users *auth.Store
 	tls   *tls.Config // nil when client TLS is disabled
 	admin map[string]bool
+	pools []*pool.Pool // primary pool per shard, by shard index
+}
+
+// openPools gives rt a pool per shard, reusing (and resizing) those of old
+// whose DSN is unchanged.
+func (rt *runtime) openPools(old *runtime) error {
+	for i, sh := range rt.cfg.Shards {
+		pc := poolConfig(rt.cfg, sh.Name, sh.Primary)
+		if old != nil && i < len(old.pools) && old.cfg.Shards[i].Primary == sh.Primary && old.cfg.ServerTLS == rt.cfg.ServerTLS {
+			old.pools[i].Resize(pc)
+			rt.pools = append(rt.pools, old.pools[i])
+			continue
+		}
+		p, err := pool.New(pc)
+		if err != nil {
+			rt.closeNewPools(old)
+			return err
+		}
+		rt.pools = append(rt.pools, p)
+	}
+	return nil
+}
+
+// closeNewPools closes the pools of rt that old does not share.
+func (rt *runtime) closeNewPools(old *runtime) {
+	for _, p := range rt.pools {
+		if old == nil || !slices.Contains(old.pools, p) {
+			p.Close()
+		}
+	}
+}
+
+func poolConfig(cfg *topology.Config, shard, dsn string) pool.Config {
+	pc := cfg.Pool
+	return pool.Config{
+		Name:           shard + "/primary",
+		DSN:            withServerTLS(dsn, cfg.ServerTLS),
+		Size:           pc.Size,
+		MinSize:        pc.MinSize,
+		ReserveSize:    pc.ReserveSize,
+		ReserveTimeout: time.Duration(pc.ReserveTimeout),
+		WaitTimeout:    time.Duration(pc.QueryWaitTimeout),
+		ConnectTimeout: time.Duration(pc.ServerConnectTimeout),
+		IdleTimeout:    time.Duration(pc.ServerIdleTimeout),
+		Lifetime:       time.Duration(pc.ServerLifetime),
+		CheckDelay:     time.Duration(pc.ServerCheckDelay),
+	}
+}
+
+// withServerTLS applies server_tls to a DSN as libpq parameters, so pgconn
+// negotiates and verifies exactly as libpq would.
+func withServerTLS(dsn string, st topology.ServerTLSConfig) string {
+	if st.Mode == "" {
+		return dsn
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return dsn // validated already; pool.New reports anything left
+	}
+	q := u.Query()
+	q.Set("sslmode", st.Mode)
+	if st.CA != "" {
+		q.Set("sslrootcert", st.CA)
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 func newRuntime(cfg *topology.Config) (*runtime, error) {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/shardgate/shardgate/pool"
 	"github.com/shardgate/shardgate/router"
@@ -61,8 +62,14 @@ func (c *client) send(sc *pool.Conn, ops []op, sink *[]byte, stream bool) (res r
 		return res, fmt.Errorf("write to server: %w", err)
 	}
 	c.target.set(sc)
-	defer c.target.set(nil)
-	defer c.discard(sc)
+	began, received := time.Now(), 0
+	defer func() {
+		c.target.set(nil)
+		c.discard(sc)
+		if c.heldPool != nil {
+			c.heldPool.RecordQuery(len(c.sout), received, time.Since(began))
+		}
+	}()
 	errored := false
 	for i := 0; i < len(ops); {
 		o := &ops[i]
@@ -83,6 +90,7 @@ func (c *client) send(sc *pool.Conn, ops []op, sink *[]byte, stream bool) (res r
 			sc.MarkBroken()
 			return res, fmt.Errorf("read from server: %w", err)
 		}
+		received += len(msg)
 		switch typ {
 		case 'N', 'S', 'A': // asynchronous: notice, parameter status, notification
 			*sink = append(*sink, msg...)
@@ -142,7 +150,7 @@ func (c *client) parsed(sc *pool.Conn, o *op) {
 	if o.prepared == nil {
 		return
 	}
-	sc.Prepared[o.prepared.serverName] = struct{}{}
+	sc.Prepared[o.prepared.serverName] = sc.Batch
 	if o.clientName != "" {
 		c.stmts[o.clientName] = o.prepared
 	}

@@ -32,8 +32,9 @@ type Server struct {
 	pools   []*pool.Pool // primary pool per shard, by shard index
 	log     *slog.Logger
 
-	nextAny  atomic.Uint32
-	nextConn atomic.Uint64
+	nextAny     atomic.Uint32
+	nextConn    atomic.Uint64
+	clientCount atomic.Int64
 
 	paramsMu sync.Mutex
 	params   []param // ParameterStatus a new client sees, from a real server
@@ -60,18 +61,8 @@ func New(cfg *topology.Config, log *slog.Logger) (*Server, error) {
 		log:     log,
 		clients: make(map[*client]struct{}),
 	}
-	for _, sh := range topo.Shards {
-		p, err := pool.New(pool.Config{
-			Name:           sh.Name + "/primary",
-			DSN:            sh.Primary,
-			Size:           cfg.Pool.Size,
-			WaitTimeout:    time.Duration(cfg.Pool.QueryWaitTimeout),
-			ConnectTimeout: 5 * time.Second,
-		})
-		if err != nil {
-			return nil, err
-		}
-		s.pools = append(s.pools, p)
+	if err := rt.openPools(nil); err != nil {
+		return nil, err
 	}
 	s.rt.Store(rt)
 	return s, nil
@@ -115,8 +106,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.clients[c] = struct{}{}
 		s.clientsMu.Unlock()
 		s.wg.Add(1)
+		s.clientCount.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer s.clientCount.Add(-1)
 			c.serve(ctx)
 			s.clientsMu.Lock()
 			delete(s.clients, c)
@@ -132,14 +125,14 @@ func (s *Server) shutdown() {
 	}
 	s.clientsMu.Unlock()
 	s.wg.Wait()
-	for _, p := range s.pools {
+	for _, p := range s.rt.Load().pools {
 		p.Close()
 	}
 }
 
 // anyShard spreads statements any shard can answer across shards.
 func (s *Server) anyShard() int {
-	return int(s.nextAny.Add(1) % uint32(len(s.pools)))
+	return int(s.nextAny.Add(1) % uint32(len(s.rt.Load().pools)))
 }
 
 // newBackendKey gives a client the key it will cancel its queries with.
@@ -182,11 +175,12 @@ func (s *Server) serverParams(ctx context.Context) ([]param, error) {
 	if s.params != nil {
 		return s.params, nil
 	}
-	sc, err := s.pools[0].Acquire(ctx)
+	p := s.rt.Load().pools[0]
+	sc, err := p.Acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer s.pools[0].Release(sc)
+	defer p.Release(sc)
 	var params []param
 	for _, name := range reportedParams {
 		if v, ok := sc.Params[name]; ok {

@@ -103,12 +103,9 @@ func (c *client) setting(plan router.Plan, u unit) error {
 		c.txSettings = append(c.txSettings, s)
 		return c.runHeld(u)
 	}
-	shard := c.srv.anyShard()
-	sc, err := c.srv.pools[shard].Acquire(c.ctx)
-	if err != nil {
+	if err := c.acquire(c.srv.anyShard()); err != nil {
 		return c.refuse(acquireError(err))
 	}
-	c.held, c.heldShard = sc, shard
 	c.txSettings = append(c.txSettings, s)
 	return c.runHeld(u)
 }

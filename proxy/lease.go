@@ -1,0 +1,88 @@
+package proxy
+
+import (
+	"time"
+
+	"github.com/shardgate/shardgate/pool"
+)
+
+// How a client holds server connections, by pool mode:
+//   - transaction (default): from a transaction's first routed statement to
+//     its end (ReadyForQuery 'I');
+//   - statement: the same, but transaction blocks are refused, so a
+//     connection serves one statement;
+//   - session: one connection per shard the client touches, kept until it
+//     disconnects and then reset with DISCARD ALL.
+
+const (
+	modeTransaction = "transaction"
+	modeSession     = "session"
+	modeStatement   = "statement"
+)
+
+// acquire makes a connection of shard the held one.
+func (c *client) acquire(shard int) error {
+	if sc := c.sessionConn(shard); sc != nil {
+		c.held, c.heldShard, c.heldPool = sc, shard, c.session[shard].pool
+		c.txStart = time.Now()
+		return nil
+	}
+	p := c.srv.rt.Load().pools[shard]
+	sc, err := p.Acquire(c.ctx)
+	if err != nil {
+		return err
+	}
+	c.held, c.heldShard, c.heldPool = sc, shard, p
+	c.txStart = time.Now()
+	if c.mode == modeSession {
+		if c.session == nil {
+			c.session = make(map[int]sessionConn)
+		}
+		c.session[shard] = sessionConn{sc, p}
+	}
+	return nil
+}
+
+type sessionConn struct {
+	sc   *pool.Conn
+	pool *pool.Pool
+}
+
+func (c *client) sessionConn(shard int) *pool.Conn {
+	if s, ok := c.session[shard]; ok && !s.sc.Broken() {
+		return s.sc
+	}
+	return nil
+}
+
+// releaseHeld ends the client's use of the held connection: back to the
+// pool, or kept for the session.
+func (c *client) releaseHeld() {
+	if c.held == nil {
+		return
+	}
+	c.heldPool.RecordXact(time.Since(c.txStart))
+	if c.mode == modeSession && !c.held.Broken() {
+		c.held = nil
+		return
+	}
+	delete(c.session, c.heldShard)
+	c.heldPool.Release(c.held)
+	c.held = nil
+}
+
+// releaseSession returns a disconnecting session-mode client's connections
+// after DISCARD ALL, so the next client finds a clean session.
+func (c *client) releaseSession() {
+	for shard, s := range c.session {
+		c.sout = appendMessage(c.sout[:0], 'Q', []byte("DISCARD ALL\x00"))
+		var sink []byte
+		if res, err := c.send(s.sc, []op{{typ: 'Q', drop: true}}, &sink, false); err != nil || res.status != 'I' || res.sawError {
+			s.sc.MarkBroken()
+		}
+		clear(s.sc.Prepared)
+		clear(s.sc.Settings)
+		s.pool.Release(s.sc)
+		delete(c.session, shard)
+	}
+}
