@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -50,10 +51,16 @@ type client struct {
 	log      *slog.Logger
 	ctx      context.Context
 	tls      bool
-	admin    bool // an admin console session
-	deadline bool // a read deadline is armed
-	key      backendKey
-	target   cancelTarget // the server connection to cancel, while one runs
+	admin    bool        // an admin console session
+	deadline bool        // a read deadline is armed
+	idleRead atomic.Bool // blocked reading while idle: a drain may wake it
+
+	// For SHOW CLIENTS, read by other goroutines.
+	info        atomic.Pointer[clientInfo]
+	activeShard atomic.Int32 // shard of the held connection, -1 if none
+	lastRequest atomic.Int64 // unix nanoseconds
+	key         backendKey
+	target      cancelTarget // the server connection to cancel, while one runs
 
 	in      []byte // last frontend message body
 	out     []byte // pending bytes for the client
@@ -93,7 +100,7 @@ type client struct {
 
 func newClient(s *Server, conn net.Conn, id uint64) *client {
 	rt := s.rt.Load()
-	return &client{
+	c := &client{
 		srv:   s,
 		rt:    rt,
 		mode:  rt.cfg.Pool.Mode,
@@ -103,6 +110,8 @@ func newClient(s *Server, conn net.Conn, id uint64) *client {
 		log:   s.log.With("conn", id),
 		stmts: make(map[string]*prepared),
 	}
+	c.activeShard.Store(-1)
+	return c
 }
 
 func (c *client) serve(ctx context.Context) {
@@ -115,7 +124,11 @@ func (c *client) serve(ctx context.Context) {
 		}
 		return
 	}
-	if err := c.loop(); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+	loop := c.loop
+	if c.admin {
+		loop = c.adminLoop
+	}
+	if err := loop(); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 		c.log.Info("client connection ended", "err", err)
 	}
 }
@@ -183,6 +196,7 @@ func (c *client) accept(msg *pgproto3.StartupMessage, code uint32) (bool, error)
 	if err := c.authenticate(user); err != nil {
 		return false, err
 	}
+	c.info.Store(&clientInfo{user: user, database: db, application: msg.Parameters["application_name"], connected: time.Now()})
 	if db == adminDatabase {
 		if !c.rt.admin[user] {
 			return false, c.fatal("28000", fmt.Sprintf("user %q is not an admin user (admin_users)", user))
@@ -255,10 +269,23 @@ func (c *client) flush() error {
 
 func (c *client) loop() error {
 	for {
+		idle := c.state == txIdle && c.held == nil
+		if idle && c.srv.draining.Load() {
+			return c.fatal("57P01", "terminating connection: shardgate is shutting down")
+		}
 		c.setReadDeadline()
+		c.idleRead.Store(idle)
 		typ, body, err := readMessage(c.rd, c.in)
+		c.idleRead.Store(false)
+		c.lastRequest.Store(time.Now().UnixNano())
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if c.srv.draining.Load() {
+					// Woken by a drain: leave if idle, else finish the transaction.
+					c.conn.SetReadDeadline(time.Time{})
+					c.deadline = false
+					continue
+				}
 				return c.idleTimeout()
 			}
 			return err

@@ -25,6 +25,7 @@ func (c *client) acquire(shard int) error {
 	if sc := c.sessionConn(shard); sc != nil {
 		c.held, c.heldShard, c.heldPool = sc, shard, c.session[shard].pool
 		c.txStart = time.Now()
+		c.activeShard.Store(int32(shard))
 		return nil
 	}
 	p := c.srv.rt.Load().pools[shard]
@@ -34,6 +35,7 @@ func (c *client) acquire(shard int) error {
 	}
 	c.held, c.heldShard, c.heldPool = sc, shard, p
 	c.txStart = time.Now()
+	c.activeShard.Store(int32(shard))
 	if c.mode == modeSession {
 		if c.session == nil {
 			c.session = make(map[int]sessionConn)
@@ -62,6 +64,7 @@ func (c *client) releaseHeld() {
 		return
 	}
 	c.heldPool.RecordXact(time.Since(c.txStart))
+	c.activeShard.Store(-1)
 	if c.mode == modeSession && !c.held.Broken() {
 		c.held = nil
 		return

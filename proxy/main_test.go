@@ -59,9 +59,15 @@ func run(m *testing.M) int {
 // startProxy runs a proxy over the sandbox with the config adjusted by edit,
 // on a free port, and returns its address and a stop function.
 func startProxy(edit func(*topology.Config)) (string, func(), error) {
+	_, addr, stop, err := startServer(edit)
+	return addr, stop, err
+}
+
+// startServer is startProxy that also returns the server.
+func startServer(edit func(*topology.Config)) (*proxy.Server, string, func(), error) {
 	cfg, err := topology.ParseConfig("sandbox.yaml", cluster.ConfigYAML("127.0.0.1:0"))
 	if err != nil {
-		return "", nil, err
+		return nil, "", nil, err
 	}
 	edit(cfg)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -70,11 +76,11 @@ func startProxy(edit func(*topology.Config)) (string, func(), error) {
 	}
 	srv, err := proxy.New(cfg, log)
 	if err != nil {
-		return "", nil, err
+		return nil, "", nil, err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", nil, err
+		return nil, "", nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -82,7 +88,7 @@ func startProxy(edit func(*topology.Config)) (string, func(), error) {
 		srv.Serve(ctx, ln)
 		close(done)
 	}()
-	return ln.Addr().String(), func() { cancel(); <-done }, nil
+	return srv, ln.Addr().String(), func() { cancel(); <-done }, nil
 }
 
 func connect(t testing.TB, mode pgx.QueryExecMode) *pgx.Conn {

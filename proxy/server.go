@@ -42,6 +42,13 @@ type Server struct {
 	clientsMu sync.Mutex
 	clients   map[*client]struct{}
 	wg        sync.WaitGroup
+
+	lifeMu     sync.Mutex
+	ln         net.Listener
+	stop       context.CancelFunc // ends Serve
+	draining   atomic.Bool
+	configPath string
+	reloadMu   sync.Mutex
 }
 
 type param struct{ name, value string }
@@ -85,12 +92,20 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 // Serve accepts clients on ln until ctx ends, then closes every client and
 // pool and returns.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.lifeMu.Lock()
+	s.ln, s.stop = ln, cancel
+	s.lifeMu.Unlock()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				if s.draining.Load() {
+					s.waitDrained(ctx)
+				}
 				s.shutdown()
 				return nil
 			}

@@ -5,7 +5,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -28,6 +30,8 @@ func devCmd() *cobra.Command {
 			"load testdata/schema.sql, write DIR/shardgate.yaml and run the proxy in the foreground until Ctrl-C,\nthen stop every server.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
 			log, err := newLogger(logLevel)
 			if err != nil {
 				return err
@@ -41,7 +45,7 @@ func devCmd() *cobra.Command {
 			}
 			defer ln.Close()
 			began := time.Now()
-			cluster, err := sandbox.Start(cmd.Context(), sandbox.Options{
+			cluster, err := sandbox.Start(ctx, sandbox.Options{
 				Dir: dir, Shards: shards, Replicas: replicas, Schema: shardgate.SandboxSchema, Logger: log,
 			})
 			if err != nil {
@@ -58,7 +62,7 @@ func devCmd() *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "shardgate dev ready in %.1fs: psql postgresql://postgres@%s/%s  (config %s; Ctrl-C stops)\n",
 				time.Since(began).Seconds(), listen, cluster.Database, configPath)
-			return srv.Serve(cmd.Context(), ln)
+			return srv.Serve(ctx, ln)
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", ".sandbox", "where the clusters live; reused when it already holds a sandbox")

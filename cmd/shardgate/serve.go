@@ -1,7 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -29,13 +35,51 @@ func serveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			srv.SetConfigFile(configPath)
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			go handleSignals(ctx, srv, log, time.Duration(cfg.ShutdownTimeout), cancel)
 			log.Info("shardgate listening", "addr", cfg.Listen, "database", cfg.Database, "shards", len(cfg.Shards))
-			return srv.ListenAndServe(cmd.Context())
+			return srv.ListenAndServe(ctx)
 		},
 	}
 	cmd.Flags().StringVarP(&configPath, "config", "c", "shardgate.yaml", "config file")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
+}
+
+// handleSignals gives the signals PgBouncer operators expect: SIGHUP
+// reloads the config, SIGTERM drains (no new clients, transactions finish,
+// up to shutdown_timeout), SIGINT stops at once.
+func handleSignals(ctx context.Context, srv *proxy.Server, log *slog.Logger, drainTimeout time.Duration, stop context.CancelFunc) {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, os.Interrupt)
+	defer signal.Stop(sigs)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGHUP:
+				if err := srv.Reload(); err != nil {
+					log.Error("reload failed; the running configuration stays", "err", err)
+				}
+			case syscall.SIGTERM:
+				go func() {
+					dctx, cancel := context.WithTimeout(ctx, drainTimeout)
+					defer cancel()
+					if err := srv.Drain(dctx); err != nil {
+						log.Warn("drain timed out; closing the remaining clients", "err", err)
+					}
+					stop()
+				}()
+			default:
+				log.Info("stopping now")
+				stop()
+			}
+		}
+	}
 }
 
 func checkCmd() *cobra.Command {

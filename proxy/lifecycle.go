@@ -1,0 +1,124 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/shardgate/shardgate/topology"
+)
+
+// Lifecycle, as PgBouncer operators know it: RELOAD (SIGHUP) applies a new
+// config without dropping clients; a drain (SIGTERM) stops accepting and
+// lets transactions finish; Shutdown (SIGINT, SHUTDOWN) stops now.
+
+// SetConfigFile names the file Reload reads.
+func (s *Server) SetConfigFile(path string) {
+	s.lifeMu.Lock()
+	s.configPath = path
+	s.lifeMu.Unlock()
+}
+
+// Reload re-reads the config file and applies it. A config that fails
+// validation is rejected and the running one keeps serving.
+func (s *Server) Reload() error {
+	s.lifeMu.Lock()
+	path := s.configPath
+	s.lifeMu.Unlock()
+	if path == "" {
+		return errors.New("no config file to reload from")
+	}
+	cfg, err := topology.LoadConfig(path)
+	if err != nil {
+		return err
+	}
+	return s.Apply(cfg)
+}
+
+// Apply switches to cfg: pool sizes and timeouts, users, TLS, tables and
+// keyspace take effect for the next transaction of every client; pools of
+// shards whose DSN changed are replaced. Shards may not be added, removed
+// or renamed here (that is resharding).
+func (s *Server) Apply(cfg *topology.Config) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	old := s.rt.Load()
+	if !slices.EqualFunc(old.cfg.Shards, cfg.Shards, func(a, b topology.ShardConfig) bool { return a.Name == b.Name }) {
+		return errors.New("reload cannot add, remove or rename shards; restart shardgate or reshard")
+	}
+	if cfg.Listen != old.cfg.Listen {
+		s.log.Warn("listen address changes only on restart", "running", old.cfg.Listen, "config", cfg.Listen)
+	}
+	topo, err := topology.New(cfg)
+	if err != nil {
+		return err
+	}
+	rt, err := newRuntime(cfg)
+	if err != nil {
+		return err
+	}
+	if err := rt.openPools(old); err != nil {
+		return err
+	}
+	s.router.SetTopology(topo)
+	s.rt.Store(rt)
+	for _, p := range old.pools {
+		if !slices.Contains(rt.pools, p) {
+			p.Close() // lent connections close as they come back
+		}
+	}
+	s.log.Info("configuration reloaded", "pool_size", cfg.Pool.Size, "mode", cfg.Pool.Mode)
+	return nil
+}
+
+// Drain stops accepting clients and waits, up to ctx, for every client to
+// finish its transaction; clients are disconnected as soon as they are idle.
+// Serve returns once they are all gone (or when its context ends).
+func (s *Server) Drain(ctx context.Context) error {
+	if s.draining.Swap(true) {
+		return nil
+	}
+	s.lifeMu.Lock()
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	s.lifeMu.Unlock()
+	s.log.Info("draining: no new clients; waiting for transactions to finish")
+	for {
+		s.clientsMu.Lock()
+		n := len(s.clients)
+		for c := range s.clients {
+			if c.idleRead.Load() {
+				c.conn.SetReadDeadline(time.Now()) // wake it to leave
+			}
+		}
+		s.clientsMu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("drain: %d clients still connected: %w", n, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Shutdown stops Serve now: every client and server connection closes.
+func (s *Server) Shutdown() {
+	s.lifeMu.Lock()
+	stop := s.stop
+	s.lifeMu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
+// waitDrained blocks until every client has left or ctx ends.
+func (s *Server) waitDrained(ctx context.Context) {
+	for s.clientCount.Load() > 0 && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
