@@ -90,6 +90,8 @@ type client struct {
 	rolledBack bool
 	syncBuf    []byte
 
+	norm router.Scratch // simple-query normalisation buffers
+
 	stmts   map[string]*prepared
 	unnamed prepared
 	batch   batch

@@ -23,8 +23,8 @@ func (c *client) simpleQuery(body []byte) error {
 	if n := len(sql); n > 0 && sql[n-1] == 0 {
 		sql = sql[:n-1]
 	}
-	a, _ := c.srv.router.Analyze(sql)
-	plan := c.srv.router.Route(a, nil, nil)
+	a, params, _ := c.srv.router.AnalyzeSimple(sql, &c.norm)
+	plan := c.srv.router.Route(a, params, nil)
 	if plan.Tx == router.TxBegin && c.mode == modeStatement {
 		return c.refuse(errStatementMode)
 	}

@@ -18,6 +18,18 @@ type Analysis struct {
 	Err   *Error // a syntax error, answered without asking a server
 }
 
+// replays reports whether the analysis keeps SQL to send later (a SET's
+// canonical text), which must come from the original, not the normalised,
+// statement.
+func (a *Analysis) replays() bool {
+	for _, s := range a.Stmts {
+		if s.Set != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // Router routes statements against the current topology.
 type Router struct {
 	topo atomic.Pointer[topology.Topology]
@@ -58,6 +70,45 @@ func (r *Router) Analyze(sql []byte) (a *Analysis, hit bool) {
 	}
 	text := string(sql)
 	a = analyzeText(r.topo.Load(), text)
+	r.store(text, a)
+	return a, false
+}
+
+// Scratch is one client's reusable buffers for AnalyzeSimple.
+type Scratch struct{ n normalizer }
+
+// notNormalizable marks a normalised text that does not parse (INTERVAL $1):
+// such queries are analysed by their original text. It is never modified.
+var notNormalizable = &Analysis{}
+
+// AnalyzeSimple analyses a simple-protocol query. Constants are normalised
+// away first, so queries that differ only in values share one cached
+// analysis; the constants come back as text parameters for Route, valid
+// until s is used again.
+func (r *Router) AnalyzeSimple(sql []byte, s *Scratch) (a *Analysis, params [][]byte, hit bool) {
+	if !s.n.normalize(sql) || len(s.n.params) == 0 {
+		// Nothing to normalise: the text is its own key.
+		a, hit = r.Analyze(sql)
+		return a, nil, hit
+	}
+	r.mu.RLock()
+	a = r.cache[string(s.n.key)]
+	r.mu.RUnlock()
+	if hit = a != nil; !hit {
+		a = analyzeText(r.topo.Load(), string(s.n.key))
+		if a.Err != nil || a.replays() {
+			a = notNormalizable
+		}
+		r.store(string(s.n.key), a)
+	}
+	if a == notNormalizable {
+		a, hit = r.Analyze(sql)
+		return a, nil, hit
+	}
+	return a, s.n.params, hit
+}
+
+func (r *Router) store(key string, a *Analysis) {
 	r.mu.Lock()
 	if len(r.cache) >= r.maxCache {
 		for k := range r.cache { // evict an arbitrary entry; the map's order is random enough
@@ -65,9 +116,8 @@ func (r *Router) Analyze(sql []byte) (a *Analysis, hit bool) {
 			break
 		}
 	}
-	r.cache[text] = a
+	r.cache[key] = a
 	r.mu.Unlock()
-	return a, false
 }
 
 func analyzeText(t *topology.Topology, sql string) *Analysis {

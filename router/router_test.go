@@ -38,7 +38,8 @@ func testRouter(t testing.TB) *Router {
 // TestRouteCases runs testdata/router/cases.yaml: every statement, with text
 // or binary parameters, must route to the expected shards with the expected
 // role, or be refused with the expected SQLSTATE.
-func TestRouteCases(t *testing.T) {
+func loadCases(t *testing.T) []routeCase {
+	t.Helper()
 	data, err := os.ReadFile("../testdata/router/cases.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -50,8 +51,12 @@ func TestRouteCases(t *testing.T) {
 	if len(cases) < 80 {
 		t.Fatalf("only %d cases loaded", len(cases))
 	}
+	return cases
+}
+
+func TestRouteCases(t *testing.T) {
 	r := testRouter(t)
-	for _, c := range cases {
+	for _, c := range loadCases(t) {
 		t.Run(c.SQL, func(t *testing.T) {
 			params, formats := encodeParams(t, c.Params)
 			a, _ := r.Analyze([]byte(c.SQL))
