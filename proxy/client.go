@@ -37,6 +37,10 @@ const (
 	sslRequestCode    = 80877103
 	gssEncRequestCode = 80877104
 	cancelRequestCode = 80877102
+	// clientReadBuffer is small because idle clients hold it: 10,000 of
+	// them must fit in little memory. Larger messages are read straight
+	// into their own buffer, so the size costs no correctness.
+	clientReadBuffer = 4 << 10
 	// flushThreshold bounds how much of a result the proxy buffers before
 	// writing to the client, so large results stream with flat memory.
 	flushThreshold = 32 << 10
@@ -108,7 +112,7 @@ func newClient(s *Server, conn net.Conn, id uint64) *client {
 		mode:  rt.cfg.Pool.Mode,
 		tls:   isTLS(conn),
 		conn:  conn,
-		rd:    bufio.NewReaderSize(conn, 8<<10),
+		rd:    bufio.NewReaderSize(conn, clientReadBuffer),
 		log:   s.log.With("conn", id),
 		stmts: make(map[string]*prepared),
 	}

@@ -113,9 +113,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		if tcp, ok := conn.(*net.TCPConn); ok {
-			tcp.SetNoDelay(true)
-		}
 		c := newClient(s, conn, s.nextConn.Add(1))
 		s.clientsMu.Lock()
 		s.clients[c] = struct{}{}
