@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"net/url"
 	"strconv"
 	"strings"
@@ -27,8 +29,16 @@ type clientInfo struct {
 
 func (c *client) adminLoop() error {
 	for {
+		if c.srv.draining.Load() {
+			return c.fatal("57P01", "terminating connection: shardgate is shutting down")
+		}
+		c.idleRead.Store(true) // a drain may wake it
 		typ, body, err := readMessage(c.rd, c.in)
+		c.idleRead.Store(false)
 		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && c.srv.draining.Load() {
+				continue
+			}
 			return err
 		}
 		c.in = body[:0]
