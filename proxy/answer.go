@@ -19,7 +19,7 @@ func (c *client) answerBatchTx() bool {
 			if name, _, _ := cstring(body); len(name) > 0 {
 				b := c.bound[bi]
 				bi++
-				c.stmts[b.clientName] = b.prep
+				c.remember(b.clientName, b.prep)
 			}
 		case 'B':
 			_, rest, _ := cstring(body)

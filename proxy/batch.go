@@ -84,6 +84,15 @@ func newPrepared(rest []byte, a *router.Analysis) *prepared {
 	return &prepared{serverName: name, parse: parse, analysis: a}
 }
 
+// remember registers a client's named statement, making the map on first
+// use: most clients never prepare a named statement.
+func (c *client) remember(name string, p *prepared) {
+	if c.stmts == nil {
+		c.stmts = make(map[string]*prepared)
+	}
+	c.stmts[name] = p
+}
+
 // lookup finds a statement by client name, newest Parse in the batch first.
 func (c *client) lookup(name string) *prepared { return c.lookupAt(name, len(c.bound)) }
 

@@ -40,7 +40,7 @@ const (
 	// clientReadBuffer is small because idle clients hold it: 10,000 of
 	// them must fit in little memory. Larger messages are read straight
 	// into their own buffer, so the size costs no correctness.
-	clientReadBuffer = 4 << 10
+	clientReadBuffer = 2 << 10
 	// flushThreshold bounds how much of a result the proxy buffers before
 	// writing to the client, so large results stream with flat memory.
 	flushThreshold = 32 << 10
@@ -52,7 +52,7 @@ type client struct {
 	rt       *runtime // config as of this client's startup
 	conn     net.Conn
 	rd       *bufio.Reader
-	log      *slog.Logger
+	id       uint64 // for logs
 	ctx      context.Context
 	tls      bool
 	admin    bool        // an admin console session
@@ -107,14 +107,13 @@ type client struct {
 func newClient(s *Server, conn net.Conn, id uint64) *client {
 	rt := s.rt.Load()
 	c := &client{
-		srv:   s,
-		rt:    rt,
-		mode:  rt.cfg.Pool.Mode,
-		tls:   isTLS(conn),
-		conn:  conn,
-		rd:    bufio.NewReaderSize(conn, clientReadBuffer),
-		log:   s.log.With("conn", id),
-		stmts: make(map[string]*prepared),
+		srv:  s,
+		rt:   rt,
+		mode: rt.cfg.Pool.Mode,
+		tls:  isTLS(conn),
+		conn: conn,
+		rd:   bufio.NewReaderSize(conn, clientReadBuffer),
+		id:   id,
 	}
 	c.activeShard.Store(-1)
 	return c
@@ -126,7 +125,7 @@ func (c *client) serve(ctx context.Context) {
 	ok, err := c.startup()
 	if err != nil || !ok {
 		if err != nil && !errors.Is(err, io.EOF) {
-			c.log.Debug("startup failed", "err", err)
+			c.log().Debug("startup failed", "err", err)
 		}
 		return
 	}
@@ -135,7 +134,7 @@ func (c *client) serve(ctx context.Context) {
 		loop = c.adminLoop
 	}
 	if err := loop(); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-		c.log.Info("client connection ended", "err", err)
+		c.log().Info("client connection ended", "err", err)
 	}
 }
 
@@ -341,12 +340,16 @@ func (c *client) setReadDeadline() {
 // SQLSTATE Postgres's own idle timeouts use.
 func (c *client) idleTimeout() error {
 	if c.state != txIdle {
-		c.log.Info("closing client idle in transaction", "timeout", time.Duration(c.rt.cfg.Pool.IdleTransactionTimeout))
+		c.log().Info("closing client idle in transaction", "timeout", time.Duration(c.rt.cfg.Pool.IdleTransactionTimeout))
 		return c.fatal("25P03", "terminating connection due to idle-in-transaction timeout (idle_transaction_timeout)")
 	}
-	c.log.Info("closing idle client", "timeout", time.Duration(c.rt.cfg.Pool.ClientIdleTimeout))
+	c.log().Info("closing idle client", "timeout", time.Duration(c.rt.cfg.Pool.ClientIdleTimeout))
 	return c.fatal("57P05", "terminating connection due to idle-session timeout (client_idle_timeout)")
 }
+
+// log is the server's logger with this client's id on every line. It is
+// built when needed: idle clients should cost as little memory as possible.
+func (c *client) log() *slog.Logger { return c.srv.log.With("conn", c.id) }
 
 // status is the ReadyForQuery status the client should see now.
 func (c *client) status() byte {

@@ -255,7 +255,7 @@ func (c *client) serverLost(err error) error {
 	if errors.Is(err, errClientWrite) {
 		return err
 	}
-	c.log.Warn("server connection lost", "shard", c.srv.topo().Shards[c.heldShard].Name, "err", err)
+	c.log().Warn("server connection lost", "shard", c.srv.topo().Shards[c.heldShard].Name, "err", err)
 	c.out = appendError(c.out, &router.Error{Code: "08006", Message: "shardgate: server connection lost: " + err.Error()})
 	c.out = appendReadyForQuery(c.out, c.status())
 	return c.flush()

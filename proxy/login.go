@@ -149,7 +149,7 @@ func (c *client) authenticate(user string) error {
 	err := auth.Authenticate(authConn{c}, c.rt.cfg.Auth.Type, user, c.rt.users)
 	var aerr *auth.Error
 	if errors.As(err, &aerr) {
-		c.log.Info("authentication failed", "user", user, "addr", c.conn.RemoteAddr(), "reason", aerr.Message)
+		c.log().Info("authentication failed", "user", user, "addr", c.conn.RemoteAddr(), "reason", aerr.Message)
 		return c.fatal(aerr.Code, aerr.Message)
 	}
 	return err

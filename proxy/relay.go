@@ -138,7 +138,7 @@ func (c *client) answerFake(o *op, sink *[]byte) bool {
 	}
 	*sink = appendEmpty(*sink, o.fake)
 	if o.fake == '1' {
-		c.stmts[o.clientName] = o.prepared
+		c.remember(o.clientName, o.prepared)
 	} else if o.forget {
 		delete(c.stmts, o.clientName)
 	}
@@ -152,7 +152,7 @@ func (c *client) parsed(sc *pool.Conn, o *op) {
 	}
 	sc.Prepared[o.prepared.serverName] = sc.Batch
 	if o.clientName != "" {
-		c.stmts[o.clientName] = o.prepared
+		c.remember(o.clientName, o.prepared)
 	}
 }
 
