@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/md5"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/pem"
 	"math/big"
 	"net"
@@ -76,6 +78,36 @@ func TestPasswordAuthentication(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAuthFile logs in with users from a PgBouncer-style auth file, one
+// with a plain password and one with an md5 hash.
+func TestAuthFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "userlist.txt")
+	// md5 of "hashed-pw" + "hasher", as pg_authid stores it.
+	writeFile(t, file, "; users\n\"plain\" \"pw1\"\n\"hasher\" \"md5"+md5hex("hashed-pwhasher")+"\"\n")
+	addr, stop, err := startProxy(func(c *topology.Config) {
+		c.Auth = topology.AuthConfig{Type: "md5", File: file}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	for _, login := range []string{"plain:pw1", "hasher:hashed-pw"} {
+		conn, err := pgx.Connect(t.Context(), "postgres://"+login+"@"+addr+"/app?sslmode=disable")
+		if err != nil {
+			t.Fatalf("%s: %v", login, err)
+		}
+		conn.Close(t.Context())
+	}
+	if _, err := pgx.Connect(t.Context(), "postgres://hasher:wrong@"+addr+"/app?sslmode=disable"); sqlState(err) != "28P01" {
+		t.Fatalf("wrong password: %v", err)
+	}
+}
+
+func md5hex(s string) string {
+	sum := md5.Sum([]byte(s))
+	return hex.EncodeToString(sum[:])
 }
 
 // writeTestCert makes a self-signed CA-less server certificate for
