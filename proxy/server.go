@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/shardgate/shardgate/pool"
 	"github.com/shardgate/shardgate/router"
 	"github.com/shardgate/shardgate/topology"
 )
@@ -29,7 +28,6 @@ type Server struct {
 	rt      atomic.Pointer[runtime]
 	cancels cancelRegistry
 	router  *router.Router
-	pools   []*pool.Pool // primary pool per shard, by shard index
 	log     *slog.Logger
 
 	nextAny     atomic.Uint32
