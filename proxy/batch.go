@@ -190,7 +190,7 @@ func (c *client) planBind(body []byte) (router.Plan, *router.Error) {
 		return router.Plan{}, err
 	}
 	plan := c.srv.router.Route(p.analysis, c.params, c.formats)
-	if plan.Target == router.TargetError {
+	if plan.Target == router.TargetError || plan.Target == router.TargetMulti {
 		return plan, plan.Err
 	}
 	return plan, nil

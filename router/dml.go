@@ -65,11 +65,24 @@ func analyzeSelect(t *topology.Topology, sel *pg.SelectStmt, root *pg.Node) *Sta
 		}
 		return &Statement{Class: ClassAny, Role: role, Reason: reason}
 	}
-	st := keyed(t, ts.sharded, topLevelRelations(sel.FromClause, nil), sel.WhereClause)
+	k := newKeyAnalysis(t)
+	k.selectScope(sel, nil)
+	st := keyedStatement(k, ts.sharded)
 	if st.Class == ClassKeyed {
 		st.Role = role
 	}
 	return st
+}
+
+// keyedStatement turns a finished key analysis into a statement.
+func keyedStatement(k *keyAnalysis, sharded []*pg.RangeVar) *Statement {
+	classes, bad := k.classes(sharded)
+	if bad != nil {
+		return bad
+	}
+	c := classes[0]
+	return &Statement{Class: ClassKeyed, Role: RolePrimary, Table: c.Table, KeyType: c.KeyType, Classes: classes,
+		Reason: "shard key " + c.Table + "." + k.t.Tables[c.Table].ShardKey}
 }
 
 func analyzeInsert(t *topology.Topology, ins *pg.InsertStmt, root *pg.Node) *Statement {
@@ -77,60 +90,53 @@ func analyzeInsert(t *topology.Topology, ins *pg.InsertStmt, root *pg.Node) *Sta
 	if bad != nil {
 		return bad
 	}
-	rel := ins.Relation
-	if st := unshardedWrite(t, ts, rel); st != nil {
+	if st := unshardedWrite(t, ts, ins.Relation); st != nil {
 		return st
 	}
-	if len(ts.sharded) > 1 {
-		return refused("INSERT ... SELECT from sharded tables is not supported yet")
-	}
-	table := t.Tables[rel.Relname]
-	col := -1
-	for i, c := range ins.Cols {
-		if c.GetResTarget().GetName() == table.ShardKey {
-			col = i
+	k := newKeyAnalysis(t)
+	if ins.WithClause != nil {
+		for _, cte := range ins.WithClause.Ctes {
+			k.nested(cte.GetCommonTableExpr().GetCtequery(), nil)
 		}
 	}
-	if col < 0 {
-		return refused("INSERT into %s must name its shard key column %q", table.Name, table.ShardKey)
-	}
-	values := ins.GetSelectStmt().GetSelectStmt()
-	if values == nil || len(values.ValuesLists) == 0 {
-		return refused("INSERT into %s must use VALUES (INSERT ... SELECT is not supported yet)", table.Name)
-	}
-	st := &Statement{Class: ClassKeyed, Role: RolePrimary, Table: table.Name, KeyType: table.KeyType}
-	for _, row := range values.ValuesLists {
-		items := row.GetList().GetItems()
-		if col >= len(items) {
-			return refused("INSERT into %s has fewer values than columns", table.Name)
-		}
-		ref, ok := keyRefOf(items[col])
-		if !ok {
-			return refused("INSERT into %s: the shard key %s must be a constant or a parameter", table.Name, table.ShardKey)
-		}
-		st.Keys = append(st.Keys, ref)
-	}
-	st.Reason = "INSERT into " + table.Name + " by " + table.ShardKey
-	return st
+	k.insert(ins, nil)
+	return keyedStatement(k, ts.sharded)
 }
 
 func analyzeUpdate(t *topology.Topology, upd *pg.UpdateStmt, root *pg.Node) *Statement {
-	table, ok := t.Tables[upd.Relation.Relname]
-	if ok {
+	var newKey *KeyRef
+	if table, ok := t.Tables[upd.Relation.Relname]; ok {
 		for _, target := range upd.TargetList {
-			if target.GetResTarget().GetName() == table.ShardKey {
-				return refused("UPDATE of the shard key %s.%s is not supported: delete and insert the row instead", table.Name, table.ShardKey)
+			rt := target.GetResTarget()
+			if rt.GetName() != table.ShardKey {
+				continue
 			}
+			ref, ok := keyRefOf(rt.Val)
+			if !ok {
+				return refused("UPDATE of the shard key %s.%s must set a constant or a parameter", table.Name, table.ShardKey)
+			}
+			newKey = &ref
 		}
 	}
-	return analyzeWrite(t, root, upd.Relation, upd.FromClause, upd.WhereClause)
+	st := analyzeWrite(t, root, upd.Relation, upd.WithClause, func(k *keyAnalysis) {
+		s := k.write(upd.Relation, upd.FromClause, upd.WhereClause, nil)
+		for _, target := range upd.TargetList {
+			k.sublinks(s, target)
+		}
+	})
+	if st.Class == ClassKeyed {
+		st.NewKey = newKey
+	}
+	return st
 }
 
 func analyzeDelete(t *topology.Topology, del *pg.DeleteStmt, root *pg.Node) *Statement {
-	return analyzeWrite(t, root, del.Relation, del.UsingClause, del.WhereClause)
+	return analyzeWrite(t, root, del.Relation, del.WithClause, func(k *keyAnalysis) {
+		k.write(del.Relation, del.UsingClause, del.WhereClause, nil)
+	})
 }
 
-func analyzeWrite(t *topology.Topology, root *pg.Node, rel *pg.RangeVar, from []*pg.Node, where *pg.Node) *Statement {
+func analyzeWrite(t *topology.Topology, root *pg.Node, rel *pg.RangeVar, with *pg.WithClause, scopes func(*keyAnalysis)) *Statement {
 	ts, bad := classifyTables(t, root)
 	if bad != nil {
 		return bad
@@ -138,9 +144,14 @@ func analyzeWrite(t *topology.Topology, root *pg.Node, rel *pg.RangeVar, from []
 	if st := unshardedWrite(t, ts, rel); st != nil {
 		return st
 	}
-	st := keyed(t, ts.sharded, topLevelRelations(from, []*pg.RangeVar{rel}), where)
-	st.Role = RolePrimary
-	return st
+	k := newKeyAnalysis(t)
+	if with != nil {
+		for _, cte := range with.Ctes {
+			k.nested(cte.GetCommonTableExpr().GetCtequery(), nil)
+		}
+	}
+	scopes(k)
+	return keyedStatement(k, ts.sharded)
 }
 
 // unshardedWrite answers writes whose target is not a sharded table:
@@ -204,73 +215,6 @@ func appendJoinRelations(n *pg.Node, acc []*pg.RangeVar) []*pg.RangeVar {
 	return acc
 }
 
-// keyed pins every sharded relation to a shard-key value from the WHERE
-// clause's AND-ed equalities.
-func keyed(t *topology.Topology, sharded, topLevel []*pg.RangeVar, where *pg.Node) *Statement {
-	eqs := equalities(where, nil)
-	first := t.Tables[sharded[0].Relname]
-	st := &Statement{Class: ClassKeyed, Table: first.Name, KeyType: first.KeyType}
-	for _, rel := range sharded {
-		if !containsRelation(topLevel, rel) {
-			return refused("sharded table %s inside a subquery or CTE is not supported yet", rel.Relname)
-		}
-		table := t.Tables[rel.Relname]
-		if table.KeyType != first.KeyType {
-			return refused("tables %s and %s have different shard key types", first.Name, table.Name)
-		}
-		ref, ok := keyFor(eqs, rel, table.ShardKey, len(sharded) == 1)
-		if !ok {
-			return refused("query on sharded table %s has no %s = <value> condition, so it would need every shard (cross-shard queries are not supported yet)", table.Name, table.ShardKey)
-		}
-		st.Keys = append(st.Keys, ref)
-	}
-	st.Reason = "shard key " + first.Name + "." + first.ShardKey
-	return st
-}
-
-func containsRelation(list []*pg.RangeVar, r *pg.RangeVar) bool {
-	for _, x := range list {
-		if x == r {
-			return true
-		}
-	}
-	return false
-}
-
-// equality is "qualifier.column = value" found in a WHERE clause.
-type equality struct {
-	qualifier, column string
-	ref               KeyRef
-}
-
-func equalities(n *pg.Node, acc []equality) []equality {
-	if n == nil {
-		return acc
-	}
-	if b := n.GetBoolExpr(); b != nil {
-		if b.Boolop == pg.BoolExprType_AND_EXPR {
-			for _, arg := range b.Args {
-				acc = equalities(arg, acc)
-			}
-		}
-		return acc
-	}
-	e := n.GetAExpr()
-	if e == nil || e.Kind != pg.A_Expr_Kind_AEXPR_OP || lastName(e.Name) != "=" {
-		return acc
-	}
-	for _, side := range [2][2]*pg.Node{{e.Lexpr, e.Rexpr}, {e.Rexpr, e.Lexpr}} {
-		qual, col, ok := columnOf(side[0])
-		if !ok {
-			continue
-		}
-		if ref, ok := keyRefOf(side[1]); ok {
-			acc = append(acc, equality{qual, col, ref})
-		}
-	}
-	return acc
-}
-
 func columnOf(n *pg.Node) (qualifier, column string, ok bool) {
 	c := n.GetColumnRef()
 	if c == nil {
@@ -291,22 +235,6 @@ func columnOf(n *pg.Node) (qualifier, column string, ok bool) {
 		return "", "", false
 	}
 	return names[len(names)-2], names[len(names)-1], true
-}
-
-func keyFor(eqs []equality, rel *pg.RangeVar, column string, onlyTable bool) (KeyRef, bool) {
-	name := rel.Relname
-	if rel.Alias != nil {
-		name = rel.Alias.Aliasname
-	}
-	for _, eq := range eqs {
-		if eq.column != column {
-			continue
-		}
-		if eq.qualifier == name || (eq.qualifier == "" && onlyTable) {
-			return eq.ref, true
-		}
-	}
-	return KeyRef{}, false
 }
 
 // keyRefOf accepts constants and parameters, looking through casts

@@ -41,9 +41,12 @@ const (
 	TargetNone
 	// TargetError is refused; Plan.Err says why.
 	TargetError
+	// TargetMulti needs Plan.Shards, several of them. Until cross-shard
+	// execution exists the proxy refuses it with Plan.Err.
+	TargetMulti
 )
 
-var targetNames = [...]string{"shard", "any", "all", "none", "error"}
+var targetNames = [...]string{"shard", "any", "all", "none", "error", "multi"}
 
 func (t Target) String() string { return targetNames[t] }
 
@@ -64,7 +67,8 @@ const (
 // Bind of a prepared statement).
 type Plan struct {
 	Target Target
-	Shard  int // valid when Target == TargetShard
+	Shard  int      // valid when Target == TargetShard
+	Shards ShardSet // valid when Target == TargetMulti
 	Role   Role
 	Tx     TxOp     // TargetNone: the transaction-control effect
 	Tag    string   // TargetNone: the command tag, for answers the proxy gives itself

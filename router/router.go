@@ -160,6 +160,10 @@ func (r *Router) Explain(sql string, params []string) Explanation {
 	switch plan.Target {
 	case TargetShard:
 		ex.Shards = append(ex.Shards, t.Shards[plan.Shard].Name)
+	case TargetMulti:
+		for _, i := range plan.Shards.Slice() {
+			ex.Shards = append(ex.Shards, t.Shards[i].Name)
+		}
 	case TargetAll:
 		for _, s := range t.Shards {
 			ex.Shards = append(ex.Shards, s.Name)
@@ -180,7 +184,7 @@ func route(t *topology.Topology, a *Analysis, params [][]byte, formats []int16, 
 	}
 	plan := Plan{Target: TargetAny, Role: RoleReplica, Reason: "no statement needs a particular shard"}
 	keyedFound, all := false, false
-	var buf [64]byte
+	var shards ShardSet
 	for _, s := range a.Stmts {
 		switch s.Class {
 		case ClassRefuse:
@@ -200,14 +204,12 @@ func route(t *topology.Topology, a *Analysis, params [][]byte, formats []int16, 
 				plan.Reason = s.Reason
 			}
 		case ClassKeyed:
-			shard, perr := shardOfKeys(t, s, params, formats, buf[:0], hits)
+			set, perr := statementShards(t, s, params, formats, hits)
 			if perr != nil {
 				return Plan{Target: TargetError, Err: perr, Reason: perr.Message}
 			}
-			if keyedFound && shard != plan.Shard {
-				return refuse("statements in one query touch shards %s and %s (cross-shard queries are not supported yet)", t.Shards[plan.Shard].Name, t.Shards[shard].Name)
-			}
-			keyedFound, plan.Shard, plan.Reason = true, shard, s.Reason
+			shards |= set
+			keyedFound, plan.Reason = true, s.Reason
 		}
 		if s.Role == RolePrimary {
 			plan.Role = RolePrimary
@@ -218,53 +220,13 @@ func route(t *topology.Topology, a *Analysis, params [][]byte, formats []int16, 
 		return refuse("a query may not mix statements for every shard with single-shard statements")
 	case all:
 		plan.Target, plan.Role = TargetAll, RolePrimary
+	case keyedFound && shards.Count() == 1:
+		plan.Target, plan.Shard = TargetShard, shards.First()
 	case keyedFound:
-		plan.Target = TargetShard
+		plan.Target, plan.Shards = TargetMulti, shards
+		plan.Err = errorf(CodeFeatureNotSupported, "the query needs shards %s (cross-shard queries are not supported yet)", shards.names(t))
 	}
 	return plan
-}
-
-func shardOfKeys(t *topology.Topology, s *Statement, params [][]byte, formats []int16, buf []byte, hits *[]KeyHit) (int, *Error) {
-	shard := -1
-	for _, ref := range s.Keys {
-		canon, err := canonical(s, ref, params, formats, buf[:0])
-		if err != nil {
-			return 0, err
-		}
-		h := topology.Hash(canon)
-		owned := t.Lookup(h)
-		if hits != nil {
-			*hits = append(*hits, KeyHit{Table: s.Table, Value: keyText(ref, params), Hash: fmt.Sprintf("%016x", h), Range: owned.Range.String(), Shard: t.Shards[owned.Shard].Name})
-		}
-		if shard >= 0 && owned.Shard != shard {
-			return 0, errorf(CodeFeatureNotSupported, "%s keys land on shards %s and %s (multi-shard statements are not supported yet)", s.Table, t.Shards[shard].Name, t.Shards[owned.Shard].Name)
-		}
-		shard = owned.Shard
-	}
-	return shard, nil
-}
-
-func canonical(s *Statement, ref KeyRef, params [][]byte, formats []int16, buf []byte) ([]byte, *Error) {
-	var (
-		out []byte
-		err error
-	)
-	switch {
-	case ref.Param == 0:
-		out, err = topology.AppendCanonicalText(buf, s.KeyType, ref.Literal)
-	case ref.Param > len(params):
-		return nil, errorf(CodeUndefinedParameter, "there is no parameter $%d", ref.Param)
-	case params[ref.Param-1] == nil:
-		return nil, errorf("22004", "the shard key of %s is NULL", s.Table)
-	case paramFormat(formats, ref.Param-1) == 1:
-		out, err = topology.AppendCanonicalBinary(buf, s.KeyType, params[ref.Param-1])
-	default:
-		out, err = topology.AppendCanonicalText(buf, s.KeyType, string(params[ref.Param-1]))
-	}
-	if err != nil {
-		return nil, &Error{Code: CodeInvalidText, Message: err.Error()}
-	}
-	return out, nil
 }
 
 func paramFormat(formats []int16, i int) int16 {

@@ -73,12 +73,23 @@ func TestRouteCases(t *testing.T) {
 			if plan.Target == TargetError {
 				t.Fatalf("refused: %v", plan.Err)
 			}
+			if plan.Target == TargetMulti && (plan.Err == nil || plan.Err.Code != CodeFeatureNotSupported) {
+				t.Fatalf("multi-shard plan without its refusal: %+v", plan)
+			}
 			if c.Role != plan.Role.String() {
 				t.Errorf("role %s, want %s", plan.Role, c.Role)
 			}
 			if c.Shards != nil {
-				got := []string{r.Topology().Shards[plan.Shard].Name}
-				if plan.Target != TargetShard || !slices.Equal(got, c.Shards) {
+				var got []string
+				switch plan.Target {
+				case TargetShard:
+					got = []string{r.Topology().Shards[plan.Shard].Name}
+				case TargetMulti:
+					for _, i := range plan.Shards.Slice() {
+						got = append(got, r.Topology().Shards[i].Name)
+					}
+				}
+				if !slices.Equal(got, c.Shards) {
 					t.Errorf("target %s %v, want shards %v", plan.Target, got, c.Shards)
 				}
 			} else if plan.Target.String() != c.Target {

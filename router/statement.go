@@ -36,9 +36,10 @@ type Statement struct {
 	Role    Role
 	Table   string
 	KeyType topology.KeyType
-	Keys    []KeyRef // ClassKeyed: every key value; all must land on one shard
-	Tag     string   // ClassTx: the command tag Postgres answers with
-	Set     *Setting // ClassSet: the session setting it changes
+	Classes []KeyClass // ClassKeyed: what pins the sharded relations
+	NewKey  *KeyRef    // UPDATE ... SET key = value: must stay on the row's shard
+	Tag     string     // ClassTx: the command tag Postgres answers with
+	Set     *Setting   // ClassSet: the session setting it changes
 	Reason  string
 	Err     *Error
 }

@@ -68,3 +68,25 @@ func hasMessage(root proto.Message, pred func(any) bool) bool {
 	})
 	return found
 }
+
+// walkPruned calls fn for every message below m, depth first, skipping the
+// children of messages for which fn returns false.
+func walkPruned(m protoreflect.Message, fn func(any) bool) {
+	if !fn(m.Interface()) {
+		return
+	}
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Kind() != protoreflect.MessageKind {
+			return true
+		}
+		if fd.IsList() {
+			list := v.List()
+			for i := 0; i < list.Len(); i++ {
+				walkPruned(list.Get(i).Message(), fn)
+			}
+		} else if !fd.IsMap() {
+			walkPruned(v.Message(), fn)
+		}
+		return true
+	})
+}

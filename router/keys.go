@@ -1,0 +1,408 @@
+package router
+
+import (
+	pg "github.com/pganalyze/pg_query_go/v5"
+
+	"github.com/shardgate/shardgate/topology"
+)
+
+// Key analysis. A query may touch several sharded relations (joins,
+// subqueries, CTEs). Equalities between their shard keys (u.id =
+// p.user_id) put them in one class: one value pins the whole class. Each
+// class needs a pin (key = value, key IN (...), key = ANY($n)); the
+// statement runs on the union of its classes' shards.
+
+// KeyPin is one condition fixing a class's key: = value, IN (values), or =
+// ANY(array) where Array is the array parameter's number.
+type KeyPin struct {
+	Refs  []KeyRef
+	Array int
+}
+
+// KeyClass is a set of sharded relations whose shard keys the query makes
+// equal, and what pins them.
+type KeyClass struct {
+	Table   string // one of its tables, for messages
+	KeyType topology.KeyType
+	Pins    []KeyPin // all hold at once (AND): the shards are their intersection
+	Rows    bool     // INSERT rows: each pin is one row (OR): the union
+}
+
+// scope is one SELECT/UPDATE/DELETE level: its FROM relations, seen by its
+// conditions and by the subqueries below it.
+type scope struct {
+	rels   []*pg.RangeVar
+	parent *scope
+}
+
+// keyAnalysis builds classes with a union-find over relations.
+type keyAnalysis struct {
+	t       *topology.Topology
+	parent  map[*pg.RangeVar]*pg.RangeVar
+	pins    map[*pg.RangeVar][]KeyPin
+	covered map[*pg.RangeVar]bool
+	rows    map[*pg.RangeVar]bool // INSERT ... VALUES classes
+	refused *Statement
+}
+
+func newKeyAnalysis(t *topology.Topology) *keyAnalysis {
+	return &keyAnalysis{t: t, parent: map[*pg.RangeVar]*pg.RangeVar{}, pins: map[*pg.RangeVar][]KeyPin{},
+		covered: map[*pg.RangeVar]bool{}, rows: map[*pg.RangeVar]bool{}}
+}
+
+func (k *keyAnalysis) find(r *pg.RangeVar) *pg.RangeVar {
+	for k.parent[r] != nil && k.parent[r] != r {
+		r = k.parent[r]
+	}
+	return r
+}
+
+func (k *keyAnalysis) union(a, b *pg.RangeVar) {
+	ra, rb := k.find(a), k.find(b)
+	if ra != rb {
+		k.parent[rb] = ra
+		k.pins[ra] = append(k.pins[ra], k.pins[rb]...)
+		delete(k.pins, rb)
+	}
+}
+
+func (k *keyAnalysis) pin(r *pg.RangeVar, p KeyPin) {
+	root := k.find(r)
+	k.pins[root] = append(k.pins[root], p)
+}
+
+func (k *keyAnalysis) sharded(r *pg.RangeVar) bool {
+	_, ok := k.t.Tables[r.Relname]
+	return ok && !isSystemRelation(r)
+}
+
+// newScope registers a scope's sharded relations.
+func (k *keyAnalysis) newScope(rels []*pg.RangeVar, parent *scope) *scope {
+	s := &scope{parent: parent}
+	for _, r := range rels {
+		if k.sharded(r) {
+			s.rels = append(s.rels, r)
+			k.covered[r] = true
+			if k.parent[r] == nil {
+				k.parent[r] = r
+			}
+		}
+	}
+	return s
+}
+
+// resolve finds the sharded relation whose shard key a column reference
+// names, looking outwards through enclosing scopes (correlation).
+func (k *keyAnalysis) resolve(s *scope, qual, col string) *pg.RangeVar {
+	for ; s != nil; s = s.parent {
+		var only *pg.RangeVar
+		matches := 0
+		for _, r := range s.rels {
+			name := r.Relname
+			if r.Alias != nil {
+				name = r.Alias.Aliasname
+			}
+			if qual != "" && qual != name {
+				continue
+			}
+			if k.t.Tables[r.Relname].ShardKey == col {
+				only = r
+				matches++
+			}
+		}
+		if matches == 1 {
+			return only
+		}
+		if matches > 1 {
+			return nil // ambiguous: Postgres would say so
+		}
+	}
+	return nil
+}
+
+// conditions applies a scope's AND-ed conditions: key = key joins classes,
+// key = value pins them.
+func (k *keyAnalysis) conditions(s *scope, n *pg.Node) {
+	for _, c := range conjuncts(n, nil) {
+		e := c.GetAExpr()
+		if e == nil {
+			continue
+		}
+		switch {
+		case e.Kind == pg.A_Expr_Kind_AEXPR_OP && lastName(e.Name) == "=":
+			k.equality(s, e.Lexpr, e.Rexpr)
+		case e.Kind == pg.A_Expr_Kind_AEXPR_IN && lastName(e.Name) == "=":
+			if r := k.column(s, e.Lexpr); r != nil {
+				if p, ok := listPin(e.Rexpr); ok {
+					k.pin(r, p)
+				}
+			}
+		case e.Kind == pg.A_Expr_Kind_AEXPR_OP_ANY && lastName(e.Name) == "=":
+			if r := k.column(s, e.Lexpr); r != nil {
+				if p, ok := arrayPin(e.Rexpr); ok {
+					k.pin(r, p)
+				}
+			}
+		}
+	}
+}
+
+func (k *keyAnalysis) equality(s *scope, l, r *pg.Node) {
+	lr, rr := k.column(s, l), k.column(s, r)
+	switch {
+	case lr != nil && rr != nil:
+		k.union(lr, rr)
+	case lr != nil:
+		if ref, ok := keyRefOf(r); ok {
+			k.pin(lr, KeyPin{Refs: []KeyRef{ref}})
+		}
+	case rr != nil:
+		if ref, ok := keyRefOf(l); ok {
+			k.pin(rr, KeyPin{Refs: []KeyRef{ref}})
+		}
+	}
+}
+
+// column resolves an expression that is a shard-key column reference.
+func (k *keyAnalysis) column(s *scope, n *pg.Node) *pg.RangeVar {
+	if c := n.GetTypeCast(); c != nil {
+		n = c.Arg
+	}
+	qual, col, ok := columnOf(n)
+	if !ok {
+		return nil
+	}
+	return k.resolve(s, qual, col)
+}
+
+func listPin(n *pg.Node) (KeyPin, bool) {
+	items := n.GetList().GetItems()
+	if len(items) == 0 {
+		return KeyPin{}, false
+	}
+	p := KeyPin{}
+	for _, it := range items {
+		ref, ok := keyRefOf(it)
+		if !ok {
+			return KeyPin{}, false
+		}
+		p.Refs = append(p.Refs, ref)
+	}
+	return p, true
+}
+
+// arrayPin reads = ANY(ARRAY[...]) or = ANY($n).
+func arrayPin(n *pg.Node) (KeyPin, bool) {
+	if c := n.GetTypeCast(); c != nil {
+		n = c.Arg
+	}
+	if p := n.GetParamRef(); p != nil {
+		return KeyPin{Array: int(p.Number)}, true
+	}
+	if a := n.GetAArrayExpr(); a != nil && len(a.Elements) > 0 {
+		p := KeyPin{}
+		for _, el := range a.Elements {
+			ref, ok := keyRefOf(el)
+			if !ok {
+				return KeyPin{}, false
+			}
+			p.Refs = append(p.Refs, ref)
+		}
+		return p, true
+	}
+	return KeyPin{}, false
+}
+
+// conjuncts flattens AND-ed conditions.
+func conjuncts(n *pg.Node, acc []*pg.Node) []*pg.Node {
+	if n == nil {
+		return acc
+	}
+	if b := n.GetBoolExpr(); b != nil {
+		if b.Boolop == pg.BoolExprType_AND_EXPR {
+			for _, arg := range b.Args {
+				acc = conjuncts(arg, acc)
+			}
+		}
+		return acc
+	}
+	return append(acc, n)
+}
+
+// selectScope analyses a SELECT and everything nested in it.
+func (k *keyAnalysis) selectScope(sel *pg.SelectStmt, parent *scope) *scope {
+	if sel == nil {
+		return nil
+	}
+	if sel.WithClause != nil {
+		for _, cte := range sel.WithClause.Ctes {
+			k.nested(cte.GetCommonTableExpr().GetCtequery(), parent)
+		}
+	}
+	if sel.Op != pg.SetOperation_SETOP_NONE && sel.Op != pg.SetOperation_SET_OPERATION_UNDEFINED {
+		k.selectScope(sel.Larg, parent)
+		k.selectScope(sel.Rarg, parent)
+		return nil
+	}
+	s := k.newScope(topLevelRelations(sel.FromClause, nil), parent)
+	k.fromClause(s, sel.FromClause)
+	k.conditions(s, sel.WhereClause)
+	k.sublinks(s, sel.WhereClause)
+	k.sublinks(s, sel.HavingClause)
+	for _, t := range sel.TargetList {
+		k.sublinks(s, t)
+	}
+	for _, row := range sel.ValuesLists {
+		k.sublinks(s, row)
+	}
+	return s
+}
+
+// fromClause applies JOIN ... ON conditions and analyses subqueries in FROM.
+func (k *keyAnalysis) fromClause(s *scope, from []*pg.Node) {
+	for _, n := range from {
+		switch {
+		case n.GetJoinExpr() != nil:
+			j := n.GetJoinExpr()
+			k.fromClause(s, []*pg.Node{j.Larg, j.Rarg})
+			k.conditions(s, j.Quals)
+			k.sublinks(s, j.Quals)
+		case n.GetRangeSubselect() != nil:
+			k.nested(n.GetRangeSubselect().Subquery, s)
+		}
+	}
+}
+
+// nested analyses a statement below s (a subquery, a CTE).
+func (k *keyAnalysis) nested(n *pg.Node, parent *scope) {
+	switch {
+	case n == nil:
+	case n.GetSelectStmt() != nil:
+		k.selectScope(n.GetSelectStmt(), parent)
+	case n.GetInsertStmt() != nil:
+		k.insert(n.GetInsertStmt(), parent)
+	case n.GetUpdateStmt() != nil:
+		u := n.GetUpdateStmt()
+		k.write(u.Relation, u.FromClause, u.WhereClause, parent)
+	case n.GetDeleteStmt() != nil:
+		d := n.GetDeleteStmt()
+		k.write(d.Relation, d.UsingClause, d.WhereClause, parent)
+	}
+}
+
+// sublinks analyses the subqueries inside an expression, which may refer
+// to s (correlation).
+func (k *keyAnalysis) sublinks(s *scope, n *pg.Node) {
+	if n == nil {
+		return
+	}
+	walkPruned(n.ProtoReflect(), func(m any) bool {
+		if sl, ok := m.(*pg.SubLink); ok {
+			k.nested(sl.Subselect, s)
+			return false
+		}
+		return true
+	})
+}
+
+func (k *keyAnalysis) write(rel *pg.RangeVar, from []*pg.Node, where *pg.Node, parent *scope) *scope {
+	s := k.newScope(topLevelRelations(from, []*pg.RangeVar{rel}), parent)
+	k.fromClause(s, from)
+	k.conditions(s, where)
+	k.sublinks(s, where)
+	return s
+}
+
+// insert analyses INSERT ... VALUES (one pin per row) and INSERT ... SELECT
+// (the key column must come from a pinned class, or be a constant).
+func (k *keyAnalysis) insert(ins *pg.InsertStmt, parent *scope) {
+	rel := ins.Relation
+	if !k.sharded(rel) {
+		return
+	}
+	table := k.t.Tables[rel.Relname]
+	k.newScope([]*pg.RangeVar{rel}, parent)
+	col := -1
+	for i, c := range ins.Cols {
+		if c.GetResTarget().GetName() == table.ShardKey {
+			col = i
+		}
+	}
+	if col < 0 {
+		k.refuse("INSERT into %s must name its shard key column %q", table.Name, table.ShardKey)
+		return
+	}
+	sel := ins.GetSelectStmt().GetSelectStmt()
+	if sel == nil {
+		k.refuse("INSERT into %s needs VALUES or SELECT", table.Name)
+		return
+	}
+	if len(sel.ValuesLists) > 0 {
+		for _, row := range sel.ValuesLists {
+			items := row.GetList().GetItems()
+			if col >= len(items) {
+				k.refuse("INSERT into %s has fewer values than columns", table.Name)
+				return
+			}
+			ref, ok := keyRefOf(items[col])
+			if !ok {
+				k.refuse("INSERT into %s: the shard key %s must be a constant or a parameter", table.Name, table.ShardKey)
+				return
+			}
+			k.pin(rel, KeyPin{Refs: []KeyRef{ref}})
+		}
+		k.rows[k.find(rel)] = true
+		return
+	}
+	s := k.selectScope(sel, parent)
+	if s == nil || col >= len(sel.TargetList) {
+		k.refuse("INSERT ... SELECT into %s: the shard key must come from one query level", table.Name)
+		return
+	}
+	expr := sel.TargetList[col].GetResTarget().GetVal()
+	if src := k.column(s, expr); src != nil {
+		k.union(rel, src)
+	} else if ref, ok := keyRefOf(expr); ok {
+		k.pin(rel, KeyPin{Refs: []KeyRef{ref}})
+	} else {
+		k.refuse("INSERT ... SELECT into %s: the shard key must be a shard key column of the selected rows or a constant", table.Name)
+	}
+}
+
+func (k *keyAnalysis) refuse(format string, args ...any) {
+	if k.refused == nil {
+		k.refused = refused(format, args...)
+	}
+}
+
+// classes returns the analysed classes, or a refusal naming an unpinned
+// table or one outside any analysed scope.
+func (k *keyAnalysis) classes(sharded []*pg.RangeVar) ([]KeyClass, *Statement) {
+	if k.refused != nil {
+		return nil, k.refused
+	}
+	seen := map[*pg.RangeVar]bool{}
+	var out []KeyClass
+	for _, r := range sharded {
+		if !k.covered[r] {
+			return nil, refused("sharded table %s is used where shardgate cannot follow its shard key", r.Relname)
+		}
+		root := k.find(r)
+		if seen[root] {
+			continue
+		}
+		seen[root] = true
+		table := k.t.Tables[root.Relname]
+		pins := k.pins[root]
+		if len(pins) == 0 {
+			return nil, refused("query on sharded table %s has no %s = <value> condition, so it would need every shard (cross-shard queries are not supported yet)", r.Relname, k.t.Tables[r.Relname].ShardKey)
+		}
+		out = append(out, KeyClass{Table: table.Name, KeyType: table.KeyType, Pins: pins, Rows: k.rows[root]})
+	}
+	for _, c := range out {
+		if c.KeyType != out[0].KeyType {
+			return nil, refused("tables %s and %s have different shard key types", out[0].Table, c.Table)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,140 @@
+package router
+
+import (
+	"fmt"
+	"math/bits"
+	"strings"
+
+	"github.com/shardgate/shardgate/topology"
+)
+
+// ShardSet is a set of shard indexes. Topologies have at most 64 shards
+// (topology validation says so), which keeps routing allocation-free.
+type ShardSet uint64
+
+func (s ShardSet) Count() int { return bits.OnesCount64(uint64(s)) }
+
+// First is the lowest shard in the set.
+func (s ShardSet) First() int { return bits.TrailingZeros64(uint64(s)) }
+
+func (s ShardSet) Slice() []int {
+	var out []int
+	for x := uint64(s); x != 0; x &= x - 1 {
+		out = append(out, bits.TrailingZeros64(x))
+	}
+	return out
+}
+
+func (s ShardSet) names(t *topology.Topology) string {
+	var names []string
+	for _, i := range s.Slice() {
+		names = append(names, t.Shards[i].Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// statementShards routes a keyed statement: each class's pins intersect
+// (they hold at once), an INSERT's rows unite, and classes unite.
+func statementShards(t *topology.Topology, s *Statement, params [][]byte, formats []int16, hits *[]KeyHit) (ShardSet, *Error) {
+	var all ShardSet
+	for i := range s.Classes {
+		c := &s.Classes[i]
+		var set ShardSet
+		for j, p := range c.Pins {
+			ps, err := pinShards(t, c, p, params, formats, hits)
+			if err != nil {
+				return 0, err
+			}
+			switch {
+			case j == 0 || c.Rows:
+				set |= ps
+			case set&ps != 0:
+				set &= ps
+			}
+			// Contradictory pins (id = 1 AND id = 2 on other shards) match
+			// nothing anywhere: the first pin's shards answer correctly.
+		}
+		all |= set
+	}
+	if s.NewKey != nil && all.Count() == 1 {
+		moved, err := keyShard(t, s.Table, s.KeyType, *s.NewKey, params, formats, hits)
+		if err != nil {
+			return 0, err
+		}
+		if moved != all.First() {
+			return 0, errorf(CodeFeatureNotSupported, "UPDATE would move the row from shard %s to shard %s: delete it and insert it instead", t.Shards[all.First()].Name, t.Shards[moved].Name)
+		}
+	}
+	return all, nil
+}
+
+func pinShards(t *topology.Topology, c *KeyClass, p KeyPin, params [][]byte, formats []int16, hits *[]KeyHit) (ShardSet, *Error) {
+	var set ShardSet
+	for _, ref := range p.Refs {
+		shard, err := keyShard(t, c.Table, c.KeyType, ref, params, formats, hits)
+		if err != nil {
+			return 0, err
+		}
+		set |= 1 << shard
+	}
+	if p.Array > 0 {
+		if p.Array > len(params) {
+			return 0, errorf(CodeUndefinedParameter, "there is no parameter $%d", p.Array)
+		}
+		elems, binary, err := arrayElements(params[p.Array-1], paramFormat(formats, p.Array-1) == 1)
+		if err != nil {
+			return 0, &Error{Code: CodeInvalidText, Message: err.Error()}
+		}
+		var buf [64]byte
+		for _, e := range elems {
+			canon, cerr := canonicalValue(c.KeyType, e, binary, buf[:0])
+			if cerr != nil {
+				return 0, &Error{Code: CodeInvalidText, Message: cerr.Error()}
+			}
+			owned := t.Lookup(topology.Hash(canon))
+			if hits != nil {
+				*hits = append(*hits, hit(t, c.Table, fmt.Sprintf("$%d[]=%q", p.Array, e), canon, owned))
+			}
+			set |= 1 << owned.Shard
+		}
+	}
+	return set, nil
+}
+
+// keyShard is the shard owning one key value.
+func keyShard(t *topology.Topology, table string, kt topology.KeyType, ref KeyRef, params [][]byte, formats []int16, hits *[]KeyHit) (int, *Error) {
+	var buf [64]byte
+	var (
+		canon []byte
+		err   error
+	)
+	switch {
+	case ref.Param == 0:
+		canon, err = topology.AppendCanonicalText(buf[:0], kt, ref.Literal)
+	case ref.Param > len(params):
+		return 0, errorf(CodeUndefinedParameter, "there is no parameter $%d", ref.Param)
+	case params[ref.Param-1] == nil:
+		return 0, errorf("22004", "the shard key of %s is NULL", table)
+	default:
+		canon, err = canonicalValue(kt, params[ref.Param-1], paramFormat(formats, ref.Param-1) == 1, buf[:0])
+	}
+	if err != nil {
+		return 0, &Error{Code: CodeInvalidText, Message: err.Error()}
+	}
+	owned := t.Lookup(topology.Hash(canon))
+	if hits != nil {
+		*hits = append(*hits, hit(t, table, keyText(ref, params), canon, owned))
+	}
+	return owned.Shard, nil
+}
+
+func canonicalValue(kt topology.KeyType, v []byte, binary bool, buf []byte) ([]byte, error) {
+	if binary {
+		return topology.AppendCanonicalBinary(buf, kt, v)
+	}
+	return topology.AppendCanonicalText(buf, kt, unsafeString(v))
+}
+
+func hit(t *topology.Topology, table, value string, canon []byte, owned topology.OwnedRange) KeyHit {
+	return KeyHit{Table: table, Value: value, Hash: fmt.Sprintf("%016x", topology.Hash(canon)), Range: owned.Range.String(), Shard: t.Shards[owned.Shard].Name}
+}
