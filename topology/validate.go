@@ -112,12 +112,19 @@ func (c *Config) checkPool(p *problems) {
 	}
 }
 
+// MaxShards bounds a topology so the router can keep shard sets in one
+// machine word.
+const MaxShards = 64
+
 // checkLayout validates shards, keyspace and tables: everything New needs.
 // It returns the keyspace sorted by start, with shard names resolved to
 // indexes; the result is meaningful only if no problem was added.
 func (c *Config) checkLayout(p *problems) []OwnedRange {
 	if len(c.Shards) == 0 {
 		p.add("shards", "at least one shard is required")
+	}
+	if len(c.Shards) > MaxShards {
+		p.add("shards", "at most %d shards are supported, got %d", MaxShards, len(c.Shards))
 	}
 	shards := make(map[string]int, len(c.Shards))
 	for i, s := range c.Shards {
