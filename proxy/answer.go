@@ -32,7 +32,7 @@ func (c *client) answerBatchTx() bool {
 			}
 			c.out = appendEmpty(c.out, 'n')
 		case 'E':
-			plan := c.srv.router.Route(current.analysis, nil, nil)
+			plan := c.srv.router.RouteHinted(current.analysis, nil, nil, c.hint())
 			tag := c.txTag(plan)
 			c.answerTx(plan, current.query())
 			c.out = appendCommandComplete(c.out, tag)
@@ -49,7 +49,11 @@ func (c *client) answerBatchTx() bool {
 // control the proxy can answer in turn, simulating the state changes.
 func (c *client) batchTxLocal() bool {
 	state, pendingLen, settingsLen := c.state, len(c.pending), len(c.txSettings)
-	defer func() { c.state, c.pending, c.txSettings = state, c.pending[:pendingLen], c.txSettings[:settingsLen] }()
+	session, tx := c.sessionHint, c.txHint
+	defer func() {
+		c.state, c.pending, c.txSettings = state, c.pending[:pendingLen], c.txSettings[:settingsLen]
+		c.sessionHint, c.txHint = session, tx
+	}()
 	bi := 0
 	var current *prepared
 	executed := false
@@ -68,7 +72,7 @@ func (c *client) batchTxLocal() bool {
 			if current == nil {
 				return false
 			}
-			plan := c.srv.router.Route(current.analysis, nil, nil)
+			plan := c.srv.router.RouteHinted(current.analysis, nil, nil, c.hint())
 			if plan.Target != router.TargetNone || !c.answerTx(plan, current.query()) {
 				return false
 			}

@@ -189,7 +189,10 @@ func (c *client) planBind(body []byte) (router.Plan, *router.Error) {
 	if err := c.decodeBind(rest); err != nil {
 		return router.Plan{}, err
 	}
-	plan := c.srv.router.Route(p.analysis, c.params, c.formats)
+	plan := c.srv.router.RouteHinted(p.analysis, c.params, c.formats, c.hint())
+	if plan.Explain != nil {
+		return plan, &router.Error{Code: router.CodeFeatureNotSupported, Message: "EXPLAIN (SHARDGATE) needs the simple query protocol"}
+	}
 	if plan.Target == router.TargetError || plan.Target == router.TargetMulti {
 		return plan, plan.Err
 	}

@@ -94,7 +94,9 @@ type client struct {
 	rolledBack bool
 	syncBuf    []byte
 
-	norm router.Scratch // simple-query normalisation buffers
+	norm        router.Scratch
+	sessionHint *router.Hint // SET shardgate.*
+	txHint      *router.Hint // SET LOCAL shardgate.*, until the transaction ends // simple-query normalisation buffers
 
 	stmts   map[string]*prepared
 	unnamed prepared

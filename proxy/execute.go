@@ -24,7 +24,10 @@ func (c *client) simpleQuery(body []byte) error {
 		sql = sql[:n-1]
 	}
 	a, params, _ := c.srv.router.AnalyzeSimple(sql, &c.norm)
-	plan := c.srv.router.Route(a, params, nil)
+	plan := c.srv.router.RouteHinted(a, params, nil, c.hint())
+	if plan.Explain != nil {
+		return c.explain(plan.Explain, params)
+	}
 	if plan.Tx == router.TxBegin && c.mode == modeStatement {
 		return c.refuse(errStatementMode)
 	}
@@ -56,6 +59,10 @@ func (c *client) txTag(plan router.Plan) string {
 // statement picks the shard; everything said before that point travels
 // with it.
 func (c *client) answerTx(plan router.Plan, sql []byte) bool {
+	if plan.HintSet != nil && c.state != txFailed {
+		c.applyHintSet(plan.HintSet)
+		return true
+	}
 	if c.held != nil {
 		return false
 	}
@@ -158,6 +165,7 @@ func (c *client) refuse(e *router.Error) error {
 // in the failed state until it says ROLLBACK.
 func (c *client) abort() error {
 	c.pending = c.pending[:0]
+	c.txHint = nil
 	c.settleSettings(nil, false)
 	c.state = txFailed
 	if c.held == nil {
@@ -216,6 +224,7 @@ func (c *client) runHeld(u unit) error {
 	case 'I':
 		c.midBatch = false
 		c.state = txIdle
+		c.txHint = nil
 		if len(c.txSettings) > 0 {
 			c.settleSettings(sc, !res.sawError && !c.rolledBack)
 		}

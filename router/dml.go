@@ -68,7 +68,7 @@ func analyzeSelect(t *topology.Topology, sel *pg.SelectStmt, root *pg.Node) *Sta
 	k := newKeyAnalysis(t)
 	k.selectScope(sel, nil)
 	st := keyedStatement(k, ts.sharded)
-	if st.Class == ClassKeyed {
+	if st.Class == ClassKeyed || st.Class == ClassScatter {
 		st.Role = role
 	}
 	return st

@@ -199,6 +199,17 @@ func arrayPin(n *pg.Node) (KeyPin, bool) {
 	if p := n.GetParamRef(); p != nil {
 		return KeyPin{Array: int(p.Number)}, true
 	}
+	if c := n.GetAConst(); c != nil && c.GetSval() != nil {
+		elems, err := textArray([]byte(c.GetSval().Sval))
+		if err != nil || len(elems) == 0 {
+			return KeyPin{}, false
+		}
+		p := KeyPin{}
+		for _, e := range elems {
+			p.Refs = append(p.Refs, KeyRef{Literal: string(e)})
+		}
+		return p, true
+	}
 	if a := n.GetAArrayExpr(); a != nil && len(a.Elements) > 0 {
 		p := KeyPin{}
 		for _, el := range a.Elements {
@@ -369,6 +380,13 @@ func (k *keyAnalysis) insert(ins *pg.InsertStmt, parent *scope) {
 	}
 }
 
+// scatter is a statement that needs every shard because nothing pins its
+// key: refused until cross-shard queries exist, unless a hint names a shard.
+func scatter(rel string, table topology.Table) *Statement {
+	err := errorf(CodeFeatureNotSupported, "query on sharded table %s has no %s = <value> condition, so it would need every shard (cross-shard queries are not supported yet)", rel, table.ShardKey)
+	return &Statement{Class: ClassScatter, Err: err, Reason: err.Message, Table: table.Name, KeyType: table.KeyType}
+}
+
 func (k *keyAnalysis) refuse(format string, args ...any) {
 	if k.refused == nil {
 		k.refused = refused(format, args...)
@@ -395,7 +413,7 @@ func (k *keyAnalysis) classes(sharded []*pg.RangeVar) ([]KeyClass, *Statement) {
 		table := k.t.Tables[root.Relname]
 		pins := k.pins[root]
 		if len(pins) == 0 {
-			return nil, refused("query on sharded table %s has no %s = <value> condition, so it would need every shard (cross-shard queries are not supported yet)", r.Relname, k.t.Tables[r.Relname].ShardKey)
+			return nil, scatter(r.Relname, k.t.Tables[r.Relname])
 		}
 		out = append(out, KeyClass{Table: table.Name, KeyType: table.KeyType, Pins: pins, Rows: k.rows[root]})
 	}

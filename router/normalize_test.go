@@ -52,7 +52,7 @@ func TestSimpleMatchesLiteralRouting(t *testing.T) {
 		if c.Params != nil {
 			continue
 		}
-		want := route(r.Topology(), analyzeText(r.Topology(), c.SQL), nil, nil, nil)
+		want := route(r.Topology(), analyzeText(r.Topology(), c.SQL), nil, nil, nil, nil)
 		a, params, _ := r.AnalyzeSimple([]byte(c.SQL), &s)
 		got := r.Route(a, params, nil)
 		if got.Target != want.Target || got.Shard != want.Shard || got.Role != want.Role || (got.Err == nil) != (want.Err == nil) ||

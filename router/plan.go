@@ -66,15 +66,17 @@ const (
 // Plan is the router's answer for one client message (a simple Query or a
 // Bind of a prepared statement).
 type Plan struct {
-	Target Target
-	Shard  int      // valid when Target == TargetShard
-	Shards ShardSet // valid when Target == TargetMulti
-	Role   Role
-	Tx     TxOp     // TargetNone: the transaction-control effect
-	Tag    string   // TargetNone: the command tag, for answers the proxy gives itself
-	Set    *Setting // TargetNone: a session setting for the proxy to track
-	Reason string
-	Err    *Error
+	Target  Target
+	Shard   int      // valid when Target == TargetShard
+	Shards  ShardSet // valid when Target == TargetMulti
+	Role    Role
+	Tx      TxOp         // TargetNone: the transaction-control effect
+	Tag     string       // TargetNone: the command tag, for answers the proxy gives itself
+	Set     *Setting     // TargetNone: a session setting for the proxy to track
+	HintSet *HintSetting // TargetNone: SET shardgate.*, for the proxy to keep
+	Explain *Analysis    // TargetNone: EXPLAIN (SHARDGATE) of this, for the proxy to answer
+	Reason  string
+	Err     *Error
 }
 
 // Error is a refusal with the SQLSTATE the client sees.

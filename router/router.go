@@ -16,14 +16,15 @@ import (
 type Analysis struct {
 	Stmts []*Statement
 	Err   *Error // a syntax error, answered without asking a server
+	Hint  *Hint  // from a /* shardgate: ... */ comment
 }
 
-// replays reports whether the analysis keeps SQL to send later (a SET's
-// canonical text), which must come from the original, not the normalised,
-// statement.
+// replays reports whether the analysis keeps values from the text (a SET's
+// canonical SQL or hint value), which must come from the original, not the
+// normalised, statement.
 func (a *Analysis) replays() bool {
 	for _, s := range a.Stmts {
-		if s.Set != nil {
+		if s.FromText {
 			return true
 		}
 	}
@@ -125,7 +126,11 @@ func analyzeText(t *topology.Topology, sql string) *Analysis {
 	if err != nil {
 		return &Analysis{Err: syntaxError(err)}
 	}
-	a := &Analysis{Stmts: make([]*Statement, 0, len(tree.Stmts))}
+	hint, herr := commentHint(t, sql)
+	if herr != nil {
+		return &Analysis{Err: herr}
+	}
+	a := &Analysis{Stmts: make([]*Statement, 0, len(tree.Stmts)), Hint: hint}
 	for _, raw := range tree.Stmts {
 		a.Stmts = append(a.Stmts, analyze(t, raw.Stmt))
 	}
@@ -143,20 +148,34 @@ func syntaxError(err error) *Error {
 // Route decides where an analysed message runs. params and formats are a
 // Bind's parameter values and format codes (nil for a simple Query).
 func (r *Router) Route(a *Analysis, params [][]byte, formats []int16) Plan {
-	return route(r.topo.Load(), a, params, formats, nil)
+	return route(r.topo.Load(), a, params, formats, nil, nil)
+}
+
+// RouteHinted is Route under a session or transaction hint (SET
+// shardgate.shard_key and friends); a comment hint in the SQL wins.
+func (r *Router) RouteHinted(a *Analysis, params [][]byte, formats []int16, h *Hint) Plan {
+	return route(r.topo.Load(), a, params, formats, h, nil)
 }
 
 // Explain routes sql with text parameters and tells how, for humans and tools.
 func (r *Router) Explain(sql string, params []string) Explanation {
 	a, hit := r.Analyze([]byte(sql))
-	t := r.topo.Load()
 	var raw [][]byte
 	for _, p := range params {
 		raw = append(raw, []byte(p))
 	}
+	ex := r.ExplainAnalysis(a, raw, nil, nil)
+	ex.CacheHit = hit
+	return ex
+}
+
+// ExplainAnalysis explains how an analysed statement routes with these
+// parameters and hint: the same plan Route gives, with its keys spelled out.
+func (r *Router) ExplainAnalysis(a *Analysis, params [][]byte, formats []int16, h *Hint) Explanation {
+	t := r.topo.Load()
 	var hits []KeyHit
-	plan := route(t, a, raw, nil, &hits)
-	ex := Explanation{Role: plan.Role.String(), Target: plan.Target.String(), Keys: hits, Reason: plan.Reason, Error: plan.Err, CacheHit: hit, Shards: []string{}}
+	plan := route(t, a, params, formats, h, &hits)
+	ex := Explanation{Role: plan.Role.String(), Target: plan.Target.String(), Keys: hits, Reason: plan.Reason, Error: plan.Err, Shards: []string{}}
 	switch plan.Target {
 	case TargetShard:
 		ex.Shards = append(ex.Shards, t.Shards[plan.Shard].Name)
@@ -174,23 +193,56 @@ func (r *Router) Explain(sql string, params []string) Explanation {
 	return ex
 }
 
-func route(t *topology.Topology, a *Analysis, params [][]byte, formats []int16, hits *[]KeyHit) Plan {
+func route(t *topology.Topology, a *Analysis, params [][]byte, formats []int16, session *Hint, hits *[]KeyHit) Plan {
 	if a.Err != nil {
 		return Plan{Target: TargetError, Err: a.Err, Reason: "syntax error"}
 	}
-	if len(a.Stmts) == 1 && (a.Stmts[0].Class == ClassTx || a.Stmts[0].Class == ClassSet) {
-		s := a.Stmts[0]
-		return Plan{Target: TargetNone, Tx: s.Tx, Tag: s.Tag, Set: s.Set, Reason: s.Reason, Role: RolePrimary}
+	if len(a.Stmts) == 1 {
+		switch s := a.Stmts[0]; s.Class {
+		case ClassHint:
+			if s.Hint.Value != "" {
+				if err := (&Hint{}).set(t, s.Hint.Name, s.Hint.Value); err != nil {
+					return Plan{Target: TargetError, Err: err, Reason: err.Message}
+				}
+			} else if err := (&Hint{}).set(t, s.Hint.Name, ""); err != nil {
+				return Plan{Target: TargetError, Err: err, Reason: err.Message}
+			}
+			return Plan{Target: TargetNone, Tag: s.Tag, HintSet: s.Hint, Reason: s.Reason, Role: RolePrimary}
+		case ClassTx, ClassSet, ClassExplain:
+			return Plan{Target: TargetNone, Tx: s.Tx, Tag: s.Tag, Set: s.Set, HintSet: s.Hint, Explain: s.Inner, Reason: s.Reason, Role: RolePrimary}
+		}
 	}
+	plan := routeStatements(t, a, params, formats, hits)
+	if a.Hint != nil {
+		return applyHint(t, plan, a.Hint, true, a.keyType())
+	}
+	return applyHint(t, plan, session, false, a.keyType())
+}
+
+// keyType is the key type hints are read as: the first sharded table's.
+func (a *Analysis) keyType() topology.KeyType {
+	for _, s := range a.Stmts {
+		if s.KeyType != "" {
+			return s.KeyType
+		}
+	}
+	return topology.KeyBigint
+}
+
+func routeStatements(t *topology.Topology, a *Analysis, params [][]byte, formats []int16, hits *[]KeyHit) Plan {
 	plan := Plan{Target: TargetAny, Role: RoleReplica, Reason: "no statement needs a particular shard"}
 	keyedFound, all := false, false
 	var shards ShardSet
+	var scatterErr *Error
 	for _, s := range a.Stmts {
 		switch s.Class {
 		case ClassRefuse:
 			return Plan{Target: TargetError, Err: s.Err, Reason: s.Reason}
-		case ClassSet:
-			return refuse("send SET, RESET and DISCARD ALL as a statement of their own: shardgate tracks them per client")
+		case ClassSet, ClassHint, ClassExplain:
+			return refuse("send SET, RESET, DISCARD ALL and EXPLAIN (SHARDGATE) as a statement of their own")
+		case ClassScatter:
+			shards |= ShardSet(1)<<len(t.Shards) - 1
+			keyedFound, scatterErr, plan.Reason = true, s.Err, s.Reason
 		case ClassTx:
 			if len(a.Stmts) > 1 && s.Tx != TxBegin && s.Tx != TxCommit && s.Tx != TxRollback {
 				plan.Role = RolePrimary
@@ -225,6 +277,9 @@ func route(t *topology.Topology, a *Analysis, params [][]byte, formats []int16, 
 	case keyedFound:
 		plan.Target, plan.Shards = TargetMulti, shards
 		plan.Err = errorf(CodeFeatureNotSupported, "the query needs shards %s (cross-shard queries are not supported yet)", shards.names(t))
+		if scatterErr != nil {
+			plan.Err = scatterErr
+		}
 	}
 	return plan
 }

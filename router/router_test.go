@@ -62,7 +62,7 @@ func TestRouteCases(t *testing.T) {
 			a, _ := r.Analyze([]byte(c.SQL))
 			plan := r.Route(a, params, formats)
 			if c.Error != "" {
-				if plan.Target != TargetError || plan.Err.Code != c.Error {
+				if plan.Err == nil || plan.Err.Code != c.Error || (plan.Target != TargetError && plan.Target != TargetMulti) {
 					t.Fatalf("got %s plan (%v), want error %s", plan.Target, plan.Err, c.Error)
 				}
 				if plan.Err.Message == "" {
@@ -167,7 +167,7 @@ func TestExplain(t *testing.T) {
 	if again := r.Explain("SELECT * FROM users WHERE id = $1", []string{"3"}); !again.CacheHit || again.Shards[0] != "s0" {
 		t.Fatalf("second explain should hit the cache and route to s0: %+v", again)
 	}
-	if bad := r.Explain("SELECT * FROM users", nil); bad.Error == nil || bad.Error.Code != "0A000" || len(bad.Shards) != 0 {
+	if bad := r.Explain("SELECT * FROM users", nil); bad.Error == nil || bad.Error.Code != "0A000" || bad.Target != "multi" || len(bad.Shards) != 2 {
 		t.Fatalf("refusal: %+v", bad)
 	}
 }

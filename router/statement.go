@@ -1,6 +1,7 @@
 package router
 
 import (
+	"strconv"
 	"strings"
 
 	pg "github.com/pganalyze/pg_query_go/v5"
@@ -12,12 +13,15 @@ import (
 type Class uint8
 
 const (
-	ClassKeyed  Class = iota // a sharded table pinned by shard-key values
-	ClassAny                 // any one shard answers the same
-	ClassAll                 // every shard must run it
-	ClassTx                  // transaction control
-	ClassSet                 // SET / RESET of a session parameter
-	ClassRefuse              // cannot be routed; Err says why
+	ClassKeyed   Class = iota // a sharded table pinned by shard-key values
+	ClassAny                  // any one shard answers the same
+	ClassAll                  // every shard must run it
+	ClassTx                   // transaction control
+	ClassSet                  // SET / RESET of a session parameter
+	ClassRefuse               // cannot be routed; Err says why
+	ClassScatter              // needs every shard (no key); refused with Err unless a hint names a shard
+	ClassHint                 // SET shardgate.*: a session or transaction routing hint
+	ClassExplain              // EXPLAIN (SHARDGATE): answered by the proxy from Inner
 )
 
 // KeyRef is where a shard-key value comes from: a literal in the SQL text or
@@ -40,8 +44,13 @@ type Statement struct {
 	NewKey  *KeyRef    // UPDATE ... SET key = value: must stay on the row's shard
 	Tag     string     // ClassTx: the command tag Postgres answers with
 	Set     *Setting   // ClassSet: the session setting it changes
-	Reason  string
-	Err     *Error
+	Hint    *HintSetting
+	Inner   *Analysis // ClassExplain: the statement to explain
+	// FromText marks analyses that keep values from the SQL text (SET), so
+	// they must come from the original text, never a normalised one.
+	FromText bool
+	Reason   string
+	Err      *Error
 }
 
 func refused(format string, args ...any) *Statement {
@@ -63,7 +72,9 @@ func analyze(t *topology.Topology, node *pg.Node) *Statement {
 	case node.GetTransactionStmt() != nil:
 		return analyzeTx(node.GetTransactionStmt())
 	case node.GetVariableSetStmt() != nil:
-		return analyzeSet(node)
+		st := analyzeSet(node)
+		st.FromText = true
+		return st
 	case node.GetDiscardStmt() != nil:
 		if node.GetDiscardStmt().Target != pg.DiscardMode_DISCARD_ALL {
 			return &Statement{Class: ClassAny, Role: RolePrimary, Reason: "DISCARD of one kind of state"}
@@ -71,9 +82,12 @@ func analyze(t *topology.Topology, node *pg.Node) *Statement {
 		return &Statement{Class: ClassSet, Tag: "DISCARD ALL", Set: &Setting{ResetAll: true, Discard: true}, Reason: "DISCARD ALL resets the session"}
 	case node.GetVariableShowStmt() != nil:
 		return &Statement{Class: ClassAny, Role: RoleReplica, Reason: "SHOW is answered by any shard"}
+	case node.GetExplainStmt() != nil && explainOption(node.GetExplainStmt(), "shardgate"):
+		inner := analyze(t, node.GetExplainStmt().Query)
+		return &Statement{Class: ClassExplain, Inner: &Analysis{Stmts: []*Statement{inner}}, Tag: "EXPLAIN", Reason: "EXPLAIN (SHARDGATE)"}
 	case node.GetExplainStmt() != nil:
 		inner := analyze(t, node.GetExplainStmt().Query)
-		if explainAnalyzes(node.GetExplainStmt()) && inner.Class == ClassKeyed {
+		if explainOption(node.GetExplainStmt(), "analyze") && inner.Class == ClassKeyed {
 			inner.Role = RolePrimary // EXPLAIN ANALYZE runs the statement
 		}
 		return inner
@@ -83,9 +97,9 @@ func analyze(t *topology.Topology, node *pg.Node) *Statement {
 	return refused("%s is not supported by shardgate yet", statementName(node))
 }
 
-func explainAnalyzes(e *pg.ExplainStmt) bool {
+func explainOption(e *pg.ExplainStmt, name string) bool {
 	for _, o := range e.Options {
-		if d := o.GetDefElem(); d != nil && d.Defname == "analyze" {
+		if d := o.GetDefElem(); d != nil && d.Defname == name {
 			return true
 		}
 	}
@@ -151,6 +165,9 @@ func analyzeSet(node *pg.Node) *Statement {
 	if s.Kind == pg.VariableSetKind_VAR_SET_MULTI || s.IsLocal {
 		return &Statement{Class: ClassTx, Tx: TxOther, Tag: "SET", Reason: "transaction-scoped setting"}
 	}
+	if strings.HasPrefix(s.Name, "shardgate.") {
+		return hintSetting(node, s)
+	}
 	switch s.Name {
 	case "role", "session_authorization":
 		return refused("SET %s is not supported: server connections are shared between clients", s.Name)
@@ -172,4 +189,32 @@ func analyzeSet(node *pg.Node) *Statement {
 		st.Set.SQL = sql
 	}
 	return st
+}
+
+// HintSetting is SET [LOCAL] shardgate.<name> = value, or its RESET.
+type HintSetting struct {
+	Name  string // without the "shardgate." prefix
+	Value string // "" for RESET
+	Local bool
+}
+
+func hintSetting(node *pg.Node, s *pg.VariableSetStmt) *Statement {
+	h := &HintSetting{Name: strings.TrimPrefix(s.Name, "shardgate."), Local: s.IsLocal}
+	if s.Kind == pg.VariableSetKind_VAR_SET_VALUE {
+		if len(s.Args) != 1 {
+			return refused("SET %s takes one value", s.Name)
+		}
+		c := s.Args[0].GetAConst()
+		switch {
+		case c.GetSval() != nil:
+			h.Value = c.GetSval().Sval
+		case c.GetIval() != nil:
+			h.Value = strconv.Itoa(int(c.GetIval().Ival))
+		case c.GetFval() != nil:
+			h.Value = c.GetFval().Fval
+		default:
+			return refused("SET %s takes a constant", s.Name)
+		}
+	}
+	return &Statement{Class: ClassHint, Hint: h, Tag: "SET", Reason: "shardgate routing hint"}
 }

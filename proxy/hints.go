@@ -1,0 +1,52 @@
+package proxy
+
+import (
+	"strings"
+
+	"github.com/shardgate/shardgate/router"
+)
+
+// hint is the routing hint in force: the transaction's (SET LOCAL
+// shardgate.*), else the session's.
+func (c *client) hint() *router.Hint {
+	if c.txHint != nil {
+		return c.txHint
+	}
+	return c.sessionHint
+}
+
+// applyHintSet keeps SET [LOCAL] shardgate.<name>; the router validated it.
+// SET LOCAL outside a transaction does nothing, as in Postgres.
+func (c *client) applyHintSet(h *router.HintSetting) {
+	if h.Local {
+		if c.state == txIdle {
+			return
+		}
+		base := c.txHint
+		if base == nil {
+			base = c.sessionHint
+		}
+		c.txHint, _ = c.srv.router.ParseSessionHint(base, h.Name, h.Value)
+		return
+	}
+	c.sessionHint, _ = c.srv.router.ParseSessionHint(c.sessionHint, h.Name, h.Value)
+}
+
+// explain answers EXPLAIN (SHARDGATE) <statement> with the plan the proxy
+// would run, as one row.
+func (c *client) explain(inner *router.Analysis, params [][]byte) error {
+	ex := c.srv.router.ExplainAnalysis(inner, params, nil, c.hint())
+	var keys []string
+	for _, k := range ex.Keys {
+		keys = append(keys, k.Table+" key "+k.Value+" hash "+k.Hash+" range "+k.Range+" shard "+k.Shard)
+	}
+	errText := ""
+	if ex.Error != nil {
+		errText = ex.Error.Code + ": " + ex.Error.Message
+	}
+	c.appendTable([]string{"shards", "role", "target", "keys", "reason", "error"},
+		[][]string{{strings.Join(ex.Shards, ","), ex.Role, ex.Target, strings.Join(keys, "; "), ex.Reason, errText}})
+	c.out = appendCommandComplete(c.out, "EXPLAIN")
+	c.out = appendReadyForQuery(c.out, c.status())
+	return c.flush()
+}
