@@ -307,7 +307,7 @@ func (k *keyAnalysis) sublinks(s *scope, n *pg.Node) {
 	if n == nil {
 		return
 	}
-	walkPruned(n.ProtoReflect(), func(m any) bool {
+	walk(n, func(m any) bool {
 		if sl, ok := m.(*pg.SubLink); ok {
 			k.nested(sl.Subselect, s)
 			return false

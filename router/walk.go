@@ -4,49 +4,163 @@ import (
 	"fmt"
 
 	pg "github.com/pganalyze/pg_query_go/v5"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 func typeName(v any) string { return fmt.Sprintf("%T", v) }
 
-// visit calls fn for every message in the tree below m, depth first. The
-// router walks generically so that no table reference can hide in a node
-// type the router forgot to list (a missed table means a wrong shard).
-func visit(m proto.Message, fn func(protoreflect.Message)) {
-	walkMessage(m.ProtoReflect(), fn)
+// walk calls fn for every node below n, depth first; fn returning false
+// skips that node's children. The router walks the whole tree so that no
+// table reference can hide in a node type it forgot to list (a missed table
+// means a wrong shard). The node types queries are made of are walked
+// directly; everything else falls back to protobuf reflection, which is
+// several times slower.
+func walk(n *pg.Node, fn func(any) bool) {
+	if n == nil || n.Node == nil {
+		return
+	}
+	switch v := n.Node.(type) {
+	case *pg.Node_ColumnRef:
+		fn(v.ColumnRef)
+	case *pg.Node_AConst:
+		fn(v.AConst)
+	case *pg.Node_ParamRef:
+		fn(v.ParamRef)
+	case *pg.Node_String_:
+		fn(v.String_)
+	case *pg.Node_Integer:
+		fn(v.Integer)
+	case *pg.Node_AStar:
+		fn(v.AStar)
+	case *pg.Node_RangeVar:
+		fn(v.RangeVar)
+	case *pg.Node_AExpr:
+		if fn(v.AExpr) {
+			walk(v.AExpr.Lexpr, fn)
+			walk(v.AExpr.Rexpr, fn)
+		}
+	case *pg.Node_BoolExpr:
+		if fn(v.BoolExpr) {
+			walkList(v.BoolExpr.Args, fn)
+		}
+	case *pg.Node_List:
+		if fn(v.List) {
+			walkList(v.List.Items, fn)
+		}
+	case *pg.Node_ResTarget:
+		if fn(v.ResTarget) {
+			walkList(v.ResTarget.Indirection, fn)
+			walk(v.ResTarget.Val, fn)
+		}
+	case *pg.Node_TypeCast:
+		if fn(v.TypeCast) {
+			walk(v.TypeCast.Arg, fn)
+		}
+	case *pg.Node_FuncCall:
+		f := v.FuncCall
+		if fn(f) {
+			walkList(f.Args, fn)
+			walkList(f.AggOrder, fn)
+			walk(f.AggFilter, fn)
+			if f.Over != nil {
+				walkValue(f.Over.ProtoReflect(), fn)
+			}
+		}
+	case *pg.Node_JoinExpr:
+		if fn(v.JoinExpr) {
+			walk(v.JoinExpr.Larg, fn)
+			walk(v.JoinExpr.Rarg, fn)
+			walk(v.JoinExpr.Quals, fn)
+		}
+	case *pg.Node_SubLink:
+		if fn(v.SubLink) {
+			walk(v.SubLink.Testexpr, fn)
+			walk(v.SubLink.Subselect, fn)
+		}
+	case *pg.Node_RangeSubselect:
+		if fn(v.RangeSubselect) {
+			walk(v.RangeSubselect.Subquery, fn)
+		}
+	case *pg.Node_SortBy:
+		if fn(v.SortBy) {
+			walk(v.SortBy.Node, fn)
+		}
+	case *pg.Node_SelectStmt:
+		walkSelect(v.SelectStmt, fn)
+	default:
+		walkReflect(n.ProtoReflect(), fn)
+	}
 }
 
-func walkMessage(m protoreflect.Message, fn func(protoreflect.Message)) {
-	fn(m)
+func walkList(nodes []*pg.Node, fn func(any) bool) {
+	for _, n := range nodes {
+		walk(n, fn)
+	}
+}
+
+func walkSelect(s *pg.SelectStmt, fn func(any) bool) {
+	if s == nil || !fn(s) {
+		return
+	}
+	if s.WithClause != nil {
+		for _, cte := range s.WithClause.Ctes {
+			if c := cte.GetCommonTableExpr(); c != nil && fn(c) {
+				walk(c.Ctequery, fn)
+			}
+		}
+	}
+	for _, list := range [][]*pg.Node{s.DistinctClause, s.TargetList, s.FromClause, s.GroupClause, s.WindowClause, s.ValuesLists, s.SortClause, s.LockingClause} {
+		walkList(list, fn)
+	}
+	walk(s.WhereClause, fn)
+	walk(s.HavingClause, fn)
+	walk(s.LimitOffset, fn)
+	walk(s.LimitCount, fn)
+	walkSelect(s.Larg, fn)
+	walkSelect(s.Rarg, fn)
+}
+
+// walkReflect walks any message by reflection, handing nodes back to walk.
+func walkReflect(m protoreflect.Message, fn func(any) bool) {
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		if fd.Kind() != protoreflect.MessageKind {
+		if fd.Kind() != protoreflect.MessageKind || fd.IsMap() {
 			return true
 		}
 		if fd.IsList() {
 			list := v.List()
 			for i := 0; i < list.Len(); i++ {
-				walkMessage(list.Get(i).Message(), fn)
+				walkValue(list.Get(i).Message(), fn)
 			}
-		} else if !fd.IsMap() {
-			walkMessage(v.Message(), fn)
+		} else {
+			walkValue(v.Message(), fn)
 		}
 		return true
 	})
 }
 
+func walkValue(m protoreflect.Message, fn func(any) bool) {
+	if n, ok := m.Interface().(*pg.Node); ok {
+		walk(n, fn)
+		return
+	}
+	if fn(m.Interface()) {
+		walkReflect(m, fn)
+	}
+}
+
 // relations lists every table reference in the tree, minus references to
 // the statement's own CTEs.
-func relations(root proto.Message) []*pg.RangeVar {
+func relations(root *pg.Node) []*pg.RangeVar {
 	var refs []*pg.RangeVar
 	ctes := map[string]bool{}
-	visit(root, func(m protoreflect.Message) {
-		switch n := m.Interface().(type) {
+	walk(root, func(m any) bool {
+		switch n := m.(type) {
 		case *pg.RangeVar:
 			refs = append(refs, n)
 		case *pg.CommonTableExpr:
 			ctes[n.Ctename] = true
 		}
+		return true
 	})
 	out := refs[:0]
 	for _, r := range refs {
@@ -58,35 +172,14 @@ func relations(root proto.Message) []*pg.RangeVar {
 	return out
 }
 
-// hasMessage reports whether the tree holds a message matching pred.
-func hasMessage(root proto.Message, pred func(any) bool) bool {
+// hasMessage reports whether the tree holds a node matching pred.
+func hasMessage(root *pg.Node, pred func(any) bool) bool {
 	found := false
-	visit(root, func(m protoreflect.Message) {
-		if !found && pred(m.Interface()) {
+	walk(root, func(m any) bool {
+		if !found && pred(m) {
 			found = true
 		}
+		return !found
 	})
 	return found
-}
-
-// walkPruned calls fn for every message below m, depth first, skipping the
-// children of messages for which fn returns false.
-func walkPruned(m protoreflect.Message, fn func(any) bool) {
-	if !fn(m.Interface()) {
-		return
-	}
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		if fd.Kind() != protoreflect.MessageKind {
-			return true
-		}
-		if fd.IsList() {
-			list := v.List()
-			for i := 0; i < list.Len(); i++ {
-				walkPruned(list.Get(i).Message(), fn)
-			}
-		} else if !fd.IsMap() {
-			walkPruned(v.Message(), fn)
-		}
-		return true
-	})
 }
