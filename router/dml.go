@@ -13,6 +13,7 @@ import (
 type tableSet struct {
 	sharded   []*pg.RangeVar
 	reference []*pg.RangeVar
+	writes    bool // data-modifying CTEs or functions known to write
 }
 
 func isSystemRelation(r *pg.RangeVar) bool {
@@ -30,7 +31,9 @@ func isSystemRelation(r *pg.RangeVar) bool {
 // silently wrong.
 func classifyTables(t *topology.Topology, root *pg.Node) (tableSet, *Statement) {
 	var ts tableSet
-	for _, r := range relations(root) {
+	refs, writes := scanTree(root)
+	ts.writes = writes
+	for _, r := range refs {
 		switch {
 		case isSystemRelation(r):
 		case t.Reference[r.Relname]:
@@ -55,7 +58,7 @@ func analyzeSelect(t *topology.Topology, sel *pg.SelectStmt, root *pg.Node) *Sta
 		return bad
 	}
 	role := RoleReplica
-	if len(sel.LockingClause) > 0 || writesData(root) {
+	if len(sel.LockingClause) > 0 || ts.writes {
 		role = RolePrimary
 	}
 	if len(ts.sharded) == 0 {
@@ -169,20 +172,7 @@ func unshardedWrite(t *topology.Topology, ts tableSet, rel *pg.RangeVar) *Statem
 	return nil
 }
 
-// writesData reports data-modifying CTEs and functions known to write, which
-// make an otherwise read-only SELECT need the primary.
-func writesData(root *pg.Node) bool {
-	return hasMessage(root, func(m any) bool {
-		switch n := m.(type) {
-		case *pg.InsertStmt, *pg.UpdateStmt, *pg.DeleteStmt:
-			return true
-		case *pg.FuncCall:
-			return writingFunctions[lastName(n.Funcname)]
-		}
-		return false
-	})
-}
-
+// writingFunctions make an otherwise read-only SELECT need the primary.
 var writingFunctions = map[string]bool{
 	"nextval": true, "setval": true, "pg_advisory_lock": true, "pg_advisory_xact_lock": true,
 	"pg_try_advisory_lock": true, "pg_try_advisory_xact_lock": true, "pg_advisory_unlock": true,

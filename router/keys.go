@@ -1,6 +1,8 @@
 package router
 
 import (
+	"slices"
+
 	pg "github.com/pganalyze/pg_query_go/v5"
 
 	"github.com/shardgate/shardgate/topology"
@@ -35,40 +37,55 @@ type scope struct {
 	parent *scope
 }
 
-// keyAnalysis builds classes with a union-find over relations.
+// keyAnalysis builds classes with a union-find over the (few) sharded
+// relations of one statement; slices beat maps at this size.
 type keyAnalysis struct {
 	t       *topology.Topology
-	parent  map[*pg.RangeVar]*pg.RangeVar
-	pins    map[*pg.RangeVar][]KeyPin
-	covered map[*pg.RangeVar]bool
-	rows    map[*pg.RangeVar]bool // INSERT ... VALUES classes
+	rels    []relInfo
 	refused *Statement
 }
 
-func newKeyAnalysis(t *topology.Topology) *keyAnalysis {
-	return &keyAnalysis{t: t, parent: map[*pg.RangeVar]*pg.RangeVar{}, pins: map[*pg.RangeVar][]KeyPin{},
-		covered: map[*pg.RangeVar]bool{}, rows: map[*pg.RangeVar]bool{}}
+type relInfo struct {
+	rel    *pg.RangeVar
+	parent int // union-find parent, an index into rels
+	pins   []KeyPin
+	rows   bool // an INSERT ... VALUES class: pins are rows
 }
 
-func (k *keyAnalysis) find(r *pg.RangeVar) *pg.RangeVar {
-	for k.parent[r] != nil && k.parent[r] != r {
-		r = k.parent[r]
+func newKeyAnalysis(t *topology.Topology) *keyAnalysis { return &keyAnalysis{t: t} }
+
+// index returns r's slot, adding it (as its own class) when new.
+func (k *keyAnalysis) index(r *pg.RangeVar) int {
+	for i := range k.rels {
+		if k.rels[i].rel == r {
+			return i
+		}
 	}
-	return r
+	k.rels = append(k.rels, relInfo{rel: r, parent: len(k.rels)})
+	return len(k.rels) - 1
 }
+
+func (k *keyAnalysis) root(i int) int {
+	for k.rels[i].parent != i {
+		i = k.rels[i].parent
+	}
+	return i
+}
+
+func (k *keyAnalysis) find(r *pg.RangeVar) *pg.RangeVar { return k.rels[k.root(k.index(r))].rel }
 
 func (k *keyAnalysis) union(a, b *pg.RangeVar) {
-	ra, rb := k.find(a), k.find(b)
+	ra, rb := k.root(k.index(a)), k.root(k.index(b))
 	if ra != rb {
-		k.parent[rb] = ra
-		k.pins[ra] = append(k.pins[ra], k.pins[rb]...)
-		delete(k.pins, rb)
+		k.rels[rb].parent = ra
+		k.rels[ra].pins = append(k.rels[ra].pins, k.rels[rb].pins...)
+		k.rels[rb].pins = nil
 	}
 }
 
 func (k *keyAnalysis) pin(r *pg.RangeVar, p KeyPin) {
-	root := k.find(r)
-	k.pins[root] = append(k.pins[root], p)
+	root := k.root(k.index(r))
+	k.rels[root].pins = append(k.rels[root].pins, p)
 }
 
 func (k *keyAnalysis) sharded(r *pg.RangeVar) bool {
@@ -82,10 +99,7 @@ func (k *keyAnalysis) newScope(rels []*pg.RangeVar, parent *scope) *scope {
 	for _, r := range rels {
 		if k.sharded(r) {
 			s.rels = append(s.rels, r)
-			k.covered[r] = true
-			if k.parent[r] == nil {
-				k.parent[r] = r
-			}
+			k.index(r) // registered: covered by a scope
 		}
 	}
 	return s
@@ -362,7 +376,7 @@ func (k *keyAnalysis) insert(ins *pg.InsertStmt, parent *scope) {
 			}
 			k.pin(rel, KeyPin{Refs: []KeyRef{ref}})
 		}
-		k.rows[k.find(rel)] = true
+		k.rels[k.root(k.index(rel))].rows = true
 		return
 	}
 	s := k.selectScope(sel, parent)
@@ -399,23 +413,24 @@ func (k *keyAnalysis) classes(sharded []*pg.RangeVar) ([]KeyClass, *Statement) {
 	if k.refused != nil {
 		return nil, k.refused
 	}
-	seen := map[*pg.RangeVar]bool{}
 	var out []KeyClass
+	var seen []int
 	for _, r := range sharded {
-		if !k.covered[r] {
+		covered := slices.ContainsFunc(k.rels, func(ri relInfo) bool { return ri.rel == r })
+		if !covered {
 			return nil, refused("sharded table %s is used where shardgate cannot follow its shard key", r.Relname)
 		}
-		root := k.find(r)
-		if seen[root] {
+		root := k.root(k.index(r))
+		if slices.Contains(seen, root) {
 			continue
 		}
-		seen[root] = true
-		table := k.t.Tables[root.Relname]
-		pins := k.pins[root]
-		if len(pins) == 0 {
+		seen = append(seen, root)
+		info := k.rels[root]
+		table := k.t.Tables[info.rel.Relname]
+		if len(info.pins) == 0 {
 			return nil, scatter(r.Relname, k.t.Tables[r.Relname])
 		}
-		out = append(out, KeyClass{Table: table.Name, KeyType: table.KeyType, Pins: pins, Rows: k.rows[root]})
+		out = append(out, KeyClass{Table: table.Name, KeyType: table.KeyType, Pins: info.pins, Rows: info.rows})
 	}
 	for _, c := range out {
 		if c.KeyType != out[0].KeyType {

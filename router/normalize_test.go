@@ -82,9 +82,7 @@ func BenchmarkRouteUncached(b *testing.B) {
 	r := testRouter(b)
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		r.mu.Lock()
-		clear(r.cache)
-		r.mu.Unlock()
+		r.cache.clear()
 		a, _ := r.Analyze([]byte("SELECT p.id, p.body FROM posts p JOIN users u ON u.id = p.user_id WHERE u.id = 42 AND p.user_id = 42 ORDER BY p.created_at DESC LIMIT 20"))
 		if p := r.Route(a, nil, nil); p.Target != TargetShard {
 			b.Fatal(p.Err)

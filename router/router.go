@@ -3,7 +3,6 @@ package router
 import (
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 
 	pg "github.com/pganalyze/pg_query_go/v5"
@@ -35,15 +34,13 @@ func (a *Analysis) replays() bool {
 type Router struct {
 	topo atomic.Pointer[topology.Topology]
 
-	mu       sync.RWMutex
-	cache    map[string]*Analysis
-	maxCache int
+	cache *planCache
 }
 
 // New returns a router over t whose analysis cache holds up to cacheSize
 // distinct statements.
 func New(t *topology.Topology, cacheSize int) *Router {
-	r := &Router{cache: make(map[string]*Analysis), maxCache: cacheSize}
+	r := &Router{cache: newPlanCache(cacheSize)}
 	r.topo.Store(t)
 	return r
 }
@@ -54,24 +51,22 @@ func (r *Router) Topology() *topology.Topology { return r.topo.Load() }
 // SetTopology swaps the snapshot atomically; cached analyses name tables,
 // so they are dropped.
 func (r *Router) SetTopology(t *topology.Topology) {
-	r.mu.Lock()
 	r.topo.Store(t)
-	clear(r.cache)
-	r.mu.Unlock()
+	r.cache.clear()
 }
+
+// CacheStats reports the plan cache's size and hit ratio.
+func (r *Router) CacheStats() CacheStats { return r.cache.stats() }
 
 // Analyze parses sql once and caches the result. The []byte form lets the
 // proxy look up wire bytes without copying them into a string.
 func (r *Router) Analyze(sql []byte) (a *Analysis, hit bool) {
-	r.mu.RLock()
-	a = r.cache[string(sql)]
-	r.mu.RUnlock()
-	if a != nil {
+	if a = r.cache.get(sql); a != nil {
 		return a, true
 	}
 	text := string(sql)
 	a = analyzeText(r.topo.Load(), text)
-	r.store(text, a)
+	r.cache.put(text, a)
 	return a, false
 }
 
@@ -92,33 +87,19 @@ func (r *Router) AnalyzeSimple(sql []byte, s *Scratch) (a *Analysis, params [][]
 		a, hit = r.Analyze(sql)
 		return a, nil, hit
 	}
-	r.mu.RLock()
-	a = r.cache[string(s.n.key)]
-	r.mu.RUnlock()
+	a = r.cache.get(s.n.key)
 	if hit = a != nil; !hit {
 		a = analyzeText(r.topo.Load(), string(s.n.key))
 		if a.Err != nil || a.replays() {
 			a = notNormalizable
 		}
-		r.store(string(s.n.key), a)
+		r.cache.put(string(s.n.key), a)
 	}
 	if a == notNormalizable {
 		a, hit = r.Analyze(sql)
 		return a, nil, hit
 	}
 	return a, s.n.params, hit
-}
-
-func (r *Router) store(key string, a *Analysis) {
-	r.mu.Lock()
-	if len(r.cache) >= r.maxCache {
-		for k := range r.cache { // evict an arbitrary entry; the map's order is random enough
-			delete(r.cache, k)
-			break
-		}
-	}
-	r.cache[key] = a
-	r.mu.Unlock()
 }
 
 func analyzeText(t *topology.Topology, sql string) *Analysis {

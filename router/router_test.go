@@ -196,13 +196,22 @@ func TestSettings(t *testing.T) {
 	}
 }
 
-func TestCacheIsBounded(t *testing.T) {
+func TestCacheIsBoundedAndKeepsHotEntries(t *testing.T) {
 	r := testRouter(t)
-	r.maxCache = 10
-	for i := int64(0); i < 100; i++ {
-		r.Analyze([]byte("SELECT * FROM users WHERE id = " + itoa(i)))
+	r.cache = newPlanCache(10)
+	hot := []byte("SELECT * FROM users WHERE id = 3")
+	r.Analyze(hot)
+	for i := int64(0); i < 200; i++ {
+		r.Analyze([]byte("SELECT * FROM posts WHERE user_id = " + itoa(i)))
+		if _, hit := r.Analyze(hot); !hit && i > 0 {
+			t.Fatalf("hot statement evicted after %d others", i)
+		}
 	}
-	if n := len(r.cache); n > 10 {
-		t.Fatalf("cache holds %d entries, bound is 10", n)
+	st := r.CacheStats()
+	if st.Size > 10 || st.Capacity != 10 {
+		t.Fatalf("cache holds %d entries, bound is 10", st.Size)
+	}
+	if st.Hits < 199 || st.Misses < 201 || st.HitRatio() <= 0.4 || st.HitRatio() >= 0.6 {
+		t.Fatalf("stats %+v ratio %.2f", st, st.HitRatio())
 	}
 }

@@ -2,6 +2,7 @@ package router
 
 import (
 	"fmt"
+	"slices"
 
 	pg "github.com/pganalyze/pg_query_go/v5"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -148,38 +149,30 @@ func walkValue(m protoreflect.Message, fn func(any) bool) {
 	}
 }
 
-// relations lists every table reference in the tree, minus references to
-// the statement's own CTEs.
-func relations(root *pg.Node) []*pg.RangeVar {
-	var refs []*pg.RangeVar
-	ctes := map[string]bool{}
+// scanTree lists every table reference in the tree, minus references to
+// the statement's own CTEs, and reports whether anything in it writes
+// (data-modifying CTEs, functions known to write): one walk for both.
+func scanTree(root *pg.Node) (refs []*pg.RangeVar, writes bool) {
+	var ctes []string
 	walk(root, func(m any) bool {
 		switch n := m.(type) {
 		case *pg.RangeVar:
 			refs = append(refs, n)
 		case *pg.CommonTableExpr:
-			ctes[n.Ctename] = true
+			ctes = append(ctes, n.Ctename)
+		case *pg.InsertStmt, *pg.UpdateStmt, *pg.DeleteStmt:
+			writes = true
+		case *pg.FuncCall:
+			writes = writes || writingFunctions[lastName(n.Funcname)]
 		}
 		return true
 	})
 	out := refs[:0]
 	for _, r := range refs {
-		if r.Schemaname == "" && ctes[r.Relname] {
+		if r.Schemaname == "" && slices.Contains(ctes, r.Relname) {
 			continue
 		}
 		out = append(out, r)
 	}
-	return out
-}
-
-// hasMessage reports whether the tree holds a node matching pred.
-func hasMessage(root *pg.Node, pred func(any) bool) bool {
-	found := false
-	walk(root, func(m any) bool {
-		if !found && pred(m) {
-			found = true
-		}
-		return !found
-	})
-	return found
+	return out, writes
 }
