@@ -127,7 +127,7 @@ func (c *client) adminShow(what string) error {
 	switch what {
 	case "HELP":
 		cols = []string{"command"}
-		for _, cmd := range []string{"SHOW POOLS|STATS|CLIENTS|SERVERS|SHARDS|CONFIG|VERSION", "RELOAD", "PAUSE", "RESUME", "RECONNECT", "SHUTDOWN"} {
+		for _, cmd := range []string{"SHOW POOLS|STATS|CLIENTS|SERVERS|SHARDS|CONFIG|ROUTER|VERSION", "RELOAD", "PAUSE", "RESUME", "RECONNECT", "SHUTDOWN"} {
 			rows = append(rows, []string{cmd})
 		}
 	case "VERSION":
@@ -185,6 +185,10 @@ func (c *client) adminShow(what string) error {
 		}
 	case "CONFIG":
 		cols, rows = []string{"key", "value", "changeable"}, configRows(rt)
+	case "ROUTER":
+		st := s.router.CacheStats()
+		cols = []string{"cache_size", "cache_capacity", "cache_hits", "cache_misses", "cache_hit_ratio"}
+		rows = [][]string{{itoa(st.Size), itoa(st.Capacity), i64(st.Hits), i64(st.Misses), strconv.FormatFloat(st.HitRatio(), 'f', 4, 64)}}
 	default:
 		return fmt.Errorf("unknown SHOW %s: try SHOW HELP", strings.ToLower(what))
 	}

@@ -160,13 +160,13 @@ type Setting struct {
 
 func analyzeSet(node *pg.Node) *Statement {
 	s := node.GetVariableSetStmt()
+	if strings.HasPrefix(s.Name, "shardgate.") {
+		return hintSetting(node, s)
+	}
 	// SET TRANSACTION and SET LOCAL only mean something inside the
 	// transaction, so they travel with it like a savepoint.
 	if s.Kind == pg.VariableSetKind_VAR_SET_MULTI || s.IsLocal {
 		return &Statement{Class: ClassTx, Tx: TxOther, Tag: "SET", Reason: "transaction-scoped setting"}
-	}
-	if strings.HasPrefix(s.Name, "shardgate.") {
-		return hintSetting(node, s)
 	}
 	switch s.Name {
 	case "role", "session_authorization":
