@@ -67,9 +67,12 @@ func loadTopology(path string) (*topology.Config, *topology.Topology, error) {
 func printExplanation(w interface{ Write([]byte) (int, error) }, ex router.Explanation) {
 	if ex.Error != nil {
 		fmt.Fprintf(w, "refused: %s (SQLSTATE %s)\n", ex.Error.Message, ex.Error.Code)
+		if len(ex.Shards) > 0 {
+			fmt.Fprintf(w, "needs:   %s\n", strings.Join(ex.Shards, ", "))
+		}
 		return
 	}
-	fmt.Fprintf(w, "shards: %s\nrole:   %s\nreason: %s\n", strings.Join(ex.Shards, ", "), ex.Role, ex.Reason)
+	fmt.Fprintf(w, "shards: %s\nrole:   %s\ntarget: %s\nreason: %s\ncached: %v\n", strings.Join(ex.Shards, ", "), ex.Role, ex.Target, ex.Reason, ex.CacheHit)
 	for _, k := range ex.Keys {
 		fmt.Fprintf(w, "key:    %s = %s  hash %s  range %s  shard %s\n", k.Table, k.Value, k.Hash, k.Range, k.Shard)
 	}
