@@ -72,8 +72,6 @@ func (k *keyAnalysis) root(i int) int {
 	return i
 }
 
-func (k *keyAnalysis) find(r *pg.RangeVar) *pg.RangeVar { return k.rels[k.root(k.index(r))].rel }
-
 func (k *keyAnalysis) union(a, b *pg.RangeVar) {
 	ra, rb := k.root(k.index(a)), k.root(k.index(b))
 	if ra != rb {
