@@ -92,6 +92,9 @@ func (c *client) answerTx(plan router.Plan, sql []byte) bool {
 
 // execute runs a routed unit on its shard (or shards) and relays the answer.
 func (c *client) execute(plan router.Plan, u unit) error {
+	if plan.Target == router.TargetMulti && plan.Err == nil {
+		return c.scatter(plan, u)
+	}
 	if plan.Target == router.TargetError || plan.Target == router.TargetMulti {
 		return c.refuse(plan.Err)
 	}

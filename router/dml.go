@@ -74,6 +74,10 @@ func analyzeSelect(t *topology.Topology, sel *pg.SelectStmt, root *pg.Node) *Sta
 	if st.Class == ClassKeyed || st.Class == ClassScatter {
 		st.Role = role
 	}
+	if st.Class == ClassScatter || st.mayScatter() {
+		// Planned from the literal text: LIMIT 10 must stay 10, not $1.
+		st.Scatter, st.FromText = scatterSpec(sel), true
+	}
 	return st
 }
 

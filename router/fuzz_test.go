@@ -34,9 +34,13 @@ func FuzzRoute(f *testing.F) {
 
 func checkPlan(t *testing.T, p Plan) {
 	switch p.Target {
-	case TargetError, TargetMulti:
+	case TargetError:
 		if p.Err == nil {
-			t.Fatalf("%s plan without an error", p.Target)
+			t.Fatal("error plan without an error")
+		}
+	case TargetMulti:
+		if (p.Err == nil) == (p.Scatter == nil) {
+			t.Fatalf("multi-shard plan needs exactly one of an error and a merge: %+v", p)
 		}
 	case TargetShard:
 		if p.Shard < 0 || p.Shard > 1 {

@@ -413,6 +413,7 @@ func (k *keyAnalysis) classes(sharded []*pg.RangeVar) ([]KeyClass, *Statement) {
 	}
 	var out []KeyClass
 	var seen []int
+	var unpinned *pg.RangeVar
 	for _, r := range sharded {
 		covered := slices.ContainsFunc(k.rels, func(ri relInfo) bool { return ri.rel == r })
 		if !covered {
@@ -425,10 +426,17 @@ func (k *keyAnalysis) classes(sharded []*pg.RangeVar) ([]KeyClass, *Statement) {
 		seen = append(seen, root)
 		info := k.rels[root]
 		table := k.t.Tables[info.rel.Relname]
-		if len(info.pins) == 0 {
-			return nil, scatter(r.Relname, k.t.Tables[r.Relname])
+		if len(info.pins) == 0 && unpinned == nil {
+			unpinned = r
 		}
 		out = append(out, KeyClass{Table: table.Name, KeyType: table.KeyType, Pins: info.pins, Rows: info.rows})
+	}
+	switch {
+	case unpinned != nil && len(out) > 1:
+		// Each shard would join only its own rows: not what one Postgres returns.
+		return nil, refused("the query joins sharded tables that are not tied by their shard keys (%s and %s), which would need rows from several shards at once", out[0].Table, out[1].Table)
+	case unpinned != nil:
+		return nil, scatter(unpinned.Relname, k.t.Tables[unpinned.Relname])
 	}
 	for _, c := range out {
 		if c.KeyType != out[0].KeyType {

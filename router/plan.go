@@ -75,6 +75,7 @@ type Plan struct {
 	Set     *Setting     // TargetNone: a session setting for the proxy to track
 	HintSet *HintSetting // TargetNone: SET shardgate.*, for the proxy to keep
 	Explain *Analysis    // TargetNone: EXPLAIN (SHARDGATE) of this, for the proxy to answer
+	Scatter *ScatterSpec // TargetMulti without Err: how to run and merge it
 	Reason  string
 	Err     *Error
 }

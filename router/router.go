@@ -261,6 +261,16 @@ func routeStatements(t *topology.Topology, a *Analysis, params [][]byte, formats
 		if scatterErr != nil {
 			plan.Err = scatterErr
 		}
+		if st := a.Stmts[0]; len(a.Stmts) == 1 && st.Scatter != nil && len(st.Classes) > 1 {
+			plan.Err = errorf(CodeFeatureNotSupported, "the query joins sharded tables that are not tied by their shard keys across shards %s", shards.names(t))
+		} else if len(a.Stmts) == 1 && st.Scatter != nil {
+			if why := a.Stmts[0].Scatter.Refusal; why != "" {
+				plan.Err = errorf(CodeFeatureNotSupported, "shardgate cannot merge %s: the query needs shards %s", why, shards.names(t))
+			} else {
+				plan.Scatter, plan.Err = a.Stmts[0].Scatter, nil
+				plan.Reason = "no single shard holds the rows: run on " + shards.names(t) + " and merge"
+			}
+		}
 	}
 	return plan
 }

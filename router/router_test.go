@@ -75,8 +75,8 @@ func TestRouteCases(t *testing.T) {
 			if plan.Target == TargetError {
 				t.Fatalf("refused: %v", plan.Err)
 			}
-			if plan.Target == TargetMulti && (plan.Err == nil || plan.Err.Code != CodeFeatureNotSupported) {
-				t.Fatalf("multi-shard plan without its refusal: %+v", plan)
+			if plan.Target == TargetMulti && plan.Scatter == nil && (plan.Err == nil || plan.Err.Code != CodeFeatureNotSupported) {
+				t.Fatalf("multi-shard plan without a merge or a refusal: %+v", plan)
 			}
 			if c.Role != plan.Role.String() {
 				t.Errorf("role %s, want %s", plan.Role, c.Role)
@@ -169,7 +169,7 @@ func TestExplain(t *testing.T) {
 	if again := r.Explain("SELECT * FROM users WHERE id = $1", []string{"3"}); !again.CacheHit || again.Shards[0] != "s0" {
 		t.Fatalf("second explain should hit the cache and route to s0: %+v", again)
 	}
-	if bad := r.Explain("SELECT * FROM users", nil); bad.Error == nil || bad.Error.Code != "0A000" || bad.Target != "multi" || len(bad.Shards) != 2 {
+	if bad := r.Explain("DELETE FROM users", nil); bad.Error == nil || bad.Error.Code != "0A000" || bad.Target != "multi" || len(bad.Shards) != 2 {
 		t.Fatalf("refusal: %+v", bad)
 	}
 }

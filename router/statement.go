@@ -45,7 +45,8 @@ type Statement struct {
 	Tag     string     // ClassTx: the command tag Postgres answers with
 	Set     *Setting   // ClassSet: the session setting it changes
 	Hint    *HintSetting
-	Inner   *Analysis // ClassExplain: the statement to explain
+	Inner   *Analysis    // ClassExplain: the statement to explain
+	Scatter *ScatterSpec // SELECTs that may run on several shards: how to merge
 	// FromText marks analyses that keep values from the SQL text (SET), so
 	// they must come from the original text, never a normalised one.
 	FromText bool
@@ -217,4 +218,23 @@ func hintSetting(node *pg.Node, s *pg.VariableSetStmt) *Statement {
 		}
 	}
 	return &Statement{Class: ClassHint, Hint: h, Tag: "SET", Reason: "shardgate routing hint"}
+}
+
+// mayScatter reports whether a keyed statement can route to several shards
+// (IN lists, arrays, several independent key classes).
+func (s *Statement) mayScatter() bool {
+	if s.Class != ClassKeyed {
+		return false
+	}
+	if len(s.Classes) > 1 {
+		return true
+	}
+	for _, c := range s.Classes {
+		for _, p := range c.Pins {
+			if len(p.Refs) > 1 || p.Array > 0 {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -1,0 +1,423 @@
+package proxy
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/shardgate/shardgate/merge"
+	"github.com/shardgate/shardgate/pool"
+	"github.com/shardgate/shardgate/router"
+)
+
+// Cross-shard SELECT: the same query (as the router rewrote it) runs on
+// every shard of the plan at once; the answers are merged (merge-sorted,
+// aggregates combined, de-duplicated, limited) into what one Postgres
+// holding all the rows would return.
+
+// shardAnswer is one shard's answer to the scatter request.
+type shardAnswer struct {
+	desc   *pgproto3.RowDescription
+	rows   []merge.Row
+	errMsg []byte // the first ErrorResponse, raw
+	err    error  // I/O
+}
+
+func (c *client) scatter(plan router.Plan, u unit) error {
+	if c.state != txIdle || c.held != nil {
+		return c.refuse(&router.Error{Code: router.CodeFeatureNotSupported, Message: "a query across shards cannot run inside a transaction block yet"})
+	}
+	spec := plan.Scatter
+	req, rerr := c.scatterRequest(spec, u)
+	if rerr != nil {
+		return c.refuse(rerr)
+	}
+	shards := plan.Shards.Slice()
+	answers := make([]shardAnswer, len(shards))
+	var wg sync.WaitGroup
+	for i, shard := range shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			answers[i] = c.srv.askShard(c, shard, req)
+		}()
+	}
+	wg.Wait()
+	for _, a := range answers {
+		switch {
+		case a.err != nil:
+			return c.serverLost(a.err)
+		case a.errMsg != nil:
+			c.out = append(c.out, a.errMsg...)
+			c.out = appendReadyForQuery(c.out, c.status())
+			return c.flush()
+		}
+	}
+	desc, rows, err := mergeAnswers(spec, answers)
+	if err != nil {
+		return c.refuse(&router.Error{Code: router.CodeFeatureNotSupported, Message: "shardgate cannot merge this result: " + err.Error()})
+	}
+	if u.query != nil {
+		c.out, _ = desc.Encode(c.out)
+		c.appendRows(rows)
+		c.out = appendReadyForQuery(c.out, 'I')
+		return c.flush()
+	}
+	return c.answerScatterBatch(desc, rows)
+}
+
+// scatterRequest is what every shard gets: the (possibly rewritten) query
+// as a simple Query, or as a self-contained unnamed extended batch with the
+// client's parameters. Aggregates are combined from text.
+func (c *client) scatterRequest(spec *router.ScatterSpec, u unit) ([]byte, *router.Error) {
+	if u.query != nil {
+		q := u.query
+		if spec.SQL != "" {
+			q = append([]byte(spec.SQL), 0)
+		}
+		return appendMessage(nil, 'Q', q), nil
+	}
+	var prep *prepared
+	var bind []byte
+	bi := 0
+	for _, m := range c.batch.msgs {
+		body := c.batch.body(m)
+		switch m.typ {
+		case 'P':
+			if name, _, _ := cstring(body); len(name) > 0 {
+				bi++
+			}
+		case 'B':
+			_, rest, _ := cstring(body)
+			stmt, rest, _ := cstring(rest)
+			prep, bind = c.lookupAt(string(stmt), bi), rest
+		}
+	}
+	if prep == nil || bind == nil {
+		return nil, &router.Error{Code: router.CodeFeatureNotSupported, Message: "a cross-shard query must be bound in the same batch"}
+	}
+	_, afterName, _ := cstring(prep.parse)
+	query, oids, _ := cstring(afterName)
+	if spec.SQL != "" {
+		query = []byte(spec.SQL)
+	}
+	var out []byte
+	parse := append(append(append([]byte{0}, query...), 0), oids...)
+	out = appendMessage(out, 'P', parse)
+	bindBody := append([]byte{0, 0}, bind...)
+	if spec.Aggregate {
+		bindBody = textResults(bindBody)
+	}
+	out = appendMessage(out, 'B', bindBody)
+	out = appendMessage(out, 'D', []byte{'P', 0})
+	out = appendMessage(out, 'E', []byte{0, 0, 0, 0, 0})
+	return appendEmpty(out, 'S'), nil
+}
+
+// textResults rewrites a Bind body's result format codes to "all text".
+func textResults(bind []byte) []byte {
+	rest := bind[2:] // portal "" and statement "" NULs
+	n := int(binary.BigEndian.Uint16(rest))
+	p := 2 + 2*n
+	m := int(binary.BigEndian.Uint16(rest[p:]))
+	p += 2
+	for i := 0; i < m; i++ {
+		size := int32(binary.BigEndian.Uint32(rest[p:]))
+		p += 4
+		if size > 0 {
+			p += int(size)
+		}
+	}
+	return append(append([]byte{}, bind[:2+p]...), 0, 0)
+}
+
+// askShard sends req to a primary of shard and collects its answer.
+func (s *Server) askShard(c *client, shard int, req []byte) shardAnswer {
+	p := s.rt.Load().pools[shard]
+	sc, err := p.Acquire(c.ctx)
+	if err != nil {
+		return shardAnswer{errMsg: appendError(nil, acquireError(err))}
+	}
+	ans := readAnswer(sc, req)
+	if ans.err != nil {
+		sc.MarkBroken()
+	}
+	p.Release(sc)
+	return ans
+}
+
+func readAnswer(sc *pool.Conn, req []byte) (ans shardAnswer) {
+	if _, err := sc.Write(req); err != nil {
+		return shardAnswer{err: err}
+	}
+	for {
+		typ, body, err := readMessage(sc.Reader, nil)
+		if err != nil {
+			return shardAnswer{err: err}
+		}
+		switch typ {
+		case 'T':
+			ans.desc = &pgproto3.RowDescription{}
+			if err := ans.desc.Decode(body); err != nil {
+				return shardAnswer{err: err}
+			}
+		case 'D':
+			row, err := decodeRow(body)
+			if err != nil {
+				return shardAnswer{err: err}
+			}
+			ans.rows = append(ans.rows, row)
+		case 'E':
+			if ans.errMsg == nil {
+				ans.errMsg = appendMessage(nil, 'E', body)
+			}
+		case 'Z':
+			return ans
+		}
+	}
+}
+
+func decodeRow(body []byte) (merge.Row, error) {
+	if len(body) < 2 {
+		return nil, errors.New("short DataRow")
+	}
+	n := int(binary.BigEndian.Uint16(body))
+	body = body[2:]
+	row := make(merge.Row, n)
+	for i := range row {
+		if len(body) < 4 {
+			return nil, errors.New("short DataRow")
+		}
+		size := int32(binary.BigEndian.Uint32(body))
+		body = body[4:]
+		if size < 0 {
+			continue
+		}
+		if int(size) > len(body) {
+			return nil, errors.New("short DataRow")
+		}
+		row[i] = body[:size:size]
+		body = body[size:]
+	}
+	return row, nil
+}
+
+func columns(desc *pgproto3.RowDescription) []merge.Column {
+	cols := make([]merge.Column, len(desc.Fields))
+	for i, f := range desc.Fields {
+		cols[i] = merge.Column{Name: string(f.Name), TypeOID: f.DataTypeOID, Format: f.Format}
+	}
+	return cols
+}
+
+// mergeAnswers produces the final row description and rows.
+func mergeAnswers(spec *router.ScatterSpec, answers []shardAnswer) (*pgproto3.RowDescription, []merge.Row, error) {
+	desc := answers[0].desc
+	if desc == nil {
+		return nil, nil, errors.New("no row description from the shards")
+	}
+	cols := columns(desc)
+	var rows []merge.Row
+	var err error
+	if spec.Aggregate {
+		var all []merge.Row
+		for _, a := range answers {
+			all = append(all, a.rows...)
+		}
+		desc, rows, err = combine(spec, desc, cols, all)
+		if err != nil {
+			return nil, nil, err
+		}
+		cols = columns(desc)
+		if err := sortRows(cols, spec.Sort, rows); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		sources := make([]merge.Source, len(answers))
+		for i, a := range answers {
+			sources[i] = &sliceSource{rows: a.rows}
+		}
+		var src merge.Source
+		if len(spec.Sort) > 0 {
+			keys, err := sortKeys(cols, spec.Sort)
+			if err != nil {
+				return nil, nil, err
+			}
+			m, err := merge.NewMerger(cols, keys, sources)
+			if err != nil {
+				return nil, nil, err
+			}
+			src = m
+		} else {
+			src = &concat{sources: sources}
+		}
+		if rows, err = drain(src); err != nil {
+			return nil, nil, err
+		}
+	}
+	if spec.Distinct {
+		if rows, err = merge.Distinct(cols, rows); err != nil {
+			return nil, nil, err
+		}
+	}
+	rows, err = drain(merge.Limit(&sliceSource{rows: rows}, spec.Offset, spec.Limit))
+	return desc, rows, err
+}
+
+// combine folds partial aggregate rows into final ones and describes them.
+func combine(spec *router.ScatterSpec, partial *pgproto3.RowDescription, cols []merge.Column, rows []merge.Row) (*pgproto3.RowDescription, []merge.Row, error) {
+	out := make([]merge.OutCol, len(spec.Output))
+	final := &pgproto3.RowDescription{}
+	for i, o := range spec.Output {
+		f := partial.Fields[max(o.Group, o.Col)]
+		f.Format = 0
+		if o.Group >= 0 {
+			out[i] = merge.OutCol{Group: o.Group}
+		} else {
+			kind, ok := aggKinds[o.Agg]
+			if !ok {
+				return nil, nil, fmt.Errorf("aggregate %s", o.Agg)
+			}
+			out[i] = merge.OutCol{Group: -1, Agg: &merge.Agg{Kind: kind, Col: o.Col, CountCol: o.CountCol}}
+			if o.Agg == "avg" {
+				if f.DataTypeOID == 20 || f.DataTypeOID == 1700 {
+					f.DataTypeOID, f.DataTypeSize, f.TypeModifier = 1700, -1, -1 // avg of integers and numerics is numeric
+				}
+				if string(f.Name) == "sum" { // the name Postgres gives an unaliased avg
+					f.Name = []byte("avg")
+				}
+			}
+		}
+		final.Fields = append(final.Fields, f)
+	}
+	for i := range cols {
+		cols[i].Format = 0
+	}
+	combined, err := merge.Combine(cols, out, rows)
+	return final, combined, err
+}
+
+var aggKinds = map[string]merge.AggKind{
+	"count": merge.AggCount, "sum": merge.AggSum, "min": merge.AggMin, "max": merge.AggMax,
+	"bool_and": merge.AggBoolAnd, "bool_or": merge.AggBoolOr, "avg": merge.AggAvg,
+}
+
+// sortKeys resolves sort specs against the result's columns.
+func sortKeys(cols []merge.Column, specs []router.SortSpec) ([]merge.SortKey, error) {
+	keys := make([]merge.SortKey, len(specs))
+	for i, s := range specs {
+		col := s.Col
+		if col < 0 {
+			col = slices.IndexFunc(cols, func(c merge.Column) bool { return c.Name == s.Name })
+			if col < 0 {
+				return nil, fmt.Errorf("ORDER BY %s is not a result column", s.Name)
+			}
+		}
+		keys[i] = merge.SortKey{Col: col, Desc: s.Desc, NullsFirst: s.NullsFirst}
+	}
+	return keys, nil
+}
+
+func sortRows(cols []merge.Column, specs []router.SortSpec, rows []merge.Row) error {
+	if len(specs) == 0 {
+		return nil
+	}
+	keys, err := sortKeys(cols, specs)
+	if err != nil {
+		return err
+	}
+	sort.SliceStable(rows, func(i, j int) bool {
+		c, e := merge.CompareRows(cols, keys, rows[i], rows[j])
+		if e != nil {
+			err = e
+		}
+		return c < 0
+	})
+	return err
+}
+
+type sliceSource struct{ rows []merge.Row }
+
+func (s *sliceSource) Next() (merge.Row, error) {
+	if len(s.rows) == 0 {
+		return nil, io.EOF
+	}
+	r := s.rows[0]
+	s.rows = s.rows[1:]
+	return r, nil
+}
+
+type concat struct{ sources []merge.Source }
+
+func (c *concat) Next() (merge.Row, error) {
+	for len(c.sources) > 0 {
+		r, err := c.sources[0].Next()
+		if err != io.EOF {
+			return r, err
+		}
+		c.sources = c.sources[1:]
+	}
+	return nil, io.EOF
+}
+
+func drain(src merge.Source) ([]merge.Row, error) {
+	var rows []merge.Row
+	for {
+		r, err := src.Next()
+		if err == io.EOF {
+			return rows, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, r)
+	}
+}
+
+// appendRows writes DataRows and the SELECT command tag.
+func (c *client) appendRows(rows []merge.Row) {
+	for _, r := range rows {
+		dr := pgproto3.DataRow{Values: r}
+		c.out, _ = dr.Encode(c.out)
+	}
+	c.out = appendCommandComplete(c.out, "SELECT "+strconv.Itoa(len(rows)))
+}
+
+// answerScatterBatch answers the client's extended batch message by
+// message, with the merged result for its Execute.
+func (c *client) answerScatterBatch(desc *pgproto3.RowDescription, rows []merge.Row) error {
+	bi := 0
+	for _, m := range c.batch.msgs {
+		body := c.batch.body(m)
+		switch m.typ {
+		case 'P':
+			c.out = appendEmpty(c.out, '1')
+			if name, _, _ := cstring(body); len(name) > 0 {
+				b := c.bound[bi]
+				bi++
+				c.remember(b.clientName, b.prep)
+			}
+		case 'B':
+			c.out = appendEmpty(c.out, '2')
+		case 'D':
+			if body[0] == 'S' {
+				c.out = append(c.out, 't', 0, 0, 0, 6, 0, 0)
+			}
+			c.out, _ = desc.Encode(c.out)
+		case 'E':
+			c.appendRows(rows)
+		case 'C':
+			c.out = appendEmpty(c.out, '3')
+		case 'S':
+			c.out = appendReadyForQuery(c.out, c.status())
+		}
+	}
+	return c.flush()
+}

@@ -1,0 +1,268 @@
+package router
+
+import (
+	"fmt"
+	"strconv"
+
+	pg "github.com/pganalyze/pg_query_go/v5"
+)
+
+// ScatterSpec tells the proxy how to run a SELECT on several shards and
+// merge the answers into what one Postgres holding all rows would return:
+// the per-shard SQL (ORDER BY pushed down, LIMIT offset+count, avg split
+// into sum and count), then merge-sort, combine aggregates, de-duplicate,
+// and apply OFFSET/LIMIT. The router only describes; the proxy does it.
+type ScatterSpec struct {
+	SQL      string     // what each shard runs; "" means the client's own text
+	Sort     []SortSpec // global order, by output column
+	Offset   int64
+	Limit    int64 // -1: none
+	Distinct bool
+	// Aggregates: Output lists the final columns; shards return partials.
+	Aggregate bool
+	Output    []OutputCol
+	Refusal   string // non-empty: a construct the merger cannot reproduce
+}
+
+// SortSpec orders by output column Col, or, under SELECT *, by the column
+// called Name in the result (Col is then -1).
+type SortSpec struct {
+	Col              int
+	Name             string
+	Desc, NullsFirst bool
+}
+
+// OutputCol is one final column of an aggregate query: a group column
+// copied from partial column Group, or aggregate Agg over partial Col (and
+// CountCol, for avg).
+type OutputCol struct {
+	Group         int // -1 for an aggregate
+	Agg           string
+	Col, CountCol int
+}
+
+var mergeableAggs = map[string]bool{"count": true, "sum": true, "min": true, "max": true, "bool_and": true, "bool_or": true, "every": true, "avg": true}
+
+// scatterSpec plans the merge of a SELECT; it may rewrite sel.
+func scatterSpec(sel *pg.SelectStmt) *ScatterSpec {
+	spec := &ScatterSpec{Limit: -1}
+	refuse := func(what string) *ScatterSpec { return &ScatterSpec{Refusal: what} }
+	switch {
+	case sel.Op != pg.SetOperation_SETOP_NONE && sel.Op != pg.SetOperation_SET_OPERATION_UNDEFINED:
+		return refuse("UNION, INTERSECT or EXCEPT across shards")
+	case sel.WithClause != nil:
+		return refuse("WITH across shards")
+	case len(sel.LockingClause) > 0:
+		return refuse("SELECT ... FOR UPDATE/SHARE across shards")
+	case sel.HavingClause != nil:
+		return refuse("HAVING across shards")
+	case len(sel.WindowClause) > 0:
+		return refuse("window functions across shards")
+	case sel.LimitOption == pg.LimitOption_LIMIT_OPTION_WITH_TIES:
+		return refuse("FETCH ... WITH TIES across shards")
+	}
+	if len(sel.DistinctClause) > 0 {
+		if sel.DistinctClause[0] != nil && sel.DistinctClause[0].Node != nil {
+			return refuse("DISTINCT ON across shards")
+		}
+		spec.Distinct = true
+	}
+	names := make([]string, len(sel.TargetList))
+	hasAgg := false
+	for i, t := range sel.TargetList {
+		rt := t.GetResTarget()
+		names[i] = outputName(rt)
+		if containsWindow(rt.Val) {
+			return refuse("window functions across shards")
+		}
+		if f := rt.Val.GetFuncCall(); f != nil && mergeableAggs[lastName(f.Funcname)] {
+			hasAgg = true
+		} else if containsAggregate(rt.Val) {
+			return refuse("an expression over aggregates across shards")
+		}
+	}
+	if hasAgg || len(sel.GroupClause) > 0 {
+		if why := spec.aggregates(sel, names); why != "" {
+			return refuse(why)
+		}
+	}
+	for _, s := range sel.SortClause {
+		sb := s.GetSortBy()
+		col, name := columnIndex(sb.Node, names), ""
+		if _, c, ok := columnOf(sb.Node); col < 0 && ok && hasStar(sel.TargetList) {
+			name = c // resolved against the result's columns
+		} else if col < 0 {
+			return refuse("ORDER BY an expression that is not in the select list, across shards")
+		}
+		desc := sb.SortbyDir == pg.SortByDir_SORTBY_DESC
+		nullsFirst := desc
+		switch sb.SortbyNulls {
+		case pg.SortByNulls_SORTBY_NULLS_FIRST:
+			nullsFirst = true
+		case pg.SortByNulls_SORTBY_NULLS_LAST:
+			nullsFirst = false
+		}
+		spec.Sort = append(spec.Sort, SortSpec{Col: col, Name: name, Desc: desc, NullsFirst: nullsFirst})
+	}
+	var ok bool
+	if spec.Limit, ok = constInt(sel.LimitCount, -1); !ok {
+		return refuse("a LIMIT that is not a constant, across shards")
+	}
+	if spec.Offset, ok = constInt(sel.LimitOffset, 0); !ok {
+		return refuse("an OFFSET that is not a constant, across shards")
+	}
+	rewrite := spec.Aggregate || spec.Offset > 0
+	if spec.Aggregate {
+		// Groups are cut only after combining: shards return all of theirs.
+		sel.SortClause, sel.LimitCount, sel.LimitOffset = nil, nil, nil
+	} else if spec.Offset > 0 {
+		if spec.Limit >= 0 {
+			sel.LimitCount = intConst(spec.Limit + spec.Offset)
+		}
+		sel.LimitOffset = nil
+	}
+	if rewrite {
+		sql, err := pg.Deparse(&pg.ParseResult{Stmts: []*pg.RawStmt{{Stmt: &pg.Node{Node: &pg.Node_SelectStmt{SelectStmt: sel}}}}})
+		if err != nil {
+			return refuse("a query shardgate cannot rewrite: " + err.Error())
+		}
+		spec.SQL = sql
+	}
+	return spec
+}
+
+// aggregates plans partial aggregation: every output column is a group
+// column or a mergeable aggregate; avg(x) becomes sum(x) plus a count(x)
+// appended to the select list.
+func (spec *ScatterSpec) aggregates(sel *pg.SelectStmt, names []string) string {
+	spec.Aggregate = true
+	groups := map[int]bool{}
+	for _, g := range sel.GroupClause {
+		col := columnIndex(g, names)
+		if col < 0 {
+			return "GROUP BY an expression that is not in the select list, across shards"
+		}
+		groups[col] = true
+	}
+	n := len(sel.TargetList)
+	for i := 0; i < n; i++ {
+		rt := sel.TargetList[i].GetResTarget()
+		f := rt.Val.GetFuncCall()
+		if f == nil || !mergeableAggs[lastName(f.Funcname)] {
+			if !groups[i] {
+				return "a select-list column that is neither grouped nor aggregated, across shards"
+			}
+			spec.Output = append(spec.Output, OutputCol{Group: i})
+			continue
+		}
+		name := lastName(f.Funcname)
+		if f.AggDistinct {
+			return name + "(DISTINCT ...) across shards"
+		}
+		out := OutputCol{Group: -1, Agg: name, Col: i}
+		if name == "every" {
+			out.Agg = "bool_and"
+		}
+		if name == "avg" {
+			count := &pg.FuncCall{Funcname: []*pg.Node{{Node: &pg.Node_String_{String_: &pg.String{Sval: "count"}}}}, Args: f.Args, AggFilter: f.AggFilter}
+			f.Funcname = []*pg.Node{{Node: &pg.Node_String_{String_: &pg.String{Sval: "sum"}}}}
+			sel.TargetList = append(sel.TargetList, &pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Val: &pg.Node{Node: &pg.Node_FuncCall{FuncCall: count}}}}})
+			out.CountCol = len(sel.TargetList) - 1
+		}
+		spec.Output = append(spec.Output, out)
+	}
+	return ""
+}
+
+// outputName is the column name Postgres gives a select-list entry.
+func outputName(rt *pg.ResTarget) string {
+	if rt.Name != "" {
+		return rt.Name
+	}
+	if _, col, ok := columnOf(rt.Val); ok {
+		return col
+	}
+	if f := rt.Val.GetFuncCall(); f != nil {
+		return lastName(f.Funcname)
+	}
+	return "?column?"
+}
+
+// columnIndex resolves ORDER BY / GROUP BY items: a position or an output
+// column name; -1 otherwise.
+func columnIndex(n *pg.Node, names []string) int {
+	if c := n.GetAConst(); c != nil && c.GetIval() != nil {
+		if pos := int(c.GetIval().Ival); pos >= 1 && pos <= len(names) {
+			return pos - 1
+		}
+		return -1
+	}
+	if _, col, ok := columnOf(n); ok {
+		for i, name := range names {
+			if name == col {
+				return i
+			}
+		}
+	}
+	return -1
+}
+
+func hasStar(targets []*pg.Node) bool {
+	for _, t := range targets {
+		if c := t.GetResTarget().GetVal().GetColumnRef(); c != nil && len(c.Fields) > 0 && c.Fields[len(c.Fields)-1].GetAStar() != nil {
+			return true
+		}
+	}
+	return false
+}
+
+func constInt(n *pg.Node, def int64) (int64, bool) {
+	if n == nil {
+		return def, true
+	}
+	c := n.GetAConst()
+	if c == nil {
+		return 0, false
+	}
+	if c.Isnull { // LIMIT NULL / LIMIT ALL
+		return def, true
+	}
+	if c.GetIval() != nil {
+		return int64(c.GetIval().Ival), true
+	}
+	if c.GetFval() != nil {
+		v, err := strconv.ParseInt(c.GetFval().Fval, 10, 64)
+		return v, err == nil
+	}
+	return 0, false
+}
+
+func intConst(v int64) *pg.Node {
+	if v <= 1<<31-1 {
+		return &pg.Node{Node: &pg.Node_AConst{AConst: &pg.A_Const{Val: &pg.A_Const_Ival{Ival: &pg.Integer{Ival: int32(v)}}}}}
+	}
+	return &pg.Node{Node: &pg.Node_AConst{AConst: &pg.A_Const{Val: &pg.A_Const_Fval{Fval: &pg.Float{Fval: fmt.Sprint(v)}}}}}
+}
+
+func containsAggregate(n *pg.Node) bool {
+	found := false
+	walk(n, func(m any) bool {
+		if f, ok := m.(*pg.FuncCall); ok && mergeableAggs[lastName(f.Funcname)] {
+			found = true
+		}
+		_, sub := m.(*pg.SubLink)
+		return !found && !sub
+	})
+	return found
+}
+
+func containsWindow(n *pg.Node) bool {
+	found := false
+	walk(n, func(m any) bool {
+		if f, ok := m.(*pg.FuncCall); ok && f.Over != nil {
+			found = true
+		}
+		return !found
+	})
+	return found
+}
