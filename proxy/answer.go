@@ -9,6 +9,19 @@ func (c *client) answerBatchTx() bool {
 	if c.held != nil || !c.batchTxLocal() {
 		return false
 	}
+	c.answerBatch(func() { c.out = appendEmpty(c.out, 'n') }, func(current *prepared) {
+		plan := c.srv.router.RouteHinted(current.analysis, nil, nil, c.hint())
+		tag := c.txTag(plan)
+		c.answerTx(plan, current.query())
+		c.out = appendCommandComplete(c.out, tag)
+	})
+	return true
+}
+
+// answerBatch answers the client's extended batch message by message in
+// place of a server: describe writes what follows a Describe's parameter
+// description, execute an Execute's answer for the statement bound last.
+func (c *client) answerBatch(describe func(), execute func(current *prepared)) {
 	bi := 0
 	var current *prepared
 	for _, m := range c.batch.msgs {
@@ -30,19 +43,15 @@ func (c *client) answerBatchTx() bool {
 			if body[0] == 'S' {
 				c.out = append(c.out, 't', 0, 0, 0, 6, 0, 0) // no parameters
 			}
-			c.out = appendEmpty(c.out, 'n')
+			describe()
 		case 'E':
-			plan := c.srv.router.RouteHinted(current.analysis, nil, nil, c.hint())
-			tag := c.txTag(plan)
-			c.answerTx(plan, current.query())
-			c.out = appendCommandComplete(c.out, tag)
+			execute(current)
 		case 'C':
 			c.out = appendEmpty(c.out, '3')
 		case 'S':
 			c.out = appendReadyForQuery(c.out, c.status())
 		}
 	}
-	return true
 }
 
 // batchTxLocal reports whether every Execute in the batch runs transaction

@@ -390,34 +390,9 @@ func (c *client) appendRows(rows []merge.Row) {
 	c.out = appendCommandComplete(c.out, "SELECT "+strconv.Itoa(len(rows)))
 }
 
-// answerScatterBatch answers the client's extended batch message by
-// message, with the merged result for its Execute.
+// answerScatterBatch answers the client's extended batch with the merged
+// result for its Execute.
 func (c *client) answerScatterBatch(desc *pgproto3.RowDescription, rows []merge.Row) error {
-	bi := 0
-	for _, m := range c.batch.msgs {
-		body := c.batch.body(m)
-		switch m.typ {
-		case 'P':
-			c.out = appendEmpty(c.out, '1')
-			if name, _, _ := cstring(body); len(name) > 0 {
-				b := c.bound[bi]
-				bi++
-				c.remember(b.clientName, b.prep)
-			}
-		case 'B':
-			c.out = appendEmpty(c.out, '2')
-		case 'D':
-			if body[0] == 'S' {
-				c.out = append(c.out, 't', 0, 0, 0, 6, 0, 0)
-			}
-			c.out, _ = desc.Encode(c.out)
-		case 'E':
-			c.appendRows(rows)
-		case 'C':
-			c.out = appendEmpty(c.out, '3')
-		case 'S':
-			c.out = appendReadyForQuery(c.out, c.status())
-		}
-	}
+	c.answerBatch(func() { c.out, _ = desc.Encode(c.out) }, func(*prepared) { c.appendRows(rows) })
 	return c.flush()
 }
