@@ -47,7 +47,7 @@ func TestRouteJSON(t *testing.T) {
 }
 
 func TestRouteRefusalExitsNonZero(t *testing.T) {
-	out, err := runCLI(t, t.Context(), "route", "-c", "../../testdata/config/valid.yaml", "SELECT * FROM users")
+	out, err := runCLI(t, t.Context(), "route", "-c", "../../testdata/config/valid.yaml", "DELETE FROM users")
 	if _, ok := err.(exitError); !ok || !strings.Contains(out, "0A000") {
 		t.Fatalf("err %v, output %q", err, out)
 	}
