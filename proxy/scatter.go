@@ -145,7 +145,12 @@ func (s *Server) askShard(c *client, shard int, req []byte) shardAnswer {
 	if err != nil {
 		return shardAnswer{errMsg: appendError(nil, acquireError(err))}
 	}
-	ans := readAnswer(sc, req)
+	// The client's session settings (search_path, ...) apply on every shard.
+	var sync []byte
+	if q := appendSettingsSync(nil, c.settings, sc); len(q) > 0 {
+		sync = appendMessage(nil, 'Q', append(q, 0))
+	}
+	ans := readAnswer(sc, append(sync, req...), len(sync) > 0)
 	if ans.err != nil {
 		sc.MarkBroken()
 	}
@@ -153,9 +158,18 @@ func (s *Server) askShard(c *client, shard int, req []byte) shardAnswer {
 	return ans
 }
 
-func readAnswer(sc *pool.Conn, req []byte) (ans shardAnswer) {
+// readAnswer sends req and collects the answer; with synced set, the
+// answer to a leading settings query is skipped first.
+func readAnswer(sc *pool.Conn, req []byte, synced bool) (ans shardAnswer) {
 	if _, err := sc.Write(req); err != nil {
 		return shardAnswer{err: err}
+	}
+	for synced {
+		typ, _, err := readMessage(sc.Reader, nil)
+		if err != nil {
+			return shardAnswer{err: err}
+		}
+		synced = typ != 'Z'
 	}
 	for {
 		typ, body, err := readMessage(sc.Reader, nil)

@@ -87,6 +87,14 @@ func TestScatterMatchesOnePostgres(t *testing.T) {
 			}
 		}
 	}
+	// The client's settings reach every shard of a cross-shard query.
+	if _, err := sharded.Exec(ctx, "SET application_name = 'scatter-app'"); err != nil {
+		t.Fatal(err)
+	}
+	apps := rowsOf(t, sharded, "SELECT current_setting('application_name'), count(*) FROM d_users GROUP BY 1")
+	if len(apps) != 1 || apps[0][0] != "scatter-app" || apps[0][1] != "500" {
+		t.Errorf("settings on the shards of a cross-shard query: %v", apps)
+	}
 	refused := []string{
 		"SELECT id, rank() OVER (ORDER BY score) FROM d_users",
 		"SELECT country, count(*) FROM d_users GROUP BY country HAVING count(*) > 3",

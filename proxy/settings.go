@@ -60,28 +60,38 @@ func applySetting(settings map[string]string, s *router.Setting, base map[string
 // syncSettings appends to c.sout what brings sc's settings in line with the
 // client's, as one simple query whose answer is dropped.
 func (c *client) syncSettings(sc *pool.Conn, ops []op) []op {
-	if len(c.settings) == 0 && len(sc.Settings) == 0 {
-		return ops
-	}
-	q := c.syncBuf[:0]
-	for name, sql := range c.settings {
-		if sc.Settings[name] != sql {
-			q = append(append(q, sql...), ';')
-		}
-	}
-	for name := range sc.Settings {
-		if _, ok := c.settings[name]; !ok {
-			q = append(append(append(q, "RESET "...), name...), ';')
-		}
-	}
+	q := appendSettingsSync(c.syncBuf[:0], c.settings, sc)
 	c.syncBuf = q
 	if len(q) == 0 {
 		return ops
 	}
 	c.sout = appendMessage(c.sout, 'Q', append(q, 0))
-	clear(sc.Settings)
-	maps.Copy(sc.Settings, c.settings)
 	return append(ops, op{typ: 'Q', drop: true})
+}
+
+// appendSettingsSync appends the SETs and RESETs that bring sc in line with
+// settings, and records sc as in line. It only reads settings, so several
+// goroutines may use one client's settings with different connections.
+func appendSettingsSync(q []byte, settings map[string]string, sc *pool.Conn) []byte {
+	if len(settings) == 0 && len(sc.Settings) == 0 {
+		return q
+	}
+	start := len(q)
+	for name, sql := range settings {
+		if sc.Settings[name] != sql {
+			q = append(append(q, sql...), ';')
+		}
+	}
+	for name := range sc.Settings {
+		if _, ok := settings[name]; !ok {
+			q = append(append(append(q, "RESET "...), name...), ';')
+		}
+	}
+	if len(q) > start {
+		clear(sc.Settings)
+		maps.Copy(sc.Settings, settings)
+	}
+	return q
 }
 
 // setting runs a session SET/RESET/DISCARD ALL and records it once it has
