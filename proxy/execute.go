@@ -95,6 +95,9 @@ func (c *client) execute(plan router.Plan, u unit) error {
 	if plan.Target == router.TargetMulti && plan.Err == nil {
 		return c.scatter(plan, u)
 	}
+	if plan.Target == router.TargetMulti && plan.Err != nil && c.broadcastAllowed(plan) {
+		return c.broadcastWrite(plan, u)
+	}
 	if plan.Target == router.TargetError || plan.Target == router.TargetMulti {
 		return c.refuse(plan.Err)
 	}

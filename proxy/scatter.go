@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -25,6 +26,7 @@ import (
 // shardAnswer is one shard's answer to the scatter request.
 type shardAnswer struct {
 	desc   *pgproto3.RowDescription
+	tag    string // the last CommandComplete
 	rows   []merge.Row
 	errMsg []byte // the first ErrorResponse, raw
 	err    error  // I/O
@@ -188,6 +190,8 @@ func readAnswer(sc *pool.Conn, req []byte, synced bool) (ans shardAnswer) {
 				return shardAnswer{err: err}
 			}
 			ans.rows = append(ans.rows, row)
+		case 'C':
+			ans.tag = strings.TrimRight(string(body), "\x00")
 		case 'E':
 			if ans.errMsg == nil {
 				ans.errMsg = appendMessage(nil, 'E', body)

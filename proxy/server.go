@@ -25,10 +25,11 @@ const planCacheSize = 10000
 
 // Server accepts clients and owns the pools. One Server serves one config.
 type Server struct {
-	rt      atomic.Pointer[runtime]
-	cancels cancelRegistry
-	router  *router.Router
-	log     *slog.Logger
+	rt        atomic.Pointer[runtime]
+	cancels   cancelRegistry
+	decisions *decisionLog
+	router    *router.Router
+	log       *slog.Logger
 
 	nextAny     atomic.Uint32
 	nextConn    atomic.Uint64
@@ -62,9 +63,10 @@ func New(cfg *topology.Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		router:  router.New(topo, planCacheSize),
-		log:     log,
-		clients: make(map[*client]struct{}),
+		decisions: &decisionLog{path: cfg.DecisionLog},
+		router:    router.New(topo, planCacheSize),
+		log:       log,
+		clients:   make(map[*client]struct{}),
 	}
 	if err := rt.openPools(nil); err != nil {
 		return nil, err

@@ -134,13 +134,16 @@ func analyzeUpdate(t *topology.Topology, upd *pg.UpdateStmt, root *pg.Node) *Sta
 	if st.Class == ClassKeyed {
 		st.NewKey = newKey
 	}
+	st.Broadcastable = newKey == nil && len(st.Classes) <= 1
 	return st
 }
 
 func analyzeDelete(t *topology.Topology, del *pg.DeleteStmt, root *pg.Node) *Statement {
-	return analyzeWrite(t, root, del.Relation, del.WithClause, func(k *keyAnalysis) {
+	st := analyzeWrite(t, root, del.Relation, del.WithClause, func(k *keyAnalysis) {
 		k.write(del.Relation, del.UsingClause, del.WhereClause, nil)
 	})
+	st.Broadcastable = len(st.Classes) <= 1
+	return st
 }
 
 func analyzeWrite(t *topology.Topology, root *pg.Node, rel *pg.RangeVar, with *pg.WithClause, scopes func(*keyAnalysis)) *Statement {

@@ -261,7 +261,10 @@ func routeStatements(t *topology.Topology, a *Analysis, params [][]byte, formats
 		if scatterErr != nil {
 			plan.Err = scatterErr
 		}
-		if st := a.Stmts[0]; len(a.Stmts) == 1 && st.Scatter != nil && len(st.Classes) > 1 {
+		if st := a.Stmts[0]; len(a.Stmts) == 1 && st.Broadcastable && (st.Class == ClassScatter || st.Class == ClassKeyed) {
+			plan.Broadcast = true
+			plan.Err = errorf(CodeFeatureNotSupported, "the write needs shards %s: set allow_broadcast_writes to run it on each of them", shards.names(t))
+		} else if len(a.Stmts) == 1 && st.Scatter != nil && len(st.Classes) > 1 {
 			plan.Err = errorf(CodeFeatureNotSupported, "the query joins sharded tables that are not tied by their shard keys across shards %s", shards.names(t))
 		} else if len(a.Stmts) == 1 && st.Scatter != nil {
 			if why := a.Stmts[0].Scatter.Refusal; why != "" {

@@ -47,6 +47,9 @@ type Statement struct {
 	Hint    *HintSetting
 	Inner   *Analysis    // ClassExplain: the statement to explain
 	Scatter *ScatterSpec // SELECTs that may run on several shards: how to merge
+	// Broadcastable: an UPDATE or DELETE each shard can run on its own rows
+	// alone, so several shards can run it (when the config allows).
+	Broadcastable bool
 	// FromText marks analyses that keep values from the SQL text (SET), so
 	// they must come from the original text, never a normalised one.
 	FromText bool

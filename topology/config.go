@@ -31,6 +31,16 @@ type Config struct {
 	AdminUsers []string `yaml:"admin_users"`
 	// ShutdownTimeout bounds how long SIGTERM waits for transactions to end.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"` // default 30s
+
+	// AllowBroadcastWrites lets UPDATE and DELETE without a shard key run
+	// on every shard (default false: refused with 0A000).
+	AllowBroadcastWrites bool `yaml:"allow_broadcast_writes"`
+	// TwoPhaseCommit makes writes that span shards atomic with PREPARE
+	// TRANSACTION / COMMIT PREPARED; the decision is logged durably to
+	// DecisionLog before the second phase, and in-doubt transactions are
+	// resolved from it at start-up. The servers need max_prepared_transactions.
+	TwoPhaseCommit bool   `yaml:"two_phase_commit"`
+	DecisionLog    string `yaml:"decision_log"` // default shardgate-2pc.log beside the config
 }
 
 // AuthConfig says how clients prove who they are. Servers are reached with
@@ -164,7 +174,10 @@ func defaultConfig() *Config {
 // resolvePaths makes file paths in the config relative to its directory, so
 // a config means the same whatever the working directory.
 func (c *Config) resolvePaths(dir string) {
-	for _, path := range []*string{&c.Auth.File, &c.TLS.Cert, &c.TLS.Key, &c.ServerTLS.CA} {
+	if c.DecisionLog == "" {
+		c.DecisionLog = "shardgate-2pc.log"
+	}
+	for _, path := range []*string{&c.Auth.File, &c.TLS.Cert, &c.TLS.Key, &c.ServerTLS.CA, &c.DecisionLog} {
 		if *path != "" && !filepath.IsAbs(*path) {
 			*path = filepath.Join(dir, *path)
 		}

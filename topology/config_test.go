@@ -28,6 +28,7 @@ func TestLoadConfigValid(t *testing.T) {
 		"follows": {ShardKey: "user_id", KeyType: KeyBigint},
 	}
 	want.ReferenceTables = []string{"countries"}
+	want.DecisionLog = filepath.Join("..", "testdata", "config", "shardgate-2pc.log") // beside the config
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got  %+v\nwant %+v", cfg, want)
 	}

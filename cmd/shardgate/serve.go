@@ -36,6 +36,11 @@ func serveCmd() *cobra.Command {
 				return err
 			}
 			srv.SetConfigFile(configPath)
+			if cfg.TwoPhaseCommit {
+				if err := srv.Recover(cmd.Context()); err != nil {
+					return fmt.Errorf("resolving in-doubt transactions: %w", err)
+				}
+			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
 			go handleSignals(ctx, srv, log, time.Duration(cfg.ShutdownTimeout), cancel)

@@ -1,0 +1,279 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/shardgate/shardgate/merge"
+	"github.com/shardgate/shardgate/pool"
+	"github.com/shardgate/shardgate/router"
+)
+
+// Writes that need several shards (UPDATE/DELETE without a key, with
+// allow_broadcast_writes) run inside a transaction on each shard. With
+// two_phase_commit they are atomic: every shard PREPAREs, the decision to
+// commit is appended (and fsynced) to the decision log, then every shard
+// COMMITs PREPARED. At start-up Recover commits the in-doubt transactions
+// the log says were decided and rolls back the rest. Without it, a shard
+// failing during COMMIT can leave the others committed: the README says so.
+
+// gidPrefix marks shardgate's prepared transactions.
+const gidPrefix = "shardgate_"
+
+// decisionLog is an append-only file of committed transaction ids.
+type decisionLog struct {
+	mu   sync.Mutex
+	path string
+}
+
+func (l *decisionLog) commit(gid string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f, err := os.OpenFile(l.path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(gid + "\n"); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil { // durable before any shard commits
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func (l *decisionLog) committed() (map[string]bool, error) {
+	f, err := os.Open(l.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return map[string]bool{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	out := map[string]bool{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		out[strings.TrimSpace(sc.Text())] = true
+	}
+	return out, sc.Err()
+}
+
+// broadcastAllowed reports whether a multi-shard plan is a write the
+// config lets run on each of its shards.
+func (c *client) broadcastAllowed(plan router.Plan) bool {
+	return plan.Broadcast && c.srv.rt.Load().cfg.AllowBroadcastWrites
+}
+
+// broadcastWrite runs a write on every shard of plan.Shards.
+func (c *client) broadcastWrite(plan router.Plan, u unit) error {
+	if c.state != txIdle || c.held != nil {
+		return c.refuse(&router.Error{Code: router.CodeFeatureNotSupported, Message: "a write across shards cannot run inside a transaction block yet"})
+	}
+	req, rerr := c.scatterRequest(&router.ScatterSpec{}, u)
+	if rerr != nil {
+		return c.refuse(rerr)
+	}
+	rt := c.srv.rt.Load()
+	shards := plan.Shards.Slice()
+	conns := make([]*pool.Conn, len(shards))
+	for i, shard := range shards {
+		sc, err := rt.pools[shard].Acquire(c.ctx)
+		if err != nil {
+			c.releaseAll(rt, shards, conns)
+			return c.refuse(acquireError(err))
+		}
+		conns[i] = sc
+	}
+	defer c.releaseAll(rt, shards, conns)
+	gid := ""
+	if rt.cfg.TwoPhaseCommit {
+		var b [8]byte
+		rand.Read(b[:])
+		gid = gidPrefix + hex.EncodeToString(b[:])
+	}
+	answers := make([]shardAnswer, len(conns))
+	c.parallel(conns, func(i int, sc *pool.Conn) {
+		// The client's settings, then the transaction, as one query.
+		begin := appendMessage(nil, 'Q', append(appendSettingsSync(nil, c.settings, sc), "BEGIN\x00"...))
+		answers[i] = readAnswer(sc, append(begin, req...), true)
+		if answers[i].err == nil && answers[i].errMsg == nil && gid != "" {
+			answers[i].errMsg = simple(sc, "PREPARE TRANSACTION '"+gid+"'")
+		}
+	})
+	failed := firstFailure(answers)
+	if failed == nil && gid != "" {
+		if err := c.srv.decisions.commit(gid); err != nil {
+			failed = &shardAnswer{errMsg: appendError(nil, &router.Error{Code: "58030", Message: "shardgate: cannot log the commit decision: " + err.Error()})}
+		}
+	}
+	finish := "COMMIT"
+	switch {
+	case failed != nil && gid != "":
+		finish = "ROLLBACK PREPARED '" + gid + "'"
+	case failed != nil:
+		finish = "ROLLBACK"
+	case gid != "":
+		finish = "COMMIT PREPARED '" + gid + "'"
+	}
+	c.parallel(conns, func(i int, sc *pool.Conn) {
+		if answers[i].err != nil {
+			return
+		}
+		if msg := simple(sc, finishFor(finish, answers[i], gid)); msg != nil && failed == nil {
+			answers[i].errMsg = msg
+		}
+	})
+	if failed == nil {
+		failed = firstFailure(answers) // a COMMIT that failed: without 2PC, partial
+	}
+	if failed != nil {
+		if failed.err != nil {
+			return c.serverLost(failed.err)
+		}
+		c.out = append(c.out, failed.errMsg...)
+		c.out = appendReadyForQuery(c.out, 'I')
+		return c.flush()
+	}
+	return c.answerWrite(answers, u)
+}
+
+// finishFor ends one shard's transaction: a shard whose statement failed
+// never prepared, so it rolls back plainly.
+func finishFor(finish string, a shardAnswer, gid string) string {
+	if gid != "" && a.errMsg != nil {
+		return "ROLLBACK"
+	}
+	return finish
+}
+
+func firstFailure(answers []shardAnswer) *shardAnswer {
+	for i := range answers {
+		if answers[i].err != nil || answers[i].errMsg != nil {
+			return &answers[i]
+		}
+	}
+	return nil
+}
+
+func (c *client) parallel(conns []*pool.Conn, fn func(int, *pool.Conn)) {
+	var wg sync.WaitGroup
+	for i, sc := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(i, sc)
+		}()
+	}
+	wg.Wait()
+}
+
+func (c *client) releaseAll(rt *runtime, shards []int, conns []*pool.Conn) {
+	for i, sc := range conns {
+		if sc != nil {
+			rt.pools[shards[i]].Release(sc)
+		}
+	}
+}
+
+// simple runs one statement and returns its ErrorResponse, if any; an I/O
+// failure marks the connection broken.
+func simple(sc *pool.Conn, sql string) []byte {
+	a := readAnswer(sc, appendMessage(nil, 'Q', append([]byte(sql), 0)), false)
+	if a.err != nil {
+		sc.MarkBroken()
+		return appendError(nil, &router.Error{Code: "08006", Message: "shardgate: " + a.err.Error()})
+	}
+	return a.errMsg
+}
+
+// answerWrite sums the shards' row counts into one command tag and
+// gathers RETURNING rows.
+func (c *client) answerWrite(answers []shardAnswer, u unit) error {
+	verb, total := "", 0
+	var rows []merge.Row
+	var desc *pgproto3.RowDescription
+	for _, a := range answers {
+		fields := strings.Fields(a.tag)
+		if len(fields) == 2 {
+			n, _ := strconv.Atoi(fields[1])
+			verb, total = fields[0], total+n
+		}
+		rows = append(rows, a.rows...)
+		if a.desc != nil {
+			desc = a.desc
+		}
+	}
+	tag := fmt.Sprintf("%s %d", verb, total)
+	if u.query != nil {
+		if desc != nil {
+			c.out, _ = desc.Encode(c.out)
+		}
+		for _, r := range rows {
+			c.out, _ = (&pgproto3.DataRow{Values: r}).Encode(c.out)
+		}
+		c.out = appendCommandComplete(c.out, tag)
+		c.out = appendReadyForQuery(c.out, 'I')
+		return c.flush()
+	}
+	c.answerBatch(func() {
+		if desc != nil {
+			c.out, _ = desc.Encode(c.out)
+		} else {
+			c.out = appendEmpty(c.out, 'n')
+		}
+	}, func(*prepared) {
+		for _, r := range rows {
+			c.out, _ = (&pgproto3.DataRow{Values: r}).Encode(c.out)
+		}
+		c.out = appendCommandComplete(c.out, tag)
+	})
+	return c.flush()
+}
+
+// Recover resolves shardgate's in-doubt prepared transactions on every
+// shard: those the decision log records as committed are committed, the
+// rest rolled back. serve calls it at start-up when two_phase_commit is on.
+func (s *Server) Recover(ctx context.Context) error {
+	rt := s.rt.Load()
+	decided, err := s.decisions.committed()
+	if err != nil {
+		return fmt.Errorf("read decision log: %w", err)
+	}
+	for i, p := range rt.pools {
+		sc, err := p.Acquire(ctx)
+		if err != nil {
+			return err
+		}
+		a := readAnswer(sc, appendMessage(nil, 'Q', []byte("SELECT gid FROM pg_prepared_xacts WHERE gid LIKE '"+gidPrefix+"%' AND database = current_database()\x00")), false)
+		for _, row := range a.rows {
+			gid := string(row[0])
+			action := "ROLLBACK PREPARED"
+			if decided[gid] {
+				action = "COMMIT PREPARED"
+			}
+			if msg := simple(sc, action+" '"+gid+"'"); msg != nil {
+				p.Release(sc)
+				return fmt.Errorf("shard %s: %s %s failed", rt.cfg.Shards[i].Name, action, gid)
+			}
+			s.log.Info("resolved in-doubt transaction", "shard", rt.cfg.Shards[i].Name, "gid", gid, "action", action)
+		}
+		p.Release(sc)
+		if a.err != nil || a.errMsg != nil {
+			return fmt.Errorf("shard %s: cannot list prepared transactions", rt.cfg.Shards[i].Name)
+		}
+	}
+	return nil
+}
