@@ -121,6 +121,11 @@ func (c *client) execute(plan router.Plan, u unit) error {
 		if c.state == txPending {
 			return c.refuse(c.crossShard(plan))
 		}
+		if plan.Broadcast {
+			// Reference-table writes: one transaction per shard, all
+			// committed or none (atomically with two_phase_commit).
+			return c.broadcastWrite(plan, u)
+		}
 		return c.broadcast(u)
 	case router.TargetAny:
 		plan.Shard = c.srv.anyShard()

@@ -147,6 +147,9 @@ func (c *client) broadcastWrite(plan router.Plan, u unit) error {
 		c.out = appendReadyForQuery(c.out, 'I')
 		return c.flush()
 	}
+	if plan.Target == router.TargetAll {
+		answers = answers[:1] // a reference table: every shard did the same
+	}
 	return c.answerWrite(answers, u)
 }
 
@@ -199,17 +202,16 @@ func simple(sc *pool.Conn, sql string) []byte {
 	return a.errMsg
 }
 
-// answerWrite sums the shards' row counts into one command tag and
-// gathers RETURNING rows.
+// answerWrite sums the shards' row counts into one command tag ("UPDATE
+// 5", "INSERT 0 5": the count is the last word) and gathers RETURNING rows.
 func (c *client) answerWrite(answers []shardAnswer, u unit) error {
 	verb, total := "", 0
 	var rows []merge.Row
 	var desc *pgproto3.RowDescription
 	for _, a := range answers {
-		fields := strings.Fields(a.tag)
-		if len(fields) == 2 {
-			n, _ := strconv.Atoi(fields[1])
-			verb, total = fields[0], total+n
+		if i := strings.LastIndexByte(a.tag, ' '); i > 0 {
+			n, _ := strconv.Atoi(a.tag[i+1:])
+			verb, total = a.tag[:i], total+n
 		}
 		rows = append(rows, a.rows...)
 		if a.desc != nil {

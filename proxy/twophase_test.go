@@ -97,3 +97,27 @@ func TestRecoverInDoubt(t *testing.T) {
 	assertCount(t, direct, "SELECT count(*) FROM countries WHERE code = $1", "indoubt-1", 0)
 	assertCount(t, direct, "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE $1", "shardgate_%", 0)
 }
+
+// TestReferenceWriteAllOrNothing: a reference-table write that fails on one
+// shard leaves every shard unchanged.
+func TestReferenceWriteAllOrNothing(t *testing.T) {
+	ctx := t.Context()
+	if _, err := connectShard(t, 1).Exec(ctx, "INSERT INTO countries (code, name) VALUES ('only-s1', 'diverged')"); err != nil {
+		t.Fatal(err)
+	}
+	conn := connect(t, pgx.QueryExecModeCacheStatement)
+	_, err := conn.Exec(ctx, "INSERT INTO countries (code, name) VALUES ($1, 'new'), ($2, 'new')", "fresh-ref", "only-s1")
+	if sqlState(err) != "23505" {
+		t.Fatalf("duplicate on one shard: got %v, want 23505", err)
+	}
+	for shard := range cluster.Shards {
+		assertCount(t, connectShard(t, shard), "SELECT count(*) FROM countries WHERE code = $1", "fresh-ref", 0)
+	}
+	tag, err := conn.Exec(ctx, "INSERT INTO countries (code, name) VALUES ($1, 'ok')", "fresh-ref2")
+	if err != nil || tag.RowsAffected() != 1 {
+		t.Fatalf("reference insert: %v, %q (one row, as one Postgres would say)", err, tag)
+	}
+	for shard := range cluster.Shards {
+		assertCount(t, connectShard(t, shard), "SELECT count(*) FROM countries WHERE code = $1", "fresh-ref2", 1)
+	}
+}

@@ -172,7 +172,7 @@ func unshardedWrite(t *topology.Topology, ts tableSet, rel *pg.RangeVar) *Statem
 	case t.Reference[rel.Relname] && len(ts.sharded) > 0:
 		return refused("a write to reference table %q may not read sharded tables", rel.Relname)
 	case t.Reference[rel.Relname]:
-		return &Statement{Class: ClassAll, Role: RolePrimary, Reason: "writes reference table " + rel.Relname + " on every shard"}
+		return &Statement{Class: ClassAll, Role: RolePrimary, Broadcastable: true, Reason: "writes reference table " + rel.Relname + " on every shard"}
 	case isSystemRelation(rel):
 		return refused("writes to system catalogs are not supported")
 	}

@@ -76,8 +76,9 @@ type Plan struct {
 	HintSet *HintSetting // TargetNone: SET shardgate.*, for the proxy to keep
 	Explain *Analysis    // TargetNone: EXPLAIN (SHARDGATE) of this, for the proxy to answer
 	Scatter *ScatterSpec // TargetMulti without Err: how to run and merge it
-	// Broadcast: a TargetMulti write that every shard of Shards can run on
-	// its own rows; Err says why it is refused unless the config allows it.
+	// Broadcast: a write that every shard of Shards runs on its own rows:
+	// a reference-table write (TargetAll), or a TargetMulti UPDATE/DELETE
+	// whose Err says why it is refused unless the config allows it.
 	Broadcast bool
 	Reason    string
 	Err       *Error

@@ -253,6 +253,8 @@ func routeStatements(t *topology.Topology, a *Analysis, params [][]byte, formats
 		return refuse("a query may not mix statements for every shard with single-shard statements")
 	case all:
 		plan.Target, plan.Role = TargetAll, RolePrimary
+		plan.Broadcast = len(a.Stmts) == 1 && a.Stmts[0].Broadcastable // a reference-table write, not DDL
+		plan.Shards = ShardSet(1)<<len(t.Shards) - 1
 	case keyedFound && shards.Count() == 1:
 		plan.Target, plan.Shard = TargetShard, shards.First()
 	case keyedFound:
