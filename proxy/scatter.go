@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/shardgate/shardgate/merge"
 	"github.com/shardgate/shardgate/pool"
@@ -72,7 +73,105 @@ func (c *client) scatter(plan router.Plan, u unit) error {
 		c.out = appendReadyForQuery(c.out, 'I')
 		return c.flush()
 	}
+	if spec.Aggregate {
+		// Partials came back as text so they could be combined; give the
+		// client the formats its Bind asked for.
+		if err := c.toClientFormats(desc, rows); err != nil {
+			return c.refuse(&router.Error{Code: router.CodeFeatureNotSupported, Message: "shardgate cannot send this merged result in binary: " + err.Error()})
+		}
+	}
 	return c.answerScatterBatch(desc, rows)
+}
+
+// toClientFormats re-encodes text result columns in the binary format where
+// the client's Bind asked for binary, with pgx's codecs for the types.
+func (c *client) toClientFormats(desc *pgproto3.RowDescription, rows []merge.Row) error {
+	formats := c.bindResultFormats()
+	types := pgtype.NewMap()
+	for col := range desc.Fields {
+		if paramFormat(formats, col) != 1 {
+			continue
+		}
+		oid := desc.Fields[col].DataTypeOID
+		for _, row := range rows {
+			if row[col] == nil {
+				continue
+			}
+			if oid == pgtype.NumericOID && isZero(row[col]) {
+				row[col] = numericZero(row[col])
+				continue
+			}
+			var v any
+			if err := types.Scan(oid, pgtype.TextFormatCode, row[col], &v); err != nil {
+				return fmt.Errorf("column %s: %w", desc.Fields[col].Name, err)
+			}
+			b, err := types.Encode(oid, pgtype.BinaryFormatCode, v, nil)
+			if err != nil {
+				return fmt.Errorf("column %s: %w", desc.Fields[col].Name, err)
+			}
+			row[col] = b
+		}
+		desc.Fields[col].Format = 1
+	}
+	return nil
+}
+
+func isZero(text []byte) bool {
+	return strings.Trim(string(text), "0.") == "" && len(text) > 0
+}
+
+// numericZero encodes a zero numeric as Postgres does, keeping its display
+// scale ("0.0000" has dscale 4) and no digits.
+func numericZero(text []byte) []byte {
+	scale := 0
+	if i := strings.IndexByte(string(text), '.'); i >= 0 {
+		scale = len(text) - i - 1
+	}
+	return []byte{0, 0, 0, 0, 0, 0, byte(scale >> 8), byte(scale)}
+}
+
+// bindResultFormats reads the result format codes of the batch's Bind.
+func (c *client) bindResultFormats() []int16 {
+	for _, m := range c.batch.msgs {
+		if m.typ != 'B' {
+			continue
+		}
+		b := c.batch.body(m)
+		_, b, _ = cstring(b)
+		_, b, _ = cstring(b)
+		n := int(binary.BigEndian.Uint16(b))
+		b = b[2+2*n:]
+		n = int(binary.BigEndian.Uint16(b))
+		b = b[2:]
+		for i := 0; i < n; i++ {
+			size := int32(binary.BigEndian.Uint32(b))
+			b = b[4:]
+			if size > 0 {
+				b = b[size:]
+			}
+		}
+		n = int(binary.BigEndian.Uint16(b))
+		formats := make([]int16, n)
+		for i := range formats {
+			formats[i] = int16(binary.BigEndian.Uint16(b[2+2*i:]))
+		}
+		return formats
+	}
+	return nil
+}
+
+// paramFormat is the format code for column i under Bind's rules: none
+// means text, one applies to all.
+func paramFormat(formats []int16, i int) int16 {
+	switch {
+	case len(formats) == 0:
+		return 0
+	case len(formats) == 1:
+		return formats[0]
+	case i < len(formats):
+		return formats[i]
+	}
+	return 0
 }
 
 // scatterRequest is what every shard gets: the (possibly rewritten) query
