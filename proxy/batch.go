@@ -199,8 +199,9 @@ func (c *client) planBind(body []byte) (router.Plan, *router.Error) {
 	return plan, nil
 }
 
-// decodeBind fills c.formats and c.params from the rest of a Bind after the
-// statement name; params alias the batch buffer.
+// decodeBind fills c.formats, c.params and c.results (result format codes)
+// from the rest of a Bind after the statement name; params alias the batch
+// buffer.
 func (c *client) decodeBind(b []byte) *router.Error {
 	bad := &router.Error{Code: router.CodeProtocolViolation, Message: "invalid Bind message"}
 	if len(b) < 2 {
@@ -234,6 +235,17 @@ func (c *client) decodeBind(b []byte) *router.Error {
 		}
 		c.params = append(c.params, b[:size:size])
 		b = b[size:]
+	}
+	if len(b) < 2 {
+		return bad
+	}
+	n = int(binary.BigEndian.Uint16(b))
+	if len(b) < 2+2*n {
+		return bad
+	}
+	c.results = c.results[:0]
+	for i := 0; i < n; i++ {
+		c.results = append(c.results, int16(binary.BigEndian.Uint16(b[2+2*i:])))
 	}
 	return nil
 }

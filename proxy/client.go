@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net"
 	"os"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -104,6 +105,7 @@ type client struct {
 	bound   []boundStmt
 	params  [][]byte
 	formats []int16
+	results []int16 // result format codes of the last Bind
 }
 
 func newClient(s *Server, conn net.Conn, id uint64) *client {
@@ -124,6 +126,16 @@ func newClient(s *Server, conn net.Conn, id uint64) *client {
 func (c *client) serve(ctx context.Context) {
 	c.ctx = ctx
 	defer c.close()
+	defer func() {
+		// As net/http does: a bug in one session must not take down every
+		// other client; its server connections are closed, not reused.
+		if r := recover(); r != nil {
+			c.log().Error("client session panicked", "panic", r, "stack", string(debug.Stack()))
+			if c.held != nil {
+				c.held.MarkBroken()
+			}
+		}
+	}()
 	ok, err := c.startup()
 	if err != nil || !ok {
 		if err != nil && !errors.Is(err, io.EOF) {

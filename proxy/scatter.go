@@ -86,7 +86,7 @@ func (c *client) scatter(plan router.Plan, u unit) error {
 // toClientFormats re-encodes text result columns in the binary format where
 // the client's Bind asked for binary, with pgx's codecs for the types.
 func (c *client) toClientFormats(desc *pgproto3.RowDescription, rows []merge.Row) error {
-	formats := c.bindResultFormats()
+	formats := c.results // planBatch decoded the batch's one Bind
 	types := pgtype.NewMap()
 	for col := range desc.Fields {
 		if paramFormat(formats, col) != 1 {
@@ -128,36 +128,6 @@ func numericZero(text []byte) []byte {
 		scale = len(text) - i - 1
 	}
 	return []byte{0, 0, 0, 0, 0, 0, byte(scale >> 8), byte(scale)}
-}
-
-// bindResultFormats reads the result format codes of the batch's Bind.
-func (c *client) bindResultFormats() []int16 {
-	for _, m := range c.batch.msgs {
-		if m.typ != 'B' {
-			continue
-		}
-		b := c.batch.body(m)
-		_, b, _ = cstring(b)
-		_, b, _ = cstring(b)
-		n := int(binary.BigEndian.Uint16(b))
-		b = b[2+2*n:]
-		n = int(binary.BigEndian.Uint16(b))
-		b = b[2:]
-		for i := 0; i < n; i++ {
-			size := int32(binary.BigEndian.Uint32(b))
-			b = b[4:]
-			if size > 0 {
-				b = b[size:]
-			}
-		}
-		n = int(binary.BigEndian.Uint16(b))
-		formats := make([]int16, n)
-		for i := range formats {
-			formats[i] = int16(binary.BigEndian.Uint16(b[2+2*i:]))
-		}
-		return formats
-	}
-	return nil
 }
 
 // paramFormat is the format code for column i under Bind's rules: none
