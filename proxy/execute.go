@@ -92,17 +92,16 @@ func (c *client) answerTx(plan router.Plan, sql []byte) bool {
 
 // execute runs a routed unit on its shard (or shards) and relays the answer.
 func (c *client) execute(plan router.Plan, u unit) error {
-	if plan.Target == router.TargetMulti && plan.Err == nil {
-		return c.scatter(plan, u)
-	}
-	if plan.Target == router.TargetMulti && plan.Err != nil && c.broadcastAllowed(plan) {
-		return c.broadcastWrite(plan, u)
-	}
-	if plan.Target == router.TargetError || plan.Target == router.TargetMulti {
-		return c.refuse(plan.Err)
-	}
-	if c.state == txFailed {
+	if c.state == txFailed && plan.Target != router.TargetError {
 		return c.refuse(errAborted)
+	}
+	switch {
+	case plan.Target == router.TargetMulti && plan.Err == nil:
+		return c.scatter(plan, u)
+	case plan.Target == router.TargetMulti && c.broadcastAllowed(plan):
+		return c.broadcastWrite(plan, u)
+	case plan.Target == router.TargetError || plan.Target == router.TargetMulti:
+		return c.refuse(plan.Err)
 	}
 	if plan.Target == router.TargetNone {
 		plan.Target = router.TargetAny // e.g. COMMIT outside a transaction: let Postgres warn
