@@ -5,6 +5,8 @@ import (
 	"strconv"
 
 	pg "github.com/pganalyze/pg_query_go/v5"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // ScatterSpec tells the proxy how to run a SELECT on several shards and
@@ -89,6 +91,9 @@ func scatterSpec(sel *pg.SelectStmt) *ScatterSpec {
 	for _, s := range sel.SortClause {
 		sb := s.GetSortBy()
 		col, name := columnIndex(sb.Node, names), ""
+		if col < 0 {
+			col = exprIndex(sb.Node, sel.TargetList)
+		}
 		if _, c, ok := columnOf(sb.Node); col < 0 && ok && hasStar(sel.TargetList) {
 			name = c // resolved against the result's columns
 		} else if col < 0 {
@@ -139,6 +144,9 @@ func (spec *ScatterSpec) aggregates(sel *pg.SelectStmt, names []string) string {
 	groups := map[int]bool{}
 	for _, g := range sel.GroupClause {
 		col := columnIndex(g, names)
+		if col < 0 {
+			col = exprIndex(g, sel.TargetList)
+		}
 		if col < 0 {
 			return "GROUP BY an expression that is not in the select list, across shards"
 		}
@@ -205,6 +213,45 @@ func columnIndex(n *pg.Node, names []string) int {
 		}
 	}
 	return -1
+}
+
+// exprIndex finds a select-list entry whose expression is n written again
+// (GROUP BY length(name) for SELECT length(name) ...); -1 if none.
+func exprIndex(n *pg.Node, targets []*pg.Node) int {
+	want := withoutLocations(n)
+	for i, t := range targets {
+		if proto.Equal(want, withoutLocations(t.GetResTarget().GetVal())) {
+			return i
+		}
+	}
+	return -1
+}
+
+// withoutLocations copies a node with every source position zeroed, so two
+// spellings of one expression compare equal.
+func withoutLocations(n *pg.Node) *pg.Node {
+	if n == nil {
+		return nil
+	}
+	c := proto.Clone(n).(*pg.Node)
+	var zero func(m protoreflect.Message)
+	zero = func(m protoreflect.Message) {
+		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			switch {
+			case fd.Name() == "location" && fd.Kind() == protoreflect.Int32Kind:
+				m.Clear(fd)
+			case fd.Kind() == protoreflect.MessageKind && fd.IsList():
+				for i := 0; i < v.List().Len(); i++ {
+					zero(v.List().Get(i).Message())
+				}
+			case fd.Kind() == protoreflect.MessageKind && !fd.IsMap():
+				zero(v.Message())
+			}
+			return true
+		})
+	}
+	zero(c.ProtoReflect())
+	return c
 }
 
 func hasStar(targets []*pg.Node) bool {
