@@ -491,3 +491,18 @@ EOF
 mv "$RESULTS/latest.md.tmp" "$RESULTS/latest.md"
 echo
 cat "$RESULTS/latest.md"
+
+# --- cross-shard queries: bench/scatter ----------------------------------
+# Its own 3-shard sandbox and in-process proxy against one PostgreSQL database
+# holding all rows; its markdown section is appended to latest.md.
+say "running bench/scatter (scatter queries, 3 shards vs one PostgreSQL; about $((6 * DURATION + 30))s)"
+"$GO" run ./bench/scatter -duration "${DURATION}s" -out "$WORK/scatter.md" >"$RAW/scatter.txt" 2>&1 || {
+	tail -20 "$RAW/scatter.txt" >&2
+	die "bench/scatter failed: see $RAW/scatter.txt"
+}
+{
+	echo
+	cat "$WORK/scatter.md"
+} >>"$RESULTS/latest.md"
+echo
+cat "$WORK/scatter.md"

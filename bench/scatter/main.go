@@ -1,0 +1,358 @@
+// Command scatter benchmarks cross-shard (scatter-gather) queries: the same
+// SELECTs through shardgate over 3 shards and straight to one PostgreSQL
+// database holding all the rows, and prints a markdown section with the
+// latencies. bench/run.sh runs it as the last step of `make bench`:
+//
+//	go run ./bench/scatter -rows 200000 -duration 10s -clients 4 -out scatter.md
+//
+// It starts its own 3-shard sandbox (no replicas) in a temporary directory and
+// an in-process proxy, loads users 1..rows into the shards (each row where the
+// hashing contract places it) and into database "flat" on shard 0's primary,
+// checks that both targets return identical results, then runs each query
+// for -duration with -clients connections per target, targets taking turns.
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/shardgate/shardgate"
+	"github.com/shardgate/shardgate/proxy"
+	"github.com/shardgate/shardgate/sandbox"
+	"github.com/shardgate/shardgate/topology"
+)
+
+const shards = 3
+
+var queries = []struct{ name, sql string }{
+	{"count", "SELECT count(*) FROM users"},
+	{"order-by-limit", "SELECT id, name FROM users ORDER BY name LIMIT 10"},
+	{"group-by", "SELECT country, count(*), avg(id) FROM users GROUP BY country ORDER BY country"},
+}
+
+var countries = []string{"de", "fr", "jp", "us"}
+
+func main() {
+	rows := flag.Int("rows", 200000, "rows in users")
+	duration := flag.Duration("duration", 10*time.Second, "how long each query runs per target")
+	clients := flag.Int("clients", 4, "concurrent connections per run")
+	out := flag.String("out", "", "also write the markdown section to this file")
+	flag.Parse()
+	if *rows < 1 || *clients < 1 || *duration <= 0 {
+		fatalf("-rows, -clients and -duration must be positive")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	md, err := run(ctx, *rows, *duration, *clients)
+	if err != nil {
+		fatalf("%v", err)
+	}
+	fmt.Print(md)
+	if *out != "" {
+		if err := os.WriteFile(*out, []byte(md), 0o644); err != nil {
+			fatalf("%v", err)
+		}
+	}
+}
+
+func fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "scatter: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "scatter: "+format+"\n", args...)
+}
+
+func run(ctx context.Context, rows int, duration time.Duration, clients int) (string, error) {
+	dir, err := os.MkdirTemp("", "shardgate-scatter-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(dir)
+	// The sandbox runs PostgreSQL as the postgres user when we are root: it
+	// must be able to reach its directories.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", err
+	}
+	logf("starting a %d-shard sandbox in %s", shards, dir)
+	c, err := sandbox.Start(ctx, sandbox.Options{Dir: dir, Shards: shards, Replicas: sandbox.NoReplicas, Fast: true, Schema: shardgate.SandboxSchema})
+	if err != nil {
+		return "", fmt.Errorf("sandbox: %w", err)
+	}
+	defer c.Stop()
+
+	cfg, err := topology.ParseConfig("bench.yaml", c.ConfigYAML("127.0.0.1:0"))
+	if err != nil {
+		return "", err
+	}
+	topo, err := topology.New(cfg)
+	if err != nil {
+		return "", err
+	}
+	srv, err := proxy.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		return "", err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	served := make(chan struct{})
+	go func() { srv.Serve(sctx, ln); close(served) }()
+	defer func() { cancel(); <-served }()
+	proxyDSN := "postgres://postgres@" + ln.Addr().String() + "/" + c.Database + "?sslmode=disable"
+	flatDSN := c.Shards[0].Primary.DSN("flat")
+
+	logf("loading %d users into %d shards and into database flat", rows, shards)
+	if err := load(ctx, c, topo, rows); err != nil {
+		return "", fmt.Errorf("loading: %w", err)
+	}
+
+	targets := []struct{ name, dsn string }{{"postgres (flat)", flatDSN}, {"shardgate (3 shards)", proxyDSN}}
+	var b strings.Builder
+	fmt.Fprintf(&b, "## Cross-shard queries (3 shards vs one Postgres with all rows)\n\n")
+	fmt.Fprintf(&b, "`users` with %d rows: spread over %d shards (no replicas) behind shardgate (in-process proxy, pool.size 20), "+
+		"and all in one database on one of the same PostgreSQL instances (flat). %d clients per run, each its own pgx "+
+		"connection (default exec mode: prepared statements) looping the query for %s; targets take turns per query. "+
+		"Results were checked to be identical on both targets. Latencies in ms (nearest rank); ratios are shardgate/flat.\n\n",
+		rows, shards, clients, duration)
+	b.WriteString("| query | target | queries | qps | p50 ms | p95 ms | p99 ms | p50 ratio | p99 ratio |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, q := range queries {
+		if err := verify(ctx, proxyDSN, flatDSN, q.sql); err != nil {
+			return "", fmt.Errorf("%s: %w", q.name, err)
+		}
+		var res [2]result
+		for i, t := range targets {
+			r, err := measure(ctx, t.dsn, q.sql, duration, clients)
+			if err != nil {
+				return "", fmt.Errorf("%s via %s: %w", q.name, t.name, err)
+			}
+			res[i] = r
+			logf("%-15s %-21s %7d queries, p50 %.3f ms, p99 %.3f ms", q.name, t.name, r.n, ms(r.pct(0.50)), ms(r.pct(0.99)))
+		}
+		for i, t := range targets {
+			r := res[i]
+			r50, r99 := "", ""
+			if i == 1 {
+				r50 = ratio(r.pct(0.50), res[0].pct(0.50))
+				r99 = ratio(r.pct(0.99), res[0].pct(0.99))
+			}
+			fmt.Fprintf(&b, "| `%s` | %s | %d | %.0f | %.3f | %.3f | %.3f | %s | %s |\n", q.sql, t.name, r.n,
+				float64(r.n)/r.elapsed.Seconds(), ms(r.pct(0.50)), ms(r.pct(0.95)), ms(r.pct(0.99)), r50, r99)
+		}
+	}
+	b.WriteString("\n")
+	return b.String(), nil
+}
+
+// load fills users on every shard with the ids the hashing contract places
+// there, and database flat on shard 0's primary with all of them.
+func load(ctx context.Context, c *sandbox.Cluster, topo *topology.Topology, rows int) error {
+	perShard := make([][][]any, shards)
+	all := make([][]any, 0, rows)
+	var key []byte
+	for id := int64(1); id <= int64(rows); id++ {
+		var err error
+		key, err = topology.AppendCanonicalText(key[:0], topology.KeyBigint, strconv.FormatInt(id, 10))
+		if err != nil {
+			return err
+		}
+		row := []any{id, "user " + strconv.FormatInt(id, 10), countries[id%4]}
+		s := topo.Lookup(topology.Hash(key)).Shard
+		perShard[s] = append(perShard[s], row)
+		all = append(all, row)
+	}
+	admin, err := pgx.Connect(ctx, c.Shards[0].Primary.DSN(c.Database))
+	if err != nil {
+		return err
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE flat"); err != nil {
+		return err
+	}
+	fill := func(dsn string, schema bool, data [][]any) error {
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(ctx)
+		if schema {
+			if _, err := conn.Exec(ctx, shardgate.SandboxSchema); err != nil {
+				return err
+			}
+		}
+		if _, err := conn.CopyFrom(ctx, pgx.Identifier{"users"}, []string{"id", "name", "country"}, pgx.CopyFromRows(data)); err != nil {
+			return err
+		}
+		_, err = conn.Exec(ctx, "VACUUM ANALYZE users")
+		return err
+	}
+	for i, sh := range c.Shards {
+		if err := fill(sh.Primary.DSN(c.Database), false, perShard[i]); err != nil {
+			return fmt.Errorf("shard %s: %w", sh.Name, err)
+		}
+		logf("shard %s: %d rows", sh.Name, len(perShard[i]))
+	}
+	return fill(c.Shards[0].Primary.DSN("flat"), true, all)
+}
+
+// verify runs sql once on both targets (simple protocol, text results) and
+// fails unless the results are identical.
+func verify(ctx context.Context, proxyDSN, flatDSN, sql string) error {
+	get := func(dsn string) ([][][]byte, error) {
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			return nil, err
+		}
+		defer conn.Close(ctx)
+		res, err := conn.PgConn().Exec(ctx, sql).ReadAll()
+		if err != nil {
+			return nil, err
+		}
+		if len(res) != 1 {
+			return nil, fmt.Errorf("%d results", len(res))
+		}
+		return res[0].Rows, nil
+	}
+	got, err := get(proxyDSN)
+	if err != nil {
+		return fmt.Errorf("through shardgate: %w", err)
+	}
+	want, err := get(flatDSN)
+	if err != nil {
+		return fmt.Errorf("on flat: %w", err)
+	}
+	if len(want) == 0 || !slices.EqualFunc(got, want, func(a, b [][]byte) bool {
+		return slices.EqualFunc(a, b, bytes.Equal)
+	}) {
+		return fmt.Errorf("results differ:\nshardgate: %s\nflat:      %s", show(got), show(want))
+	}
+	return nil
+}
+
+func show(rows [][][]byte) string {
+	var parts []string
+	for _, r := range rows {
+		var cols []string
+		for _, v := range r {
+			cols = append(cols, string(v))
+		}
+		parts = append(parts, "("+strings.Join(cols, ", ")+")")
+	}
+	return strings.Join(parts, " ")
+}
+
+type result struct {
+	n       int
+	elapsed time.Duration
+	lat     []time.Duration // sorted
+}
+
+// pct returns the p-th quantile by nearest rank.
+func (r result) pct(p float64) time.Duration {
+	if len(r.lat) == 0 {
+		return 0
+	}
+	i := int(p*float64(len(r.lat))+0.999999) - 1
+	return r.lat[max(0, min(i, len(r.lat)-1))]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / 1e6 }
+
+func ratio(a, b time.Duration) string {
+	if b <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", float64(a)/float64(b))
+}
+
+// measure runs sql on clients connections to dsn for duration.
+func measure(ctx context.Context, dsn, sql string, duration time.Duration, clients int) (result, error) {
+	conns := make([]*pgx.Conn, clients)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close(context.Background())
+			}
+		}
+	}()
+	for i := range conns {
+		var err error
+		if conns[i], err = pgx.Connect(ctx, dsn); err != nil {
+			return result{}, err
+		}
+		for range 3 { // warm up: prepare, fill caches
+			if err := query(ctx, conns[i], sql); err != nil {
+				return result{}, err
+			}
+		}
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		all  []time.Duration
+		errs []error
+	)
+	start := time.Now()
+	deadline := start.Add(duration)
+	for _, conn := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lat := make([]time.Duration, 0, 1024)
+			var err error
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				t := time.Now()
+				if err = query(ctx, conn, sql); err != nil {
+					break
+				}
+				lat = append(lat, time.Since(t))
+			}
+			mu.Lock()
+			all = append(all, lat...)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if len(errs) > 0 {
+		return result{}, errs[0]
+	}
+	if err := ctx.Err(); err != nil {
+		return result{}, err
+	}
+	slices.Sort(all)
+	return result{n: len(all), elapsed: elapsed, lat: all}, nil
+}
+
+func query(ctx context.Context, conn *pgx.Conn, sql string) error {
+	rows, err := conn.Query(ctx, sql)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+	}
+	rows.Close()
+	return rows.Err()
+}
