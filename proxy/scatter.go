@@ -38,6 +38,9 @@ func (c *client) scatter(plan router.Plan, u unit) error {
 		return c.refuse(&router.Error{Code: router.CodeFeatureNotSupported, Message: "a query across shards cannot run inside a transaction block yet"})
 	}
 	spec := plan.Scatter
+	if spec.CopyOut {
+		return c.copyOut(plan, u)
+	}
 	req, rerr := c.scatterRequest(spec, u)
 	if rerr != nil {
 		return c.refuse(rerr)

@@ -24,6 +24,9 @@ type ScatterSpec struct {
 	Aggregate bool
 	Output    []OutputCol
 	Refusal   string // non-empty: a construct the merger cannot reproduce
+	// CopyOut: COPY ... TO STDOUT, gathered by concatenating the shards'
+	// data; CopyHeader: the CSV header line comes from the first shard only.
+	CopyOut, CopyHeader bool
 }
 
 // SortSpec orders by output column Col, or, under SELECT *, by the column

@@ -95,6 +95,10 @@ func analyze(t *topology.Topology, node *pg.Node) *Statement {
 			inner.Role = RolePrimary // EXPLAIN ANALYZE runs the statement
 		}
 		return inner
+	case node.GetCopyStmt() != nil:
+		st := analyzeCopy(t, node.GetCopyStmt())
+		st.FromText = true
+		return st
 	case isDDL(node):
 		return &Statement{Class: ClassAll, Role: RolePrimary, Reason: "DDL runs on every shard"}
 	}
@@ -240,4 +244,48 @@ func (s *Statement) mayScatter() bool {
 		}
 	}
 	return false
+}
+
+// analyzeCopy routes COPY ... TO STDOUT: a relation or query on one shard
+// passes through; one spread over shards is gathered by concatenation,
+// which is exact only without ORDER BY, LIMIT, DISTINCT or aggregates.
+func analyzeCopy(t *topology.Topology, c *pg.CopyStmt) *Statement {
+	switch {
+	case c.IsFrom:
+		return refused("COPY FROM is not supported yet")
+	case c.Filename != "" || c.IsProgram:
+		return refused("COPY to a server file or program is not supported: use COPY ... TO STDOUT")
+	}
+	header := false
+	for _, o := range c.Options {
+		if d := o.GetDefElem(); d != nil && d.Defname == "header" {
+			header = d.Arg == nil || d.Arg.GetBoolean().GetBoolval() || d.Arg.GetString_().GetSval() == "true" || d.Arg.GetString_().GetSval() == "on"
+		}
+	}
+	if c.Query != nil {
+		inner := analyze(t, c.Query)
+		if inner.Scatter == nil {
+			return inner // one shard, any shard, or a refusal
+		}
+		out := *inner
+		sp := *inner.Scatter
+		if sp.Refusal == "" && (sp.SQL != "" || len(sp.Sort) > 0 || sp.Limit >= 0 || sp.Offset > 0 || sp.Distinct || sp.Aggregate) {
+			sp.Refusal = "COPY of a query with ORDER BY, LIMIT, DISTINCT or aggregates"
+		}
+		sp.SQL, sp.CopyOut, sp.CopyHeader = "", true, header
+		out.Scatter = &sp
+		return &out
+	}
+	rel := c.Relation
+	table, sharded := t.Tables[rel.Relname]
+	switch {
+	case isSystemRelation(rel) || t.Reference[rel.Relname]:
+		return &Statement{Class: ClassAny, Role: RoleReplica, Reason: "COPY of a table every shard holds"}
+	case !sharded:
+		return refused("table %q is not in shardgate's config: add it to tables (with its shard_key) or to reference_tables", rel.Relname)
+	}
+	st := scatter(rel.Relname, table)
+	st.Role = RoleReplica
+	st.Scatter = &ScatterSpec{Limit: -1, CopyOut: true, CopyHeader: header}
+	return st
 }
