@@ -317,6 +317,9 @@ func serverNameOr(p *prepared, clientName []byte) string {
 // serverHas reports whether sc has p prepared, or will once the batch
 // being built reaches it, and marks it used by this batch.
 func (c *client) serverHas(sc *pool.Conn, p *prepared) bool {
+	if slices.Contains(c.willClose, p.serverName) {
+		return slices.Contains(c.willHave, p.serverName) // closed, then prepared again
+	}
 	if _, ok := sc.Prepared[p.serverName]; ok {
 		sc.Prepared[p.serverName] = sc.Batch
 		return true
@@ -327,29 +330,33 @@ func (c *client) serverHas(sc *pool.Conn, p *prepared) bool {
 // makeRoom closes sc's least recently used statement when preparing one
 // more would exceed pool.prepared_statements. Statements this batch uses
 // are never chosen.
+//
+// The victim leaves sc.Prepared only when the server confirms the Close: an
+// earlier error in the batch makes the server skip it, and the statement
+// then stays.
 func (c *client) makeRoom(sc *pool.Conn, ops []op) []op {
-	if len(sc.Prepared)+len(c.willHave) < c.rt.cfg.Pool.PreparedStatements {
+	if len(sc.Prepared)-len(c.willClose)+len(c.willHave) < c.rt.cfg.Pool.PreparedStatements {
 		return ops
 	}
 	victim, oldest := "", sc.Batch
 	for name, used := range sc.Prepared {
-		if used < oldest {
+		if used < oldest && !slices.Contains(c.willClose, name) {
 			victim, oldest = name, used
 		}
 	}
 	if victim == "" {
 		return ops
 	}
-	delete(sc.Prepared, victim)
+	c.willClose = append(c.willClose, victim)
 	body := append(append([]byte{'S'}, victim...), 0)
 	c.sout = appendMessage(c.sout, 'C', body)
-	return append(ops, op{typ: 'C', drop: true})
+	return append(ops, op{typ: 'C', drop: true, closing: victim})
 }
 
 // buildBatch turns the batch into bytes for sc in c.sout, rewriting
 // statement names and preparing statements sc lacks, and returns the ops.
 func (c *client) buildBatch(sc *pool.Conn, ops []op) []op {
-	c.willHave = c.willHave[:0]
+	c.willHave, c.willClose = c.willHave[:0], c.willClose[:0]
 	sc.Batch++
 	unnamedSent := false
 	ensure := func(p *prepared) {

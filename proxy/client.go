@@ -84,8 +84,9 @@ type client struct {
 	srvStatus byte                // server's last ReadyForQuery status while held
 	pending   []byte              // deferred transaction start, a simple query text
 
-	ops      []op     // reused per round trip
-	willHave []string // server-side names the batch being built prepares
+	ops       []op     // reused per round trip
+	willHave  []string // server-side names the batch being built prepares
+	willClose []string // server-side names it closes to make room
 
 	// Session settings: what the client has SET (and started with), the
 	// SETs of the open transaction, and whether it ended in ROLLBACK.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/shardgate/shardgate/topology"
 )
@@ -237,5 +238,47 @@ func TestServerConnectTimeout(t *testing.T) {
 	}
 	if _, err := conn.Exec(t.Context(), fmt.Sprintf("SELECT * FROM users WHERE id = %d", onShard[0])); err != nil {
 		t.Fatalf("a query for the healthy shard failed: %v", err)
+	}
+}
+
+// TestEvictionSkippedByError: when an error earlier in a batch makes the
+// server skip the proxy's Close of an evicted statement, the proxy must
+// still know the server has it.
+func TestEvictionSkippedByError(t *testing.T) {
+	dsn := proxyWith(t, func(c *topology.Config) {
+		c.Pool.Size = 1
+		c.Pool.PreparedStatements = 1
+	})
+	ctx := t.Context()
+	conn, err := pgconn.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Prepare(ctx, "a", "SELECT 1 FROM users WHERE id = 1", nil); err != nil {
+		t.Fatal(err)
+	}
+	if res := conn.ExecPrepared(ctx, "a", nil, nil, nil).Read(); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	p := conn.StartPipeline(ctx)
+	p.SendQueryParams("SELECT 1/0 FROM users WHERE id = 1", nil, nil, nil, nil)
+	p.SendPrepare("b", "SELECT 2 FROM users WHERE id = 1", nil)
+	p.SendPipelineSync()
+	p.Flush()
+	for {
+		r, err := p.GetResults()
+		if _, ok := r.(*pgconn.PipelineSync); ok || (r == nil && err == nil) {
+			break
+		}
+		if rr, ok := r.(*pgconn.ResultReader); ok {
+			rr.Close()
+		}
+	}
+	p.Close()
+	for i := 0; i < 3; i++ {
+		if res := conn.ExecPrepared(ctx, "a", nil, nil, nil).Read(); res.Err != nil {
+			t.Fatalf("statement a after a batch whose eviction was skipped: %v", res.Err)
+		}
 	}
 }

@@ -25,6 +25,7 @@ type op struct {
 	prepared   *prepared
 	clientName string // register (Parse) or forget (Close) this client name
 	forget     bool
+	closing    string // a server-side statement the proxy closes to make room
 }
 
 // relayResult summarises one exchange.
@@ -114,6 +115,10 @@ func (c *client) send(sc *pool.Conn, ops []op, sink *[]byte, stream bool) (res r
 			switch typ {
 			case '1':
 				c.parsed(sc, o)
+			case '3':
+				if o.closing != "" {
+					delete(sc.Prepared, o.closing)
+				}
 			case 'Z':
 				res.status, errored = msg[5], false
 			}
