@@ -63,9 +63,32 @@ func (c *client) batchTxLocal() bool {
 		c.state, c.pending, c.txSettings = state, c.pending[:pendingLen], c.txSettings[:settingsLen]
 		c.sessionHint, c.txHint = session, tx
 	}()
+	executed, local := false, true
+	c.walkBatch(func(typ byte, current *prepared, _ []byte) bool {
+		switch typ {
+		case 'E':
+			if current == nil {
+				local = false
+				break
+			}
+			plan := c.srv.router.RouteHinted(current.analysis, nil, nil, c.hint())
+			local = plan.Target == router.TargetNone && c.answerTx(plan, current.query())
+			executed = true
+		case 'H':
+			local = false
+		}
+		return local
+	})
+	return local && executed
+}
+
+// walkBatch calls fn for each message of the batch with the statement the
+// last Bind so far named and that Bind's body after the statement name;
+// fn returns false to stop.
+func (c *client) walkBatch(fn func(typ byte, current *prepared, bindRest []byte) bool) {
 	bi := 0
 	var current *prepared
-	executed := false
+	var bindRest []byte
 	for _, m := range c.batch.msgs {
 		body := c.batch.body(m)
 		switch m.typ {
@@ -75,20 +98,11 @@ func (c *client) batchTxLocal() bool {
 			}
 		case 'B':
 			_, rest, _ := cstring(body)
-			stmt, _, _ := cstring(rest)
-			current = c.lookupAt(string(stmt), bi)
-		case 'E':
-			if current == nil {
-				return false
-			}
-			plan := c.srv.router.RouteHinted(current.analysis, nil, nil, c.hint())
-			if plan.Target != router.TargetNone || !c.answerTx(plan, current.query()) {
-				return false
-			}
-			executed = true
-		case 'H':
-			return false
+			stmt, rest, _ := cstring(rest)
+			current, bindRest = c.lookupAt(string(stmt), bi), rest
+		}
+		if !fn(m.typ, current, bindRest) {
+			return
 		}
 	}
-	return executed
 }

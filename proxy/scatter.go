@@ -160,20 +160,10 @@ func (c *client) scatterRequest(spec *router.ScatterSpec, u unit) ([]byte, *rout
 	}
 	var prep *prepared
 	var bind []byte
-	bi := 0
-	for _, m := range c.batch.msgs {
-		body := c.batch.body(m)
-		switch m.typ {
-		case 'P':
-			if name, _, _ := cstring(body); len(name) > 0 {
-				bi++
-			}
-		case 'B':
-			_, rest, _ := cstring(body)
-			stmt, rest, _ := cstring(rest)
-			prep, bind = c.lookupAt(string(stmt), bi), rest
-		}
-	}
+	c.walkBatch(func(_ byte, current *prepared, bindRest []byte) bool {
+		prep, bind = current, bindRest
+		return true
+	})
 	if prep == nil || bind == nil {
 		return nil, &router.Error{Code: router.CodeFeatureNotSupported, Message: "a cross-shard query must be bound in the same batch"}
 	}
