@@ -225,16 +225,8 @@ func TestDrain(t *testing.T) {
 	defer stop()
 	ctx := t.Context()
 	dsn := "postgres://postgres@" + addr + "/app?sslmode=disable"
-	idle, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer idle.Close(context.Background())
-	busy, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer busy.Close(context.Background())
+	idle := dial(t, dsn, pgx.QueryExecModeCacheStatement, nil)
+	busy := dial(t, dsn, pgx.QueryExecModeCacheStatement, nil)
 	key := int64(9_200_000)
 	tx, err := busy.Begin(ctx)
 	if err != nil {

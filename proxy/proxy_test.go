@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -351,26 +350,13 @@ func TestUnknownDatabase(t *testing.T) {
 // and expects a second client to get a clear error, then succeed once the
 // connection is free.
 func TestPoolWaitTimeout(t *testing.T) {
-	addr, stop, err := startProxy(func(c *topology.Config) {
+	dsn := proxyWith(t, func(c *topology.Config) {
 		c.Pool.Size = 1
 		c.Pool.QueryWaitTimeout = topology.Duration(300 * time.Millisecond)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
 	ctx := t.Context()
-	dsn := "postgres://postgres@" + addr + "/app?sslmode=disable"
-	holder, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holder.Close(context.Background())
-	waiter, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer waiter.Close(context.Background())
+	holder := dial(t, dsn, pgx.QueryExecModeCacheStatement, nil)
+	waiter := dial(t, dsn, pgx.QueryExecModeCacheStatement, nil)
 	key := int64(5_000_000)
 	tx, err := holder.Begin(ctx)
 	if err != nil {

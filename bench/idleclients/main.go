@@ -67,33 +67,22 @@ func run(addr, user, database string, n, parallel int, hold, timeout time.Durati
 
 	began := time.Now()
 	var (
-		next     atomic.Int64
 		retries  atomic.Int64
 		firstErr error
 		errOnce  sync.Once
-		wg       sync.WaitGroup
 	)
-	next.Store(-1)
-	for range max(1, parallel) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1))
-				if i >= n || ctx.Err() != nil {
-					return
-				}
-				c, err := connect(ctx, addr, startup, timeout, &retries)
-				if err != nil {
-					errOnce.Do(func() { firstErr = fmt.Errorf("connection %d: %w", i+1, err) })
-					next.Store(int64(n)) // stop the other workers
-					return
-				}
-				conns[i] = c
-			}
-		}()
-	}
-	wg.Wait()
+	forEach(n, parallel, func(i int) bool {
+		if ctx.Err() != nil {
+			return false
+		}
+		c, err := connect(ctx, addr, startup, timeout, &retries)
+		if err != nil {
+			errOnce.Do(func() { firstErr = fmt.Errorf("connection %d: %w", i+1, err) })
+			return false // stop the other workers
+		}
+		conns[i] = c
+		return true
+	})
 	if firstErr != nil {
 		return fmt.Errorf("%w (after %d connected)", firstErr, countOpen(conns))
 	}
@@ -243,8 +232,22 @@ func verifyAll(conns []net.Conn, parallel int, timeout time.Duration) int {
 	binary.BigEndian.PutUint32(msg[1:], uint32(4+len(query)))
 	msg = append(msg, query...)
 
+	var ok atomic.Int64
+	forEach(len(conns), parallel, func(i int) bool {
+		c := conns[i]
+		c.SetDeadline(time.Now().Add(timeout))
+		if _, err := c.Write(msg); err == nil && readUntilReady(c) == nil {
+			ok.Add(1)
+		}
+		return true
+	})
+	return int(ok.Load())
+}
+
+// forEach calls fn(0..n-1) from up to parallel workers; fn returning false
+// stops every worker.
+func forEach(n, parallel int, fn func(i int) bool) {
 	var (
-		ok   atomic.Int64
 		next atomic.Int64
 		wg   sync.WaitGroup
 	)
@@ -255,20 +258,15 @@ func verifyAll(conns []net.Conn, parallel int, timeout time.Duration) int {
 			defer wg.Done()
 			for {
 				i := int(next.Add(1))
-				if i >= len(conns) {
+				if i >= n {
 					return
 				}
-				c := conns[i]
-				c.SetDeadline(time.Now().Add(timeout))
-				if _, err := c.Write(msg); err != nil {
-					continue
-				}
-				if readUntilReady(c) == nil {
-					ok.Add(1)
+				if !fn(i) {
+					next.Store(int64(n))
+					return
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	return int(ok.Load())
 }
