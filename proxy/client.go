@@ -83,6 +83,9 @@ type client struct {
 	midBatch  bool                // extended batch flushed but not yet synced: keep held
 	srvStatus byte                // server's last ReadyForQuery status while held
 	pending   []byte              // deferred transaction start, a simple query text
+	txBegin   []byte              // the transaction's BEGIN, for shards it reaches later
+	branches  []branch            // the transaction's other shards (two_phase_commit)
+	savepoint bool                // the transaction has made a savepoint
 
 	ops       []op     // reused per round trip
 	willHave  []string // server-side names the batch being built prepares
@@ -161,7 +164,10 @@ func (c *client) close() {
 		// Mid-transaction disconnect: the server connection's state is
 		// unknown to the pool, so it is not reused.
 		c.held.MarkBroken()
-		c.releaseHeld()
+		for _, b := range c.branches {
+			b.sc.MarkBroken()
+		}
+		c.endBranches()
 	}
 	c.releaseSession()
 	c.conn.Close()

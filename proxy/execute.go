@@ -71,8 +71,10 @@ func (c *client) answerTx(plan router.Plan, sql []byte) bool {
 	case op == router.TxBegin && c.state == txIdle:
 		c.state = txPending
 		c.pending = append(c.pending[:0], sql...)
+		c.txBegin = append(c.txBegin[:0], sql...)
 	case op == router.TxOther && c.state == txPending:
 		c.pending = append(append(c.pending, ';'), sql...)
+		c.savepoint = c.savepoint || plan.Tag == "SAVEPOINT"
 		if plan.Set != nil {
 			c.txSettings = append(c.txSettings, plan.Set)
 		}
@@ -107,10 +109,7 @@ func (c *client) execute(plan router.Plan, u unit) error {
 		plan.Target = router.TargetAny // e.g. COMMIT outside a transaction: let Postgres warn
 	}
 	if c.held != nil {
-		if (plan.Target == router.TargetShard && plan.Shard != c.heldShard) || plan.Target == router.TargetAll {
-			return c.refuse(c.crossShard(plan))
-		}
-		return c.runHeld(u)
+		return c.inTransaction(plan, u)
 	}
 	if c.state == txPending && u.query == nil && !c.batch.executes() && c.batch.synced() {
 		return c.describeOutside()
@@ -131,6 +130,31 @@ func (c *client) execute(plan router.Plan, u unit) error {
 	}
 	if err := c.acquire(plan.Shard); err != nil {
 		return c.refuse(acquireError(err))
+	}
+	return c.runHeld(u)
+}
+
+// inTransaction runs a unit inside the transaction the held connection
+// carries, taking in another shard when the config allows it.
+func (c *client) inTransaction(plan router.Plan, u unit) error {
+	if len(c.branches) > 0 {
+		switch {
+		case plan.Tx == router.TxCommit || plan.Tx == router.TxRollback:
+			return c.finishBranches(plan, u)
+		case plan.Tx == router.TxOther && plan.Set == nil:
+			return c.refuse(errSavepointAcross)
+		}
+	}
+	if plan.Tx == router.TxOther && plan.Tag == "SAVEPOINT" {
+		c.savepoint = true
+	}
+	switch {
+	case plan.Target == router.TargetShard && plan.Shard != c.heldShard && c.srvStatus == 'E':
+		return c.refuse(errAborted)
+	case plan.Target == router.TargetShard && plan.Shard != c.heldShard && c.canJoin():
+		return c.switchTo(plan.Shard, u)
+	case plan.Target == router.TargetShard && plan.Shard != c.heldShard, plan.Target == router.TargetAll:
+		return c.refuse(c.crossShard(plan))
 	}
 	return c.runHeld(u)
 }
@@ -192,7 +216,9 @@ func (c *client) abort() error {
 	ops = append(ops, op{typ: 'Q', drop: true})
 	var sink []byte // the client never sees the rollback's answer
 	_, err := c.send(c.held, ops, &sink, false)
+	c.dropBranches()
 	c.releaseHeld()
+	c.savepoint = false
 	return err
 }
 
@@ -221,8 +247,9 @@ func (c *client) runHeld(u unit) error {
 	sc := c.held
 	res, err := c.send(sc, c.encode(sc, u, true), &c.out, true)
 	if err != nil {
+		c.dropBranches()
 		c.releaseHeld()
-		c.state = txIdle
+		c.state, c.savepoint = txIdle, false
 		c.pending = c.pending[:0]
 		c.settleSettings(nil, false)
 		return c.serverLost(err)
@@ -232,8 +259,9 @@ func (c *client) runHeld(u unit) error {
 	case 0: // flushed batch without Sync: the server is mid-batch
 		c.midBatch, c.state = true, txActive
 	case 'I':
+		c.dropBranches() // the transaction ended on this shard alone
 		c.midBatch = false
-		c.state = txIdle
+		c.state, c.savepoint = txIdle, false
 		c.txHint = nil
 		if len(c.txSettings) > 0 {
 			c.settleSettings(sc, !res.sawError && !c.rolledBack)

@@ -3,8 +3,6 @@ package proxy
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -98,52 +96,26 @@ func (c *client) broadcastWrite(plan router.Plan, u unit) error {
 		conns[i] = sc
 	}
 	defer c.releaseAll(rt, shards, conns)
-	gid := ""
-	if rt.cfg.TwoPhaseCommit {
-		var b [8]byte
-		rand.Read(b[:])
-		gid = gidPrefix + hex.EncodeToString(b[:])
-	}
 	answers := make([]shardAnswer, len(conns))
 	c.parallel(conns, func(i int, sc *pool.Conn) {
 		// The client's settings, then the transaction, as one query.
 		begin := appendMessage(nil, 'Q', append(appendSettingsSync(nil, c.settings, sc), "BEGIN\x00"...))
 		answers[i] = readAnswer(sc, append(begin, req...), true)
-		if answers[i].err == nil && answers[i].errMsg == nil && gid != "" {
-			answers[i].errMsg = simple(sc, "PREPARE TRANSACTION '"+gid+"'")
+		if answers[i].err != nil {
+			sc.MarkBroken()
 		}
 	})
 	failed := firstFailure(answers)
-	if failed == nil && gid != "" {
-		if err := c.srv.decisions.commit(gid); err != nil {
-			failed = &shardAnswer{errMsg: appendError(nil, &router.Error{Code: "58030", Message: "shardgate: cannot log the commit decision: " + err.Error()})}
-		}
+	if failed != nil && failed.err != nil {
+		c.settle(conns, true)
+		return c.serverLost(failed.err)
 	}
-	finish := "COMMIT"
-	switch {
-	case failed != nil && gid != "":
-		finish = "ROLLBACK PREPARED '" + gid + "'"
-	case failed != nil:
-		finish = "ROLLBACK"
-	case gid != "":
-		finish = "COMMIT PREPARED '" + gid + "'"
-	}
-	c.parallel(conns, func(i int, sc *pool.Conn) {
-		if answers[i].err != nil {
-			return
-		}
-		if msg := simple(sc, finishFor(finish, answers[i], gid)); msg != nil && failed == nil {
-			answers[i].errMsg = msg
-		}
-	})
-	if failed == nil {
-		failed = firstFailure(answers) // a COMMIT that failed: without 2PC, partial
-	}
+	errMsg := c.settle(conns, failed != nil)
 	if failed != nil {
-		if failed.err != nil {
-			return c.serverLost(failed.err)
-		}
-		c.out = append(c.out, failed.errMsg...)
+		errMsg = failed.errMsg
+	}
+	if errMsg != nil {
+		c.out = append(c.out, errMsg...)
 		c.out = appendReadyForQuery(c.out, 'I')
 		return c.flush()
 	}
@@ -151,15 +123,6 @@ func (c *client) broadcastWrite(plan router.Plan, u unit) error {
 		answers = answers[:1] // a reference table: every shard did the same
 	}
 	return c.answerWrite(answers, u)
-}
-
-// finishFor ends one shard's transaction: a shard whose statement failed
-// never prepared, so it rolls back plainly.
-func finishFor(finish string, a shardAnswer, gid string) string {
-	if gid != "" && a.errMsg != nil {
-		return "ROLLBACK"
-	}
-	return finish
 }
 
 func firstFailure(answers []shardAnswer) *shardAnswer {

@@ -1,0 +1,183 @@
+package proxy
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/shardgate/shardgate/pool"
+	"github.com/shardgate/shardgate/router"
+)
+
+// A transaction block that reaches a second shard, with two_phase_commit,
+// keeps one server connection per shard it touched: the current one is
+// c.held, the others wait in c.branches. Each shard gets the client's BEGIN
+// when the transaction first reaches it, so its snapshot starts there (as
+// in Citus: there is no global snapshot). COMMIT prepares every branch,
+// logs the decision, then commits them; ROLLBACK or an error rolls back
+// every branch. Savepoints cannot span shards and are refused once the
+// transaction has more than one.
+
+// branch is one shard's part of a transaction that spans shards.
+type branch struct {
+	sc    *pool.Conn
+	shard int
+	pool  *pool.Pool
+}
+
+var errSavepointAcross = &router.Error{Code: router.CodeFeatureNotSupported, Message: "savepoints are not supported in a transaction across shards"}
+
+// canJoin reports whether the open transaction may take in another shard.
+func (c *client) canJoin() bool {
+	return c.srv.rt.Load().cfg.TwoPhaseCommit && !c.midBatch && c.srvStatus == 'T' && !c.savepoint
+}
+
+// switchTo makes shard's branch the held connection, parking the current
+// one, and runs u there; a shard new to the transaction starts it first.
+func (c *client) switchTo(shard int, u unit) error {
+	c.branches = append(c.branches, branch{c.held, c.heldShard, c.heldPool})
+	c.held = nil
+	for i, b := range c.branches {
+		if b.shard == shard {
+			c.held, c.heldShard, c.heldPool = b.sc, b.shard, b.pool
+			c.branches = append(c.branches[:i], c.branches[i+1:]...)
+			c.activeShard.Store(int32(shard))
+			return c.runHeld(u)
+		}
+	}
+	if err := c.acquire(shard); err != nil {
+		return c.refuse(acquireError(err))
+	}
+	c.state = txPending
+	c.pending = append(c.pending[:0], c.txBegin...)
+	return c.runHeld(u)
+}
+
+// finishBranches answers COMMIT or ROLLBACK of a transaction on several
+// shards: every branch commits (atomically, in two phases) or none does.
+func (c *client) finishBranches(plan router.Plan, u unit) error {
+	tag := c.txTag(plan)
+	if c.srvStatus == 'E' {
+		tag = "ROLLBACK"
+	}
+	conns := c.branchConns()
+	errMsg := c.settle(conns, tag == "ROLLBACK")
+	c.settleSettings(c.held, errMsg == nil && tag == "COMMIT")
+	c.endBranches()
+	if u.query != nil {
+		if errMsg != nil {
+			c.out = append(c.out, errMsg...)
+		} else {
+			c.out = appendCommandComplete(c.out, tag)
+		}
+		c.out = appendReadyForQuery(c.out, 'I')
+		return c.flush()
+	}
+	c.answerBatch(func() { c.out = appendEmpty(c.out, 'n') }, func(*prepared) {
+		if errMsg != nil {
+			c.out = append(c.out, errMsg...)
+			return
+		}
+		c.out = appendCommandComplete(c.out, tag)
+	})
+	return c.flush()
+}
+
+// branchConns lists every connection of the transaction, the held one last.
+func (c *client) branchConns() []*pool.Conn {
+	conns := make([]*pool.Conn, 0, len(c.branches)+1)
+	for _, b := range c.branches {
+		conns = append(conns, b.sc)
+	}
+	return append(conns, c.held)
+}
+
+// endBranches releases every connection of a finished transaction and
+// leaves the client idle.
+func (c *client) endBranches() {
+	for _, b := range c.branches {
+		c.held, c.heldShard, c.heldPool = b.sc, b.shard, b.pool
+		c.releaseHeld()
+	}
+	c.branches = c.branches[:0]
+	c.state, c.pending, c.txHint, c.savepoint, c.midBatch = txIdle, c.pending[:0], nil, false, false
+	c.releaseHeld()
+}
+
+// dropBranches rolls back and releases the parked branches, when the held
+// connection's transaction ended some other way (an error, a lost server).
+func (c *client) dropBranches() {
+	if len(c.branches) == 0 {
+		return
+	}
+	conns := make([]*pool.Conn, len(c.branches))
+	for i, b := range c.branches {
+		conns[i] = b.sc
+	}
+	c.parallel(conns, func(_ int, sc *pool.Conn) { simple(sc, "ROLLBACK") })
+	held, shard, p := c.held, c.heldShard, c.heldPool
+	for _, b := range c.branches {
+		c.held, c.heldShard, c.heldPool = b.sc, b.shard, b.pool
+		c.releaseHeld()
+	}
+	c.branches = c.branches[:0]
+	c.held, c.heldShard, c.heldPool = held, shard, p
+}
+
+// settle ends the transaction open on every conn and returns the error the
+// client should see, if any. rollback (or a failure on any shard) rolls
+// back everywhere. With two_phase_commit and several shards, every shard
+// prepares, the decision is logged durably, and only then do they commit:
+// after a crash Recover finishes what the log decided.
+func (c *client) settle(conns []*pool.Conn, rollback bool) []byte {
+	if rollback {
+		c.parallel(conns, func(_ int, sc *pool.Conn) { simple(sc, "ROLLBACK") })
+		return nil
+	}
+	if len(conns) == 1 || !c.srv.rt.Load().cfg.TwoPhaseCommit {
+		return firstMessage(c.each(conns, func(int) string { return "COMMIT" }))
+	}
+	var b [8]byte
+	rand.Read(b[:])
+	gid := gidPrefix + hex.EncodeToString(b[:])
+	prepared := c.each(conns, func(int) string { return "PREPARE TRANSACTION '" + gid + "'" })
+	failed := firstMessage(prepared)
+	if failed == nil {
+		if err := c.srv.decisions.commit(gid); err != nil {
+			failed = appendError(nil, &router.Error{Code: "58030", Message: "shardgate: cannot log the commit decision: " + err.Error()})
+		}
+	}
+	if failed != nil {
+		c.each(conns, func(i int) string {
+			// A failed PREPARE has already ended its transaction; this
+			// ROLLBACK only warns.
+			if prepared[i] != nil {
+				return "ROLLBACK"
+			}
+			return "ROLLBACK PREPARED '" + gid + "'"
+		})
+		return failed
+	}
+	if msg := firstMessage(c.each(conns, func(int) string { return "COMMIT PREPARED '" + gid + "'" })); msg != nil {
+		c.log().Error("commit decided but not finished on every shard; recovery will finish it", "gid", gid)
+		return appendError(nil, &router.Error{Code: "08006", Message: fmt.Sprintf("shardgate: transaction %s is committed but a shard did not confirm; it finishes when that shard is reachable", gid)})
+	}
+	return nil
+}
+
+// each runs the statement sql(i) on every conns[i] at once and returns
+// each one's ErrorResponse (nil when it succeeded).
+func (c *client) each(conns []*pool.Conn, sql func(i int) string) [][]byte {
+	msgs := make([][]byte, len(conns))
+	c.parallel(conns, func(i int, sc *pool.Conn) { msgs[i] = simple(sc, sql(i)) })
+	return msgs
+}
+
+func firstMessage(msgs [][]byte) []byte {
+	for _, m := range msgs {
+		if m != nil {
+			return m
+		}
+	}
+	return nil
+}

@@ -1,0 +1,140 @@
+package proxy_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/shardgate/shardgate/topology"
+)
+
+// TestCrossShardTransactions: with two_phase_commit, a transaction block
+// that writes to several shards commits on all of them or on none, in
+// both protocols; without it, the second shard's statement is refused.
+func TestCrossShardTransactions(t *testing.T) {
+	ctx := t.Context()
+	keys := keysBy(t, 12_000_000, 2)
+	a, b := keys[0][0], keys[1][0]
+
+	plain := connect(t, pgx.QueryExecModeSimpleProtocol)
+	tx, err := plain.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, tx, "INSERT INTO users (id, name) VALUES ($1, 'dtx')", a)
+	if _, err := tx.Exec(ctx, "INSERT INTO users (id, name) VALUES ($1, 'dtx')", b); sqlState(err) != "0A000" {
+		t.Fatalf("second shard without two_phase_commit: %v", err)
+	}
+	tx.Rollback(ctx)
+
+	log := filepath.Join(t.TempDir(), "decisions.log")
+	dsn := proxyWith(t, func(c *topology.Config) {
+		c.TwoPhaseCommit, c.DecisionLog = true, log
+		c.Tables["dtx"] = topology.TableConfig{ShardKey: "id"}
+	})
+	setup := dial(t, dsn, pgx.QueryExecModeSimpleProtocol, nil)
+	if _, err := setup.Exec(ctx, "CREATE TABLE dtx (id bigint PRIMARY KEY, v int, UNIQUE (v) DEFERRABLE INITIALLY DEFERRED)"); err != nil {
+		t.Fatal(err)
+	}
+	for i, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec, pgx.QueryExecModeCacheStatement} {
+		conn := dial(t, dsn, mode, nil)
+		base := int64(i * 10)
+
+		// Commit: both rows land, and each shard's reads see the
+		// transaction's own writes when it comes back to them.
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustExec(t, tx, "INSERT INTO dtx (id, v) VALUES ($1, $2)", a, base+1)
+		mustExec(t, tx, "INSERT INTO dtx (id, v) VALUES ($1, $2)", b, base+2)
+		mustExec(t, tx, "UPDATE dtx SET v = v + 100 WHERE id = $1", a)
+		var v int64
+		if err := tx.QueryRow(ctx, "SELECT v FROM dtx WHERE id = $1", b).Scan(&v); err != nil || v != base+2 {
+			t.Fatalf("%s: read inside the transaction: %v %d", mode, err, v)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatalf("%s: commit across shards: %v", mode, err)
+		}
+		assertDtx(t, a, base+101)
+		assertDtx(t, b, base+2)
+
+		// Rollback: neither shard keeps anything.
+		tx, _ = conn.Begin(ctx)
+		mustExec(t, tx, "UPDATE dtx SET v = 0 WHERE id = $1", a)
+		mustExec(t, tx, "UPDATE dtx SET v = -1 WHERE id = $1", b)
+		if err := tx.Rollback(ctx); err != nil {
+			t.Fatal(err)
+		}
+		assertDtx(t, a, base+101)
+		assertDtx(t, b, base+2)
+
+		// A failure on one shard's PREPARE (a deferred unique check) rolls
+		// back the other shard's write too.
+		tx, _ = conn.Begin(ctx)
+		mustExec(t, tx, "UPDATE dtx SET v = 7777 WHERE id = $1", a)
+		mustExec(t, tx, "INSERT INTO dtx (id, v) VALUES ($1, $2)", keys[1][1], base+2)
+		err = tx.Commit(ctx)
+		if sqlState(err) != "23505" {
+			t.Fatalf("%s: commit with a deferred violation: %v", mode, err)
+		}
+		assertDtx(t, a, base+101)
+		tx, _ = conn.Begin(ctx)
+		mustExec(t, tx, "DELETE FROM dtx WHERE id = $1", a)
+		mustExec(t, tx, "DELETE FROM dtx WHERE id = $1", b)
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		assertCount(t, conn, "SELECT count(*) FROM dtx WHERE id = $1", b, 0)
+
+		// An error aborts the whole transaction, on every shard.
+		tx, _ = conn.Begin(ctx)
+		mustExec(t, tx, "INSERT INTO dtx (id, v) VALUES ($1, $2)", a, base+3)
+		if _, err := tx.Exec(ctx, "INSERT INTO dtx (id, v) VALUES ($1, 1 / 0)", b); sqlState(err) != "22012" {
+			t.Fatalf("%s: division by zero: %v", mode, err)
+		}
+		if _, err := tx.Exec(ctx, "SELECT 1 FROM dtx WHERE id = $1", a); sqlState(err) != "25P02" {
+			t.Fatalf("%s: statement after an error: %v", mode, err)
+		}
+		if err := tx.Commit(ctx); !errors.Is(err, pgx.ErrTxCommitRollback) {
+			t.Fatalf("%s: commit of a failed transaction: %v", mode, err)
+		}
+		assertCount(t, conn, "SELECT count(*) FROM dtx WHERE id = $1", a, 0)
+	}
+
+	// Savepoints cannot span shards.
+	conn := dial(t, dsn, pgx.QueryExecModeSimpleProtocol, nil)
+	tx, _ = conn.Begin(ctx)
+	mustExec(t, tx, "SAVEPOINT s1")
+	mustExec(t, tx, "INSERT INTO dtx (id, v) VALUES ($1, 500)", a)
+	if _, err := tx.Exec(ctx, "INSERT INTO dtx (id, v) VALUES ($1, 501)", b); sqlState(err) != "0A000" {
+		t.Fatalf("second shard after a savepoint: %v", err)
+	}
+	tx.Rollback(ctx)
+	assertCount(t, conn, "SELECT count(*) FROM dtx WHERE id = $1", a, 0)
+
+	if data, err := os.ReadFile(log); err != nil || len(data) == 0 {
+		t.Fatalf("no commit decision was logged: %v", err)
+	}
+	for shard := range cluster.Shards {
+		assertCount(t, connectShard(t, shard), "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE $1", "shardgate_%", 0)
+	}
+}
+
+// assertDtx checks a dtx row directly on the shard the contract names.
+func assertDtx(t *testing.T, id, want int64) {
+	t.Helper()
+	var v int64
+	err := connectShard(t, shardOf(t, id)).QueryRow(t.Context(), "SELECT v FROM dtx WHERE id = $1", id).Scan(&v)
+	if err != nil || v != want {
+		t.Fatalf("dtx %d on its shard: %v, v=%d want %d", id, err, v, want)
+	}
+	for shard := range cluster.Shards {
+		if shard != shardOf(t, id) {
+			assertCount(t, connectShard(t, shard), "SELECT count(*) FROM dtx WHERE id = $1", id, 0)
+		}
+	}
+}
