@@ -112,7 +112,7 @@ func applyHint(t *topology.Topology, plan Plan, h *Hint, comment bool, kt topolo
 			return refuse("shardgate hint names shard %s but the statement's key is on shard %s", t.Shards[shard].Name, t.Shards[plan.Shard].Name)
 		}
 	case TargetAny, TargetMulti:
-		plan.Target, plan.Shard, plan.Shards, plan.Err = TargetShard, shard, 0, nil
+		plan.Target, plan.Shard, plan.Shards, plan.Err, plan.Split = TargetShard, shard, 0, nil, false
 		plan.Reason = "shardgate hint: shard " + t.Shards[shard].Name
 	}
 	return plan

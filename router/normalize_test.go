@@ -55,7 +55,7 @@ func TestSimpleMatchesLiteralRouting(t *testing.T) {
 		want := route(r.Topology(), analyzeText(r.Topology(), c.SQL), nil, nil, nil, nil)
 		a, params, _ := r.AnalyzeSimple([]byte(c.SQL), &s)
 		got := r.Route(a, params, nil)
-		if got.Target != want.Target || got.Shard != want.Shard || got.Role != want.Role || (got.Err == nil) != (want.Err == nil) ||
+		if got.Target != want.Target || got.Shard != want.Shard || got.Role != want.Role || got.Split != want.Split || (got.Err == nil) != (want.Err == nil) ||
 			(got.Err != nil && got.Err.Code != want.Err.Code) {
 			t.Errorf("%s:\n normalised %+v\n literal    %+v", c.SQL, got, want)
 		}

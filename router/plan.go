@@ -41,8 +41,9 @@ const (
 	TargetNone
 	// TargetError is refused; Plan.Err says why.
 	TargetError
-	// TargetMulti needs Plan.Shards, several of them. Until cross-shard
-	// execution exists the proxy refuses it with Plan.Err.
+	// TargetMulti needs Plan.Shards, several of them: a merged SELECT
+	// (Plan.Scatter), a split INSERT (Plan.Split), or else refused with
+	// Plan.Err.
 	TargetMulti
 )
 
@@ -80,8 +81,12 @@ type Plan struct {
 	// a reference-table write (TargetAll), or a TargetMulti UPDATE/DELETE
 	// whose Err says why it is refused unless the config allows it.
 	Broadcast bool
-	Reason    string
-	Err       *Error
+	// Split: a multi-row INSERT ... VALUES whose rows are on several
+	// shards; Router.SplitInsert writes one INSERT per shard. Err still
+	// refuses it, for a proxy that does not split.
+	Split  bool
+	Reason string
+	Err    *Error
 }
 
 // Error is a refusal with the SQLSTATE the client sees.

@@ -113,7 +113,13 @@ func analyzeText(t *topology.Topology, sql string) *Analysis {
 	}
 	a := &Analysis{Stmts: make([]*Statement, 0, len(tree.Stmts)), Hint: hint}
 	for _, raw := range tree.Stmts {
-		a.Stmts = append(a.Stmts, analyze(t, raw.Stmt))
+		st := analyze(t, raw.Stmt)
+		// Only a statement of its own: not under EXPLAIN or COPY, not
+		// beside others that would each need the rows' shards.
+		if ins := raw.Stmt.GetInsertStmt(); ins != nil && len(tree.Stmts) == 1 {
+			st.Split = splitRows(ins, st) != nil
+		}
+		a.Stmts = append(a.Stmts, st)
 	}
 	return a
 }
@@ -266,6 +272,9 @@ func routeStatements(t *topology.Topology, a *Analysis, params [][]byte, formats
 		if st := a.Stmts[0]; len(a.Stmts) == 1 && st.Broadcastable && (st.Class == ClassScatter || st.Class == ClassKeyed) {
 			plan.Broadcast = true
 			plan.Err = errorf(CodeFeatureNotSupported, "the write needs shards %s: set allow_broadcast_writes to run it on each of them", shards.names(t))
+		} else if len(a.Stmts) == 1 && st.Split {
+			plan.Split = true
+			plan.Reason = "the rows are on shards " + shards.names(t) + ": one INSERT per shard"
 		} else if len(a.Stmts) == 1 && st.Scatter != nil && len(st.Classes) > 1 {
 			plan.Err = errorf(CodeFeatureNotSupported, "the query joins sharded tables that are not tied by their shard keys across shards %s", shards.names(t))
 		} else if len(a.Stmts) == 1 && st.Scatter != nil {

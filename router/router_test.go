@@ -20,6 +20,7 @@ type routeCase struct {
 	Target string    `yaml:"target"`
 	Role   string    `yaml:"role"`
 	Error  string    `yaml:"error"`
+	Split  bool      `yaml:"split"`
 }
 
 func testRouter(t testing.TB) *Router {
@@ -77,6 +78,14 @@ func TestRouteCases(t *testing.T) {
 			}
 			if plan.Target == TargetMulti && plan.Scatter == nil && (plan.Err == nil || plan.Err.Code != CodeFeatureNotSupported) {
 				t.Fatalf("multi-shard plan without a merge or a refusal: %+v", plan)
+			}
+			if plan.Split != c.Split {
+				t.Errorf("split %v, want %v", plan.Split, c.Split)
+			}
+			if plan.Split {
+				if got, err := splitShards(r, c.SQL, params, formats); err != nil || got != plan.Shards {
+					t.Errorf("SplitInsert: shards %v (%v), plan has %v", got.Slice(), err, plan.Shards.Slice())
+				}
 			}
 			if c.Role != plan.Role.String() {
 				t.Errorf("role %s, want %s", plan.Role, c.Role)

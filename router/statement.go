@@ -50,6 +50,9 @@ type Statement struct {
 	// Broadcastable: an UPDATE or DELETE each shard can run on its own rows
 	// alone, so several shards can run it (when the config allows).
 	Broadcastable bool
+	// Split: a lone INSERT ... VALUES whose every row is pinned by its own
+	// key, which SplitInsert can write as one INSERT per shard.
+	Split bool
 	// FromText marks analyses that keep values from the SQL text (SET), so
 	// they must come from the original text, never a normalised one.
 	FromText bool
