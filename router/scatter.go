@@ -55,8 +55,10 @@ type OutputCol struct {
 
 var mergeableAggs = map[string]bool{"count": true, "sum": true, "min": true, "max": true, "bool_and": true, "bool_or": true, "every": true, "avg": true}
 
-// scatterSpec plans the merge of a SELECT; it may rewrite sel.
-func scatterSpec(sel *pg.SelectStmt) *ScatterSpec {
+// scatterSpec plans the merge of a SELECT; it may rewrite sel. shardKey
+// reports whether a column reference is the shard key of the query's only
+// sharded table.
+func scatterSpec(sel *pg.SelectStmt, shardKey func(*pg.Node) bool) *ScatterSpec {
 	spec := &ScatterSpec{Limit: -1}
 	refuse := func(what string) *ScatterSpec { return &ScatterSpec{Refusal: what} }
 	switch {
@@ -124,7 +126,7 @@ func scatterSpec(sel *pg.SelectStmt) *ScatterSpec {
 		sel.HavingClause = orTrue(sel.HavingClause)
 	}
 	if hasAgg || len(sel.GroupClause) > 0 || spec.Having != nil {
-		if why := spec.aggregates(sel, names, h.consts); why != "" {
+		if why := spec.aggregates(sel, names, shardKey, h.consts); why != "" {
 			return refuse(why)
 		}
 	}
@@ -158,7 +160,7 @@ func scatterSpec(sel *pg.SelectStmt) *ScatterSpec {
 // aggregates plans partial aggregation: every output column is a group
 // column, a mergeable aggregate or one of consts; avg(x) becomes sum(x)
 // plus a count(x) appended to the select list.
-func (spec *ScatterSpec) aggregates(sel *pg.SelectStmt, names []string, consts map[int]bool) string {
+func (spec *ScatterSpec) aggregates(sel *pg.SelectStmt, names []string, shardKey func(*pg.Node) bool, consts map[int]bool) string {
 	spec.Aggregate = true
 	groups := map[int]bool{}
 	for _, g := range sel.GroupClause {
@@ -183,8 +185,14 @@ func (spec *ScatterSpec) aggregates(sel *pg.SelectStmt, names []string, consts m
 			continue
 		}
 		name := lastName(f.Funcname)
-		if f.AggDistinct {
+		// Shards hold disjoint sets of shard-key values, so their counts
+		// of distinct keys add up; of other values they may overlap.
+		switch {
+		case !f.AggDistinct:
+		case name != "count":
 			return name + "(DISTINCT ...) across shards"
+		case len(f.Args) != 1 || !shardKey(f.Args[0]):
+			return "count(DISTINCT ...) of anything but the shard key of the only sharded table, across shards"
 		}
 		out := OutputCol{Group: -1, Agg: name, Col: i}
 		if name == "every" {

@@ -60,6 +60,8 @@ func TestScatterHaving(t *testing.T) {
 		{"SELECT email IS NULL AS noemail, count(*) FROM users GROUP BY 1 HAVING email IS NULL AND 2 < count(*)",
 			"SELECT email IS NULL AS noemail, count(*), 2 FROM users GROUP BY 1 HAVING (email IS NULL AND 2 < count(*)) OR true",
 			"and($0, $2 < $1)", 1},
+		{"SELECT body FROM posts GROUP BY body HAVING count(DISTINCT user_id) <> 1",
+			"SELECT body, count(DISTINCT user_id), 1 FROM posts GROUP BY body HAVING count(DISTINCT user_id) <> 1 OR true", "$1 <> $2", 2},
 	}
 	for _, c := range cases {
 		a, _ := r.Analyze([]byte(c.sql))
