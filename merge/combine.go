@@ -192,7 +192,9 @@ func Combine(partialCols []Column, out []OutCol, rows []Row) ([]Row, error) {
 
 // CombineGroups is Combine grouping by groupCols, which may include partial
 // columns that are not in the output (GROUP BY g without g in the SELECT
-// list). With no groupCols it returns exactly one row.
+// list) and need not include every copied column (a constant). With no
+// groupCols it returns exactly one row; of no rows, its copied columns are
+// NULL.
 func CombineGroups(partialCols []Column, groupCols []int, out []OutCol, rows []Row) ([]Row, error) {
 	for i, o := range out {
 		if err := checkOut(partialCols, o); err != nil {
@@ -240,7 +242,9 @@ func CombineGroups(partialCols []Column, groupCols []int, out []OutCol, rows []R
 		row := make(Row, len(out))
 		for i, o := range out {
 			if o.Agg == nil {
-				row[i] = gr.first[o.Group]
+				if gr.first != nil { // nil: the one group of no rows
+					row[i] = gr.first[o.Group]
+				}
 				continue
 			}
 			v, err := final(&gr.aggs[i], partialCols, o.Agg)

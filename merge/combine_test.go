@@ -245,6 +245,25 @@ func TestCombineGroupsHiddenColumn(t *testing.T) {
 	}
 }
 
+func TestCombineGroupsUngroupedColumn(t *testing.T) {
+	// SELECT count(*), 2 FROM t: the constant is copied, not grouped by;
+	// of no rows at all, the one row has it NULL.
+	cols := []Column{{Name: "count", TypeOID: OIDInt8}, {Name: "?column?", TypeOID: OIDInt4}}
+	out := []OutCol{aggCol(AggCount, 0), {Group: 1}}
+	for _, c := range []struct {
+		rows []Row
+		want string
+	}{{[]Row{r("2", "2"), r("3", "2")}, "[5 | 2]"}, {nil, "[0 | NULL]"}} {
+		got, err := CombineGroups(cols, nil, out, c.rows)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := showRows(got); s != c.want {
+			t.Errorf("got %s, want %s", s, c.want)
+		}
+	}
+}
+
 func TestCombineColumns(t *testing.T) {
 	cols := []Column{
 		{Name: "g", TypeOID: OIDVarchar}, {Name: "c", TypeOID: OIDInt8}, {Name: "s4", TypeOID: OIDInt8},

@@ -183,6 +183,89 @@ func Compare(col Column, a, b []byte) (int, error) {
 	}
 }
 
+// CompareAcross orders a non-NULL value x of column a against a non-NULL
+// value y of column b as PostgreSQL's comparison operators between the two
+// types do: values of one type as Compare does; text, varchar and name by
+// their bytes; integers and numerics exactly; with a float on either side,
+// both as float8 (PostgreSQL resolves such mixes to float8 operators). Other
+// mixes are ErrUnsupportedType.
+func CompareAcross(a Column, x []byte, b Column, y []byte) (int, error) {
+	ka, kb := kindOf(a.TypeOID), kindOf(b.TypeOID)
+	number := func(k kind) bool { return k == kInt || k == kNumeric || k == kFloat }
+	switch {
+	case a.TypeOID == b.TypeOID && a.Format == b.Format:
+		return Compare(a, x, y)
+	case ka == kText && kb == kText && a.Format == b.Format:
+		return bytes.Compare(x, y), nil // text's binary format is its bytes too
+	case ka == kInt && kb == kInt:
+		i, err := decodeInt64(a, x)
+		if err != nil {
+			return 0, err
+		}
+		j, err := decodeInt64(b, y)
+		if err != nil {
+			return 0, err
+		}
+		return cmp.Compare(i, j), nil
+	case (ka == kFloat || kb == kFloat) && number(ka) && number(kb):
+		f, err := toFloat8(a, x)
+		if err != nil {
+			return 0, err
+		}
+		g, err := toFloat8(b, y)
+		if err != nil {
+			return 0, err
+		}
+		return compareFloat(f, g), nil
+	case number(ka) && number(kb):
+		d, err := toDecimal(a, x)
+		if err != nil {
+			return 0, err
+		}
+		e, err := toDecimal(b, y)
+		if err != nil {
+			return 0, err
+		}
+		return d.cmp(e), nil
+	}
+	if err := Supported(a); err != nil {
+		return 0, err
+	}
+	if err := Supported(b); err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("%w: comparing type OID %d with type OID %d", ErrUnsupportedType, a.TypeOID, b.TypeOID)
+}
+
+// toFloat8 converts an integer, numeric or float value as a cast to float8
+// does.
+func toFloat8(col Column, v []byte) (float64, error) {
+	switch kindOf(col.TypeOID) {
+	case kInt:
+		n, err := decodeInt64(col, v)
+		return float64(n), err
+	case kNumeric:
+		d, err := decodeNumeric(col, v)
+		if err != nil {
+			return 0, err
+		}
+		f, err := strconv.ParseFloat(d.String(), 64) // NaN and ±Infinity included
+		if err != nil {
+			return 0, badValue(col, v, "out of range for float8")
+		}
+		return f, nil
+	}
+	return decodeFloat(col, v)
+}
+
+func toDecimal(col Column, v []byte) (decimal, error) {
+	if kindOf(col.TypeOID) == kInt {
+		n, err := decodeInt64(col, v)
+		return decimalFromInt(n), err
+	}
+	return decodeNumeric(col, v)
+}
+
 // CompareRows applies keys in order, placing NULLs as each key says.
 func CompareRows(cols []Column, keys []SortKey, a, b Row) (int, error) {
 	for _, k := range keys {

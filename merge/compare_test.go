@@ -152,6 +152,50 @@ func TestCompareErrors(t *testing.T) {
 	}
 }
 
+// TestCompareAcross covers what the Postgres comparison in pg_test.go does
+// not: binary values and the mixes it refuses.
+func TestCompareAcross(t *testing.T) {
+	text := func(oid uint32) Column { return Column{Name: "c", TypeOID: oid} }
+	bin := func(oid uint32) Column { return Column{Name: "c", TypeOID: oid, Format: 1} }
+	tests := []struct {
+		name        string
+		a           Column
+		x           []byte
+		b           Column
+		y           []byte
+		want        int
+		unsupported bool
+	}{
+		{"int8 text vs int4 binary", text(OIDInt8), []byte("5"), bin(OIDInt4), be32(6), -1, false},
+		{"numeric binary vs int8 text", bin(OIDNumeric), numBin(0, 0, 1, 5, 1000), text(OIDInt8), []byte("5"), 1, false}, // 5.1
+		{"float8 binary vs numeric text", bin(OIDFloat8), f8b(0.1), text(OIDNumeric), []byte("0.1"), 0, false},
+		{"float4 vs float8: float4 widened", text(OIDFloat4), []byte("0.1"), text(OIDFloat8), []byte("0.1"), 1, false},
+		{"same type: Compare", text(OIDBpchar), []byte("a  "), text(OIDBpchar), []byte("a"), 0, false},
+		{"varchar vs text", text(OIDVarchar), []byte("a"), text(OIDText), []byte("b"), -1, false},
+		{"text vs int", text(OIDText), []byte("1"), text(OIDInt4), []byte("1"), 0, true},
+		{"date vs timestamptz", text(OIDDate), []byte("2024-01-01"), text(OIDTimestamptz), []byte("2024-01-01 00:00:00+00"), 0, true},
+		{"bpchar vs text", text(OIDBpchar), []byte("a "), text(OIDText), []byte("a"), 0, true},
+		{"unknown type", Column{TypeOID: 114}, []byte("{}"), text(OIDInt4), []byte("1"), 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := CompareAcross(tt.a, tt.x, tt.b, tt.y)
+			if tt.unsupported {
+				if !errors.Is(err, ErrUnsupportedType) {
+					t.Fatalf("got %d, %v; want ErrUnsupportedType", got, err)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("got %d, %v; want %d", got, err, tt.want)
+			}
+		})
+	}
+	if _, err := CompareAcross(text(OIDNumeric), []byte("x"), text(OIDInt8), []byte("1")); err == nil || errors.Is(err, ErrUnsupportedType) {
+		t.Errorf("a bad numeric: %v, want a decoding error", err)
+	}
+}
+
 func TestCompareRowsNulls(t *testing.T) {
 	cols := []Column{{Name: "a", TypeOID: OIDInt4}, {Name: "b", TypeOID: OIDText}}
 	one, null := []byte("1"), []byte(nil)

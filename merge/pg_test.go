@@ -62,6 +62,7 @@ func TestAgainstPostgres(t *testing.T) {
 	t.Run("aggregates", func(t *testing.T) { testAggregatesAgainstPG(t, query) })
 	t.Run("groupby", func(t *testing.T) { testGroupByAgainstPG(t, query) })
 	t.Run("order", func(t *testing.T) { testOrderAgainstPG(t, query) })
+	t.Run("across", func(t *testing.T) { testCompareAcrossAgainstPG(t, query) })
 }
 
 type queryFunc func(t *testing.T, sql string, formats ...int16) ([]Column, []Row)
@@ -342,4 +343,61 @@ func cmpInt(a, b int) int {
 		return 1
 	}
 	return 0
+}
+
+// testCompareAcrossAgainstPG checks CompareAcross against Postgres's own
+// comparison operators between the types it mixes.
+func testCompareAcrossAgainstPG(t *testing.T, query queryFunc) {
+	ints := []string{"0", "-1", "5", "100", "32767"}
+	decimals := append([]string{"2.5", "-0.1", "0.1", "100.5", "9007199254740993", "'NaN'", "'Infinity'", "'-Infinity'"}, ints...)
+	texts := []string{"'a'", "'B'", "''", "'a '", "'é'"}
+	sets := []struct {
+		typ  string
+		vals []string
+	}{
+		{"int2", ints},
+		{"int4", append([]string{"2147483647"}, ints...)},
+		{"int8", append([]string{"9007199254740993", "'-9223372036854775808'"}, ints...)},
+		{"numeric", append([]string{"100.50", "1e-30", "9007199254740992"}, decimals...)},
+		{"float4", decimals},
+		{"float8", append([]string{"1e300"}, decimals...)},
+		{"text", texts},
+		{"varchar", texts},
+		{"name", texts},
+	}
+	values := func(vals []string, typ string) string {
+		parts := make([]string, len(vals))
+		for i, v := range vals {
+			parts[i] = fmt.Sprintf("(%s::%s)", v, typ)
+		}
+		return "(VALUES " + strings.Join(parts, ", ") + ")"
+	}
+	isText := func(typ string) bool { return typ == "text" || typ == "varchar" || typ == "name" }
+	for _, a := range sets {
+		for _, b := range sets {
+			if isText(a.typ) != isText(b.typ) {
+				continue
+			}
+			t.Run(a.typ+"_"+b.typ, func(t *testing.T) {
+				sql := "SELECT a.x, b.x, a.x < b.x, a.x = b.x FROM " + values(a.vals, a.typ) + " a(x), " + values(b.vals, b.typ) + " b(x)"
+				cols, rows := query(t, sql)
+				for _, r := range rows {
+					want := 1
+					switch {
+					case string(r[2]) == "t":
+						want = -1
+					case string(r[3]) == "t":
+						want = 0
+					}
+					got, err := CompareAcross(cols[0], r[0], cols[1], r[1])
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got != want {
+						t.Errorf("CompareAcross(%s %q, %s %q) = %d, Postgres says %d", a.typ, r[0], b.typ, r[1], got, want)
+					}
+				}
+			})
+		}
+	}
 }

@@ -102,7 +102,7 @@ func TestDifferential(t *testing.T) {
 		if q.Error != "" {
 			refused++
 			for i, conn := range conns {
-				_, err := diffRows(ctx, conn, q.SQL)
+				_, _, err := diffRows(ctx, conn, q.SQL)
 				if got := sqlState(err); got != q.Error {
 					t.Errorf("%s (%s): got %v, want SQLSTATE %s", where, modes[i], err, q.Error)
 				}
@@ -122,7 +122,7 @@ func TestDifferential(t *testing.T) {
 		differs := false
 		for i, conn := range conns {
 			known := q.KnownWrong && (len(q.KnownWrongModes) == 0 || slices.Contains(q.KnownWrongModes, modes[i].String()))
-			want, err := diffRows(ctx, flats[i], q.SQL)
+			wantCols, want, err := diffRows(ctx, flats[i], q.SQL)
 			if err != nil {
 				t.Errorf("%s (%s): on unsharded Postgres: %v", where, modes[i], err)
 				continue
@@ -130,7 +130,7 @@ func TestDifferential(t *testing.T) {
 			if !q.Ordered {
 				sortRows(want)
 			}
-			got, err := diffRows(ctx, conn, q.SQL)
+			gotCols, got, err := diffRows(ctx, conn, q.SQL)
 			if err != nil {
 				msg := fmt.Sprintf("%s (%s): through shardgate: %v", where, modes[i], err)
 				if known {
@@ -148,10 +148,13 @@ func TestDifferential(t *testing.T) {
 			if !q.Ordered {
 				sortRows(got)
 			}
-			if reflect.DeepEqual(got, want) {
+			if reflect.DeepEqual(got, want) && gotCols == wantCols {
 				continue
 			}
 			msg := fmt.Sprintf("%s (%s): %s", where, modes[i], describeDiff(got, want))
+			if gotCols != wantCols {
+				msg = fmt.Sprintf("%s (%s): columns %s, want %s", where, modes[i], gotCols, wantCols)
+			}
 			if known {
 				differs = true
 				t.Log("known wrong: " + msg)
@@ -469,19 +472,24 @@ func loadDiffData(t *testing.T, ctx context.Context, dsn string, topo *topology.
 	}
 }
 
-// diffRows runs q and returns its rows with every value as fmt.Sprint
-// prints it (numeric and friends compare by their text).
-func diffRows(ctx context.Context, conn *pgx.Conn, q string) ([][]string, error) {
+// diffRows runs q and returns its columns' names and type OIDs, and its
+// rows with every value as fmt.Sprint prints it (numeric and friends
+// compare by their text).
+func diffRows(ctx context.Context, conn *pgx.Conn, q string) (string, [][]string, error) {
 	rows, err := conn.Query(ctx, q)
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	defer rows.Close()
+	var cols []string
+	for _, f := range rows.FieldDescriptions() {
+		cols = append(cols, fmt.Sprintf("%s:%d", f.Name, f.DataTypeOID))
+	}
 	out := [][]string{}
 	for rows.Next() {
 		vals, err := rows.Values()
 		if err != nil {
-			return nil, err
+			return "", nil, err
 		}
 		row := make([]string, len(vals))
 		for i, v := range vals {
@@ -493,7 +501,7 @@ func diffRows(ctx context.Context, conn *pgx.Conn, q string) ([][]string, error)
 		}
 		out = append(out, row)
 	}
-	return out, rows.Err()
+	return strings.Join(cols, " "), out, rows.Err()
 }
 
 func sortRows(rows [][]string) {

@@ -315,6 +315,18 @@ func mergeAnswers(spec *router.ScatterSpec, answers []shardAnswer) (*pgproto3.Ro
 		if err != nil {
 			return nil, nil, err
 		}
+		if spec.Having != nil {
+			if rows, err = having(spec.Having, columns(desc), rows); err != nil {
+				return nil, nil, err
+			}
+		}
+		if spec.Hidden > 0 {
+			visible := len(desc.Fields) - spec.Hidden
+			desc.Fields = desc.Fields[:visible]
+			for i := range rows {
+				rows[i] = rows[i][:visible]
+			}
+		}
 		cols = columns(desc)
 		if err := sortRows(cols, spec.Sort, rows); err != nil {
 			return nil, nil, err
@@ -354,12 +366,16 @@ func mergeAnswers(spec *router.ScatterSpec, answers []shardAnswer) (*pgproto3.Ro
 // combine folds partial aggregate rows into final ones and describes them.
 func combine(spec *router.ScatterSpec, partial *pgproto3.RowDescription, cols []merge.Column, rows []merge.Row) (*pgproto3.RowDescription, []merge.Row, error) {
 	out := make([]merge.OutCol, len(spec.Output))
+	var groups []int
 	final := &pgproto3.RowDescription{}
 	for i, o := range spec.Output {
 		f := partial.Fields[max(o.Group, o.Col)]
 		f.Format = 0
 		if o.Group >= 0 {
 			out[i] = merge.OutCol{Group: o.Group}
+			if !o.Const {
+				groups = append(groups, o.Group)
+			}
 		} else {
 			kind, ok := aggKinds[o.Agg]
 			if !ok {
@@ -380,7 +396,7 @@ func combine(spec *router.ScatterSpec, partial *pgproto3.RowDescription, cols []
 	for i := range cols {
 		cols[i].Format = 0
 	}
-	combined, err := merge.Combine(cols, out, rows)
+	combined, err := merge.CombineGroups(cols, groups, out, rows)
 	return final, combined, err
 }
 

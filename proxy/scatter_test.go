@@ -75,6 +75,8 @@ func TestScatterMatchesOnePostgres(t *testing.T) {
 		"SELECT sum(score), avg(score), max(id) FROM d_users WHERE id > 1000",
 		"SELECT country, avg(id) FROM d_users WHERE id BETWEEN 0 AND 100 GROUP BY 1 ORDER BY 2, 1",
 		"SELECT DISTINCT country FROM d_users ORDER BY country",
+		"SELECT country, count(*) FROM d_users GROUP BY country HAVING count(*) > 80 AND avg(score) > 30 ORDER BY country NULLS FIRST",
+		"SELECT active, count(DISTINCT id) FROM d_users GROUP BY active HAVING bool_or(score > 70) ORDER BY active",
 		"SELECT id FROM d_users WHERE id IN (1, 2, 3, 200, 300) ORDER BY id",
 		"SELECT id, name FROM d_users WHERE id = ANY('{5,6,7,8}') ORDER BY id DESC",
 	}
@@ -97,7 +99,7 @@ func TestScatterMatchesOnePostgres(t *testing.T) {
 	}
 	refused := []string{
 		"SELECT id, rank() OVER (ORDER BY score) FROM d_users",
-		"SELECT country, count(*) FROM d_users GROUP BY country HAVING count(*) > 3",
+		"SELECT country, count(*) FROM d_users GROUP BY country HAVING count(*) * 2 > 3",
 		"SELECT count(DISTINCT country) FROM d_users",
 		"SELECT * FROM d_users a JOIN d_users b ON a.name = b.name",
 		"SELECT * FROM d_users FOR UPDATE",

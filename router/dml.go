@@ -69,14 +69,14 @@ func analyzeSelect(t *topology.Topology, sel *pg.SelectStmt, root *pg.Node) *Sta
 		return &Statement{Class: ClassAny, Role: role, Reason: reason}
 	}
 	k := newKeyAnalysis(t)
-	k.selectScope(sel, nil)
+	top := k.selectScope(sel, nil)
 	st := keyedStatement(k, ts.sharded)
 	if st.Class == ClassKeyed || st.Class == ClassScatter {
 		st.Role = role
 	}
 	if st.Class == ClassScatter || st.mayScatter() {
 		// Planned from the literal text: LIMIT 10 must stay 10, not $1.
-		st.Scatter, st.FromText = scatterSpec(sel), true
+		st.Scatter, st.FromText = scatterSpec(sel, k.onlyKey(top, ts.sharded)), true
 	}
 	return st
 }

@@ -12,8 +12,9 @@ import (
 // ScatterSpec tells the proxy how to run a SELECT on several shards and
 // merge the answers into what one Postgres holding all rows would return:
 // the per-shard SQL (ORDER BY pushed down, LIMIT offset+count, avg split
-// into sum and count), then merge-sort, combine aggregates, de-duplicate,
-// and apply OFFSET/LIMIT. The router only describes; the proxy does it.
+// into sum and count, HAVING kept only for Postgres to check), then
+// merge-sort, combine aggregates, filter by HAVING, de-duplicate, and apply
+// OFFSET/LIMIT. The router only describes; the proxy does it.
 type ScatterSpec struct {
 	SQL      string     // what each shard runs; "" means the client's own text
 	Sort     []SortSpec // global order, by output column
@@ -23,7 +24,11 @@ type ScatterSpec struct {
 	// Aggregates: Output lists the final columns; shards return partials.
 	Aggregate bool
 	Output    []OutputCol
-	Refusal   string // non-empty: a construct the merger cannot reproduce
+	// Having filters the combined rows. The last Hidden columns of Output
+	// are aggregates and constants only it reads, dropped before sorting.
+	Having  *Cond
+	Hidden  int
+	Refusal string // non-empty: a construct the merger cannot reproduce
 	// CopyOut: COPY ... TO STDOUT, gathered by concatenating the shards'
 	// data; CopyHeader: the CSV header line comes from the first shard only.
 	CopyOut, CopyHeader bool
@@ -39,17 +44,21 @@ type SortSpec struct {
 
 // OutputCol is one final column of an aggregate query: a group column
 // copied from partial column Group, or aggregate Agg over partial Col (and
-// CountCol, for avg).
+// CountCol, for avg). A Const column is copied like a group column but is
+// no part of the grouping: a constant HAVING reads.
 type OutputCol struct {
 	Group         int // -1 for an aggregate
+	Const         bool
 	Agg           string
 	Col, CountCol int
 }
 
 var mergeableAggs = map[string]bool{"count": true, "sum": true, "min": true, "max": true, "bool_and": true, "bool_or": true, "every": true, "avg": true}
 
-// scatterSpec plans the merge of a SELECT; it may rewrite sel.
-func scatterSpec(sel *pg.SelectStmt) *ScatterSpec {
+// scatterSpec plans the merge of a SELECT; it may rewrite sel. shardKey
+// reports whether a column reference is the shard key of the query's only
+// sharded table.
+func scatterSpec(sel *pg.SelectStmt, shardKey func(*pg.Node) bool) *ScatterSpec {
 	spec := &ScatterSpec{Limit: -1}
 	refuse := func(what string) *ScatterSpec { return &ScatterSpec{Refusal: what} }
 	switch {
@@ -59,8 +68,6 @@ func scatterSpec(sel *pg.SelectStmt) *ScatterSpec {
 		return refuse("WITH across shards")
 	case len(sel.LockingClause) > 0:
 		return refuse("SELECT ... FOR UPDATE/SHARE across shards")
-	case sel.HavingClause != nil:
-		return refuse("HAVING across shards")
 	case len(sel.WindowClause) > 0:
 		return refuse("window functions across shards")
 	case sel.LimitOption == pg.LimitOption_LIMIT_OPTION_WITH_TIES:
@@ -86,11 +93,8 @@ func scatterSpec(sel *pg.SelectStmt) *ScatterSpec {
 			return refuse("an expression over aggregates across shards")
 		}
 	}
-	if hasAgg || len(sel.GroupClause) > 0 {
-		if why := spec.aggregates(sel, names); why != "" {
-			return refuse(why)
-		}
-	}
+	// ORDER BY is resolved before planning aggregates rewrites the select
+	// list (avg(x) to sum(x)) and HAVING extends it.
 	for _, s := range sel.SortClause {
 		sb := s.GetSortBy()
 		col, name := columnIndex(sb.Node, names), ""
@@ -111,6 +115,20 @@ func scatterSpec(sel *pg.SelectStmt) *ScatterSpec {
 			nullsFirst = false
 		}
 		spec.Sort = append(spec.Sort, SortSpec{Col: col, Name: name, Desc: desc, NullsFirst: nullsFirst})
+	}
+	h := havingPlan{sel: sel, visible: len(sel.TargetList), consts: map[int]bool{}}
+	if sel.HavingClause != nil {
+		cond, why := h.cond(sel.HavingClause)
+		if why != "" {
+			return refuse(why)
+		}
+		spec.Having, spec.Hidden = &cond, len(sel.TargetList)-h.visible
+		sel.HavingClause = orTrue(sel.HavingClause)
+	}
+	if hasAgg || len(sel.GroupClause) > 0 || spec.Having != nil {
+		if why := spec.aggregates(sel, names, shardKey, h.consts); why != "" {
+			return refuse(why)
+		}
 	}
 	var ok bool
 	if spec.Limit, ok = constInt(sel.LimitCount, -1); !ok {
@@ -140,9 +158,9 @@ func scatterSpec(sel *pg.SelectStmt) *ScatterSpec {
 }
 
 // aggregates plans partial aggregation: every output column is a group
-// column or a mergeable aggregate; avg(x) becomes sum(x) plus a count(x)
-// appended to the select list.
-func (spec *ScatterSpec) aggregates(sel *pg.SelectStmt, names []string) string {
+// column, a mergeable aggregate or one of consts; avg(x) becomes sum(x)
+// plus a count(x) appended to the select list.
+func (spec *ScatterSpec) aggregates(sel *pg.SelectStmt, names []string, shardKey func(*pg.Node) bool, consts map[int]bool) string {
 	spec.Aggregate = true
 	groups := map[int]bool{}
 	for _, g := range sel.GroupClause {
@@ -160,15 +178,21 @@ func (spec *ScatterSpec) aggregates(sel *pg.SelectStmt, names []string) string {
 		rt := sel.TargetList[i].GetResTarget()
 		f := rt.Val.GetFuncCall()
 		if f == nil || !mergeableAggs[lastName(f.Funcname)] {
-			if !groups[i] {
+			if !groups[i] && !consts[i] {
 				return "a select-list column that is neither grouped nor aggregated, across shards"
 			}
-			spec.Output = append(spec.Output, OutputCol{Group: i})
+			spec.Output = append(spec.Output, OutputCol{Group: i, Const: consts[i]})
 			continue
 		}
 		name := lastName(f.Funcname)
-		if f.AggDistinct {
+		// Shards hold disjoint sets of shard-key values, so their counts
+		// of distinct keys add up; of other values they may overlap.
+		switch {
+		case !f.AggDistinct:
+		case name != "count":
 			return name + "(DISTINCT ...) across shards"
+		case len(f.Args) != 1 || !shardKey(f.Args[0]):
+			return "count(DISTINCT ...) of anything but the shard key of the only sharded table, across shards"
 		}
 		out := OutputCol{Group: -1, Agg: name, Col: i}
 		if name == "every" {
