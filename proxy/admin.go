@@ -70,6 +70,13 @@ func (c *client) adminCommand(sql string) {
 	switch {
 	case len(words) == 0:
 		c.out = appendEmpty(c.out, 'I')
+	case len(words) == 1 && words[0] == "SHUTDOWN":
+		// The whole answer goes out before the shutdown closes this
+		// connection with the others.
+		c.out = appendReadyForQuery(appendCommandComplete(c.out, "SHUTDOWN"), 'I')
+		c.flush()
+		c.srv.Shutdown()
+		return
 	case len(words) == 2 && words[0] == "SHOW":
 		err = c.adminShow(words[1])
 	case len(words) == 1:
@@ -106,11 +113,6 @@ func (c *client) adminAction(word string) error {
 		for _, p := range s.rt.Load().pools {
 			p.Reconnect()
 		}
-	case "SHUTDOWN":
-		c.out = appendCommandComplete(c.out, word)
-		c.flush()
-		s.Shutdown()
-		return nil
 	default:
 		return fmt.Errorf("unknown command %q: try SHOW HELP", word)
 	}

@@ -193,7 +193,7 @@ func (c *client) planBind(body []byte) (router.Plan, *router.Error) {
 	if plan.Explain != nil {
 		return plan, &router.Error{Code: router.CodeFeatureNotSupported, Message: "EXPLAIN (SHARDGATE) needs the simple query protocol"}
 	}
-	if plan.Target == router.TargetError || (plan.Target == router.TargetMulti && !c.broadcastAllowed(plan)) {
+	if plan.Target == router.TargetError || (plan.Target == router.TargetMulti && !plan.Split && !c.broadcastAllowed(plan)) {
 		return plan, plan.Err
 	}
 	return plan, nil

@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -136,5 +137,37 @@ func assertDtx(t *testing.T, id, want int64) {
 		if shard != shardOf(t, id) {
 			assertCount(t, connectShard(t, shard), "SELECT count(*) FROM dtx WHERE id = $1", id, 0)
 		}
+	}
+}
+
+// TestSplitInsert: a multi-row INSERT whose rows belong to several shards
+// runs as one INSERT per shard, in both protocols, with RETURNING rows
+// gathered and counts summed; a failing row on one shard leaves nothing on
+// any shard.
+func TestSplitInsert(t *testing.T) {
+	ctx := t.Context()
+	keys := keysBy(t, 14_000_000, 8)
+	for i, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec, pgx.QueryExecModeCacheStatement} {
+		conn := connect(t, mode)
+		a, b, c := keys[0][2*i], keys[1][2*i], keys[0][2*i+1]
+		tag, err := conn.Exec(ctx, "INSERT INTO users (id, name) VALUES ($1, 'a'), ($2, 'b'), ($3, $4)", a, b, c, "c")
+		if err != nil || tag.String() != "INSERT 0 3" {
+			t.Fatalf("%s: split INSERT: %v %q", mode, err, tag)
+		}
+		for _, id := range []int64{a, b, c} {
+			assertCount(t, connectShard(t, shardOf(t, id)), "SELECT count(*) FROM users WHERE id = $1", id, 1)
+		}
+		d := keys[1][2*i+1]
+		rows := rowsOf(t, conn, fmt.Sprintf("INSERT INTO users (id, name) VALUES (%d, 'dup'), (%d, 'new') ON CONFLICT (id) DO NOTHING RETURNING id", a, d))
+		if len(rows) != 1 || rows[0][0] != fmt.Sprint(d) {
+			t.Fatalf("%s: ON CONFLICT ... RETURNING across shards: %v", mode, rows)
+		}
+		// b exists on shard 1: the whole INSERT fails, and the shard-0 row
+		// stays out too.
+		e := keys[0][6+i%2]
+		if _, err := conn.Exec(ctx, "INSERT INTO users (id, name) VALUES ($1, 'e'), ($2, 'again')", e, b); sqlState(err) != "23505" {
+			t.Fatalf("%s: duplicate in a split INSERT: %v", mode, err)
+		}
+		assertCount(t, connectShard(t, 0), "SELECT count(*) FROM users WHERE id = $1", e, 0)
 	}
 }

@@ -98,6 +98,10 @@ func (c *client) execute(plan router.Plan, u unit) error {
 		return c.refuse(errAborted)
 	}
 	switch {
+	case plan.CopyIn != nil:
+		return c.copyIn(plan, u)
+	case plan.Split:
+		return c.splitInsert(u)
 	case plan.Target == router.TargetMulti && plan.Err == nil:
 		return c.scatter(plan, u)
 	case plan.Target == router.TargetMulti && c.broadcastAllowed(plan):

@@ -30,6 +30,7 @@ type shardAnswer struct {
 	tag    string // the last CommandComplete
 	rows   []merge.Row
 	errMsg []byte // the first ErrorResponse, raw
+	copyIn []byte // CopyInResponse body, when a COPY FROM started
 	err    error  // I/O
 }
 

@@ -78,29 +78,37 @@ func (c *client) broadcastAllowed(plan router.Plan) bool {
 // broadcastWrite runs a write on every shard of plan.Shards.
 func (c *client) broadcastWrite(plan router.Plan, u unit) error {
 	if c.state != txIdle || c.held != nil {
-		return c.refuse(&router.Error{Code: router.CodeFeatureNotSupported, Message: "a write across shards cannot run inside a transaction block yet"})
+		return c.refuse(errWriteInTransaction)
 	}
 	req, rerr := c.scatterRequest(&router.ScatterSpec{}, u)
 	if rerr != nil {
 		return c.refuse(rerr)
 	}
-	rt := c.srv.rt.Load()
 	shards := plan.Shards.Slice()
-	conns := make([]*pool.Conn, len(shards))
-	for i, shard := range shards {
-		sc, err := rt.pools[shard].Acquire(c.ctx)
-		if err != nil {
-			c.releaseAll(rt, shards, conns)
-			return c.refuse(acquireError(err))
-		}
-		conns[i] = sc
+	reqs := make([][]byte, len(shards))
+	for i := range reqs {
+		reqs[i] = req
+	}
+	return c.writeOnShards(shards, reqs, u, plan.Target == router.TargetAll)
+}
+
+var errWriteInTransaction = &router.Error{Code: router.CodeFeatureNotSupported, Message: "a write across shards cannot run inside a transaction block yet"}
+
+// writeOnShards runs reqs[i] on shards[i], each in its own transaction,
+// commits them all or none, and answers with the summed command tag and
+// the gathered RETURNING rows (one shard's, when every shard did the same).
+func (c *client) writeOnShards(shards []int, reqs [][]byte, u unit, same bool) error {
+	rt := c.srv.rt.Load()
+	conns, aerr := c.acquireAll(rt, shards)
+	if aerr != nil {
+		return c.refuse(aerr)
 	}
 	defer c.releaseAll(rt, shards, conns)
 	answers := make([]shardAnswer, len(conns))
 	c.parallel(conns, func(i int, sc *pool.Conn) {
 		// The client's settings, then the transaction, as one query.
 		begin := appendMessage(nil, 'Q', append(appendSettingsSync(nil, c.settings, sc), "BEGIN\x00"...))
-		answers[i] = readAnswer(sc, append(begin, req...), true)
+		answers[i] = readAnswer(sc, append(begin, reqs[i]...), true)
 		if answers[i].err != nil {
 			sc.MarkBroken()
 		}
@@ -119,8 +127,8 @@ func (c *client) broadcastWrite(plan router.Plan, u unit) error {
 		c.out = appendReadyForQuery(c.out, 'I')
 		return c.flush()
 	}
-	if plan.Target == router.TargetAll {
-		answers = answers[:1] // a reference table: every shard did the same
+	if same {
+		answers = answers[:1]
 	}
 	return c.answerWrite(answers, u)
 }

@@ -74,7 +74,7 @@ func appendEmpty(dst []byte, typ byte) []byte { return append(dst, typ, 0, 0, 0,
 func appendError(dst []byte, e *router.Error) []byte {
 	msg := pgproto3.ErrorResponse{
 		Severity: "ERROR", SeverityUnlocalized: "ERROR",
-		Code: e.Code, Message: e.Message, Detail: e.Detail, Hint: e.Hint, Position: e.Position,
+		Code: e.Code, Message: e.Message, Detail: e.Detail, Hint: e.Hint, Position: e.Position, Where: e.Where,
 	}
 	out, err := msg.Encode(dst)
 	if err != nil { // only fields over 1 GB fail, and the proxy builds none

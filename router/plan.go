@@ -77,6 +77,7 @@ type Plan struct {
 	HintSet *HintSetting // TargetNone: SET shardgate.*, for the proxy to keep
 	Explain *Analysis    // TargetNone: EXPLAIN (SHARDGATE) of this, for the proxy to answer
 	Scatter *ScatterSpec // TargetMulti without Err: how to run and merge it
+	CopyIn  *CopyIn      // TargetAll: COPY ... FROM STDIN, split by the proxy
 	// Broadcast: a write that every shard of Shards runs on its own rows:
 	// a reference-table write (TargetAll), or a TargetMulti UPDATE/DELETE
 	// whose Err says why it is refused unless the config allows it.
@@ -95,7 +96,8 @@ type Error struct {
 	Message  string
 	Detail   string
 	Hint     string
-	Position int32 // 1-based character position in the query, 0 if none
+	Where    string // context, as Postgres's CONTEXT line
+	Position int32  // 1-based character position in the query, 0 if none
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }

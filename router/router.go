@@ -195,6 +195,8 @@ func route(t *topology.Topology, a *Analysis, params [][]byte, formats []int16, 
 				return Plan{Target: TargetError, Err: err, Reason: err.Message}
 			}
 			return Plan{Target: TargetNone, Tag: s.Tag, HintSet: s.Hint, Reason: s.Reason, Role: RolePrimary}
+		case ClassCopyIn:
+			return Plan{Target: TargetAll, Shards: ShardSet(1)<<len(t.Shards) - 1, CopyIn: s.CopyIn, Role: RolePrimary, Reason: s.Reason}
 		case ClassTx, ClassSet, ClassExplain:
 			return Plan{Target: TargetNone, Tx: s.Tx, Tag: s.Tag, Set: s.Set, HintSet: s.Hint, Explain: s.Inner, Reason: s.Reason, Role: RolePrimary}
 		}
@@ -225,8 +227,8 @@ func routeStatements(t *topology.Topology, a *Analysis, params [][]byte, formats
 		switch s.Class {
 		case ClassRefuse:
 			return Plan{Target: TargetError, Err: s.Err, Reason: s.Reason}
-		case ClassSet, ClassHint, ClassExplain:
-			return refuse("send SET, RESET, DISCARD ALL and EXPLAIN (SHARDGATE) as a statement of their own")
+		case ClassSet, ClassHint, ClassExplain, ClassCopyIn:
+			return refuse("send SET, RESET, DISCARD ALL, COPY FROM and EXPLAIN (SHARDGATE) as a statement of their own")
 		case ClassScatter:
 			shards |= ShardSet(1)<<len(t.Shards) - 1
 			keyedFound, scatterErr, plan.Reason = true, s.Err, s.Reason

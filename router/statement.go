@@ -22,6 +22,7 @@ const (
 	ClassScatter              // needs every shard (no key); refused with Err unless a hint names a shard
 	ClassHint                 // SET shardgate.*: a session or transaction routing hint
 	ClassExplain              // EXPLAIN (SHARDGATE): answered by the proxy from Inner
+	ClassCopyIn               // COPY ... FROM STDIN: rows split among the shards by the proxy
 )
 
 // KeyRef is where a shard-key value comes from: a literal in the SQL text or
@@ -47,6 +48,7 @@ type Statement struct {
 	Hint    *HintSetting
 	Inner   *Analysis    // ClassExplain: the statement to explain
 	Scatter *ScatterSpec // SELECTs that may run on several shards: how to merge
+	CopyIn  *CopyIn      // ClassCopyIn
 	// Broadcastable: an UPDATE or DELETE each shard can run on its own rows
 	// alone, so several shards can run it (when the config allows).
 	Broadcastable bool
@@ -255,7 +257,7 @@ func (s *Statement) mayScatter() bool {
 func analyzeCopy(t *topology.Topology, c *pg.CopyStmt) *Statement {
 	switch {
 	case c.IsFrom:
-		return refused("COPY FROM is not supported yet")
+		return analyzeCopyIn(t, c)
 	case c.Filename != "" || c.IsProgram:
 		return refused("COPY to a server file or program is not supported: use COPY ... TO STDOUT")
 	}

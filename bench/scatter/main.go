@@ -10,6 +10,9 @@
 // hashing contract places it) and into database "flat" on shard 0's primary,
 // checks that both targets return identical results, then runs each query
 // for -duration with -clients connections per target, targets taking turns.
+// Last, it COPYs -copy-rows rows into posts straight into "flat" and through
+// a `shardgate serve` process (-shardgate), reporting throughput and the
+// proxy's RSS, and checks every row landed on its shard.
 package main
 
 import (
@@ -52,13 +55,15 @@ func main() {
 	duration := flag.Duration("duration", 10*time.Second, "how long each query runs per target")
 	clients := flag.Int("clients", 4, "concurrent connections per run")
 	out := flag.String("out", "", "also write the markdown section to this file")
+	copyRows := flag.Int("copy-rows", 1_000_000, "rows for the COPY FROM step; 0 skips it")
+	bin := flag.String("shardgate", "bin/shardgate", "the shardgate binary the COPY step runs")
 	flag.Parse()
 	if *rows < 1 || *clients < 1 || *duration <= 0 {
 		fatalf("-rows, -clients and -duration must be positive")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	md, err := run(ctx, *rows, *duration, *clients)
+	md, err := run(ctx, *rows, *duration, *clients, *copyRows, *bin)
 	if err != nil {
 		fatalf("%v", err)
 	}
@@ -79,7 +84,7 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "scatter: "+format+"\n", args...)
 }
 
-func run(ctx context.Context, rows int, duration time.Duration, clients int) (string, error) {
+func run(ctx context.Context, rows int, duration time.Duration, clients, copyRows int, bin string) (string, error) {
 	dir, err := os.MkdirTemp("", "shardgate-scatter-")
 	if err != nil {
 		return "", err
@@ -160,6 +165,13 @@ func run(ctx context.Context, rows int, duration time.Duration, clients int) (st
 		}
 	}
 	b.WriteString("\n")
+	if copyRows > 0 {
+		md, err := copyStep(ctx, c, topo, bin, dir, copyRows)
+		if err != nil {
+			return "", fmt.Errorf("COPY step: %w", err)
+		}
+		b.WriteString(md)
+	}
 	return b.String(), nil
 }
 

@@ -1,0 +1,154 @@
+package proxy_test
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// TestCopyIn: COPY ... FROM STDIN is split row by row; every row lands on
+// the shard its key names, in text and CSV; a bad row anywhere is reported
+// with the client's line number and nothing is committed on any shard.
+func TestCopyIn(t *testing.T) {
+	ctx := t.Context()
+	conn := connect(t, pgx.QueryExecModeSimpleProtocol)
+	pg := conn.PgConn()
+	copyIn := func(sql, data string) (pgconn.CommandTag, error) {
+		return pg.CopyFrom(ctx, strings.NewReader(data), sql)
+	}
+
+	// Text, with escapes and NULLs, the key first.
+	var text strings.Builder
+	for i := range 2000 {
+		fmt.Fprintf(&text, "%d\t%d\tpost\\t%d\\nline two \\\\ end\t%s\n", 13_000_000+i%97, i, i, map[bool]string{true: `\N`, false: "7"}[i%5 == 0])
+	}
+	tag, err := copyIn("COPY posts (user_id, id, body, likes) FROM STDIN", text.String())
+	if err != nil || tag.String() != "COPY 2000" {
+		t.Fatalf("text COPY: %v %q", err, tag)
+	}
+	assertPostsPlaced(t, 13_000_000, 13_000_097, 2000)
+	var body string
+	if err := conn.QueryRow(ctx, "SELECT body FROM posts WHERE user_id = 13000003 AND id = 3").Scan(&body); err != nil || body != "post\t3\nline two \\ end" {
+		t.Fatalf("escaped text: %v %q", err, body)
+	}
+
+	// CSV with a header, the key last, quoted delimiters, quotes, newlines.
+	csv := "id,body,user_id\n"
+	for i := range 300 {
+		csv += fmt.Sprintf("%d,\"a, \"\"quoted\"\"\nbody %d\",%d\n", i, i, 13_100_000+i%31)
+	}
+	if tag, err := copyIn("COPY posts (id, body, user_id) FROM STDIN (FORMAT csv, HEADER)", csv); err != nil || tag.String() != "COPY 300" {
+		t.Fatalf("CSV COPY: %v %q", err, tag)
+	}
+	assertPostsPlaced(t, 13_100_000, 13_100_031, 300)
+	if err := conn.QueryRow(ctx, "SELECT body FROM posts WHERE user_id = 13100005 AND id = 5").Scan(&body); err != nil || body != "a, \"quoted\"\nbody 5" {
+		t.Fatalf("CSV body: %v %q", err, body)
+	}
+
+	// No column list: the key's position comes from the catalog.
+	if tag, err := copyIn("COPY users FROM STDIN", "13200000\tann\ta@x\tNO\t2024-01-01 00:00:00+00\n13200001\tbob\t\\N\t\\N\t\\N"); err != nil || tag.String() != "COPY 2" {
+		t.Fatalf("COPY without a column list: %v %q", err, tag)
+	}
+	assertCount(t, conn, "SELECT count(*) FROM users WHERE id >= $1 AND id < 13200002", 13_200_000, 2)
+
+	// Bad rows: found by a shard (likes is an int), found by the proxy
+	// (the key), a duplicate key, and the client giving up. The error names
+	// the client's line; nothing of the COPY stays on any shard.
+	bad := func(line int, row string) string {
+		var b strings.Builder
+		b.WriteString("user_id,id,likes\n")
+		for i := 2; i < 200; i++ {
+			if i == line {
+				b.WriteString(row + "\n")
+				continue
+			}
+			fmt.Fprintf(&b, "%d,%d,1\n", 13_300_000+i%17, i)
+		}
+		return b.String()
+	}
+	for _, c := range []struct {
+		name, data, code, where string
+	}{
+		{"bad int on a shard", bad(57, "13300005,57,x"), "22P02", "line 57"},
+		{"bad key", bad(10, "abc,10,1"), "22P02", "line 10"},
+		{"null key", bad(12, ",12,1"), "23502", "line 12"},
+		{"duplicate on a shard", bad(150, "13300003,3,1"), "23505", ""},
+		{"missing column", bad(199, "13300003"), "22P04", "line 199"},
+	} {
+		_, err := copyIn("COPY posts (user_id, id, likes) FROM STDIN (FORMAT csv, HEADER true)", c.data)
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != c.code || !strings.Contains(pgErr.Where, c.where) {
+			t.Fatalf("%s: %v (where %q), want %s at %q", c.name, err, whereOf(err), c.code, c.where)
+		}
+		assertPostsPlaced(t, 13_300_000, 13_300_017, 0)
+	}
+	_, err = pg.CopyFrom(ctx, io.MultiReader(strings.NewReader(bad(500, "")), failingReader{}), "COPY posts (user_id, id, likes) FROM STDIN (FORMAT csv, HEADER)")
+	if sqlState(err) != "57014" {
+		t.Fatalf("client CopyFail: %v", err)
+	}
+	assertPostsPlaced(t, 13_300_000, 13_300_017, 0)
+	if err := conn.Ping(ctx); err != nil {
+		t.Fatalf("connection after failed COPYs: %v", err)
+	}
+
+	// A reference table gets every row on every shard.
+	if tag, err := copyIn("COPY countries (code, name) FROM STDIN", "QA\tQatar\nQB\tQbland\n"); err != nil || tag.String() != "COPY 2" {
+		t.Fatalf("reference COPY: %v %q", err, tag)
+	}
+	for shard := range cluster.Shards {
+		assertCount(t, connectShard(t, shard), "SELECT count(*) FROM countries WHERE code LIKE $1", "Q%", 2)
+	}
+
+	// psql's \copy, a real client.
+	psql := exec.CommandContext(ctx, "psql", proxyDSN, "-v", "ON_ERROR_STOP=1", "-c", `\copy posts (user_id, id) from stdin`)
+	psql.Stdin = strings.NewReader("13400000\t1\n13400001\t2\n13400002\t3\n")
+	out, err := psql.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "COPY 3") {
+		t.Fatalf("psql \\copy: %v %s", err, out)
+	}
+	assertPostsPlaced(t, 13_400_000, 13_400_003, 3)
+}
+
+type failingReader struct{}
+
+func (failingReader) Read([]byte) (int, error) { return 0, errors.New("the client gave up") }
+
+func whereOf(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Where
+	}
+	return ""
+}
+
+// assertPostsPlaced checks, shard by shard, that the posts of users
+// [from, to) number want in all and each is on its key's shard.
+func assertPostsPlaced(t *testing.T, from, to int64, want int) {
+	t.Helper()
+	total := 0
+	for shard := range cluster.Shards {
+		rows, err := connectShard(t, shard).Query(t.Context(), "SELECT user_id FROM posts WHERE user_id >= $1 AND user_id < $2", from, to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range ids {
+			if s := shardOf(t, id); s != shard {
+				t.Fatalf("post of user %d is on shard %d, its key says %d", id, shard, s)
+			}
+		}
+		total += len(ids)
+	}
+	if total != want {
+		t.Fatalf("posts of users %d..%d: %d on the shards, want %d", from, to, total, want)
+	}
+}
