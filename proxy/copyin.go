@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -93,6 +94,10 @@ func (c *client) copyIn(plan router.Plan, u unit) error {
 	split := &copySplit{in: in, topo: c.srv.topo(), header: opts.Header || opts.HeaderMatch, branches: make([]copyBranch, len(conns))}
 	for i, sc := range conns {
 		split.branches[i] = copyBranch{sc: sc, buf: append(make([]byte, 0, copyBatch+1024), 'd', 0, 0, 0, 0)}
+	}
+	if c.deadline { // the client's idle timeout does not bound a long COPY
+		c.conn.SetReadDeadline(time.Time{})
+		c.deadline = false
 	}
 	c.out = appendMessage(c.out, 'G', response)
 	if err := c.flush(); err != nil {

@@ -159,17 +159,10 @@ func (c *client) scatterRequest(spec *router.ScatterSpec, u unit) ([]byte, *rout
 		}
 		return appendMessage(nil, 'Q', q), nil
 	}
-	var prep *prepared
-	var bind []byte
-	c.walkBatch(func(_ byte, current *prepared, bindRest []byte) bool {
-		prep, bind = current, bindRest
-		return true
-	})
-	if prep == nil || bind == nil {
+	prep, bind, query, oids := c.boundStatement()
+	if prep == nil {
 		return nil, &router.Error{Code: router.CodeFeatureNotSupported, Message: "a cross-shard query must be bound in the same batch"}
 	}
-	_, afterName, _ := cstring(prep.parse)
-	query, oids, _ := cstring(afterName)
 	if spec.SQL != "" {
 		query = []byte(spec.SQL)
 	}
@@ -184,6 +177,22 @@ func (c *client) scatterRequest(spec *router.ScatterSpec, u unit) ([]byte, *rout
 	out = appendMessage(out, 'D', []byte{'P', 0})
 	out = appendMessage(out, 'E', []byte{0, 0, 0, 0, 0})
 	return appendEmpty(out, 'S'), nil
+}
+
+// boundStatement finds the statement the batch binds last, the rest of its
+// Bind after the statement name, and its Parse's query text and parameter
+// types; prep is nil when the batch binds nothing it knows.
+func (c *client) boundStatement() (prep *prepared, bind, query, oids []byte) {
+	c.walkBatch(func(_ byte, current *prepared, bindRest []byte) bool {
+		prep, bind = current, bindRest
+		return true
+	})
+	if prep == nil || bind == nil {
+		return nil, nil, nil, nil
+	}
+	_, afterName, _ := cstring(prep.parse)
+	query, oids, _ = cstring(afterName)
+	return prep, bind, query, oids
 }
 
 // textResults rewrites a Bind body's result format codes to "all text".

@@ -38,20 +38,13 @@ func (c *client) splitInsert(u unit) error {
 // its INSERT, the parameter types and values it uses, and the client's
 // result formats (for RETURNING).
 func (c *client) splitBatch() ([]router.InsertPart, [][]byte, *router.Error) {
-	var prep *prepared
-	var bind []byte
-	c.walkBatch(func(_ byte, current *prepared, bindRest []byte) bool {
-		prep, bind = current, bindRest
-		return true
-	})
-	if prep == nil || bind == nil {
+	prep, bind, query, oidBytes := c.boundStatement()
+	if prep == nil {
 		return nil, nil, &router.Error{Code: router.CodeFeatureNotSupported, Message: "an INSERT across shards must be bound in the same batch"}
 	}
 	if err := c.decodeBind(bind); err != nil {
 		return nil, nil, err
 	}
-	_, afterName, _ := cstring(prep.parse)
-	query, oidBytes, _ := cstring(afterName)
 	var oids []uint32
 	if len(oidBytes) >= 2 {
 		n := int(binary.BigEndian.Uint16(oidBytes))

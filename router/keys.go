@@ -110,6 +110,11 @@ func (k *keyAnalysis) resolve(s *scope, qual, col string) *pg.RangeVar {
 		var only *pg.RangeVar
 		matches := 0
 		for _, r := range s.rels {
+			if len(r.GetAlias().GetColnames()) > 0 {
+				// users u(n, id): which visible name is the key depends on
+				// the table's column order, which only the server knows.
+				continue
+			}
 			name := r.Relname
 			if r.Alias != nil {
 				name = r.Alias.Aliasname
