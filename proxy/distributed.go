@@ -46,6 +46,10 @@ func (c *client) switchTo(shard int, u unit) error {
 		}
 	}
 	if err := c.acquire(shard); err != nil {
+		// Back to the shard it was on, so the refusal rolls back every branch.
+		last := c.branches[len(c.branches)-1]
+		c.branches = c.branches[:len(c.branches)-1]
+		c.held, c.heldShard, c.heldPool = last.sc, last.shard, last.pool
 		return c.refuse(acquireError(err))
 	}
 	c.state = txPending

@@ -116,6 +116,15 @@ func TestCrossShardTransactions(t *testing.T) {
 	}
 	tx.Rollback(ctx)
 	assertCount(t, conn, "SELECT count(*) FROM dtx WHERE id = $1", a, 0)
+	tx, _ = conn.Begin(ctx)
+	mustExec(t, tx, "INSERT INTO dtx (id, v) VALUES ($1, 502)", a)
+	mustExec(t, tx, "INSERT INTO dtx (id, v) VALUES ($1, 503)", b)
+	mustExec(t, tx, "SET LOCAL statement_timeout = '5s'")
+	if _, err := tx.Exec(ctx, "SAVEPOINT s2"); sqlState(err) != "0A000" {
+		t.Fatalf("savepoint in a transaction on two shards: %v", err)
+	}
+	tx.Rollback(ctx)
+	assertCount(t, conn, "SELECT count(*) FROM dtx WHERE id = $1", b, 0)
 
 	if data, err := os.ReadFile(log); err != nil || len(data) == 0 {
 		t.Fatalf("no commit decision was logged: %v", err)

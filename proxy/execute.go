@@ -145,7 +145,7 @@ func (c *client) inTransaction(plan router.Plan, u unit) error {
 		switch {
 		case plan.Tx == router.TxCommit || plan.Tx == router.TxRollback:
 			return c.finishBranches(plan, u)
-		case plan.Tx == router.TxOther && plan.Set == nil:
+		case plan.Tx == router.TxOther && (plan.Tag == "SAVEPOINT" || plan.Tag == "RELEASE" || plan.Tag == "ROLLBACK"):
 			return c.refuse(errSavepointAcross)
 		}
 	}
