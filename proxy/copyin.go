@@ -57,7 +57,7 @@ func (c *client) copyIn(plan router.Plan, u unit) error {
 	}
 	opts, err := copyfmt.FromStmt(in.Stmt)
 	if err != nil {
-		return c.refuse(&router.Error{Code: router.CodeFeatureNotSupported, Message: err.Error()})
+		return c.refuse(splitterError(err, in.Table))
 	}
 	rt := c.srv.rt.Load()
 	shards := plan.Shards.Slice()
@@ -92,7 +92,7 @@ func (c *client) copyIn(plan router.Plan, u unit) error {
 		}
 	}
 	split := &copySplit{in: in, topo: c.srv.topo(), header: opts.Header || opts.HeaderMatch, branches: make([]copyBranch, len(conns))}
-	for i, sc := range conns {
+	for i, sc := range conns { // every shard, in shard order: branch i is shard i
 		split.branches[i] = copyBranch{sc: sc, buf: append(make([]byte, 0, copyBatch+1024), 'd', 0, 0, 0, 0)}
 	}
 	if c.deadline { // the client's idle timeout does not bound a long COPY

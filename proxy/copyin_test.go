@@ -97,6 +97,17 @@ func TestCopyIn(t *testing.T) {
 		t.Fatalf("connection after failed COPYs: %v", err)
 	}
 
+	// Options the splitter cannot honour, or Postgres would refuse.
+	for sql, code := range map[string]string{
+		"COPY posts (user_id, id) FROM STDIN (FORMAT binary)":              "0A000",
+		"COPY posts (user_id, id) FROM STDIN (FORMAT csv, FORMAT text)":    "42601",
+		"COPY posts (user_id, id) FROM STDIN (FORMAT csv, DELIMITER '\n')": "22023",
+	} {
+		if _, err := copyIn(sql, "1\t1\n"); sqlState(err) != code {
+			t.Fatalf("%s: %v, want %s", sql, err, code)
+		}
+	}
+
 	// A reference table gets every row on every shard.
 	if tag, err := copyIn("COPY countries (code, name) FROM STDIN", "QA\tQatar\nQB\tQbland\n"); err != nil || tag.String() != "COPY 2" {
 		t.Fatalf("reference COPY: %v %q", err, tag)
