@@ -100,18 +100,18 @@ func (c *client) adminAction(word string) error {
 	case "PAUSE":
 		ctx, cancel := context.WithTimeout(c.ctx, 60*time.Second)
 		defer cancel()
-		for _, p := range s.rt.Load().pools {
-			if err := p.Pause(ctx); err != nil {
+		for _, n := range s.rt.Load().nodes() {
+			if err := n.pool.Pause(ctx); err != nil {
 				return err
 			}
 		}
 	case "RESUME":
-		for _, p := range s.rt.Load().pools {
-			p.Resume()
+		for _, n := range s.rt.Load().nodes() {
+			n.pool.Resume()
 		}
 	case "RECONNECT":
-		for _, p := range s.rt.Load().pools {
-			p.Reconnect()
+		for _, n := range s.rt.Load().nodes() {
+			n.pool.Reconnect()
 		}
 	default:
 		return fmt.Errorf("unknown command %q: try SHOW HELP", word)
@@ -136,17 +136,17 @@ func (c *client) adminShow(what string) error {
 		cols, rows = []string{"version"}, [][]string{{"shardgate " + shardgate.Version}}
 	case "POOLS":
 		cols = []string{"database", "user", "cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login", "maxwait", "maxwait_us", "pool_mode", "shard", "role", "sv_open", "paused"}
-		for i, p := range rt.pools {
-			st := p.Stats()
+		for _, n := range rt.nodes() {
+			st := n.pool.Stats()
 			rows = append(rows, []string{rt.cfg.Database, "", itoa(st.Active), itoa(st.Waiting), itoa(st.Active), itoa(st.Idle), "0", "0", itoa(st.Open - st.Active - st.Idle),
-				itoa(int(st.MaxWait / time.Second)), itoa(int(st.MaxWait % time.Second / time.Microsecond)), rt.cfg.Pool.Mode, topo.Shards[i].Name, "primary", itoa(st.Open), strconv.FormatBool(st.Paused)})
+				itoa(int(st.MaxWait / time.Second)), itoa(int(st.MaxWait % time.Second / time.Microsecond)), rt.cfg.Pool.Mode, topo.Shards[n.shard].Name, n.healthColumns()[0], itoa(st.Open), strconv.FormatBool(st.Paused)})
 		}
 	case "STATS":
 		cols = []string{"database", "total_xact_count", "total_query_count", "total_received", "total_sent", "total_xact_time", "total_query_time", "total_wait_time", "avg_xact_time", "avg_query_time", "shard", "role"}
-		for i, p := range rt.pools {
-			st := p.Stats()
+		for _, n := range rt.nodes() {
+			st := n.pool.Stats()
 			rows = append(rows, []string{rt.cfg.Database, i64(st.Xacts), i64(st.Queries), i64(st.Received), i64(st.Sent),
-				us(st.XactTime), us(st.QueryTime), us(st.WaitTime), us(avg(st.XactTime, st.Xacts)), us(avg(st.QueryTime, st.Queries)), topo.Shards[i].Name, "primary"})
+				us(st.XactTime), us(st.QueryTime), us(st.WaitTime), us(avg(st.XactTime, st.Xacts)), us(avg(st.QueryTime, st.Queries)), topo.Shards[n.shard].Name, n.healthColumns()[0]})
 		}
 	case "CLIENTS":
 		cols = []string{"type", "user", "database", "state", "addr", "port", "connect_time", "request_time", "tls", "application_name", "shard"}
@@ -166,24 +166,28 @@ func (c *client) adminShow(what string) error {
 		}
 		s.clientsMu.Unlock()
 	case "SERVERS":
-		cols = []string{"type", "user", "database", "state", "addr", "port", "connect_time", "request_time", "remote_pid", "shard", "role"}
-		for i, p := range rt.pools {
-			for _, sv := range p.Servers() {
+		cols = []string{"type", "user", "database", "state", "addr", "port", "connect_time", "request_time", "remote_pid", "shard", "role", "healthy", "lag_bytes", "lag_seconds"}
+		for _, n := range rt.nodes() {
+			for _, sv := range n.pool.Servers() {
 				host, port := splitAddr(sv.Addr)
-				rows = append(rows, []string{"S", "", rt.cfg.Database, sv.State, host, port, stamp(sv.ConnectTime), stamp(sv.RequestTime), strconv.FormatUint(uint64(sv.PID), 10), topo.Shards[i].Name, "primary"})
+				rows = append(rows, append([]string{"S", "", rt.cfg.Database, sv.State, host, port, stamp(sv.ConnectTime), stamp(sv.RequestTime), strconv.FormatUint(uint64(sv.PID), 10), topo.Shards[n.shard].Name},
+					n.healthColumns()...))
 			}
 		}
 	case "SHARDS":
-		cols = []string{"shard", "primary", "replicas", "ranges", "pool_size", "sv_active", "sv_idle", "cl_waiting"}
-		for i, sh := range topo.Shards {
+		// One row per server: the primary, then its replicas.
+		cols = []string{"shard", "primary", "replicas", "ranges", "pool_size", "sv_active", "sv_idle", "cl_waiting", "server", "role", "healthy", "lag_bytes", "lag_seconds", "lsn"}
+		for _, n := range rt.nodes() {
+			sh := topo.Shards[n.shard]
 			var ranges []string
 			for _, r := range topo.Ranges {
-				if r.Shard == i {
+				if r.Shard == n.shard {
 					ranges = append(ranges, r.Range.String())
 				}
 			}
-			st := rt.pools[i].Stats()
-			rows = append(rows, []string{sh.Name, redactDSN(sh.Primary), strconv.Itoa(len(sh.Replicas)), strings.Join(ranges, " "), itoa(rt.cfg.Pool.Size), itoa(st.Active), itoa(st.Idle), itoa(st.Waiting)})
+			st := n.pool.Stats()
+			rows = append(rows, append([]string{sh.Name, redactDSN(sh.Primary), strconv.Itoa(len(sh.Replicas)), strings.Join(ranges, " "), itoa(rt.cfg.Pool.Size), itoa(st.Active), itoa(st.Idle), itoa(st.Waiting), redactDSN(n.dsn)},
+				append(n.healthColumns(), formatLSN(n.lsn.Load()))...))
 		}
 	case "CONFIG":
 		cols, rows = []string{"key", "value", "changeable"}, configRows(rt)
@@ -224,6 +228,11 @@ func configRows(rt *runtime) [][]string {
 		{"server_tls_sslmode", cfg.ServerTLS.Mode, "yes"},
 		{"admin_users", strings.Join(cfg.AdminUsers, ","), "yes"},
 		{"shutdown_timeout", time.Duration(cfg.ShutdownTimeout).String(), "yes"},
+		{"consistency", cfg.Consistency, "yes"},
+		{"primary_reads", cfg.PrimaryReads, "yes"},
+		{"ryw_wait", time.Duration(cfg.RYWWait).String(), "yes"},
+		{"max_replica_lag", time.Duration(cfg.MaxReplicaLag).String(), "yes"},
+		{"health_check_interval", time.Duration(cfg.HealthCheckInterval).String(), "yes"},
 	}
 }
 

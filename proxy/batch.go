@@ -144,6 +144,9 @@ func (c *client) planBatch() (router.Plan, *router.Error) {
 			if err != nil {
 				return plan, err
 			}
+			if plan.Role == router.RolePrimary || p.Role == router.RolePrimary {
+				merged.Role = router.RolePrimary // one server runs the batch: a write, or transaction control, keeps it on the primary
+			}
 			plan = merged
 		}
 	}

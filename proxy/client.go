@@ -87,6 +87,12 @@ type client struct {
 	branches  []branch            // the transaction's other shards (two_phase_commit)
 	savepoint bool                // the transaction has made a savepoint
 
+	// Replica reads and read-your-writes.
+	heldNode *node    // replica node the held connection came from, nil for a primary
+	ryw      []uint64 // by shard: WAL position of the client's last write (rywNone: unknown)
+	capture  captureMode
+	captured uint64 // LSN read by a capture op in the last send
+
 	ops       []op     // reused per round trip
 	willHave  []string // server-side names the batch being built prepares
 	willClose []string // server-side names it closes to make room

@@ -97,14 +97,18 @@ func (c *client) execute(plan router.Plan, u unit) error {
 	if c.state == txFailed && plan.Target != router.TargetError {
 		return c.refuse(errAborted)
 	}
+	c.planCapture(plan)
 	switch {
 	case plan.CopyIn != nil:
+		c.wroteEverywhere()
 		return c.copyIn(plan, u)
 	case plan.Split:
+		c.wroteEverywhere()
 		return c.splitInsert(u)
 	case plan.Target == router.TargetMulti && plan.Err == nil:
 		return c.scatter(plan, u)
 	case plan.Target == router.TargetMulti && c.broadcastAllowed(plan):
+		c.wroteEverywhere()
 		return c.broadcastWrite(plan, u)
 	case plan.Target == router.TargetError || plan.Target == router.TargetMulti:
 		return c.refuse(plan.Err)
@@ -123,6 +127,7 @@ func (c *client) execute(plan router.Plan, u unit) error {
 		if c.state == txPending {
 			return c.refuse(c.crossShard(plan))
 		}
+		c.wroteEverywhere()
 		if plan.Broadcast {
 			// Reference-table writes: one transaction per shard, all
 			// committed or none (atomically with two_phase_commit).
@@ -131,6 +136,18 @@ func (c *client) execute(plan router.Plan, u unit) error {
 		return c.broadcast(u)
 	case router.TargetAny:
 		plan.Shard = c.srv.anyShard()
+	}
+	if plan.Role == router.RoleReplica && c.state == txIdle && c.readsReplicas() && (u.query != nil || c.batch.synced()) {
+		n, rerr := c.pickRead(plan.Shard)
+		if rerr != nil {
+			return c.refuse(rerr)
+		}
+		if n != nil {
+			if err := c.acquireReplica(n); err != nil {
+				return c.refuse(acquireError(err))
+			}
+			return c.runHeld(u)
+		}
 	}
 	if err := c.acquire(plan.Shard); err != nil {
 		return c.refuse(acquireError(err))
@@ -144,6 +161,10 @@ func (c *client) inTransaction(plan router.Plan, u unit) error {
 	if len(c.branches) > 0 {
 		switch {
 		case plan.Tx == router.TxCommit || plan.Tx == router.TxRollback:
+			c.capture = captureNone
+			if plan.Tx == router.TxCommit {
+				c.wroteEverywhere()
+			}
 			return c.finishBranches(plan, u)
 		case plan.Tx == router.TxOther && (plan.Tag == "SAVEPOINT" || plan.Tag == "RELEASE" || plan.Tag == "ROLLBACK"):
 			return c.refuse(errSavepointAcross)
@@ -249,8 +270,11 @@ func (c *client) encode(sc *pool.Conn, u unit, withPending bool) []op {
 // BEGIN, relays the answer, and releases the connection at transaction end.
 func (c *client) runHeld(u unit) error {
 	sc := c.held
-	res, err := c.send(sc, c.encode(sc, u, true), &c.out, true)
+	ops, piped := c.pipelineCapture(u, c.encode(sc, u, true))
+	c.captured = 0
+	res, err := c.send(sc, ops, &c.out, true)
 	if err != nil {
+		c.capture = captureNone
 		c.dropBranches()
 		c.releaseHeld()
 		c.state, c.savepoint = txIdle, false
@@ -270,11 +294,13 @@ func (c *client) runHeld(u unit) error {
 		if len(c.txSettings) > 0 {
 			c.settleSettings(sc, !res.sawError && !c.rolledBack)
 		}
+		c.settleCapture(sc, piped)
 		c.releaseHeld()
 	default:
 		c.midBatch = false
 		c.state, c.srvStatus = txActive, res.status
 	}
+	c.capture = captureNone
 	return c.flush()
 }
 

@@ -65,6 +65,10 @@ func (c *client) releaseHeld() {
 	}
 	c.heldPool.RecordXact(time.Since(c.txStart))
 	c.activeShard.Store(-1)
+	if c.heldNode != nil {
+		c.heldNode.outstanding.Add(-1)
+		c.heldNode = nil
+	}
 	if c.mode == modeSession && !c.held.Broken() {
 		c.held = nil
 		return

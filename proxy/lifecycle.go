@@ -64,9 +64,11 @@ func (s *Server) Apply(cfg *topology.Config) error {
 	}
 	s.router.SetTopology(topo)
 	s.rt.Store(rt)
-	for _, p := range old.pools {
-		if !slices.Contains(rt.pools, p) {
-			p.Close() // lent connections close as they come back
+	rt.startMonitors(s)
+	kept := rt.nodes()
+	for _, n := range old.nodes() {
+		if !slices.Contains(kept, n) {
+			n.close() // lent connections close as they come back
 		}
 	}
 	s.log.Info("configuration reloaded", "pool_size", cfg.Pool.Size, "mode", cfg.Pool.Mode)

@@ -27,41 +27,87 @@ type runtime struct {
 	tls   *tls.Config // nil when client TLS is disabled
 	admin map[string]bool
 	pools []*pool.Pool // primary pool per shard, by shard index
+
+	primaries []*node   // by shard index; primaries[i].pool == pools[i]
+	replicas  [][]*node // by shard index, in config order
 }
 
-// openPools gives rt a pool per shard, reusing (and resizing) those of old
-// whose DSN is unchanged.
+// openPools gives rt a node (pool and monitor) per server, reusing (and
+// resizing) those of old whose DSN is unchanged. The monitors of new nodes
+// start with startMonitors once rt is the server's runtime.
 func (rt *runtime) openPools(old *runtime) error {
-	for i, sh := range rt.cfg.Shards {
-		pc := poolConfig(rt.cfg, sh.Name, sh.Primary)
-		if old != nil && i < len(old.pools) && old.cfg.Shards[i].Primary == sh.Primary && old.cfg.ServerTLS == rt.cfg.ServerTLS {
-			old.pools[i].Resize(pc)
-			rt.pools = append(rt.pools, old.pools[i])
-			continue
+	var oldNodes []*node
+	if old != nil && old.cfg.ServerTLS == rt.cfg.ServerTLS {
+		oldNodes = old.nodes()
+	}
+	get := func(shard int, replica bool, name, dsn string) (*node, error) {
+		pc := poolConfig(rt.cfg, name, dsn)
+		for _, n := range oldNodes {
+			if n.shard == shard && n.replica == replica && n.dsn == pc.DSN && !slices.Contains(rt.nodes(), n) {
+				n.pool.Resize(pc)
+				return n, nil
+			}
 		}
 		p, err := pool.New(pc)
+		if err != nil {
+			return nil, err
+		}
+		return newNode(p, pc.DSN, shard, replica, name), nil
+	}
+	rt.replicas = make([][]*node, len(rt.cfg.Shards))
+	for i, sh := range rt.cfg.Shards {
+		n, err := get(i, false, sh.Name+"/primary", sh.Primary)
 		if err != nil {
 			rt.closeNewPools(old)
 			return err
 		}
-		rt.pools = append(rt.pools, p)
+		rt.primaries = append(rt.primaries, n)
+		rt.pools = append(rt.pools, n.pool)
+		for j, dsn := range sh.Replicas {
+			n, err := get(i, true, fmt.Sprintf("%s/replica%d", sh.Name, j), dsn)
+			if err != nil {
+				rt.closeNewPools(old)
+				return err
+			}
+			rt.replicas[i] = append(rt.replicas[i], n)
+		}
 	}
 	return nil
 }
 
-// closeNewPools closes the pools of rt that old does not share.
+// startMonitors starts the health checks of rt's nodes not yet checked.
+func (rt *runtime) startMonitors(s *Server) {
+	for _, n := range rt.nodes() {
+		n.start(s)
+	}
+}
+
+// nodes lists every server of rt: primaries, then replicas.
+func (rt *runtime) nodes() []*node {
+	out := slices.Clone(rt.primaries)
+	for _, reps := range rt.replicas {
+		out = append(out, reps...)
+	}
+	return out
+}
+
+// closeNewPools closes the nodes of rt that old does not share.
 func (rt *runtime) closeNewPools(old *runtime) {
-	for _, p := range rt.pools {
-		if old == nil || !slices.Contains(old.pools, p) {
-			p.Close()
+	var keep []*node
+	if old != nil {
+		keep = old.nodes()
+	}
+	for _, n := range rt.nodes() {
+		if !slices.Contains(keep, n) {
+			n.close()
 		}
 	}
 }
 
-func poolConfig(cfg *topology.Config, shard, dsn string) pool.Config {
+func poolConfig(cfg *topology.Config, name, dsn string) pool.Config {
 	pc := cfg.Pool
 	return pool.Config{
-		Name:           shard + "/primary",
+		Name:           name,
 		DSN:            withServerTLS(dsn, cfg.ServerTLS),
 		Size:           pc.Size,
 		MinSize:        pc.MinSize,

@@ -225,6 +225,7 @@ func TestServerConnectTimeout(t *testing.T) {
 	dsn := proxyWith(t, func(c *topology.Config) {
 		c.Shards[1].Primary = "postgres://postgres@" + ln.Addr().String() + "/app"
 		c.Pool.ServerConnectTimeout = topology.Duration(300 * time.Millisecond)
+		c.Consistency = "primary" // the reads below must reach the primaries, not s1's healthy replica
 	})
 	conn := dial(t, dsn, pgx.QueryExecModeSimpleProtocol, nil)
 	onShard := map[int]int64{}

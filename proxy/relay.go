@@ -16,6 +16,9 @@ import (
 type op struct {
 	typ  byte // frontend message type: 'Q', 'P', 'B', 'D', 'E', 'C', 'S'
 	drop bool // sent by the proxy itself: swallow its answer (errors still pass)
+	// capture: the proxy's WAL position query; its value goes to
+	// c.captured and nothing of its answer, errors included, reaches the client.
+	capture bool
 
 	// fake ops are answered by the proxy at their turn, without the server.
 	fake byte          // '1' ParseComplete or '3' CloseComplete
@@ -97,6 +100,9 @@ func (c *client) send(sc *pool.Conn, ops []op, sink *[]byte, stream bool) (res r
 			*sink = append(*sink, msg...)
 			continue
 		case 'E':
+			if o.capture {
+				continue
+			}
 			*sink = append(*sink, msg...)
 			res.sawError = true
 			if o.typ != 'Q' { // a simple query goes on to its ReadyForQuery
@@ -107,6 +113,8 @@ func (c *client) send(sc *pool.Conn, ops []op, sink *[]byte, stream bool) (res r
 		}
 		if !o.drop {
 			*sink = append(*sink, msg...)
+		} else if o.capture && typ == 'D' {
+			c.captured = dataRowLSN(msg)
 		}
 		if typ == 'C' && len(c.txSettings) > 0 {
 			c.rolledBack = bytes.HasPrefix(msg[5:], []byte("ROLLBACK"))

@@ -32,6 +32,7 @@ type Server struct {
 	log       *slog.Logger
 
 	nextAny     atomic.Uint32
+	nextReplica atomic.Uint32
 	nextConn    atomic.Uint64
 	clientCount atomic.Int64
 
@@ -72,6 +73,7 @@ func New(cfg *topology.Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.rt.Store(rt)
+	rt.startMonitors(s)
 	return s, nil
 }
 
@@ -137,8 +139,8 @@ func (s *Server) shutdown() {
 	}
 	s.clientsMu.Unlock()
 	s.wg.Wait()
-	for _, p := range s.rt.Load().pools {
-		p.Close()
+	for _, n := range s.rt.Load().nodes() {
+		n.close()
 	}
 }
 

@@ -41,6 +41,27 @@ type Config struct {
 	// resolved from it at start-up. The servers need max_prepared_transactions.
 	TwoPhaseCommit bool   `yaml:"two_phase_commit"`
 	DecisionLog    string `yaml:"decision_log"` // default shardgate-2pc.log beside the config
+
+	// Replica reads. Consistency is "read_your_writes" (default: a client's
+	// reads go to replicas that have replayed its own committed writes),
+	// "eventual" (any usable replica) or "primary" (every statement to the
+	// primaries). PrimaryReads is "fallback" (default: the primary serves a
+	// read when no replica is usable), "always" (the primary is one of the
+	// read targets) or "never" (a read with no usable replica fails with
+	// 08006, except that read-your-writes may still fall back to it).
+	Consistency  string `yaml:"consistency"`
+	PrimaryReads string `yaml:"primary_reads"`
+	// RYWWait is how long a read may wait for a replica to replay the
+	// client's last write before it goes to the primary; default 0.
+	RYWWait Duration `yaml:"ryw_wait"`
+	// MaxReplicaLag keeps reads off replicas whose replay is this far behind
+	// (seconds since the last replayed transaction while behind the
+	// primary); default 0: off.
+	MaxReplicaLag Duration `yaml:"max_replica_lag"`
+	// HealthCheckInterval is how often every server is probed (WAL
+	// positions, replica lag); a replica whose probe fails gets no reads
+	// until one succeeds. Default 1s.
+	HealthCheckInterval Duration `yaml:"health_check_interval"`
 }
 
 // AuthConfig says how clients prove who they are. Servers are reached with
@@ -154,8 +175,12 @@ func defaultConfig() *Config {
 	return &Config{
 		Listen:          defaultListen,
 		ShutdownTimeout: Duration(30 * time.Second),
-		Auth:            AuthConfig{Type: "trust"},
-		TLS:             TLSConfig{Mode: "disable"},
+
+		Consistency:         "read_your_writes",
+		PrimaryReads:        "fallback",
+		HealthCheckInterval: Duration(time.Second),
+		Auth:                AuthConfig{Type: "trust"},
+		TLS:                 TLSConfig{Mode: "disable"},
 		Pool: PoolConfig{
 			Mode:                 defaultPoolMode,
 			Size:                 defaultPoolSize,

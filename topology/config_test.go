@@ -68,6 +68,9 @@ tables:
 		ServerLifetime: Duration(time.Hour), ServerCheckDelay: Duration(30 * time.Second), PreparedStatements: 200}); cfg.Pool != want {
 		t.Errorf("pool %+v, want %+v", cfg.Pool, want)
 	}
+	if cfg.Consistency != "read_your_writes" || cfg.PrimaryReads != "fallback" || cfg.RYWWait != 0 || cfg.MaxReplicaLag != 0 || cfg.HealthCheckInterval != Duration(time.Second) {
+		t.Errorf("replica defaults: %q %q %v %v %v", cfg.Consistency, cfg.PrimaryReads, cfg.RYWWait, cfg.MaxReplicaLag, cfg.HealthCheckInterval)
+	}
 	if kt := cfg.Tables["users"].KeyType; kt != KeyBigint {
 		t.Errorf("users key_type %q, want bigint", kt)
 	}
@@ -157,6 +160,14 @@ keyspace:
 			[]string{`c.yaml:9: pool.size: want an integer, got "lots"`}},
 		{"bad duration", base + "pool:\n  query_wait_timeout: 5\n",
 			[]string{`c.yaml:9: pool.query_wait_timeout: invalid duration "5"`}},
+		{"bad consistency", base + "consistency: strong\n",
+			[]string{`c.yaml:8: consistency: unknown consistency "strong"`}},
+		{"bad primary_reads", base + "primary_reads: sometimes\n",
+			[]string{`c.yaml:8: primary_reads: unknown value "sometimes"`}},
+		{"zero health interval", base + "health_check_interval: 0s\n",
+			[]string{"c.yaml:8: health_check_interval: must be positive"}},
+		{"negative lag", base + "max_replica_lag: -1s\n",
+			[]string{"c.yaml:8: max_replica_lag: must not be negative"}},
 		{"mapping for list", base + "reference_tables:\n  a: b\n",
 			[]string{"c.yaml:9: reference_tables: want a list, got a mapping"}},
 		{"yaml syntax", "database: app\nshards: [\n",

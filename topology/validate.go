@@ -68,6 +68,29 @@ func (c *Config) checkServer(p *problems) {
 	if c.ShutdownTimeout < 0 {
 		p.add("shutdown_timeout", "must not be negative")
 	}
+	c.checkReplicas(p)
+}
+
+func (c *Config) checkReplicas(p *problems) {
+	switch c.Consistency {
+	case "read_your_writes", "eventual", "primary":
+	default:
+		p.add("consistency", "unknown consistency %q, want read_your_writes, eventual or primary", c.Consistency)
+	}
+	switch c.PrimaryReads {
+	case "never", "fallback", "always":
+	default:
+		p.add("primary_reads", "unknown value %q, want never, fallback or always", c.PrimaryReads)
+	}
+	if c.RYWWait < 0 {
+		p.add("ryw_wait", "must not be negative")
+	}
+	if c.MaxReplicaLag < 0 {
+		p.add("max_replica_lag", "must not be negative")
+	}
+	if c.HealthCheckInterval <= 0 {
+		p.add("health_check_interval", "must be positive")
+	}
 }
 
 func (c *Config) checkPool(p *problems) {

@@ -1,0 +1,34 @@
+package proxy
+
+import (
+	"encoding/binary"
+	"testing"
+)
+
+func TestLSNParsing(t *testing.T) {
+	row := func(v string) []byte {
+		msg := []byte{'D', 0, 0, 0, 0, 0, 1}
+		msg = binary.BigEndian.AppendUint32(msg, uint32(len(v)))
+		msg = append(msg, v...)
+		binary.BigEndian.PutUint32(msg[1:], uint32(len(msg)-1))
+		return msg
+	}
+	for _, tc := range []struct {
+		in   string
+		want uint64
+	}{{"0/16B3748", 0x16B3748}, {"1A/FF", 0x1A<<32 | 0xFF}, {"0/0", 0}, {"bad", 0}, {"1/2/3", 0}} {
+		if got := dataRowLSN(row(tc.in)); got != tc.want {
+			t.Errorf("dataRowLSN(%q) = %x, want %x", tc.in, got, tc.want)
+		}
+		if got, err := parseLSN(tc.in); tc.want != 0 && (err != nil || got != tc.want) {
+			t.Errorf("parseLSN(%q) = %x, %v", tc.in, got, err)
+		}
+		if tc.want != 0 && formatLSN(tc.want) != tc.in {
+			t.Errorf("formatLSN(%x) = %s, want %s", tc.want, formatLSN(tc.want), tc.in)
+		}
+	}
+	msg := row("0/16B3748")
+	if got := testing.AllocsPerRun(100, func() { dataRowLSN(msg) }); got != 0 {
+		t.Errorf("dataRowLSN allocates")
+	}
+}
