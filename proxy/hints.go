@@ -30,6 +30,9 @@ func (c *client) applyHintSet(h *router.HintSetting) {
 		return
 	}
 	c.sessionHint, _ = c.srv.router.ParseSessionHint(c.sessionHint, h.Name, h.Value)
+	if h.Name == "session" {
+		c.inheritToken()
+	}
 }
 
 // explain answers EXPLAIN (SHARDGATE) <statement> with the plan the proxy

@@ -286,6 +286,7 @@ func (c *client) recordWrite(shard int, lsn uint64) {
 	if shard < len(c.ryw) {
 		c.ryw[shard] = lsn
 	}
+	c.shareWrite(shard, lsn)
 }
 
 // wroteEverywhere is recordWrite for writes whose positions the proxy did

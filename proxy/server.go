@@ -28,6 +28,7 @@ type Server struct {
 	rt        atomic.Pointer[runtime]
 	cancels   cancelRegistry
 	decisions *decisionLog
+	tokens    *tokenStore // shardgate.session read-your-writes positions
 	router    *router.Router
 	log       *slog.Logger
 
@@ -65,6 +66,7 @@ func New(cfg *topology.Config, log *slog.Logger) (*Server, error) {
 	}
 	s := &Server{
 		decisions: &decisionLog{path: cfg.DecisionLog},
+		tokens:    newTokenStore(tokenCapacity, tokenTTL),
 		router:    router.New(topo, planCacheSize),
 		log:       log,
 		clients:   make(map[*client]struct{}),

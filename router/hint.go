@@ -19,7 +19,13 @@ type Hint struct {
 	ShardKey string // routes like a key of the statement's key type
 	Shard    string
 	Role     string // "primary" or "replica"
+	// Session is shardgate.session, the read-your-writes token: not a
+	// routing hint, so empty() ignores it.
+	Session string
 }
+
+// MaxSessionToken is the longest shardgate.session value, in bytes.
+const MaxSessionToken = 64
 
 func (h *Hint) empty() bool { return h == nil || (h.ShardKey == "" && h.Shard == "" && h.Role == "") }
 
@@ -38,8 +44,13 @@ func (h *Hint) set(t *topology.Topology, name, value string) *Error {
 			return errorf("22023", "shardgate hint: role must be primary or replica, got %q", value)
 		}
 		h.Role = value
+	case "session":
+		if len(value) > MaxSessionToken {
+			return errorf("22023", "shardgate.session: token is %d bytes, at most %d allowed", len(value), MaxSessionToken)
+		}
+		h.Session = value
 	default:
-		return errorf("22023", "shardgate hint: unknown setting %q (want shard_key, shard or role)", name)
+		return errorf("22023", "shardgate hint: unknown setting %q (want shard_key, shard, role or session)", name)
 	}
 	return nil
 }
@@ -60,6 +71,9 @@ func commentHint(t *topology.Topology, sql string) (*Hint, *Error) {
 		name, value, ok := strings.Cut(pair, "=")
 		if !ok {
 			return nil, errorf("22023", "shardgate hint: want name=value, got %q", pair)
+		}
+		if name == "session" {
+			return nil, errorf("22023", "shardgate hint: session is a session setting, not a comment hint")
 		}
 		if err := h.set(t, name, strings.Trim(value, `'"`)); err != nil {
 			return nil, err

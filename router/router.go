@@ -187,6 +187,10 @@ func route(t *topology.Topology, a *Analysis, params [][]byte, formats []int16, 
 	if len(a.Stmts) == 1 {
 		switch s := a.Stmts[0]; s.Class {
 		case ClassHint:
+			if s.Hint.Local && s.Hint.Name == "session" {
+				err := &Error{Code: "0A000", Message: "SET LOCAL shardgate.session is not supported: use SET shardgate.session"}
+				return Plan{Target: TargetError, Err: err, Reason: err.Message}
+			}
 			if s.Hint.Value != "" {
 				if err := (&Hint{}).set(t, s.Hint.Name, s.Hint.Value); err != nil {
 					return Plan{Target: TargetError, Err: err, Reason: err.Message}
