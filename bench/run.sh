@@ -506,3 +506,18 @@ say "running bench/scatter (scatter queries, 3 shards vs one PostgreSQL; about $
 } >>"$RESULTS/latest.md"
 echo
 cat "$WORK/scatter.md"
+
+# --- replica reads: bench/replicas ----------------------------------------
+# Its own 2-shard sandbox with 2 replicas per shard and in-process proxies:
+# primary-only reads vs 1 and 2 replicas per shard; appended to latest.md.
+say "running bench/replicas (replica reads, 2 shards x 2 replicas; about $((3 * DURATION + 40))s)"
+"$GO" run ./bench/replicas -duration "${DURATION}s" -out "$WORK/replicas.md" >"$RAW/replicas.txt" 2>&1 || {
+	tail -20 "$RAW/replicas.txt" >&2
+	die "bench/replicas failed: see $RAW/replicas.txt"
+}
+{
+	echo
+	cat "$WORK/replicas.md"
+} >>"$RESULTS/latest.md"
+echo
+cat "$WORK/replicas.md"
