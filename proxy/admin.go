@@ -166,17 +166,27 @@ func (c *client) adminShow(what string) error {
 		}
 		s.clientsMu.Unlock()
 	case "SERVERS":
-		cols = []string{"type", "user", "database", "state", "addr", "port", "connect_time", "request_time", "remote_pid", "shard", "role", "healthy", "lag_bytes", "lag_seconds"}
+		cols = []string{"type", "user", "database", "state", "addr", "port", "connect_time", "request_time", "remote_pid", "shard", "role", "healthy", "lag_bytes", "lag_seconds", "banned_until"}
 		for _, n := range rt.nodes() {
-			for _, sv := range n.pool.Servers() {
+			servers := n.pool.Servers()
+			for _, sv := range servers {
 				host, port := splitAddr(sv.Addr)
 				rows = append(rows, append([]string{"S", "", rt.cfg.Database, sv.State, host, port, stamp(sv.ConnectTime), stamp(sv.RequestTime), strconv.FormatUint(uint64(sv.PID), 10), topo.Shards[n.shard].Name},
+					n.healthColumns()...))
+			}
+			if len(servers) == 0 && n.banned() {
+				// A banned server's connections are closed: one row says so.
+				host, port := "", ""
+				if u, err := url.Parse(n.dsn); err == nil {
+					host, port = u.Hostname(), u.Port()
+				}
+				rows = append(rows, append([]string{"S", "", rt.cfg.Database, "banned", host, port, "", "", "0", topo.Shards[n.shard].Name},
 					n.healthColumns()...))
 			}
 		}
 	case "SHARDS":
 		// One row per server: the primary, then its replicas.
-		cols = []string{"shard", "primary", "replicas", "ranges", "pool_size", "sv_active", "sv_idle", "cl_waiting", "server", "role", "healthy", "lag_bytes", "lag_seconds", "lsn"}
+		cols = []string{"shard", "primary", "replicas", "ranges", "pool_size", "sv_active", "sv_idle", "cl_waiting", "server", "role", "healthy", "lag_bytes", "lag_seconds", "banned_until", "lsn"}
 		for _, n := range rt.nodes() {
 			sh := topo.Shards[n.shard]
 			var ranges []string
@@ -233,6 +243,7 @@ func configRows(rt *runtime) [][]string {
 		{"ryw_wait", time.Duration(cfg.RYWWait).String(), "yes"},
 		{"max_replica_lag", time.Duration(cfg.MaxReplicaLag).String(), "yes"},
 		{"health_check_interval", time.Duration(cfg.HealthCheckInterval).String(), "yes"},
+		{"ban_time", time.Duration(cfg.BanTime).String(), "yes"},
 	}
 }
 

@@ -138,15 +138,24 @@ func (c *client) execute(plan router.Plan, u unit) error {
 		plan.Shard = c.srv.anyShard()
 	}
 	if plan.Role == router.RoleReplica && c.state == txIdle && c.readsReplicas() && (u.query != nil || c.batch.synced()) {
-		n, rerr := c.pickRead(plan.Shard)
-		if rerr != nil {
-			return c.refuse(rerr)
-		}
-		if n != nil {
-			if err := c.acquireReplica(n); err != nil {
+		// A replica that cannot be connected to is banned and the read
+		// picks again, so it lands on another replica or the primary.
+		for range len(c.srv.rt.Load().replicas[plan.Shard]) + 1 {
+			n, rerr := c.pickRead(plan.Shard)
+			if rerr != nil {
+				return c.refuse(rerr)
+			}
+			if n == nil {
+				break
+			}
+			err := c.acquireReplica(n)
+			if err == nil {
+				return c.runHeld(u)
+			}
+			if errors.Is(err, pool.ErrWaitTimeout) || c.ctx.Err() != nil {
 				return c.refuse(acquireError(err))
 			}
-			return c.runHeld(u)
+			n.ban(c.srv, err)
 		}
 	}
 	if err := c.acquire(plan.Shard); err != nil {
@@ -274,6 +283,7 @@ func (c *client) runHeld(u unit) error {
 	c.captured = 0
 	res, err := c.send(sc, ops, &c.out, true)
 	if err != nil {
+		c.banHeld(err)
 		c.capture = captureNone
 		c.dropBranches()
 		c.releaseHeld()
@@ -324,6 +334,21 @@ func (c *client) describeOutside() error {
 	}
 	c.out[len(c.out)-1] = c.status() // the client is still in its transaction
 	return c.flush()
+}
+
+// banHeld bans the server of the held connection after an I/O error on it
+// (not one writing to the client).
+func (c *client) banHeld(err error) {
+	if errors.Is(err, errClientWrite) || c.held == nil {
+		return
+	}
+	if n := c.heldNode; n != nil {
+		n.ban(c.srv, err)
+		return
+	}
+	if rt := c.srv.rt.Load(); c.heldShard < len(rt.primaries) && rt.primaries[c.heldShard].pool == c.heldPool {
+		rt.primaries[c.heldShard].ban(c.srv, err)
+	}
 }
 
 // serverLost reports a server connection that died under a client; the

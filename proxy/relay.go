@@ -100,6 +100,12 @@ func (c *client) send(sc *pool.Conn, ops []op, sink *[]byte, stream bool) (res r
 			*sink = append(*sink, msg...)
 			continue
 		case 'E':
+			if sev, text := fatalError(msg); sev != "" {
+				// The server is closing this connection: relaying the FATAL
+				// would make the client drop its own connection too.
+				sc.MarkBroken()
+				return res, fmt.Errorf("server ended the connection: %s %s", sev, text)
+			}
 			if o.capture {
 				continue
 			}
@@ -205,4 +211,34 @@ func (c *client) discard(sc *pool.Conn) {
 		sc.Reader.Discard(c.peeked)
 		c.peeked = 0
 	}
+}
+
+// fatalError returns the severity and "message (SQLSTATE code)" of an
+// ErrorResponse whose severity is FATAL or PANIC; "" for other errors.
+func fatalError(msg []byte) (string, string) {
+	var sev, code, text string
+	for b := msg[5:]; len(b) > 1; {
+		end := bytes.IndexByte(b[1:], 0)
+		if end < 0 {
+			break
+		}
+		v := string(b[1 : 1+end])
+		switch b[0] {
+		case 'V':
+			sev = v
+		case 'S':
+			if sev == "" {
+				sev = v
+			}
+		case 'C':
+			code = v
+		case 'M':
+			text = v
+		}
+		b = b[2+end:]
+	}
+	if sev != "FATAL" && sev != "PANIC" {
+		return "", ""
+	}
+	return sev, fmt.Sprintf("%s (SQLSTATE %s)", text, code)
 }

@@ -37,6 +37,9 @@ type node struct {
 	lagBytes    atomic.Int64
 	lagMicros   atomic.Int64
 	outstanding atomic.Int32 // connections lent to clients by the proxy
+	// bannedUntil is when the node's ban expires (UnixNano); 0: not banned.
+	// Only the monitor lifts a ban, after a probe that began past it succeeds.
+	bannedUntil atomic.Int64
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -99,6 +102,7 @@ func (n *node) monitor(s *Server) {
 	wasHealthy := true
 	for {
 		interval := time.Duration(s.rt.Load().cfg.HealthCheckInterval)
+		began := time.Now()
 		ctx, cancel := context.WithTimeout(base, max(interval, time.Second))
 		if conn == nil {
 			conn, err = pgconn.ConnectConfig(ctx, cfg)
@@ -117,6 +121,11 @@ func (n *node) monitor(s *Server) {
 			return
 		}
 		n.healthy.Store(err == nil)
+		if err != nil {
+			n.ban(s, err)
+		} else if until := n.bannedUntil.Load(); until != 0 && began.UnixNano() >= until && n.bannedUntil.CompareAndSwap(until, 0) {
+			s.log.Info("ban lifted", "server", n.name)
+		}
 		if err != nil && wasHealthy {
 			s.log.Warn("health check failed", "server", n.name, "err", err)
 		} else if err == nil && !wasHealthy {
@@ -190,9 +199,32 @@ func formatLSN(l uint64) string {
 	return fmt.Sprintf("%X/%X", l>>32, uint32(l))
 }
 
+// ban keeps new reads off the node for ban_time and until a probe succeeds
+// after that, and closes its idle connections, which a failure of the
+// server has most likely broken too.
+func (n *node) ban(s *Server, reason error) {
+	until := time.Now().Add(time.Duration(s.rt.Load().cfg.BanTime)).UnixNano()
+	for {
+		old := n.bannedUntil.Load()
+		if old >= until {
+			return
+		}
+		if n.bannedUntil.CompareAndSwap(old, until) {
+			if old == 0 {
+				s.log.Warn("server banned", "server", n.name, "until", time.Unix(0, until).Format(time.RFC3339Nano), "reason", reason)
+			}
+			break
+		}
+	}
+	n.pool.Reconnect()
+}
+
+// banned reports whether the node is banned.
+func (n *node) banned() bool { return n.bannedUntil.Load() != 0 }
+
 // usable reports whether a replica may serve reads now.
 func (n *node) usable(maxLag time.Duration) bool {
-	if !n.healthy.Load() {
+	if !n.healthy.Load() || n.banned() {
 		return false
 	}
 	return maxLag <= 0 || time.Duration(n.lagMicros.Load())*time.Microsecond <= maxLag
@@ -223,7 +255,7 @@ func (c *client) pickRead(shard int) (*node, *router.Error) {
 	for {
 		best, anyUsable := c.bestReplica(reps, maxLag, need)
 		if best != nil {
-			if cfg.PrimaryReads == "always" {
+			if cfg.PrimaryReads == "always" && !rt.primaries[shard].banned() {
 				// The primary competes as one more server: by its lent
 				// connections, ties shared round-robin.
 				pa, ba := int32(rt.pools[shard].Stats().Active), best.outstanding.Load()
@@ -416,12 +448,18 @@ func (c *client) acquireReplica(n *node) error {
 	return nil
 }
 
-// healthColumns are role, healthy, lag_bytes and lag_seconds for the admin console.
+// healthColumns are role, healthy, lag_bytes, lag_seconds and banned_until
+// (empty when not banned; a past time while waiting for a good probe) for
+// the admin console.
 func (n *node) healthColumns() []string {
 	role := "primary"
 	if n.replica {
 		role = "replica"
 	}
 	secs := float64(n.lagMicros.Load()) / 1e6
-	return []string{role, strconv.FormatBool(n.healthy.Load()), strconv.FormatInt(n.lagBytes.Load(), 10), strconv.FormatFloat(secs, 'f', 3, 64)}
+	banned := ""
+	if until := n.bannedUntil.Load(); until != 0 {
+		banned = time.Unix(0, until).UTC().Format("2006-01-02 15:04:05.000 UTC")
+	}
+	return []string{role, strconv.FormatBool(n.healthy.Load()), strconv.FormatInt(n.lagBytes.Load(), 10), strconv.FormatFloat(secs, 'f', 3, 64), banned}
 }

@@ -322,3 +322,16 @@ func (c *Cluster) saveState() error {
 	}
 	return os.Rename(tmp, filepath.Join(c.Dir, stateFile))
 }
+
+// StopServer stops one server of the cluster (fast shutdown: sessions are
+// terminated), e.g. to test failures; StartServer starts it again.
+func (c *Cluster) StopServer(ctx context.Context, s *Server) error {
+	return c.stop(ctx, s)
+}
+
+// StartServer starts a server stopped with StopServer and waits until it
+// accepts connections.
+func (c *Cluster) StartServer(ctx context.Context, s *Server) error {
+	var started startedSet
+	return c.start(ctx, s, &started)
+}

@@ -190,6 +190,9 @@ unix_socket_directories = ''
 wal_level = logical
 max_wal_senders = 10
 max_replication_slots = 10
+# Concurrent base backups each checkpoint: keep the WAL the others still need
+# before their slots exist.
+wal_keep_size = 64MB
 hot_standby = on
 max_connections = 200
 max_prepared_transactions = 20

@@ -62,6 +62,12 @@ type Config struct {
 	// positions, replica lag); a replica whose probe fails gets no reads
 	// until one succeeds. Default 1s.
 	HealthCheckInterval Duration `yaml:"health_check_interval"`
+	// BanTime is how long a server is banned after a failed probe or a
+	// connection error (an I/O error on a server connection in use, or a
+	// failed connect when a read acquires a replica connection): a banned
+	// replica gets no new reads. The ban lifts at the first successful probe
+	// once BanTime has passed (0: at the next successful probe). Default 15s.
+	BanTime Duration `yaml:"ban_time"`
 }
 
 // AuthConfig says how clients prove who they are. Servers are reached with
@@ -179,6 +185,7 @@ func defaultConfig() *Config {
 		Consistency:         "read_your_writes",
 		PrimaryReads:        "fallback",
 		HealthCheckInterval: Duration(time.Second),
+		BanTime:             Duration(15 * time.Second),
 		Auth:                AuthConfig{Type: "trust"},
 		TLS:                 TLSConfig{Mode: "disable"},
 		Pool: PoolConfig{
