@@ -25,16 +25,15 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/shardgate/shardgate"
+	"github.com/shardgate/shardgate/bench/loadgen"
 	"github.com/shardgate/shardgate/proxy"
 	"github.com/shardgate/shardgate/sandbox"
 	"github.com/shardgate/shardgate/topology"
@@ -121,7 +120,7 @@ func run(ctx context.Context, rows int, duration time.Duration, clients int) (st
 		query, rows, clients, duration, numCPU())
 	b.WriteString("| reads on | queries | qps | p50 ms | p99 ms | qps ratio | p99 ratio |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|\n")
-	var base result
+	var base loadgen.Result
 	for i, s := range setups {
 		r, err := runSetup(ctx, c, s, rows, duration, clients)
 		if err != nil {
@@ -130,9 +129,9 @@ func run(ctx context.Context, rows int, duration time.Duration, clients int) (st
 		if i == 0 {
 			base = r
 		}
-		logf("%-36s %8d queries, %.0f qps, p50 %.3f ms, p99 %.3f ms", s.name, r.n, r.qps(), ms(r.pct(0.50)), ms(r.pct(0.99)))
-		fmt.Fprintf(&b, "| %s | %d | %.0f | %.3f | %.3f | %.2f | %.2f |\n", s.name, r.n, r.qps(), ms(r.pct(0.50)), ms(r.pct(0.99)),
-			r.qps()/base.qps(), float64(r.pct(0.99))/float64(max(base.pct(0.99), 1)))
+		logf("%-36s %8d queries, %.0f qps, p50 %.3f ms, p99 %.3f ms", s.name, r.N, r.QPS(), ms(r.Pct(0.50)), ms(r.Pct(0.99)))
+		fmt.Fprintf(&b, "| %s | %d | %.0f | %.3f | %.3f | %.2f | %.2f |\n", s.name, r.N, r.QPS(), ms(r.Pct(0.50)), ms(r.Pct(0.99)),
+			r.QPS()/base.QPS(), float64(r.Pct(0.99))/float64(max(base.Pct(0.99), 1)))
 	}
 	b.WriteString("\n")
 	return b.String(), nil
@@ -212,10 +211,10 @@ func waitReplay(ctx context.Context, dsn, lsn string) error {
 
 // runSetup starts a proxy configured by s, checks where reads go and
 // measures the workload.
-func runSetup(ctx context.Context, c *sandbox.Cluster, s setup, rows int, duration time.Duration, clients int) (result, error) {
+func runSetup(ctx context.Context, c *sandbox.Cluster, s setup, rows int, duration time.Duration, clients int) (loadgen.Result, error) {
 	cfg, err := topology.ParseConfig("bench.yaml", c.ConfigYAML("127.0.0.1:0"))
 	if err != nil {
-		return result{}, err
+		return loadgen.Result{}, err
 	}
 	cfg.Consistency = s.consistency
 	cfg.HealthCheckInterval = topology.Duration(100 * time.Millisecond)
@@ -224,11 +223,11 @@ func runSetup(ctx context.Context, c *sandbox.Cluster, s setup, rows int, durati
 	}
 	srv, err := proxy.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
-		return result{}, err
+		return loadgen.Result{}, err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return result{}, err
+		return loadgen.Result{}, err
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	served := make(chan struct{})
@@ -236,7 +235,7 @@ func runSetup(ctx context.Context, c *sandbox.Cluster, s setup, rows int, durati
 	defer func() { cancel(); <-served }()
 	dsn := "postgres://postgres@" + ln.Addr().String() + "/" + c.Database + "?sslmode=disable"
 	if err := checkPlacement(ctx, dsn, rows, s.consistency != "primary"); err != nil {
-		return result{}, err
+		return loadgen.Result{}, err
 	}
 	return measure(ctx, dsn, rows, duration, clients)
 }
@@ -272,88 +271,13 @@ func checkPlacement(ctx context.Context, dsn string, rows int, wantReplica bool)
 	}
 }
 
-type result struct {
-	n       int
-	elapsed time.Duration
-	lat     []time.Duration // sorted
-}
-
-func (r result) qps() float64 { return float64(r.n) / r.elapsed.Seconds() }
-
-// pct returns the p-th quantile by nearest rank.
-func (r result) pct(p float64) time.Duration {
-	if len(r.lat) == 0 {
-		return 0
-	}
-	i := int(p*float64(len(r.lat))+0.999999) - 1
-	return r.lat[max(0, min(i, len(r.lat)-1))]
-}
-
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
 
 // measure runs the point select with random ids on clients connections.
-func measure(ctx context.Context, dsn string, rows int, duration time.Duration, clients int) (result, error) {
-	conns := make([]*pgx.Conn, clients)
-	defer func() {
-		for _, c := range conns {
-			if c != nil {
-				c.Close(context.Background())
-			}
-		}
-	}()
-	pick := func(r *rand.Rand) int64 { return 1 + r.Int64N(int64(rows)) }
-	for i := range conns {
-		var err error
-		if conns[i], err = pgx.Connect(ctx, dsn); err != nil {
-			return result{}, err
-		}
-		r := rand.New(rand.NewPCG(uint64(i), 1))
-		for range 20 { // warm up: prepare on the servers, fill caches
-			if err := get(ctx, conns[i], pick(r)); err != nil {
-				return result{}, err
-			}
-		}
-	}
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		all  []time.Duration
-		errs []error
-	)
-	start := time.Now()
-	deadline := start.Add(duration)
-	for i, conn := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := rand.New(rand.NewPCG(uint64(i), 2))
-			lat := make([]time.Duration, 0, 4096)
-			var err error
-			for time.Now().Before(deadline) && ctx.Err() == nil {
-				t := time.Now()
-				if err = get(ctx, conn, pick(r)); err != nil {
-					break
-				}
-				lat = append(lat, time.Since(t))
-			}
-			mu.Lock()
-			all = append(all, lat...)
-			if err != nil {
-				errs = append(errs, err)
-			}
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	if len(errs) > 0 {
-		return result{}, errs[0]
-	}
-	if err := ctx.Err(); err != nil {
-		return result{}, err
-	}
-	slices.Sort(all)
-	return result{n: len(all), elapsed: elapsed, lat: all}, nil
+func measure(ctx context.Context, dsn string, rows int, duration time.Duration, clients int) (loadgen.Result, error) {
+	return loadgen.Run(ctx, dsn, clients, 20, duration, func(ctx context.Context, conn *pgx.Conn, r *rand.Rand) error {
+		return get(ctx, conn, 1+r.Int64N(int64(rows)))
+	})
 }
 
 func get(ctx context.Context, conn *pgx.Conn, id int64) error {

@@ -22,19 +22,20 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/shardgate/shardgate"
+	"github.com/shardgate/shardgate/bench/loadgen"
 	"github.com/shardgate/shardgate/proxy"
 	"github.com/shardgate/shardgate/sandbox"
 	"github.com/shardgate/shardgate/topology"
@@ -144,24 +145,24 @@ func run(ctx context.Context, rows int, duration time.Duration, clients, copyRow
 		if err := verify(ctx, proxyDSN, flatDSN, q.sql); err != nil {
 			return "", fmt.Errorf("%s: %w", q.name, err)
 		}
-		var res [2]result
+		var res [2]loadgen.Result
 		for i, t := range targets {
 			r, err := measure(ctx, t.dsn, q.sql, duration, clients)
 			if err != nil {
 				return "", fmt.Errorf("%s via %s: %w", q.name, t.name, err)
 			}
 			res[i] = r
-			logf("%-15s %-21s %7d queries, p50 %.3f ms, p99 %.3f ms", q.name, t.name, r.n, ms(r.pct(0.50)), ms(r.pct(0.99)))
+			logf("%-15s %-21s %7d queries, p50 %.3f ms, p99 %.3f ms", q.name, t.name, r.N, ms(r.Pct(0.50)), ms(r.Pct(0.99)))
 		}
 		for i, t := range targets {
 			r := res[i]
 			r50, r99 := "", ""
 			if i == 1 {
-				r50 = ratio(r.pct(0.50), res[0].pct(0.50))
-				r99 = ratio(r.pct(0.99), res[0].pct(0.99))
+				r50 = ratio(r.Pct(0.50), res[0].Pct(0.50))
+				r99 = ratio(r.Pct(0.99), res[0].Pct(0.99))
 			}
-			fmt.Fprintf(&b, "| `%s` | %s | %d | %.0f | %.3f | %.3f | %.3f | %s | %s |\n", q.sql, t.name, r.n,
-				float64(r.n)/r.elapsed.Seconds(), ms(r.pct(0.50)), ms(r.pct(0.95)), ms(r.pct(0.99)), r50, r99)
+			fmt.Fprintf(&b, "| `%s` | %s | %d | %.0f | %.3f | %.3f | %.3f | %s | %s |\n", q.sql, t.name, r.N,
+				float64(r.N)/r.Elapsed.Seconds(), ms(r.Pct(0.50)), ms(r.Pct(0.95)), ms(r.Pct(0.99)), r50, r99)
 		}
 	}
 	b.WriteString("\n")
@@ -272,21 +273,6 @@ func show(rows [][][]byte) string {
 	return strings.Join(parts, " ")
 }
 
-type result struct {
-	n       int
-	elapsed time.Duration
-	lat     []time.Duration // sorted
-}
-
-// pct returns the p-th quantile by nearest rank.
-func (r result) pct(p float64) time.Duration {
-	if len(r.lat) == 0 {
-		return 0
-	}
-	i := int(p*float64(len(r.lat))+0.999999) - 1
-	return r.lat[max(0, min(i, len(r.lat)-1))]
-}
-
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }
 
 func ratio(a, b time.Duration) string {
@@ -297,65 +283,10 @@ func ratio(a, b time.Duration) string {
 }
 
 // measure runs sql on clients connections to dsn for duration.
-func measure(ctx context.Context, dsn, sql string, duration time.Duration, clients int) (result, error) {
-	conns := make([]*pgx.Conn, clients)
-	defer func() {
-		for _, c := range conns {
-			if c != nil {
-				c.Close(context.Background())
-			}
-		}
-	}()
-	for i := range conns {
-		var err error
-		if conns[i], err = pgx.Connect(ctx, dsn); err != nil {
-			return result{}, err
-		}
-		for range 3 { // warm up: prepare, fill caches
-			if err := query(ctx, conns[i], sql); err != nil {
-				return result{}, err
-			}
-		}
-	}
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		all  []time.Duration
-		errs []error
-	)
-	start := time.Now()
-	deadline := start.Add(duration)
-	for _, conn := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			lat := make([]time.Duration, 0, 1024)
-			var err error
-			for time.Now().Before(deadline) && ctx.Err() == nil {
-				t := time.Now()
-				if err = query(ctx, conn, sql); err != nil {
-					break
-				}
-				lat = append(lat, time.Since(t))
-			}
-			mu.Lock()
-			all = append(all, lat...)
-			if err != nil {
-				errs = append(errs, err)
-			}
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	if len(errs) > 0 {
-		return result{}, errs[0]
-	}
-	if err := ctx.Err(); err != nil {
-		return result{}, err
-	}
-	slices.Sort(all)
-	return result{n: len(all), elapsed: elapsed, lat: all}, nil
+func measure(ctx context.Context, dsn, sql string, duration time.Duration, clients int) (loadgen.Result, error) {
+	return loadgen.Run(ctx, dsn, clients, 3, duration, func(ctx context.Context, conn *pgx.Conn, _ *rand.Rand) error {
+		return query(ctx, conn, sql)
+	})
 }
 
 func query(ctx context.Context, conn *pgx.Conn, sql string) error {

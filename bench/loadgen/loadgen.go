@@ -1,0 +1,101 @@
+// Package loadgen runs a closed-loop workload over pgx connections for the
+// benchmark programs and reports its latencies.
+package loadgen
+
+import (
+	"context"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Result is what a run measured: every request's latency, sorted.
+type Result struct {
+	N       int
+	Elapsed time.Duration
+	Lat     []time.Duration
+}
+
+// QPS is requests per second over the run.
+func (r Result) QPS() float64 { return float64(r.N) / r.Elapsed.Seconds() }
+
+// Pct returns the p-th quantile by nearest rank.
+func (r Result) Pct(p float64) time.Duration {
+	if len(r.Lat) == 0 {
+		return 0
+	}
+	i := int(p*float64(len(r.Lat))+0.999999) - 1
+	return r.Lat[max(0, min(i, len(r.Lat)-1))]
+}
+
+// Op is one request on conn; r is the connection's own random source.
+type Op func(ctx context.Context, conn *pgx.Conn, r *rand.Rand) error
+
+// Run opens clients connections to dsn, warms each up with warmup
+// requests (prepared statements, caches), then has every connection loop
+// op for duration. The first error ends the run.
+func Run(ctx context.Context, dsn string, clients, warmup int, duration time.Duration, op Op) (Result, error) {
+	conns := make([]*pgx.Conn, clients)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close(context.Background())
+			}
+		}
+	}()
+	rands := make([]*rand.Rand, clients)
+	for i := range conns {
+		var err error
+		if conns[i], err = pgx.Connect(ctx, dsn); err != nil {
+			return Result{}, err
+		}
+		rands[i] = rand.New(rand.NewPCG(uint64(i), 1))
+		for range warmup {
+			if err := op(ctx, conns[i], rands[i]); err != nil {
+				return Result{}, err
+			}
+		}
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		all  []time.Duration
+		errs []error
+	)
+	start := time.Now()
+	deadline := start.Add(duration)
+	for i, conn := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lat := make([]time.Duration, 0, 4096)
+			var err error
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				t := time.Now()
+				if err = op(ctx, conn, rands[i]); err != nil {
+					break
+				}
+				lat = append(lat, time.Since(t))
+			}
+			mu.Lock()
+			all = append(all, lat...)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if len(errs) > 0 {
+		return Result{}, errs[0]
+	}
+	if err := ctx.Err(); err != nil {
+		return Result{}, err
+	}
+	slices.Sort(all)
+	return Result{N: len(all), Elapsed: elapsed, Lat: all}, nil
+}
