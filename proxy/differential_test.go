@@ -3,11 +3,8 @@ package proxy_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"math"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -20,7 +17,6 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/shardgate/shardgate"
-	"github.com/shardgate/shardgate/proxy"
 	"github.com/shardgate/shardgate/sandbox"
 	"github.com/shardgate/shardgate/topology"
 )
@@ -220,34 +216,14 @@ func loadDiffQueries(t *testing.T) []diffQuery {
 // topology.
 func diffProxy(t *testing.T, c3 *sandbox.Cluster) (string, *topology.Topology) {
 	t.Helper()
-	cfg, err := topology.ParseConfig("sandbox.yaml", c3.ConfigYAML("127.0.0.1:0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	topo, err := topology.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if os.Getenv("SHARDGATE_TEST_LOG") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	srv, err := proxy.New(cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		srv.Serve(ctx, ln)
-		close(done)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	return "postgres://postgres@" + ln.Addr().String() + "/app?sslmode=disable", topo
+	var topo *topology.Topology
+	addr := serveOver(t, c3, func(cfg *topology.Config) {
+		var err error
+		if topo, err = topology.New(cfg); err != nil {
+			t.Fatal(err)
+		}
+	})
+	return "postgres://postgres@" + addr + "/app?sslmode=disable", topo
 }
 
 type diffData struct {

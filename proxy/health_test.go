@@ -3,10 +3,6 @@ package proxy_test
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
-	"net"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,7 +13,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/shardgate/shardgate"
-	"github.com/shardgate/shardgate/proxy"
 	"github.com/shardgate/shardgate/sandbox"
 	"github.com/shardgate/shardgate/topology"
 )
@@ -50,34 +45,12 @@ func TestReplicaBan(t *testing.T) {
 	}
 	t.Cleanup(func() { hc.Stop() })
 
-	cfg, err := topology.ParseConfig("health.yaml", hc.ConfigYAML("127.0.0.1:0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Consistency = "eventual"
-	cfg.HealthCheckInterval = topology.Duration(banHealthInt)
-	cfg.BanTime = topology.Duration(banTime)
-	cfg.AdminUsers = []string{"admin"}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if os.Getenv("SHARDGATE_TEST_LOG") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	srv, err := proxy.New(cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvCtx, stopSrv := context.WithCancel(context.Background())
-	served := make(chan struct{})
-	go func() {
-		srv.Serve(srvCtx, ln)
-		close(served)
-	}()
-	t.Cleanup(func() { stopSrv(); <-served })
-	addr := ln.Addr().String()
+	addr := serveOver(t, hc, func(cfg *topology.Config) {
+		cfg.Consistency = "eventual"
+		cfg.HealthCheckInterval = topology.Duration(banHealthInt)
+		cfg.BanTime = topology.Duration(banTime)
+		cfg.AdminUsers = []string{"admin"}
+	})
 	dsn := "postgres://postgres@" + addr + "/app?sslmode=disable"
 
 	sh := hc.Shards[0]

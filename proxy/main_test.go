@@ -65,7 +65,24 @@ func startProxy(edit func(*topology.Config)) (string, func(), error) {
 
 // startServer is startProxy that also returns the server.
 func startServer(edit func(*topology.Config)) (*proxy.Server, string, func(), error) {
-	cfg, err := topology.ParseConfig("sandbox.yaml", cluster.ConfigYAML("127.0.0.1:0"))
+	return startServerOver(cluster, edit)
+}
+
+// serveOver runs a proxy over a test's own sandbox c, with the config
+// adjusted by edit, until the test ends; it returns the listen address.
+func serveOver(t *testing.T, c *sandbox.Cluster, edit func(*topology.Config)) string {
+	t.Helper()
+	_, addr, stop, err := startServerOver(c, edit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	return addr
+}
+
+// startServerOver is startServer over the sandbox c.
+func startServerOver(c *sandbox.Cluster, edit func(*topology.Config)) (*proxy.Server, string, func(), error) {
+	cfg, err := topology.ParseConfig("sandbox.yaml", c.ConfigYAML("127.0.0.1:0"))
 	if err != nil {
 		return nil, "", nil, err
 	}
