@@ -139,14 +139,14 @@ func (c *client) adminShow(what string) error {
 		for _, n := range rt.nodes() {
 			st := n.pool.Stats()
 			rows = append(rows, []string{rt.cfg.Database, "", itoa(st.Active), itoa(st.Waiting), itoa(st.Active), itoa(st.Idle), "0", "0", itoa(st.Open - st.Active - st.Idle),
-				itoa(int(st.MaxWait / time.Second)), itoa(int(st.MaxWait % time.Second / time.Microsecond)), rt.cfg.Pool.Mode, topo.Shards[n.shard].Name, n.healthColumns()[0], itoa(st.Open), strconv.FormatBool(st.Paused)})
+				itoa(int(st.MaxWait / time.Second)), itoa(int(st.MaxWait % time.Second / time.Microsecond)), rt.cfg.Pool.Mode, topo.Shards[n.shard].Name, n.healthColumns(rt)[0], itoa(st.Open), strconv.FormatBool(st.Paused)})
 		}
 	case "STATS":
 		cols = []string{"database", "total_xact_count", "total_query_count", "total_received", "total_sent", "total_xact_time", "total_query_time", "total_wait_time", "avg_xact_time", "avg_query_time", "shard", "role"}
 		for _, n := range rt.nodes() {
 			st := n.pool.Stats()
 			rows = append(rows, []string{rt.cfg.Database, i64(st.Xacts), i64(st.Queries), i64(st.Received), i64(st.Sent),
-				us(st.XactTime), us(st.QueryTime), us(st.WaitTime), us(avg(st.XactTime, st.Xacts)), us(avg(st.QueryTime, st.Queries)), topo.Shards[n.shard].Name, n.healthColumns()[0]})
+				us(st.XactTime), us(st.QueryTime), us(st.WaitTime), us(avg(st.XactTime, st.Xacts)), us(avg(st.QueryTime, st.Queries)), topo.Shards[n.shard].Name, n.healthColumns(rt)[0]})
 		}
 	case "CLIENTS":
 		cols = []string{"type", "user", "database", "state", "addr", "port", "connect_time", "request_time", "tls", "application_name", "shard"}
@@ -172,7 +172,7 @@ func (c *client) adminShow(what string) error {
 			for _, sv := range servers {
 				host, port := splitAddr(sv.Addr)
 				rows = append(rows, append([]string{"S", "", rt.cfg.Database, sv.State, host, port, stamp(sv.ConnectTime), stamp(sv.RequestTime), strconv.FormatUint(uint64(sv.PID), 10), topo.Shards[n.shard].Name},
-					n.healthColumns()...))
+					n.healthColumns(rt)...))
 			}
 			if len(servers) == 0 && n.banned() {
 				// A banned server's connections are closed: one row says so.
@@ -181,7 +181,7 @@ func (c *client) adminShow(what string) error {
 					host, port = u.Hostname(), u.Port()
 				}
 				rows = append(rows, append([]string{"S", "", rt.cfg.Database, "banned", host, port, "", "", "0", topo.Shards[n.shard].Name},
-					n.healthColumns()...))
+					n.healthColumns(rt)...))
 			}
 		}
 	case "SHARDS":
@@ -197,7 +197,7 @@ func (c *client) adminShow(what string) error {
 			}
 			st := n.pool.Stats()
 			rows = append(rows, append([]string{sh.Name, redactDSN(sh.Primary), strconv.Itoa(len(sh.Replicas)), strings.Join(ranges, " "), itoa(rt.cfg.Pool.Size), itoa(st.Active), itoa(st.Idle), itoa(st.Waiting), redactDSN(n.dsn)},
-				append(n.healthColumns(), formatLSN(n.lsn.Load()))...))
+				append(n.healthColumns(rt), formatLSN(n.lsn.Load()))...))
 		}
 	case "CONFIG":
 		cols, rows = []string{"key", "value", "changeable"}, configRows(rt)

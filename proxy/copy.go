@@ -20,8 +20,11 @@ func (c *client) copyOut(plan router.Plan, u unit) error {
 	total := 0
 	started := false
 	for _, shard := range plan.Shards.Slice() {
-		p := rt.pools[shard]
-		sc, err := p.Acquire(c.ctx)
+		p, err := rt.primaryPool(shard)
+		var sc *pool.Conn
+		if err == nil {
+			sc, err = p.Acquire(c.ctx)
+		}
 		if err != nil {
 			return c.copyFailed(appendError(nil, acquireError(err)))
 		}

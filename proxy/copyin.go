@@ -61,11 +61,11 @@ func (c *client) copyIn(plan router.Plan, u unit) error {
 	}
 	rt := c.srv.rt.Load()
 	shards := plan.Shards.Slice()
-	conns, aerr := c.acquireAll(rt, shards)
+	conns, pools, aerr := c.acquireAll(rt, shards)
 	if aerr != nil {
 		return c.refuse(aerr)
 	}
-	defer c.releaseAll(rt, shards, conns)
+	defer releaseAll(pools, conns)
 	var columns []string
 	if in.Key != "" {
 		if columns, err = c.copyColumns(conns[0], in); err != nil {
@@ -412,18 +412,23 @@ func (c *client) copyColumns(sc *pool.Conn, in *router.CopyIn) ([]string, error)
 	return columns, nil
 }
 
-// acquireAll takes a primary connection of each shard.
-func (c *client) acquireAll(rt *runtime, shards []int) ([]*pool.Conn, *router.Error) {
+// acquireAll takes a primary connection of each shard, and says from which
+// pools for releaseAll.
+func (c *client) acquireAll(rt *runtime, shards []int) ([]*pool.Conn, []*pool.Pool, *router.Error) {
 	conns := make([]*pool.Conn, len(shards))
+	pools := make([]*pool.Pool, len(shards))
 	for i, shard := range shards {
-		sc, err := rt.pools[shard].Acquire(c.ctx)
-		if err != nil {
-			c.releaseAll(rt, shards, conns)
-			return nil, acquireError(err)
+		p, err := rt.primaryPool(shard)
+		if err == nil {
+			conns[i], err = p.Acquire(c.ctx)
 		}
-		conns[i] = sc
+		if err != nil {
+			releaseAll(pools, conns)
+			return nil, nil, acquireError(err)
+		}
+		pools[i] = p
 	}
-	return conns, nil
+	return conns, pools, nil
 }
 
 // readCopyStart sends a COPY FROM STDIN and reads up to its

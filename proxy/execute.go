@@ -137,6 +137,11 @@ func (c *client) execute(plan router.Plan, u unit) error {
 	case router.TargetAny:
 		plan.Shard = c.srv.anyShard()
 	}
+	if c.state == txIdle && u.query == nil && !c.batch.executes() && c.batch.synced() && c.srv.rt.Load().primary(plan.Shard).down() {
+		// A prepare (Parse/Describe) executes nothing: with the primary
+		// down a replica answers it, so drivers can still prepare reads.
+		plan.Role = router.RoleReplica
+	}
 	if plan.Role == router.RoleReplica && c.state == txIdle && c.readsReplicas() && (u.query != nil || c.batch.synced()) {
 		// A replica that cannot be connected to is banned and the read
 		// picks again, so it lands on another replica or the primary.
@@ -346,8 +351,8 @@ func (c *client) banHeld(err error) {
 		n.ban(c.srv, err)
 		return
 	}
-	if rt := c.srv.rt.Load(); c.heldShard < len(rt.primaries) && rt.primaries[c.heldShard].pool == c.heldPool {
-		rt.primaries[c.heldShard].ban(c.srv, err)
+	if rt := c.srv.rt.Load(); c.heldShard < len(rt.primaries) && rt.primary(c.heldShard).pool == c.heldPool {
+		rt.primary(c.heldShard).ban(c.srv, err)
 	}
 }
 
@@ -368,7 +373,7 @@ func (c *client) serverLost(err error) error {
 func (c *client) broadcast(u unit) error {
 	var chosen []byte
 	failed := false
-	for shard := range c.srv.rt.Load().pools {
+	for shard := range c.srv.rt.Load().primaries {
 		if err := c.acquire(shard); err != nil {
 			return c.refuse(acquireError(err))
 		}

@@ -28,7 +28,10 @@ func (c *client) acquire(shard int) error {
 		c.activeShard.Store(int32(shard))
 		return nil
 	}
-	p := c.srv.rt.Load().pools[shard]
+	p, err := c.srv.rt.Load().primaryPool(shard)
+	if err != nil {
+		return err
+	}
 	sc, err := p.Acquire(c.ctx)
 	if err != nil {
 		return err

@@ -26,10 +26,38 @@ type runtime struct {
 	users *auth.Store
 	tls   *tls.Config // nil when client TLS is disabled
 	admin map[string]bool
-	pools []*pool.Pool // primary pool per shard, by shard index
 
-	primaries []*node   // by shard index; primaries[i].pool == pools[i]
+	primaries []*node   // configured primary, by shard index; see primary
 	replicas  [][]*node // by shard index, in config order
+}
+
+// errNoPrimary refuses work that needs a shard's primary while it is down.
+type errNoPrimary struct{ shard string }
+
+func (e errNoPrimary) Error() string {
+	return "shard " + e.shard + " has no reachable primary"
+}
+
+// primary is the node that takes shard's writes: its configured primary,
+// or the replica promoted in its place (see node.probe).
+func (rt *runtime) primary(shard int) *node {
+	for _, r := range rt.replicas[shard] {
+		if r.promoted.Load() {
+			return r
+		}
+	}
+	return rt.primaries[shard]
+}
+
+// primaryPool is the pool for anything that needs shard's primary. While
+// that primary is down (banned after a failed probe) it refuses at once (errNoPrimary, 08006) rather
+// than let the client wait server_connect_timeout.
+func (rt *runtime) primaryPool(shard int) (*pool.Pool, error) {
+	n := rt.primary(shard)
+	if n.down() {
+		return nil, errNoPrimary{rt.cfg.Shards[shard].Name}
+	}
+	return n.pool, nil
 }
 
 // openPools gives rt a node (pool and monitor) per server, reusing (and
@@ -62,7 +90,6 @@ func (rt *runtime) openPools(old *runtime) error {
 			return err
 		}
 		rt.primaries = append(rt.primaries, n)
-		rt.pools = append(rt.pools, n.pool)
 		for j, dsn := range sh.Replicas {
 			n, err := get(i, true, fmt.Sprintf("%s/replica%d", sh.Name, j), dsn)
 			if err != nil {

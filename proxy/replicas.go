@@ -40,6 +40,10 @@ type node struct {
 	// bannedUntil is when the node's ban expires (UnixNano); 0: not banned.
 	// Only the monitor lifts a ban, after a probe that began past it succeeds.
 	bannedUntil atomic.Int64
+	// promoted: a replica that now takes its shard's writes in place of
+	// the configured primary (runtime.primary).
+	promoted   atomic.Bool
+	splitBrain atomic.Bool // a replaced primary is up and not in recovery (logged once)
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -53,9 +57,11 @@ type node struct {
 const rywNone = math.MaxUint64
 
 const (
-	lsnQuery     = "SELECT pg_current_wal_insert_lsn()\x00"
-	primaryProbe = "SELECT pg_current_wal_lsn()"
-	replicaProbe = "SELECT pg_last_wal_replay_lsn(), coalesce(extract(epoch from now() - pg_last_xact_replay_timestamp()), 0)"
+	lsnQuery = "SELECT pg_current_wal_insert_lsn()\x00"
+	// probeQuery serves every server, whatever its role: its WAL position
+	// (replay position on a standby), replay age, and whether it is a standby.
+	probeQuery = "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, " +
+		"coalesce(extract(epoch from now() - pg_last_xact_replay_timestamp()), 0), pg_is_in_recovery()"
 )
 
 func newNode(p *pool.Pool, dsn string, shard int, replica bool, name string) *node {
@@ -140,37 +146,57 @@ func (n *node) monitor(s *Server) {
 	}
 }
 
+// probe checks the node and acts on its role: the shard's primary must not
+// be in recovery; a replica out of recovery while the primary is down is
+// promoted (it was failed over to); a replaced primary that comes back out
+// of recovery is split brain, logged and left alone.
 func (n *node) probe(ctx context.Context, s *Server, conn *pgconn.PgConn) error {
-	sql := primaryProbe
-	if n.replica {
-		sql = replicaProbe
-	}
-	res := conn.Exec(ctx, sql)
+	res := conn.Exec(ctx, probeQuery)
 	results, err := res.ReadAll()
 	if err != nil {
 		return err
 	}
-	if len(results) != 1 || len(results[0].Rows) != 1 || len(results[0].Rows[0]) < 1 {
+	if len(results) != 1 || len(results[0].Rows) != 1 || len(results[0].Rows[0]) < 3 {
 		return fmt.Errorf("unexpected probe answer")
 	}
 	row := results[0].Rows[0]
 	if row[0] == nil {
-		return fmt.Errorf("not a standby (pg_last_wal_replay_lsn() is null)")
+		return fmt.Errorf("no WAL position (pg_last_wal_replay_lsn() is null)")
 	}
 	lsn, err := parseLSN(string(row[0]))
 	if err != nil {
 		return err
 	}
 	n.lsn.Store(lsn)
-	if !n.replica {
+	inRecovery := string(row[2]) == "t"
+	rt := s.rt.Load()
+	if n.shard >= len(rt.primaries) {
 		return nil
+	}
+	cur := rt.primary(n.shard)
+	switch {
+	case n == cur && inRecovery:
+		return fmt.Errorf("primary is in recovery (a standby)")
+	case n == cur:
+		return nil
+	case !n.replica && inRecovery: // replaced primary, back as a standby
+		n.splitBrain.Store(false)
+		return nil
+	case !n.replica:
+		if !n.splitBrain.Swap(true) {
+			s.log.Error("split brain: replaced primary is up and not in recovery; writes stay on the promoted server", "server", n.name, "primary", cur.name)
+		}
+		return nil
+	case !inRecovery:
+		if s.promote(rt, n, cur) {
+			return nil
+		}
+		return fmt.Errorf("not a standby (pg_is_in_recovery() is false) while %s is the primary", cur.name)
 	}
 	secs, _ := strconv.ParseFloat(string(row[1]), 64)
 	var lag int64
-	if rt := s.rt.Load(); n.shard < len(rt.primaries) {
-		if p := rt.primaries[n.shard].lsn.Load(); p > lsn {
-			lag = int64(p - lsn)
-		}
+	if p := cur.lsn.Load(); p > lsn {
+		lag = int64(p - lsn)
 	}
 	if lag == 0 {
 		secs = 0 // caught up: the last replayed transaction's age means nothing
@@ -178,6 +204,21 @@ func (n *node) probe(ctx context.Context, s *Server, conn *pgconn.PgConn) error 
 	n.lagBytes.Store(lag)
 	n.lagMicros.Store(int64(secs * 1e6))
 	return nil
+}
+
+// promote makes replica n, found out of recovery, its shard's primary if
+// the current primary cur is down (unreachable, or itself in recovery).
+func (s *Server) promote(rt *runtime, n, cur *node) bool {
+	s.promoteMu.Lock()
+	defer s.promoteMu.Unlock()
+	if rt.primary(n.shard) != cur || !cur.down() {
+		return false
+	}
+	cur.promoted.Store(false)
+	n.promoted.Store(true)
+	n.bannedUntil.Store(0) // it just answered; writes may go to it now
+	s.log.Warn("replica promoted: it takes the shard's writes now", "server", n.name, "replaces", cur.name)
+	return true
 }
 
 // parseLSN reads Postgres's "X/Y" WAL position.
@@ -222,9 +263,13 @@ func (n *node) ban(s *Server, reason error) {
 // banned reports whether the node is banned.
 func (n *node) banned() bool { return n.bannedUntil.Load() != 0 }
 
+// down reports whether the node is banned and its last probe failed: a
+// ban for one broken connection alone does not make a primary down.
+func (n *node) down() bool { return n.banned() && !n.healthy.Load() }
+
 // usable reports whether a replica may serve reads now.
 func (n *node) usable(maxLag time.Duration) bool {
-	if !n.healthy.Load() || n.banned() {
+	if !n.healthy.Load() || n.banned() || n.promoted.Load() {
 		return false
 	}
 	return maxLag <= 0 || time.Duration(n.lagMicros.Load())*time.Microsecond <= maxLag
@@ -255,10 +300,10 @@ func (c *client) pickRead(shard int) (*node, *router.Error) {
 	for {
 		best, anyUsable := c.bestReplica(reps, maxLag, need)
 		if best != nil {
-			if cfg.PrimaryReads == "always" && !rt.primaries[shard].banned() {
+			if p := rt.primary(shard); cfg.PrimaryReads == "always" && !p.banned() {
 				// The primary competes as one more server: by its lent
 				// connections, ties shared round-robin.
-				pa, ba := int32(rt.pools[shard].Stats().Active), best.outstanding.Load()
+				pa, ba := int32(p.pool.Stats().Active), best.outstanding.Load()
 				if pa < ba || (pa == ba && c.srv.nextReplica.Load()%uint32(len(reps)+1) == 0) {
 					return nil, nil
 				}
@@ -313,7 +358,7 @@ func (c *client) bestReplica(reps []*node, maxLag time.Duration, need uint64) (*
 // on shard.
 func (c *client) recordWrite(shard int, lsn uint64) {
 	if c.ryw == nil {
-		c.ryw = make([]uint64, len(c.srv.rt.Load().pools))
+		c.ryw = make([]uint64, len(c.srv.rt.Load().primaries))
 	}
 	if shard < len(c.ryw) {
 		c.ryw[shard] = lsn
@@ -328,7 +373,7 @@ func (c *client) wroteEverywhere() {
 	if c.rt.cfg.Consistency != "read_your_writes" {
 		return
 	}
-	for shard := range c.srv.rt.Load().pools {
+	for shard := range c.srv.rt.Load().primaries {
 		c.recordWrite(shard, rywNone)
 	}
 }
@@ -451,10 +496,13 @@ func (c *client) acquireReplica(n *node) error {
 // healthColumns are role, healthy, lag_bytes, lag_seconds and banned_until
 // (empty when not banned; a past time while waiting for a good probe) for
 // the admin console.
-func (n *node) healthColumns() []string {
-	role := "primary"
-	if n.replica {
-		role = "replica"
+func (n *node) healthColumns(rt *runtime) []string {
+	role := "replica"
+	switch {
+	case n.shard < len(rt.primaries) && rt.primary(n.shard) == n:
+		role = "primary"
+	case !n.replica:
+		role = "demoted" // a configured primary a replica was promoted over
 	}
 	secs := float64(n.lagMicros.Load()) / 1e6
 	banned := ""

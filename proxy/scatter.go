@@ -214,8 +214,11 @@ func textResults(bind []byte) []byte {
 
 // askShard sends req to a primary of shard and collects its answer.
 func (s *Server) askShard(c *client, shard int, req []byte) shardAnswer {
-	p := s.rt.Load().pools[shard]
-	sc, err := p.Acquire(c.ctx)
+	p, err := s.rt.Load().primaryPool(shard)
+	var sc *pool.Conn
+	if err == nil {
+		sc, err = p.Acquire(c.ctx)
+	}
 	if err != nil {
 		return shardAnswer{errMsg: appendError(nil, acquireError(err))}
 	}

@@ -50,6 +50,7 @@ type Server struct {
 	draining   atomic.Bool
 	configPath string
 	reloadMu   sync.Mutex
+	promoteMu  sync.Mutex // serialises replica promotions
 }
 
 type param struct{ name, value string }
@@ -148,7 +149,7 @@ func (s *Server) shutdown() {
 
 // anyShard spreads statements any shard can answer across shards.
 func (s *Server) anyShard() int {
-	return int(s.nextAny.Add(1) % uint32(len(s.rt.Load().pools)))
+	return int(s.nextAny.Add(1) % uint32(len(s.rt.Load().primaries)))
 }
 
 // newBackendKey gives a client the key it will cancel its queries with.
@@ -191,7 +192,7 @@ func (s *Server) serverParams(ctx context.Context) ([]param, error) {
 	if s.params != nil {
 		return s.params, nil
 	}
-	p := s.rt.Load().pools[0]
+	p := s.rt.Load().primary(0).pool
 	sc, err := p.Acquire(ctx)
 	if err != nil {
 		return nil, err

@@ -99,11 +99,11 @@ var errWriteInTransaction = &router.Error{Code: router.CodeFeatureNotSupported, 
 // the gathered RETURNING rows (one shard's, when every shard did the same).
 func (c *client) writeOnShards(shards []int, reqs [][]byte, u unit, same bool) error {
 	rt := c.srv.rt.Load()
-	conns, aerr := c.acquireAll(rt, shards)
+	conns, pools, aerr := c.acquireAll(rt, shards)
 	if aerr != nil {
 		return c.refuse(aerr)
 	}
-	defer c.releaseAll(rt, shards, conns)
+	defer releaseAll(pools, conns)
 	answers := make([]shardAnswer, len(conns))
 	c.parallel(conns, func(i int, sc *pool.Conn) {
 		// The client's settings, then the transaction, as one query.
@@ -154,10 +154,10 @@ func (c *client) parallel(conns []*pool.Conn, fn func(int, *pool.Conn)) {
 	wg.Wait()
 }
 
-func (c *client) releaseAll(rt *runtime, shards []int, conns []*pool.Conn) {
+func releaseAll(pools []*pool.Pool, conns []*pool.Conn) {
 	for i, sc := range conns {
 		if sc != nil {
-			rt.pools[shards[i]].Release(sc)
+			pools[i].Release(sc)
 		}
 	}
 }
@@ -225,7 +225,11 @@ func (s *Server) Recover(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read decision log: %w", err)
 	}
-	for i, p := range rt.pools {
+	for i := range rt.primaries {
+		p, err := rt.primaryPool(i)
+		if err != nil {
+			return err
+		}
 		sc, err := p.Acquire(ctx)
 		if err != nil {
 			return err

@@ -335,3 +335,9 @@ func (c *Cluster) StartServer(ctx context.Context, s *Server) error {
 	var started startedSet
 	return c.start(ctx, s, &started)
 }
+
+// PromoteServer promotes a replica to a primary (pg_ctl promote) and waits
+// until it accepts writes, e.g. to test failover.
+func (c *Cluster) PromoteServer(ctx context.Context, s *Server) error {
+	return c.run.exec(ctx, "pg_ctl", "-D", s.DataDir, "-w", "-t", "60", "promote")
+}
