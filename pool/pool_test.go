@@ -299,7 +299,9 @@ func TestJanitorRetiresIdleAndFillsMinSize(t *testing.T) {
 	for _, c := range lent {
 		p.Release(c)
 	}
-	if s := p.Stats(); s.Open != 3 {
+	// While all three were lent, the janitor may have opened one more to
+	// keep min_size idle.
+	if s := p.Stats(); s.Open != 3 && s.Open != 4 {
 		t.Fatalf("stats %+v", s)
 	}
 	deadline := time.Now().Add(5 * time.Second)

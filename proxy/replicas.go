@@ -109,7 +109,7 @@ func (n *node) monitor(s *Server) {
 	for {
 		interval := time.Duration(s.rt.Load().cfg.HealthCheckInterval)
 		began := time.Now()
-		ctx, cancel := context.WithTimeout(base, max(interval, time.Second))
+		ctx, cancel := context.WithTimeout(base, time.Duration(s.rt.Load().cfg.HealthCheckTimeout))
 		if conn == nil {
 			conn, err = pgconn.ConnectConfig(ctx, cfg)
 			if err != nil {

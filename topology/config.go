@@ -62,6 +62,9 @@ type Config struct {
 	// positions, replica lag); a replica whose probe fails gets no reads
 	// until one succeeds. Default 1s.
 	HealthCheckInterval Duration `yaml:"health_check_interval"`
+	// HealthCheckTimeout bounds one probe, connecting included: a server
+	// slower than this counts as failed. Default 5s.
+	HealthCheckTimeout Duration `yaml:"health_check_timeout"`
 	// BanTime is how long a server is banned after a failed probe or a
 	// connection error (an I/O error on a server connection in use, or a
 	// failed connect when a read acquires a replica connection): a banned
@@ -185,6 +188,7 @@ func defaultConfig() *Config {
 		Consistency:         "read_your_writes",
 		PrimaryReads:        "fallback",
 		HealthCheckInterval: Duration(time.Second),
+		HealthCheckTimeout:  Duration(5 * time.Second),
 		BanTime:             Duration(15 * time.Second),
 		Auth:                AuthConfig{Type: "trust"},
 		TLS:                 TLSConfig{Mode: "disable"},

@@ -68,7 +68,7 @@ tables:
 		ServerLifetime: Duration(time.Hour), ServerCheckDelay: Duration(30 * time.Second), PreparedStatements: 200}); cfg.Pool != want {
 		t.Errorf("pool %+v, want %+v", cfg.Pool, want)
 	}
-	if cfg.Consistency != "read_your_writes" || cfg.PrimaryReads != "fallback" || cfg.RYWWait != 0 || cfg.MaxReplicaLag != 0 || cfg.HealthCheckInterval != Duration(time.Second) || cfg.BanTime != Duration(15*time.Second) {
+	if cfg.Consistency != "read_your_writes" || cfg.PrimaryReads != "fallback" || cfg.RYWWait != 0 || cfg.MaxReplicaLag != 0 || cfg.HealthCheckInterval != Duration(time.Second) || cfg.HealthCheckTimeout != Duration(5*time.Second) || cfg.BanTime != Duration(15*time.Second) {
 		t.Errorf("replica defaults: %q %q %v %v %v %v", cfg.Consistency, cfg.PrimaryReads, cfg.RYWWait, cfg.MaxReplicaLag, cfg.HealthCheckInterval, cfg.BanTime)
 	}
 	if kt := cfg.Tables["users"].KeyType; kt != KeyBigint {
@@ -166,6 +166,8 @@ keyspace:
 			[]string{`c.yaml:8: primary_reads: unknown value "sometimes"`}},
 		{"zero health interval", base + "health_check_interval: 0s\n",
 			[]string{"c.yaml:8: health_check_interval: must be positive"}},
+		{"zero health timeout", base + "health_check_timeout: 0s\n",
+			[]string{"c.yaml:8: health_check_timeout: must be positive"}},
 		{"negative ban_time", base + "ban_time: -2s\n",
 			[]string{"c.yaml:8: ban_time: must not be negative"}},
 		{"negative lag", base + "max_replica_lag: -1s\n",

@@ -91,6 +91,9 @@ func (c *Config) checkReplicas(p *problems) {
 	if c.HealthCheckInterval <= 0 {
 		p.add("health_check_interval", "must be positive")
 	}
+	if c.HealthCheckTimeout <= 0 {
+		p.add("health_check_timeout", "must be positive")
+	}
 	if c.BanTime < 0 {
 		p.add("ban_time", "must not be negative")
 	}
