@@ -121,20 +121,7 @@ func TestReadYourWrites(t *testing.T) {
 	waitReplicaRead(t, conn, keys[0][0])
 	waitReplicaRead(t, conn, keys[1][0])
 
-	var replicas []*pgx.Conn
-	for _, sh := range cluster.Shards {
-		r := dialPlain(t, sh.Replicas[0].DSN("app"))
-		if _, err := r.Exec(ctx, "SELECT pg_wal_replay_pause()"); err != nil {
-			t.Fatal(err)
-		}
-		replicas = append(replicas, r)
-	}
-	resume := func() {
-		for _, r := range replicas {
-			r.Exec(context.Background(), "SELECT pg_wal_replay_resume()")
-		}
-	}
-	t.Cleanup(resume)
+	resume := pauseReplay(t)
 
 	onReplicaCount, onPrimary := 0, 0
 	all := append(append([]int64{}, keys[0]...), keys[1]...)
@@ -178,10 +165,11 @@ func TestReadYourWrites(t *testing.T) {
 		if err := p.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&target); err != nil {
 			t.Fatal(err)
 		}
+		replica := dialPlain(t, sh.Replicas[0].DSN("app"))
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			var caught bool
-			if err := replicas[i].QueryRow(ctx, "SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", target).Scan(&caught); err != nil {
+			if err := replica.QueryRow(ctx, "SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", target).Scan(&caught); err != nil {
 				t.Fatal(err)
 			}
 			if caught {
@@ -270,4 +258,25 @@ func TestUnreachableReplica(t *testing.T) {
 	if _, err := never.Exec(t.Context(), "INSERT INTO users (id, name) VALUES ($1, 'w') ON CONFLICT (id) DO NOTHING", keys[0][0]); err != nil {
 		t.Fatalf("write with primary_reads never: %v", err)
 	}
+}
+
+// pauseReplay pauses WAL replay on every replica of the shared cluster
+// until the returned function (also run at cleanup) resumes it.
+func pauseReplay(t *testing.T) (resume func()) {
+	t.Helper()
+	var replicas []*pgx.Conn
+	for _, sh := range cluster.Shards {
+		r := dialPlain(t, sh.Replicas[0].DSN("app"))
+		if _, err := r.Exec(t.Context(), "SELECT pg_wal_replay_pause()"); err != nil {
+			t.Fatal(err)
+		}
+		replicas = append(replicas, r)
+	}
+	resume = func() {
+		for _, r := range replicas {
+			r.Exec(context.Background(), "SELECT pg_wal_replay_resume()")
+		}
+	}
+	t.Cleanup(resume)
+	return resume
 }

@@ -33,19 +33,7 @@ func TestSessionToken(t *testing.T) {
 	waitReplicaName(t, probe, k0, "before")
 	waitReplicaName(t, probe, k1, "before")
 
-	var replicas []*pgx.Conn
-	for _, sh := range cluster.Shards {
-		r := dialPlain(t, sh.Replicas[0].DSN("app"))
-		if _, err := r.Exec(ctx, "SELECT pg_wal_replay_pause()"); err != nil {
-			t.Fatal(err)
-		}
-		replicas = append(replicas, r)
-	}
-	t.Cleanup(func() {
-		for _, r := range replicas {
-			r.Exec(context.Background(), "SELECT pg_wal_replay_resume()")
-		}
-	})
+	pauseReplay(t)
 
 	cfg, _ := pgx.ParseConfig(dsn)
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol

@@ -1,15 +1,21 @@
-// Package loadgen runs a closed-loop workload over pgx connections for the
-// benchmark programs and reports its latencies.
+// Package loadgen is what the benchmark programs share: an in-process proxy,
+// and a closed-loop workload over pgx connections with its latencies.
 package loadgen
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/shardgate/shardgate/proxy"
+	"github.com/shardgate/shardgate/topology"
 )
 
 // Result is what a run measured: every request's latency, sorted.
@@ -98,4 +104,21 @@ func Run(ctx context.Context, dsn string, clients, warmup int, duration time.Dur
 	}
 	slices.Sort(all)
 	return Result{N: len(all), Elapsed: elapsed, Lat: all}, nil
+}
+
+// ServeProxy runs an in-process shardgate with cfg on a free loopback port
+// until stop is called, and returns the DSN of database db through it.
+func ServeProxy(ctx context.Context, cfg *topology.Config, db string) (dsn string, stop func(), err error) {
+	srv, err := proxy.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		return "", nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	served := make(chan struct{})
+	go func() { srv.Serve(sctx, ln); close(served) }()
+	return "postgres://postgres@" + ln.Addr().String() + "/" + db + "?sslmode=disable", func() { cancel(); <-served }, nil
 }

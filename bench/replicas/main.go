@@ -18,10 +18,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/signal"
 	"runtime"
@@ -34,7 +31,6 @@ import (
 
 	"github.com/shardgate/shardgate"
 	"github.com/shardgate/shardgate/bench/loadgen"
-	"github.com/shardgate/shardgate/proxy"
 	"github.com/shardgate/shardgate/sandbox"
 	"github.com/shardgate/shardgate/topology"
 )
@@ -221,19 +217,11 @@ func runSetup(ctx context.Context, c *sandbox.Cluster, s setup, rows int, durati
 	for i := range cfg.Shards {
 		cfg.Shards[i].Replicas = cfg.Shards[i].Replicas[:min(s.replicas, len(cfg.Shards[i].Replicas))]
 	}
-	srv, err := proxy.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	dsn, stop, err := loadgen.ServeProxy(ctx, cfg, c.Database)
 	if err != nil {
 		return loadgen.Result{}, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return loadgen.Result{}, err
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	served := make(chan struct{})
-	go func() { srv.Serve(sctx, ln); close(served) }()
-	defer func() { cancel(); <-served }()
-	dsn := "postgres://postgres@" + ln.Addr().String() + "/" + c.Database + "?sslmode=disable"
+	defer stop()
 	if err := checkPlacement(ctx, dsn, rows, s.consistency != "primary"); err != nil {
 		return loadgen.Result{}, err
 	}

@@ -20,10 +20,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/signal"
 	"slices"
@@ -36,7 +33,6 @@ import (
 
 	"github.com/shardgate/shardgate"
 	"github.com/shardgate/shardgate/bench/loadgen"
-	"github.com/shardgate/shardgate/proxy"
 	"github.com/shardgate/shardgate/sandbox"
 	"github.com/shardgate/shardgate/topology"
 )
@@ -111,19 +107,11 @@ func run(ctx context.Context, rows int, duration time.Duration, clients, copyRow
 	if err != nil {
 		return "", err
 	}
-	srv, err := proxy.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	proxyDSN, stopProxy, err := loadgen.ServeProxy(ctx, cfg, c.Database)
 	if err != nil {
 		return "", err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	served := make(chan struct{})
-	go func() { srv.Serve(sctx, ln); close(served) }()
-	defer func() { cancel(); <-served }()
-	proxyDSN := "postgres://postgres@" + ln.Addr().String() + "/" + c.Database + "?sslmode=disable"
+	defer stopProxy()
 	flatDSN := c.Shards[0].Primary.DSN("flat")
 
 	logf("loading %d users into %d shards and into database flat", rows, shards)
