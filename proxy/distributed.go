@@ -99,11 +99,7 @@ func (c *client) branchConns() []*pool.Conn {
 // endBranches releases every connection of a finished transaction and
 // leaves the client idle.
 func (c *client) endBranches() {
-	for _, b := range c.branches {
-		c.held, c.heldShard, c.heldPool = b.sc, b.shard, b.pool
-		c.releaseHeld()
-	}
-	c.branches = c.branches[:0]
+	c.releaseBranches()
 	c.state, c.pending, c.txHint, c.savepoint, c.midBatch = txIdle, c.pending[:0], nil, false, false
 	c.releaseHeld()
 }
@@ -119,6 +115,12 @@ func (c *client) dropBranches() {
 		conns[i] = b.sc
 	}
 	c.parallel(conns, func(_ int, sc *pool.Conn) { simple(sc, "ROLLBACK") })
+	c.releaseBranches()
+}
+
+// releaseBranches returns the parked branches' connections, keeping the
+// held one held.
+func (c *client) releaseBranches() {
 	held, shard, p := c.held, c.heldShard, c.heldPool
 	for _, b := range c.branches {
 		c.held, c.heldShard, c.heldPool = b.sc, b.shard, b.pool

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -125,6 +126,25 @@ func TestCrossShardTransactions(t *testing.T) {
 	}
 	tx.Rollback(ctx)
 	assertCount(t, conn, "SELECT count(*) FROM dtx WHERE id = $1", b, 0)
+
+	// Every branch goes back to its pool: with one connection per shard,
+	// transactions on both shards keep finding them.
+	small := dial(t, proxyWith(t, func(c *topology.Config) {
+		c.TwoPhaseCommit, c.DecisionLog = true, log
+		c.Tables["dtx"] = topology.TableConfig{ShardKey: "id"}
+		c.Pool.Size, c.Pool.QueryWaitTimeout = 1, topology.Duration(2*time.Second)
+	}), pgx.QueryExecModeSimpleProtocol, nil)
+	for i := range 3 {
+		tx, err := small.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustExec(t, tx, "UPDATE dtx SET v = $2 WHERE id = $1", a, i)
+		mustExec(t, tx, "UPDATE dtx SET v = $2 WHERE id = $1", b, i)
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatalf("cross-shard transaction %d on one connection per shard: %v", i, err)
+		}
+	}
 
 	if data, err := os.ReadFile(log); err != nil || len(data) == 0 {
 		t.Fatalf("no commit decision was logged: %v", err)
