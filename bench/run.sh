@@ -220,9 +220,10 @@ for d in "$(pg_config --bindir 2>/dev/null || true)" /usr/lib/postgresql/*/bin; 
 done
 pick_port DEV_PORT
 pick_port SG_PORT
+pick_port SG_METRICS_PORT
 pick_port PGB_PORT
 say "starting PostgreSQL with shardgate dev --shards 1 --replicas 0 (sandbox in $WORK/sandbox)"
-./bin/shardgate dev --shards 1 --replicas 0 --dir "$WORK/sandbox" --listen "127.0.0.1:$DEV_PORT" >"$WORK/dev.log" 2>&1 &
+./bin/shardgate dev --shards 1 --replicas 0 --dir "$WORK/sandbox" --listen "127.0.0.1:$DEV_PORT" --metrics-listen "" >"$WORK/dev.log" 2>&1 &
 DEV_PID=$!
 wait_for 120 "$DEV_PID" "shardgate dev" grep -q 'shardgate dev ready' "$WORK/dev.log" || {
 	cat "$WORK/dev.log" >&2
@@ -241,10 +242,12 @@ psql_at "$PG_PORT" -c "CHECKPOINT"
 # dev's own proxy only manages the sandbox and serves nothing here; the
 # measured proxy is `shardgate serve` on dev's config with the same pool size
 # and max_client_conn as PgBouncer (the default 10000 leaves no room beside
-# 10,000 idle clients).
+# 10,000 idle clients). Its metrics listener is on, as in production, so
+# the numbers include what metrics cost.
 sed -e "s/^listen: .*/listen: 127.0.0.1:$SG_PORT/" \
 	-e "s/^pool: .*/pool: {mode: transaction, size: $POOL_SIZE, max_client_conn: $MAX_CLIENTS}/" \
 	"$WORK/sandbox/shardgate.yaml" >"$WORK/shardgate.yaml"
+echo "metrics_listen: 127.0.0.1:$SG_METRICS_PORT" >>"$WORK/shardgate.yaml"
 grep -q "size: $POOL_SIZE, max_client_conn" "$WORK/shardgate.yaml" || die "could not rewrite the pool line of dev's shardgate.yaml"
 say "starting shardgate serve on 127.0.0.1:$SG_PORT (pool.size $POOL_SIZE)"
 ./bin/shardgate serve --config "$WORK/shardgate.yaml" >"$WORK/shardgate.log" 2>&1 &

@@ -23,6 +23,7 @@ type Config struct {
 	IdleTimeout    time.Duration // close connections idle this long (above MinSize)
 	Lifetime       time.Duration // close connections this old when they come back
 	CheckDelay     time.Duration // check a connection idle this long before lending it
+	Observer       Observer      // nil: none; fixed for the pool's life
 }
 
 // ErrWaitTimeout is returned when no connection frees up within WaitTimeout.
@@ -34,8 +35,9 @@ var ErrWaitTimeout = errors.New("timed out waiting for a server connection")
 // first, checked before reuse after long idleness, and retired by the
 // janitor when idle or old.
 type Pool struct {
-	connCfg *pgconn.Config
-	stats   counters
+	connCfg  *pgconn.Config
+	stats    counters
+	observer Observer
 
 	mu         sync.Mutex
 	cfg        Config
@@ -67,7 +69,10 @@ func New(cfg Config) (*Pool, error) {
 	if cfg.Size < 1 {
 		cfg.Size = 1
 	}
-	p := &Pool{cfg: cfg, connCfg: connCfg, lent: make(map[*Conn]struct{}), stop: make(chan struct{})}
+	p := &Pool{cfg: cfg, connCfg: connCfg, observer: cfg.Observer, lent: make(map[*Conn]struct{}), stop: make(chan struct{})}
+	if p.observer == nil {
+		p.observer = nopObserver{}
+	}
 	go p.janitor()
 	return p, nil
 }
@@ -93,7 +98,9 @@ func (p *Pool) Resize(cfg Config) {
 func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 	began := time.Now()
 	c, err := p.acquire(ctx)
-	p.stats.waitNanos.Add(int64(time.Since(began)))
+	waited := time.Since(began)
+	p.stats.waitNanos.Add(int64(waited))
+	p.observer.Wait(waited)
 	return c, err
 }
 

@@ -12,20 +12,42 @@ type counters struct {
 	waitNanos                      atomic.Int64
 }
 
-// RecordQuery counts one round trip: bytes to and from the server and its
-// duration.
+// Observer is told of each measurement as the pool makes or records it,
+// e.g. to feed latency histograms. The pool's own counters (Stats) stay the
+// source of the admin console's totals.
+type Observer interface {
+	Query(d time.Duration, toServer, fromServer int)
+	Xact(d time.Duration)
+	Wait(d time.Duration)
+	Error(sqlstate string)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Query(time.Duration, int, int) {}
+func (nopObserver) Xact(time.Duration)            {}
+func (nopObserver) Wait(time.Duration)            {}
+func (nopObserver) Error(string)                  {}
+
+// RecordQuery counts one round trip: bytes received from the client (and
+// sent to the server), bytes sent back, and its duration.
 func (p *Pool) RecordQuery(received, sent int, d time.Duration) {
 	p.stats.queries.Add(1)
 	p.stats.received.Add(int64(received))
 	p.stats.sent.Add(int64(sent))
 	p.stats.queryNanos.Add(int64(d))
+	p.observer.Query(d, received, sent)
 }
 
 // RecordXact counts one finished transaction and its duration.
 func (p *Pool) RecordXact(d time.Duration) {
 	p.stats.xacts.Add(1)
 	p.stats.xactNanos.Add(int64(d))
+	p.observer.Xact(d)
 }
+
+// RecordError passes on an ErrorResponse a server of this pool sent.
+func (p *Pool) RecordError(sqlstate string) { p.observer.Error(sqlstate) }
 
 // Stats is a point-in-time view for the admin console and tests.
 type Stats struct {

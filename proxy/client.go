@@ -88,10 +88,11 @@ type client struct {
 	savepoint bool                // the transaction has made a savepoint
 
 	// Replica reads and read-your-writes.
-	heldNode *node    // replica node the held connection came from, nil for a primary
-	ryw      []uint64 // by shard: WAL position of the client's last write (rywNone: unknown)
-	capture  captureMode
-	captured uint64 // LSN read by a capture op in the last send
+	heldNode     *node    // replica node the held connection came from, nil for a primary
+	ranOnReplica bool     // the current request was served by a replica (slow-query log)
+	ryw          []uint64 // by shard: WAL position of the client's last write (rywNone: unknown)
+	capture      captureMode
+	captured     uint64 // LSN read by a capture op in the last send
 
 	ops       []op     // reused per round trip
 	willHave  []string // server-side names the batch being built prepares
@@ -125,10 +126,10 @@ func newClient(s *Server, conn net.Conn, id uint64) *client {
 		rt:   rt,
 		mode: rt.cfg.Pool.Mode,
 		tls:  isTLS(conn),
-		conn: conn,
-		rd:   bufio.NewReaderSize(conn, clientReadBuffer),
 		id:   id,
 	}
+	conn = countingConn{conn, s.metrics.ClientBytesReceived, s.metrics.ClientBytesSent}
+	c.conn, c.rd = conn, bufio.NewReaderSize(conn, clientReadBuffer)
 	c.activeShard.Store(-1)
 	return c
 }
@@ -279,6 +280,7 @@ func appendNegotiateProtocol(dst []byte, params map[string]string) []byte {
 }
 
 func (c *client) fatal(code, message string) error {
+	c.srv.metrics.ProxyError(code)
 	msg := pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: code, Message: message}
 	out, err := msg.Encode(nil)
 	if err == nil {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/shardgate/shardgate/pool"
 	"github.com/shardgate/shardgate/router"
@@ -94,6 +95,10 @@ func (c *client) answerTx(plan router.Plan, sql []byte) bool {
 
 // execute runs a routed unit on its shard (or shards) and relays the answer.
 func (c *client) execute(plan router.Plan, u unit) error {
+	if c.srv.rt.Load().cfg.LogMinDuration > 0 {
+		defer c.logIfSlow(time.Now(), plan, u)
+	}
+	c.ranOnReplica = false
 	if c.state == txFailed && plan.Target != router.TargetError {
 		return c.refuse(errAborted)
 	}
@@ -229,6 +234,7 @@ func (c *client) refuse(e *router.Error) error {
 			return err
 		}
 	}
+	c.srv.metrics.ProxyError(e.Code)
 	c.out = appendError(c.out, e)
 	c.out = appendReadyForQuery(c.out, c.status())
 	return c.flush()
@@ -363,6 +369,7 @@ func (c *client) serverLost(err error) error {
 		return err
 	}
 	c.log().Warn("server connection lost", "shard", c.srv.topo().Shards[c.heldShard].Name, "err", err)
+	c.srv.metrics.ProxyError("08006")
 	c.out = appendError(c.out, &router.Error{Code: "08006", Message: "shardgate: server connection lost: " + err.Error()})
 	c.out = appendReadyForQuery(c.out, c.status())
 	return c.flush()

@@ -59,7 +59,7 @@ func (s *Server) Apply(cfg *topology.Config) error {
 	if err != nil {
 		return err
 	}
-	if err := rt.openPools(old); err != nil {
+	if err := rt.openPools(old, s.metrics); err != nil {
 		return err
 	}
 	s.router.SetTopology(topo)

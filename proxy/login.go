@@ -11,6 +11,7 @@ import (
 
 	"github.com/shardgate/shardgate"
 	"github.com/shardgate/shardgate/auth"
+	"github.com/shardgate/shardgate/metrics"
 	"github.com/shardgate/shardgate/pool"
 	"github.com/shardgate/shardgate/topology"
 )
@@ -63,7 +64,7 @@ func (rt *runtime) primaryPool(shard int) (*pool.Pool, error) {
 // openPools gives rt a node (pool and monitor) per server, reusing (and
 // resizing) those of old whose DSN is unchanged. The monitors of new nodes
 // start with startMonitors once rt is the server's runtime.
-func (rt *runtime) openPools(old *runtime) error {
+func (rt *runtime) openPools(old *runtime, m *metrics.Metrics) error {
 	var oldNodes []*node
 	if old != nil && old.cfg.ServerTLS == rt.cfg.ServerTLS {
 		oldNodes = old.nodes()
@@ -76,6 +77,7 @@ func (rt *runtime) openPools(old *runtime) error {
 				return n, nil
 			}
 		}
+		pc.Observer = m.Server(rt.cfg.Shards[shard].Name, roleName(replica))
 		p, err := pool.New(pc)
 		if err != nil {
 			return nil, err

@@ -82,15 +82,20 @@ func serveOver(t *testing.T, c *sandbox.Cluster, edit func(*topology.Config)) st
 
 // startServerOver is startServer over the sandbox c.
 func startServerOver(c *sandbox.Cluster, edit func(*topology.Config)) (*proxy.Server, string, func(), error) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if os.Getenv("SHARDGATE_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return startLogged(c, edit, log)
+}
+
+// startLogged is startServerOver logging to log.
+func startLogged(c *sandbox.Cluster, edit func(*topology.Config), log *slog.Logger) (*proxy.Server, string, func(), error) {
 	cfg, err := topology.ParseConfig("sandbox.yaml", c.ConfigYAML("127.0.0.1:0"))
 	if err != nil {
 		return nil, "", nil, err
 	}
 	edit(cfg)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if os.Getenv("SHARDGATE_TEST_LOG") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
 	srv, err := proxy.New(cfg, log)
 	if err != nil {
 		return nil, "", nil, err

@@ -109,6 +109,9 @@ func (c *client) send(sc *pool.Conn, ops []op, sink *[]byte, stream bool) (res r
 			if o.capture {
 				continue
 			}
+			if c.heldPool != nil {
+				c.heldPool.RecordError(errorCode(msg))
+			}
 			*sink = append(*sink, msg...)
 			res.sawError = true
 			if o.typ != 'Q' { // a simple query goes on to its ReadyForQuery
@@ -211,6 +214,21 @@ func (c *client) discard(sc *pool.Conn) {
 		sc.Reader.Discard(c.peeked)
 		c.peeked = 0
 	}
+}
+
+// errorCode returns an ErrorResponse's SQLSTATE, "" if it has none.
+func errorCode(msg []byte) string {
+	for b := msg[5:]; len(b) > 1; {
+		end := bytes.IndexByte(b[1:], 0)
+		if end < 0 {
+			break
+		}
+		if b[0] == 'C' {
+			return string(b[1 : 1+end])
+		}
+		b = b[2+end:]
+	}
+	return ""
 }
 
 // fatalError returns the severity and "message (SQLSTATE code)" of an

@@ -252,12 +252,24 @@ func (n *node) ban(s *Server, reason error) {
 		}
 		if n.bannedUntil.CompareAndSwap(old, until) {
 			if old == 0 {
+				s.metrics.Ban(s.topo().Shards[n.shard].Name, n.role(), n.name)
 				s.log.Warn("server banned", "server", n.name, "until", time.Unix(0, until).Format(time.RFC3339Nano), "reason", reason)
 			}
 			break
 		}
 	}
 	n.pool.Reconnect()
+}
+
+// role is the node's configured role, as metrics and logs label it: a
+// promoted replica stays "replica".
+func (n *node) role() string { return roleName(n.replica) }
+
+func roleName(replica bool) string {
+	if replica {
+		return "replica"
+	}
+	return "primary"
 }
 
 // banned reports whether the node is banned.
@@ -488,6 +500,7 @@ func (c *client) acquireReplica(n *node) error {
 		return err
 	}
 	c.held, c.heldShard, c.heldPool, c.heldNode = sc, n.shard, n.pool, n
+	c.ranOnReplica = true
 	c.txStart = time.Now()
 	c.activeShard.Store(int32(n.shard))
 	return nil

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -32,12 +33,14 @@ type shardAnswer struct {
 	errMsg []byte // the first ErrorResponse, raw
 	copyIn []byte // CopyInResponse body, when a COPY FROM started
 	err    error  // I/O
+	size   int    // bytes of the answer, for the metrics
 }
 
 func (c *client) scatter(plan router.Plan, u unit) error {
 	if c.state != txIdle || c.held != nil {
 		return c.refuse(&router.Error{Code: router.CodeFeatureNotSupported, Message: "a query across shards cannot run inside a transaction block yet"})
 	}
+	c.srv.metrics.ScatterQueries.Inc()
 	spec := plan.Scatter
 	if spec.CopyOut {
 		return c.copyOut(plan, u)
@@ -227,9 +230,15 @@ func (s *Server) askShard(c *client, shard int, req []byte) shardAnswer {
 	if q := appendSettingsSync(nil, c.settings, sc); len(q) > 0 {
 		sync = appendMessage(nil, 'Q', append(q, 0))
 	}
+	began := time.Now()
 	ans := readAnswer(sc, append(sync, req...), len(sync) > 0)
+	took := time.Since(began)
+	p.RecordQuery(len(sync)+len(req), ans.size, took)
+	p.RecordXact(took)
 	if ans.err != nil {
 		sc.MarkBroken()
+	} else if ans.errMsg != nil {
+		p.RecordError(errorCode(ans.errMsg))
 	}
 	p.Release(sc)
 	return ans
@@ -253,6 +262,7 @@ func readAnswer(sc *pool.Conn, req []byte, synced bool) (ans shardAnswer) {
 		if err != nil {
 			return shardAnswer{err: err}
 		}
+		ans.size += 5 + len(body)
 		switch typ {
 		case 'T':
 			ans.desc = &pgproto3.RowDescription{}

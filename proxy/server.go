@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/shardgate/shardgate/metrics"
 	"github.com/shardgate/shardgate/router"
 	"github.com/shardgate/shardgate/topology"
 )
@@ -31,6 +32,7 @@ type Server struct {
 	tokens    *tokenStore // shardgate.session read-your-writes positions
 	router    *router.Router
 	log       *slog.Logger
+	metrics   *metrics.Metrics
 
 	nextAny     atomic.Uint32
 	nextReplica atomic.Uint32
@@ -70,9 +72,11 @@ func New(cfg *topology.Config, log *slog.Logger) (*Server, error) {
 		tokens:    newTokenStore(tokenCapacity, tokenTTL),
 		router:    router.New(topo, planCacheSize),
 		log:       log,
+		metrics:   metrics.New(),
 		clients:   make(map[*client]struct{}),
 	}
-	if err := rt.openPools(nil); err != nil {
+	s.registerStateMetrics()
+	if err := rt.openPools(nil, s.metrics); err != nil {
 		return nil, err
 	}
 	s.rt.Store(rt)
@@ -118,6 +122,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
+		s.metrics.ClientsAccepted.Inc()
 		c := newClient(s, conn, s.nextConn.Add(1))
 		s.clientsMu.Lock()
 		s.clients[c] = struct{}{}

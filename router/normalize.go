@@ -1,6 +1,9 @@
 package router
 
-import "strconv"
+import (
+	"bytes"
+	"strconv"
+)
 
 // Simple-protocol statements carry their values as literals, so without
 // help every distinct value would cost a parse (~20 µs). normalize rewrites
@@ -221,4 +224,20 @@ func skipDollarQuote(sql []byte, i int) (int, bool) {
 		}
 	}
 	return 0, false
+}
+
+// Redact returns sql with its constants replaced by placeholders, for logs
+// that must not show values such as passwords. Text with a quote the
+// normaliser cannot take apart (an E” string, literals beside $n
+// placeholders) is withheld entirely; dollar-quoted strings, which it
+// keeps verbatim, are shown.
+func Redact(sql []byte) string {
+	var n normalizer
+	if !n.normalize(sql) {
+		if bytes.IndexByte(sql, '\'') >= 0 {
+			return "(query withheld: its constants could not be separated)"
+		}
+		return string(sql)
+	}
+	return string(n.key)
 }

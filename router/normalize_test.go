@@ -89,3 +89,18 @@ func BenchmarkRouteUncached(b *testing.B) {
 		}
 	}
 }
+
+func TestRedact(t *testing.T) {
+	for sql, want := range map[string]string{
+		"SELECT * FROM users WHERE id = 42 AND name = 'hunter2'": "SELECT * FROM users WHERE id = $1 AND name = $2",
+		"ALTER ROLE app PASSWORD 'secret'":                       "ALTER ROLE app PASSWORD $1",
+		"SELECT * FROM users WHERE id = $1":                      "SELECT * FROM users WHERE id = $1",
+		"SELECT * FROM users WHERE id = $1 AND name = 'hunter2'": "(query withheld: its constants could not be separated)",
+		"SELECT E'hunter2'":                                      "(query withheld: its constants could not be separated)",
+		"SELECT now()":                                           "SELECT now()",
+	} {
+		if got := Redact([]byte(sql)); got != want {
+			t.Errorf("Redact(%q) = %q, want %q", sql, got, want)
+		}
+	}
+}

@@ -71,6 +71,20 @@ type Config struct {
 	// replica gets no new reads. The ban lifts at the first successful probe
 	// once BanTime has passed (0: at the next successful probe). Default 15s.
 	BanTime Duration `yaml:"ban_time"`
+
+	// Observability. MetricsListen is the host:port of the HTTP listener
+	// for Prometheus (/metrics) and, with PProf, Go's profiler
+	// (/debug/pprof/); empty (default) opens none. Neither changes on RELOAD.
+	MetricsListen string `yaml:"metrics_listen"`
+	PProf         bool   `yaml:"pprof"`
+	// LogFormat is "text" (default) or "json"; LogLevel is debug, info
+	// (default), warn or error. The command line's flags override both.
+	LogFormat string `yaml:"log_format"`
+	LogLevel  string `yaml:"log_level"`
+	// LogMinDuration logs every client request that takes at least this
+	// long, with the shards and roles it ran on and why it was routed
+	// there; 0 (default) logs none.
+	LogMinDuration Duration `yaml:"log_min_duration"`
 }
 
 // AuthConfig says how clients prove who they are. Servers are reached with
@@ -190,6 +204,8 @@ func defaultConfig() *Config {
 		HealthCheckInterval: Duration(time.Second),
 		HealthCheckTimeout:  Duration(5 * time.Second),
 		BanTime:             Duration(15 * time.Second),
+		LogFormat:           "text",
+		LogLevel:            "info",
 		Auth:                AuthConfig{Type: "trust"},
 		TLS:                 TLSConfig{Mode: "disable"},
 		Pool: PoolConfig{

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"slices"
@@ -69,6 +70,29 @@ func (c *Config) checkServer(p *problems) {
 		p.add("shutdown_timeout", "must not be negative")
 	}
 	c.checkReplicas(p)
+	c.checkObservability(p)
+}
+
+func (c *Config) checkObservability(p *problems) {
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			p.add("metrics_listen", "want host:port, got %q", c.MetricsListen)
+		}
+	} else if c.PProf {
+		p.add("pprof", "needs metrics_listen: pprof is served on the metrics listener")
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		p.add("log_format", "unknown format %q, want text or json", c.LogFormat)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		p.add("log_level", "unknown level %q, want debug, info, warn or error", c.LogLevel)
+	}
+	if c.LogMinDuration < 0 {
+		p.add("log_min_duration", "must not be negative")
+	}
 }
 
 func (c *Config) checkReplicas(p *problems) {

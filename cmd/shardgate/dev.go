@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"net"
@@ -20,8 +21,9 @@ import (
 
 func devCmd() *cobra.Command {
 	var (
-		dir, listen, logLevel string
-		shards, replicas      int
+		dir, listen, metricsListen string
+		shards, replicas           int
+		logs                       logFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "dev [--shards 2] [--replicas 1] [--dir PATH] [--listen 127.0.0.1:6432]",
@@ -32,7 +34,7 @@ func devCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			log, err := newLogger(logLevel)
+			log, err := newLogger(os.Stderr, cmp.Or(logs.format, "text"), cmp.Or(logs.level, "info"))
 			if err != nil {
 				return err
 			}
@@ -56,8 +58,11 @@ func devCmd() *cobra.Command {
 					log.Error("stopping sandbox", "err", err)
 				}
 			}()
-			srv, configPath, err := devServer(cluster, listen, log)
+			srv, cfg, configPath, err := devServer(cluster, listen, metricsListen, log)
 			if err != nil {
+				return err
+			}
+			if err := serveMetrics(ctx, srv, cfg, log); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "shardgate dev ready in %.1fs: psql postgresql://postgres@%s/%s  (config %s; Ctrl-C stops)\n",
@@ -69,22 +74,27 @@ func devCmd() *cobra.Command {
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:6432", "proxy listen address")
 	cmd.Flags().IntVar(&shards, "shards", 2, "number of shards (new sandboxes only)")
 	cmd.Flags().IntVar(&replicas, "replicas", 1, "streaming replicas per shard (new sandboxes only)")
-	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	cmd.Flags().StringVar(&metricsListen, "metrics-listen", "127.0.0.1:9187", "Prometheus /metrics and pprof listener (empty: none)")
+	logs.register(cmd)
 	return cmd
 }
 
 // devServer writes the sandbox's config where the user can read and reuse
 // it, and builds the proxy from that file, so `dev` runs exactly what
 // `serve --config` would.
-func devServer(cluster *sandbox.Cluster, listen string, log *slog.Logger) (*proxy.Server, string, error) {
+func devServer(cluster *sandbox.Cluster, listen, metricsListen string, log *slog.Logger) (*proxy.Server, *topology.Config, string, error) {
 	path := filepath.Join(cluster.Dir, "shardgate.yaml")
-	if err := os.WriteFile(path, cluster.ConfigYAML(listen), 0o644); err != nil {
-		return nil, "", err
+	yaml := cluster.ConfigYAML(listen)
+	if metricsListen != "" {
+		yaml = fmt.Appendf(yaml, "metrics_listen: %s\npprof: true\n", metricsListen)
+	}
+	if err := os.WriteFile(path, yaml, 0o644); err != nil {
+		return nil, nil, "", err
 	}
 	cfg, err := topology.LoadConfig(path)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
 	srv, err := proxy.New(cfg, log)
-	return srv, path, err
+	return srv, cfg, path, err
 }

@@ -2,16 +2,22 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"runtime/pprof"
 
 	"github.com/spf13/cobra"
 
 	"github.com/shardgate/shardgate"
+	"github.com/shardgate/shardgate/metrics"
+	"github.com/shardgate/shardgate/proxy"
+	"github.com/shardgate/shardgate/topology"
 )
 
 func main() {
@@ -55,12 +61,52 @@ func rootCmd() *cobra.Command {
 	return root
 }
 
-func newLogger(level string) (*slog.Logger, error) {
+// newLogger builds the process's logger from the config's log_format and
+// log_level, each overridden by its flag when that is set.
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
+		return nil, fmt.Errorf("log level: %w", err)
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want text or json", format)
+}
+
+// logFlags are --log-level and --log-format: empty means the config's.
+type logFlags struct{ level, format string }
+
+func (f *logFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.level, "log-level", "", "debug, info, warn or error (default: the config's log_level, else info)")
+	cmd.Flags().StringVar(&f.format, "log-format", "", "text or json (default: the config's log_format, else text)")
+}
+
+func (f *logFlags) logger(cfg *topology.Config) (*slog.Logger, error) {
+	return newLogger(os.Stderr, cmp.Or(f.format, cfg.LogFormat), cmp.Or(f.level, cfg.LogLevel))
+}
+
+// serveMetrics opens cfg's metrics listener, if it names one, and serves
+// srv's metrics (and pprof) there until ctx ends.
+func serveMetrics(ctx context.Context, srv *proxy.Server, cfg *topology.Config, log *slog.Logger) error {
+	if cfg.MetricsListen == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", cfg.MetricsListen)
+	if err != nil {
+		return fmt.Errorf("metrics_listen: %w", err)
+	}
+	log.Info("metrics listening", "addr", "http://"+ln.Addr().String()+"/metrics", "pprof", cfg.PProf)
+	go func() {
+		if err := metrics.Serve(ctx, ln, srv.MetricsHandler()); err != nil {
+			log.Error("metrics listener failed", "err", err)
+		}
+	}()
+	return nil
 }
 
 func versionCmd() *cobra.Command {

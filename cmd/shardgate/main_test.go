@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"os/exec"
 	"path/filepath"
@@ -75,7 +76,7 @@ func TestVersion(t *testing.T) {
 // serve psql through the proxy, and stop every server when cancelled.
 func TestDev(t *testing.T) {
 	dir := t.TempDir()
-	listen := freeAddr(t)
+	listen, metricsAddr := freeAddr(t), freeAddr(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	out := &syncBuffer{}
 	done := make(chan error, 1)
@@ -83,7 +84,7 @@ func TestDev(t *testing.T) {
 		root := rootCmd()
 		root.SetOut(out)
 		root.SetErr(io.Discard)
-		root.SetArgs([]string{"dev", "--dir", dir, "--listen", listen, "--log-level", "warn"})
+		root.SetArgs([]string{"dev", "--dir", dir, "--listen", listen, "--metrics-listen", metricsAddr, "--log-level", "warn"})
 		done <- root.ExecuteContext(ctx)
 	}()
 	deadline := time.Now().Add(60 * time.Second)
@@ -108,6 +109,14 @@ func TestDev(t *testing.T) {
 	psql("INSERT INTO users (id, name) VALUES (7, 'seven')")
 	if got := psql("SELECT name FROM users WHERE id = 7"); got != "seven" {
 		t.Fatalf("read back %q", got)
+	}
+	// dev turns on metrics and pprof.
+	if body := httpGet(t, "http://"+metricsAddr+"/metrics"); !strings.Contains(body, `shardgate_queries_total{role="primary",shard="s0"}`) &&
+		!strings.Contains(body, `shardgate_queries_total{role="primary",shard="s1"}`) {
+		t.Errorf("/metrics has no primary query count:\n%s", body)
+	}
+	if body := httpGet(t, "http://"+metricsAddr+"/debug/pprof/"); !strings.Contains(body, "goroutine") {
+		t.Errorf("/debug/pprof/ does not list profiles:\n%s", body)
 	}
 	cancel()
 	select {
@@ -136,6 +145,20 @@ func TestDev(t *testing.T) {
 	}
 }
 
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s %v", url, resp.Status, err)
+	}
+	return string(body)
+}
+
 func freeAddr(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -161,4 +184,31 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// TestLogFormats: log_format json gives one JSON object per line, text
+// gives key=value pairs, and the level filters.
+func TestLogFormats(t *testing.T) {
+	var buf strings.Builder
+	log, err := newLogger(&buf, "json", "warn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("hidden")
+	log.Warn("shown", "conn", 7)
+	var line map[string]any
+	if err := json.Unmarshal([]byte(buf.String()), &line); err != nil || line["msg"] != "shown" || line["conn"] != 7.0 {
+		t.Errorf("json log %q: %v", buf.String(), err)
+	}
+	buf.Reset()
+	if log, err = newLogger(&buf, "text", "debug"); err != nil {
+		t.Fatal(err)
+	}
+	log.Debug("shown", "conn", 7)
+	if !strings.Contains(buf.String(), "level=DEBUG msg=shown conn=7") {
+		t.Errorf("text log %q", buf.String())
+	}
+	if _, err := newLogger(&buf, "xml", "info"); err == nil {
+		t.Error("log format xml accepted")
+	}
 }

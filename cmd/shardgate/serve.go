@@ -16,18 +16,21 @@ import (
 )
 
 func serveCmd() *cobra.Command {
-	var configPath, logLevel string
+	var (
+		configPath string
+		logs       logFlags
+	)
 	cmd := &cobra.Command{
 		Use:   "serve --config FILE",
 		Short: "Run the proxy with a config file",
 		Long:  "Run the proxy: listen on the config's address, route every statement by its shard key and pool server connections.\nStops on SIGINT or SIGTERM.",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := newLogger(logLevel)
+			cfg, err := topology.LoadConfig(configPath)
 			if err != nil {
 				return err
 			}
-			cfg, err := topology.LoadConfig(configPath)
+			log, err := logs.logger(cfg)
 			if err != nil {
 				return err
 			}
@@ -43,13 +46,16 @@ func serveCmd() *cobra.Command {
 			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
+			if err := serveMetrics(ctx, srv, cfg, log); err != nil {
+				return err
+			}
 			go handleSignals(ctx, srv, log, time.Duration(cfg.ShutdownTimeout), cancel)
 			log.Info("shardgate listening", "addr", cfg.Listen, "database", cfg.Database, "shards", len(cfg.Shards))
 			return srv.ListenAndServe(ctx)
 		},
 	}
 	cmd.Flags().StringVarP(&configPath, "config", "c", "shardgate.yaml", "config file")
-	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	logs.register(cmd)
 	return cmd
 }
 
