@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -229,6 +231,45 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("/debug/pprof/ answered %d without pprof: true", code)
 		}
 	})
+}
+
+// TestDashboardSeries: every shardgate series the Grafana dashboard queries
+// is one the proxy exports, so a renamed metric cannot leave a panel empty.
+func TestDashboardSeries(t *testing.T) {
+	srv, addr, stop, err := startServer(func(*topology.Config) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	conn := dial(t, "postgres://postgres@"+addr+"/app?sslmode=disable", pgx.QueryExecModeSimpleProtocol, nil)
+	conn.Exec(t.Context(), "SELECT 1/0")
+	srv.Metrics().Ban("s0", "replica", "s0/replica0") // bans have no series until the first
+	families, err := srv.Metrics().Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exported := map[string]bool{}
+	for _, f := range families {
+		exported[f.GetName()] = true
+		if f.GetType() == dto.MetricType_HISTOGRAM {
+			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+				exported[f.GetName()+suffix] = true
+			}
+		}
+	}
+	dashboard, err := os.ReadFile("../deploy/grafana/shardgate.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := regexp.MustCompile(`shardgate_[a-z_]+`).FindAllString(string(dashboard), -1)
+	if len(used) < 20 {
+		t.Fatalf("the dashboard queries only %d shardgate series", len(used))
+	}
+	for _, name := range used {
+		if !exported[name] {
+			t.Errorf("the dashboard queries %s, which the proxy does not export", name)
+		}
+	}
 }
 
 // TestPprof: pprof: true serves Go's profiles on the metrics listener.
