@@ -5,7 +5,7 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 DEV_FLAGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help build test dev lint bench compose-check clean
+.PHONY: help build test dev lint bench perf-check compose-check clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ lint: ## gofmt, go vet, staticcheck
 
 bench: build ## pgbench: direct Postgres vs PgBouncer vs shardgate (1 shard), ~5 min; writes bench/results/latest.md
 	GO=$(GO) bash bench/run.sh
+
+perf-check: build ## performance budget (<2 min): shardgate vs direct Postgres and router benchmarks against bench/budget.yaml
+	$(GO) run ./bench/perfcheck -budget bench/budget.yaml -bin bin/shardgate -go $(GO)
 
 compose-check: ## validate docker-compose.yml
 	docker-compose config -q

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+const pointSelect = "SELECT id, name FROM users WHERE id = $1"
+
+// rounds measures the targets side by side.
+type rounds struct {
+	b       EndToEnd
+	pgbench string
+	script  string
+	logf    logFunc
+}
+
+func (r rounds) writeScript() error {
+	script := fmt.Sprintf("\\set id random(1, %d)\nSELECT id, name FROM users WHERE id = :id;\n", r.b.Rows)
+	return os.WriteFile(r.script, []byte(script), 0o644)
+}
+
+// run warms the targets up, then measures them in b.Rounds rounds: their
+// latency together, then each one's throughput, odd rounds proxy first so
+// that neither side always runs right after the other.
+func (r rounds) run(ctx context.Context, targets ...target) (map[string][]sample, error) {
+	if _, err := latencyP50(ctx, targets, r.b.Rows, 300*time.Millisecond); err != nil {
+		return nil, fmt.Errorf("warm-up: %w", err)
+	}
+	for _, t := range targets {
+		if _, err := r.throughput(ctx, t.dsn, time.Second); err != nil {
+			return nil, fmt.Errorf("%s: warm-up: %w", t.name, err)
+		}
+	}
+	out := map[string][]sample{}
+	for i := range r.b.Rounds {
+		p50, err := latencyP50(ctx, targets, r.b.Rows, r.b.LatencyDuration)
+		if err != nil {
+			return nil, fmt.Errorf("round %d latency: %w", i+1, err)
+		}
+		order := slices.Clone(targets)
+		if i%2 == 1 {
+			slices.Reverse(order)
+		}
+		tps := map[string]float64{}
+		for _, t := range order {
+			if tps[t.name], err = r.throughput(ctx, t.dsn, r.b.ThroughputDuration); err != nil {
+				return nil, fmt.Errorf("round %d, %s throughput: %w", i+1, t.name, err)
+			}
+		}
+		line := fmt.Sprintf("round %d/%d:", i+1, r.b.Rounds)
+		for j, t := range targets {
+			out[t.name] = append(out[t.name], sample{p50: p50[j], tps: tps[t.name]})
+			line += fmt.Sprintf("  %s p50 %.0f µs, %.0f tps", t.name, us(p50[j]), tps[t.name])
+		}
+		r.logf("%s", line)
+	}
+	return out, nil
+}
+
+// latencyP50 runs the prepared point select with random ids on one
+// connection per target for d, one query at a time, taking turns query by
+// query, and returns each target's median latency. One client with nothing
+// queued is what shows a fixed delay added per query; taking turns this
+// finely means a burst of other work on the machine delays both sides alike.
+func latencyP50(ctx context.Context, targets []target, rows int, d time.Duration) ([]time.Duration, error) {
+	conns := make([]*pgx.Conn, len(targets))
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close(context.Background())
+			}
+		}
+	}()
+	lat := make([][]time.Duration, len(targets))
+	for i, t := range targets {
+		var err error
+		if conns[i], err = pgx.Connect(ctx, t.dsn); err != nil {
+			return nil, fmt.Errorf("%s: %w", t.name, err)
+		}
+		lat[i] = make([]time.Duration, 0, 1<<14)
+	}
+	rnd := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		id := 1 + rnd.Int64N(int64(rows))
+		for i, c := range conns {
+			took, err := pointQuery(ctx, c, id)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", targets[i].name, err)
+			}
+			lat[i] = append(lat[i], took)
+		}
+	}
+	p50 := make([]time.Duration, len(targets))
+	for i, l := range lat {
+		slices.Sort(l)
+		p50[i] = l[(len(l)-1)/2]
+	}
+	return p50, nil
+}
+
+// pointQuery runs the point select for id, checks the answer and returns
+// how long it took.
+func pointQuery(ctx context.Context, conn *pgx.Conn, id int64) (time.Duration, error) {
+	var got int64
+	var name string
+	began := time.Now()
+	if err := conn.QueryRow(ctx, pointSelect, id).Scan(&got, &name); err != nil {
+		return 0, fmt.Errorf("id %d: %w", id, err)
+	}
+	took := time.Since(began)
+	if got != id {
+		return 0, fmt.Errorf("asked for id %d, got %d", id, got)
+	}
+	return took, nil
+}
+
+var tpsLine = regexp.MustCompile(`(?m)^tps = ([0-9.]+) \(without initial connection time\)`)
+
+// throughput runs pgbench with b.Clients clients and prepared statements
+// for d (whole seconds) and returns its tps. pgbench rather than Go clients:
+// it needs less CPU per query, which leaves more of this small machine's CPU
+// to the proxy and so shows more of the proxy's own cost.
+func (r rounds) throughput(ctx context.Context, dsn string, d time.Duration) (float64, error) {
+	host, port, db, err := hostPort(dsn)
+	if err != nil {
+		return 0, err
+	}
+	threads := min(r.b.Clients, runtime.NumCPU())
+	cmd := exec.CommandContext(ctx, r.pgbench, "-n", "-M", "prepared", "-f", r.script,
+		"-c", strconv.Itoa(r.b.Clients), "-j", strconv.Itoa(threads), "-T", strconv.Itoa(int(d/time.Second)),
+		"-h", host, "-p", port, "-U", "postgres", db)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("pgbench: %w\n%s", err, tail(out, 10))
+	}
+	m := tpsLine.FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("no tps line in pgbench's output:\n%s", tail(out, 10))
+	}
+	return strconv.ParseFloat(string(m[1]), 64)
+}
+
+// tail is the last n lines of out.
+func tail(out []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
