@@ -101,8 +101,14 @@ func startProxy(ctx context.Context, bin, dir string, c *sandbox.Cluster) (dsn s
 	if err != nil {
 		return "", nil, err
 	}
+	metricsAddr, err := freeAddr()
+	if err != nil {
+		return "", nil, err
+	}
+	// Metrics on, as in production, so the budget covers what they cost.
+	yaml := fmt.Appendf(c.ConfigYAML(addr), "metrics_listen: %s\n", metricsAddr)
 	cfg := filepath.Join(dir, "shardgate.yaml")
-	if err := os.WriteFile(cfg, c.ConfigYAML(addr), 0o644); err != nil {
+	if err := os.WriteFile(cfg, yaml, 0o644); err != nil {
 		return "", nil, err
 	}
 	logPath := filepath.Join(dir, "shardgate.log")
