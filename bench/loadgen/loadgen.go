@@ -4,6 +4,8 @@ package loadgen
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -121,4 +123,35 @@ func ServeProxy(ctx context.Context, cfg *topology.Config, db string) (dsn strin
 	served := make(chan struct{})
 	go func() { srv.Serve(sctx, ln); close(served) }()
 	return "postgres://postgres@" + ln.Addr().String() + "/" + db + "?sslmode=disable", func() { cancel(); <-served }, nil
+}
+
+// FreeAddr returns a loopback address nothing listens on, for a proxy
+// process the benchmark starts.
+func FreeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// WaitListening polls addr until it accepts, the process reports its exit
+// on exited (nil: not watched), ctx ends or 20 s pass.
+func WaitListening(ctx context.Context, addr string, exited <-chan error) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if conn, err := net.Dial("tcp", addr); err == nil {
+			conn.Close()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-exited:
+			return fmt.Errorf("exited before listening: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return errors.New("not listening on " + addr + " after 20s")
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -16,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/shardgate/shardgate"
+	"github.com/shardgate/shardgate/bench/loadgen"
 	"github.com/shardgate/shardgate/sandbox"
 )
 
@@ -97,11 +97,11 @@ func load(ctx context.Context, dsn string, rows int) error {
 // so that the proxy and the load generators do not share a Go runtime (and
 // its scheduler and GC), and returns its DSN and a function that stops it.
 func startProxy(ctx context.Context, bin, dir string, c *sandbox.Cluster) (dsn string, stop func(), err error) {
-	addr, err := freeAddr()
+	addr, err := loadgen.FreeAddr()
 	if err != nil {
 		return "", nil, err
 	}
-	metricsAddr, err := freeAddr()
+	metricsAddr, err := loadgen.FreeAddr()
 	if err != nil {
 		return "", nil, err
 	}
@@ -134,40 +134,12 @@ func startProxy(ctx context.Context, bin, dir string, c *sandbox.Cluster) (dsn s
 			<-exited
 		}
 	}
-	if err := waitListening(ctx, addr, exited); err != nil {
+	if err := loadgen.WaitListening(ctx, addr, exited); err != nil {
 		stop()
 		out, _ := os.ReadFile(logPath)
 		return "", nil, fmt.Errorf("%s serve: %w\n%s", bin, err, out)
 	}
 	return "postgres://postgres@" + addr + "/" + c.Database + "?sslmode=disable", stop, nil
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-// waitListening polls addr until it accepts, the process exits or 20 s pass.
-func waitListening(ctx context.Context, addr string, exited <-chan error) error {
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if conn, err := net.Dial("tcp", addr); err == nil {
-			conn.Close()
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case err := <-exited:
-			return fmt.Errorf("exited before listening: %v", err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return errors.New("not listening on " + addr + " after 20s")
 }
 
 // findPgbench looks on PATH, then where Debian installs PostgreSQL 15.

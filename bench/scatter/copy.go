@@ -3,10 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/shardgate/shardgate/bench/loadgen"
 	"github.com/shardgate/shardgate/sandbox"
 	"github.com/shardgate/shardgate/topology"
 )
@@ -25,7 +24,7 @@ import (
 // shards, samples that process's RSS while it splits the stream, and checks
 // every row reached the shard its key names.
 func copyStep(ctx context.Context, c *sandbox.Cluster, topo *topology.Topology, bin, dir string, rows int) (string, error) {
-	addr, err := freeAddr()
+	addr, err := loadgen.FreeAddr()
 	if err != nil {
 		return "", err
 	}
@@ -39,7 +38,7 @@ func copyStep(ctx context.Context, c *sandbox.Cluster, topo *topology.Topology, 
 		return "", fmt.Errorf("start %s: %w", bin, err)
 	}
 	defer func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }()
-	if err := waitListening(ctx, addr); err != nil {
+	if err := loadgen.WaitListening(ctx, addr, nil); err != nil {
 		return "", err
 	}
 	proxyDSN := "postgres://postgres@" + addr + "/" + c.Database + "?sslmode=disable"
@@ -210,28 +209,3 @@ func sampleRSS(pid int) func() int64 {
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-func waitListening(ctx context.Context, addr string) error {
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if conn, err := net.Dial("tcp", addr); err == nil {
-			conn.Close()
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return errors.New("shardgate serve did not start listening on " + addr)
-}
