@@ -36,6 +36,7 @@ type Conn struct {
 	// bring the connection in line with each client it serves.
 	Settings map[string]string
 
+	pool       *Pool // that dialled it, for RecordQuery and RecordError
 	broken     bool
 	created    time.Time
 	lastUsed   time.Time // when it last came back to the pool

@@ -217,7 +217,7 @@ func (p *Pool) dial(ctx context.Context) (*Conn, error) {
 		p.releaseSlot()
 		return nil, fmt.Errorf("pool %s: connect: %w", p.cfg.Name, err)
 	}
-	c.generation = gen
+	c.generation, c.pool = gen, p
 	p.mu.Lock()
 	p.lent[c] = struct{}{}
 	p.mu.Unlock()

@@ -29,9 +29,12 @@ func (nopObserver) Xact(time.Duration)            {}
 func (nopObserver) Wait(time.Duration)            {}
 func (nopObserver) Error(string)                  {}
 
-// RecordQuery counts one round trip: bytes received from the client (and
-// sent to the server), bytes sent back, and its duration.
-func (p *Pool) RecordQuery(received, sent int, d time.Duration) {
+// RecordQuery counts one round trip on c in its pool's stats: bytes
+// received from the client (and sent to the server), bytes sent back, and
+// its duration. The connection knows its pool, so every path that talks to
+// a server counts where it ran.
+func (c *Conn) RecordQuery(received, sent int, d time.Duration) {
+	p := c.pool
 	p.stats.queries.Add(1)
 	p.stats.received.Add(int64(received))
 	p.stats.sent.Add(int64(sent))
@@ -39,15 +42,15 @@ func (p *Pool) RecordQuery(received, sent int, d time.Duration) {
 	p.observer.Query(d, received, sent)
 }
 
+// RecordError passes on an ErrorResponse the server of c sent.
+func (c *Conn) RecordError(sqlstate string) { c.pool.observer.Error(sqlstate) }
+
 // RecordXact counts one finished transaction and its duration.
 func (p *Pool) RecordXact(d time.Duration) {
 	p.stats.xacts.Add(1)
 	p.stats.xactNanos.Add(int64(d))
 	p.observer.Xact(d)
 }
-
-// RecordError passes on an ErrorResponse a server of this pool sent.
-func (p *Pool) RecordError(sqlstate string) { p.observer.Error(sqlstate) }
 
 // Stats is a point-in-time view for the admin console and tests.
 type Stats struct {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/shardgate/shardgate/pool"
 	"github.com/shardgate/shardgate/router"
@@ -67,12 +68,15 @@ func (c *client) streamCopy(sc *pool.Conn, req []byte, synced, started, header b
 	if _, err := sc.Write(req); err != nil {
 		return 0, nil, err
 	}
+	received := 0
+	defer func(began time.Time) { sc.RecordQuery(len(req), received, time.Since(began)) }(time.Now())
 	skipHeader := header && started
 	for {
 		typ, body, err := readMessage(sc.Reader, c.scratch[:0])
 		if err != nil {
 			return 0, nil, err
 		}
+		received += 5 + len(body)
 		switch typ {
 		case 'Z':
 			if synced {
@@ -83,6 +87,7 @@ func (c *client) streamCopy(sc *pool.Conn, req []byte, synced, started, header b
 		case 'E':
 			if errMsg == nil {
 				errMsg = appendMessage(nil, 'E', body)
+				sc.RecordError(errorCode(errMsg))
 			}
 		case 'H':
 			if !started && !synced {

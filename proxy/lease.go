@@ -85,7 +85,6 @@ func (c *client) releaseHeld() {
 // after DISCARD ALL, so the next client finds a clean session.
 func (c *client) releaseSession() {
 	for shard, s := range c.session {
-		c.heldPool = s.pool // the reset's round trip counts for its own pool
 		c.sout = appendMessage(c.sout[:0], 'Q', []byte("DISCARD ALL\x00"))
 		var sink []byte
 		if res, err := c.send(s.sc, []op{{typ: 'Q', drop: true}}, &sink, false); err != nil || res.status != 'I' || res.sawError {

@@ -70,9 +70,7 @@ func (c *client) send(sc *pool.Conn, ops []op, sink *[]byte, stream bool) (res r
 	defer func() {
 		c.target.set(nil)
 		c.discard(sc)
-		if c.heldPool != nil {
-			c.heldPool.RecordQuery(len(c.sout), received, time.Since(began))
-		}
+		sc.RecordQuery(len(c.sout), received, time.Since(began))
 	}()
 	errored := false
 	for i := 0; i < len(ops); {
@@ -109,9 +107,7 @@ func (c *client) send(sc *pool.Conn, ops []op, sink *[]byte, stream bool) (res r
 			if o.capture {
 				continue
 			}
-			if c.heldPool != nil {
-				c.heldPool.RecordError(errorCode(msg))
-			}
+			sc.RecordError(errorCode(msg))
 			*sink = append(*sink, msg...)
 			res.sawError = true
 			if o.typ != 'Q' { // a simple query goes on to its ReadyForQuery

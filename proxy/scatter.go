@@ -232,13 +232,9 @@ func (s *Server) askShard(c *client, shard int, req []byte) shardAnswer {
 	}
 	began := time.Now()
 	ans := readAnswer(sc, append(sync, req...), len(sync) > 0)
-	took := time.Since(began)
-	p.RecordQuery(len(sync)+len(req), ans.size, took)
-	p.RecordXact(took)
+	p.RecordXact(time.Since(began))
 	if ans.err != nil {
 		sc.MarkBroken()
-	} else if ans.errMsg != nil {
-		p.RecordError(errorCode(ans.errMsg))
 	}
 	p.Release(sc)
 	return ans
@@ -250,6 +246,12 @@ func readAnswer(sc *pool.Conn, req []byte, synced bool) (ans shardAnswer) {
 	if _, err := sc.Write(req); err != nil {
 		return shardAnswer{err: err}
 	}
+	defer func(began time.Time) {
+		sc.RecordQuery(len(req), ans.size, time.Since(began))
+		if ans.errMsg != nil {
+			sc.RecordError(errorCode(ans.errMsg))
+		}
+	}(time.Now())
 	for synced {
 		typ, _, err := readMessage(sc.Reader, nil)
 		if err != nil {
