@@ -3,9 +3,10 @@ GO          ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 GOFMT       ?= $(shell $(GO) env GOROOT)/bin/gofmt
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 DEV_FLAGS   ?=
+LOADTEST_FLAGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help build test dev lint bench perf-check compose-check clean
+.PHONY: help build test dev lint bench perf-check loadtest compose-check clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -31,6 +32,9 @@ bench: build ## pgbench: direct Postgres vs PgBouncer vs shardgate (1 shard), ~5
 
 perf-check: build ## performance budget (<2 min): shardgate vs direct Postgres and router benchmarks against bench/budget.yaml
 	$(GO) run ./bench/perfcheck -budget bench/budget.yaml -bin bin/shardgate -go $(GO)
+
+loadtest: build ## social-app load test on a 2-shard sandbox, ~3 min; writes bench/results/loadtest.md and .svg
+	$(GO) run ./bench/loadtest $(LOADTEST_FLAGS)
 
 compose-check: ## validate docker-compose.yml
 	docker-compose config -q
