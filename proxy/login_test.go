@@ -11,9 +11,11 @@ import (
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
+	"log/slog"
 	"math/big"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,9 +47,10 @@ func serverBackends(t *testing.T) func() int {
 func TestPasswordAuthentication(t *testing.T) {
 	for _, method := range []string{"scram-sha-256", "md5"} {
 		t.Run(method, func(t *testing.T) {
-			addr, stop, err := startProxy(func(c *topology.Config) {
+			logs := &syncBuffer{}
+			_, addr, stop, err := startLogged(cluster, func(c *topology.Config) {
 				c.Auth = topology.AuthConfig{Type: method, Users: []topology.UserConfig{{Name: "app", Password: "s3cret"}}}
-			})
+			}, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -56,7 +59,7 @@ func TestPasswordAuthentication(t *testing.T) {
 			backends := serverBackends(t)
 			before := backends()
 			for _, dsn := range []string{
-				"postgres://app:wrong@" + addr + "/app?sslmode=disable",
+				"postgres://app:wr0ngPassw0rd@" + addr + "/app?sslmode=disable",
 				"postgres://nobody:s3cret@" + addr + "/app?sslmode=disable",
 			} {
 				_, err := pgx.Connect(ctx, dsn)
@@ -75,6 +78,19 @@ func TestPasswordAuthentication(t *testing.T) {
 			var one int
 			if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || one != 1 {
 				t.Fatal(err)
+			}
+			// Failed logins are logged, with their connection, never with a password.
+			failures := 0
+			for _, l := range logs.lines(t) {
+				if l["msg"] == "authentication failed" && l["conn"] != nil {
+					failures++
+				}
+			}
+			if failures != 2 {
+				t.Errorf("%d failed logins logged with their conn id, want 2", failures)
+			}
+			if text := logs.String(); strings.Contains(text, "s3cret") || strings.Contains(text, "wr0ngPassw0rd") {
+				t.Errorf("a password reached the log:\n%s", text)
 			}
 		})
 	}
