@@ -44,6 +44,10 @@ type node struct {
 	// the configured primary (runtime.primary).
 	promoted   atomic.Bool
 	splitBrain atomic.Bool // a replaced primary is up and not in recovery (logged once)
+	// wanted is the highest position a read needed this replica to have
+	// replayed; while lsn is below it the monitor polls (replay.go).
+	wanted atomic.Uint64
+	poke   chan struct{} // wakes the monitor when wanted rises
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -65,7 +69,8 @@ const (
 )
 
 func newNode(p *pool.Pool, dsn string, shard int, replica bool, name string) *node {
-	return &node{pool: p, dsn: dsn, shard: shard, replica: replica, name: name, stop: make(chan struct{}), done: make(chan struct{})}
+	return &node{pool: p, dsn: dsn, shard: shard, replica: replica, name: name,
+		poke: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 }
 
 // start runs the node's monitor, once.
@@ -138,10 +143,8 @@ func (n *node) monitor(s *Server) {
 			s.log.Info("health check succeeded", "server", n.name)
 		}
 		wasHealthy = err == nil
-		select {
-		case <-n.stop:
+		if !n.idle(base, conn, interval, time.Duration(s.rt.Load().cfg.HealthCheckTimeout)) {
 			return
-		case <-time.After(interval):
 		}
 	}
 }
@@ -357,6 +360,9 @@ func (c *client) bestReplica(reps []*node, maxLag time.Duration, need uint64) (*
 		}
 		anyUsable = true
 		if need != 0 && r.lsn.Load() < need {
+			if need != rywNone {
+				r.wantReplay(need)
+			}
 			continue
 		}
 		if best == nil || r.outstanding.Load() < best.outstanding.Load() {

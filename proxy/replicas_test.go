@@ -216,6 +216,68 @@ func TestReadYourWrites(t *testing.T) {
 	}
 }
 
+// TestReplayTracking: a client that writes often still reads from replicas
+// once they have replayed its writes, within milliseconds rather than at
+// the next health probe (here a minute away): a read that had to go to the
+// primary makes the monitor poll the replica's replay position. With
+// ryw_wait, the read itself waits those milliseconds for the replica.
+func TestReplayTracking(t *testing.T) {
+	ctx := t.Context()
+	slowProbes := func(c *topology.Config) { c.HealthCheckInterval = topology.Duration(time.Minute) }
+	keys := keysBy(t, 33_000_000, 5)
+	all := append(append([]int64{}, keys[0]...), keys[1]...)
+	cycle := func(conn *pgx.Conn, i int) bool {
+		k := all[i%len(all)]
+		if _, err := conn.Exec(ctx, "INSERT INTO users (id, name) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET name = excluded.name", k, fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		var rec bool
+		if err := conn.QueryRow(ctx, "SELECT name, pg_is_in_recovery() FROM users WHERE id = $1", k).Scan(&got, &rec); err != nil {
+			t.Fatal(err)
+		}
+		if got != fmt.Sprint(i) {
+			t.Fatalf("cycle %d: read %q after writing %d (replica: %v)", i, got, i, rec)
+		}
+		return rec
+	}
+
+	t.Run("later reads", func(t *testing.T) {
+		conn := dialPlain(t, proxyWith(t, slowProbes))
+		onReplicas := 0
+		for i := range 40 {
+			cycle(conn, i) // the first read after a write asks for the replica's position
+			time.Sleep(30 * time.Millisecond)
+			if onReplica(t, conn, all[i%len(all)]) {
+				onReplicas++
+			}
+		}
+		t.Logf("reads 30 ms after a write: %d of 40 on replicas", onReplicas)
+		if onReplicas < 36 {
+			t.Errorf("only %d of 40 reads 30 ms after a write went to a replica", onReplicas)
+		}
+	})
+	t.Run("ryw_wait", func(t *testing.T) {
+		conn := dialPlain(t, proxyWith(t, func(c *topology.Config) {
+			slowProbes(c)
+			c.RYWWait = topology.Duration(200 * time.Millisecond)
+		}))
+		onReplicas, began := 0, time.Now()
+		for i := range 40 {
+			if cycle(conn, i) {
+				onReplicas++
+			}
+		}
+		if took := time.Since(began); took > 2*time.Second {
+			t.Errorf("40 write+read cycles took %v: reads waited for replay far longer than it takes", took)
+		}
+		t.Logf("reads right after a write, ryw_wait 200ms: %d of 40 on replicas", onReplicas)
+		if onReplicas < 36 {
+			t.Errorf("only %d of 40 reads right after a write waited for a replica", onReplicas)
+		}
+	})
+}
+
 // TestUnreachableReplica: a replica on a closed port never gets reads; with
 // primary_reads fallback they succeed on the primary, with never they fail
 // with 08006.
