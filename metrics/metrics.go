@@ -43,6 +43,7 @@ type Metrics struct {
 	ClientBytesSent     prometheus.Counter
 	ScatterQueries      prometheus.Counter
 	SlowQueries         prometheus.Counter
+	ReadRetries         prometheus.Counter
 }
 
 // New builds a registry with the Go runtime and process collectors and
@@ -67,12 +68,13 @@ func New() *Metrics {
 		ClientBytesSent:     counter("client_bytes_sent_total", "Bytes sent to clients."),
 		ScatterQueries:      counter("scatter_queries_total", "Queries fanned out to several shards and merged."),
 		SlowQueries:         counter("slow_queries_total", "Client requests slower than log_min_duration."),
+		ReadRetries:         counter("read_retries_total", "Reads sent to another server after their replica failed before answering."),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.queries, m.xacts, m.toServer, m.fromServer, m.queryTime, m.xactTime, m.wait, m.errors, m.bans,
-		m.ClientsAccepted, m.ClientBytesReceived, m.ClientBytesSent, m.ScatterQueries, m.SlowQueries,
+		m.ClientsAccepted, m.ClientBytesReceived, m.ClientBytesSent, m.ScatterQueries, m.SlowQueries, m.ReadRetries,
 	)
 	return m
 }

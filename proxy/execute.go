@@ -160,7 +160,11 @@ func (c *client) execute(plan router.Plan, u unit) error {
 			}
 			err := c.acquireReplica(n)
 			if err == nil {
-				return c.runHeld(u)
+				if err := c.runHeldOn(u, true); err != errRetryRead {
+					return err
+				}
+				c.srv.metrics.ReadRetries.Inc()
+				continue
 			}
 			if errors.Is(err, pool.ErrWaitTimeout) || c.ctx.Err() != nil {
 				return c.refuse(acquireError(err))
@@ -288,7 +292,17 @@ func (c *client) encode(sc *pool.Conn, u unit, withPending bool) []op {
 
 // runHeld sends the unit on the held connection, prefixed by a deferred
 // BEGIN, relays the answer, and releases the connection at transaction end.
-func (c *client) runHeld(u unit) error {
+func (c *client) runHeld(u unit) error { return c.runHeldOn(u, false) }
+
+// errRetryRead: a replica failed before answering a read, which is banned
+// now; the read can go to another server, as nothing reached the client
+// and a statement on a read-only standby has no effects to repeat.
+var errRetryRead = errors.New("replica failed before answering")
+
+// runHeldOn is runHeld that, for a replica read (retryable), returns
+// errRetryRead instead of an error to the client when the server failed
+// before any of its answer was relayed.
+func (c *client) runHeldOn(u unit, retryable bool) error {
 	sc := c.held
 	ops, piped := c.pipelineCapture(u, c.encode(sc, u, true))
 	c.captured = 0
@@ -301,6 +315,10 @@ func (c *client) runHeld(u unit) error {
 		c.state, c.savepoint = txIdle, false
 		c.pending = c.pending[:0]
 		c.settleSettings(nil, false)
+		if retryable && !res.answered && !errors.Is(err, errClientWrite) {
+			c.log().Info("retrying a read elsewhere: its replica failed before answering", "err", err)
+			return errRetryRead
+		}
 		return c.serverLost(err)
 	}
 	c.pending = c.pending[:0]

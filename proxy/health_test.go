@@ -31,9 +31,10 @@ const (
 
 // TestReplicaBan runs keyed reads from 8 clients over a shard with two
 // replicas (its own sandbox) while one replica is stopped and started
-// again: only the reads in flight on it when it died may fail (with
-// 08006), every client stays usable, the banned replica gets no reads, and
-// after its restart and ban_time it serves reads again.
+// again: reads in flight on it when it died are retried on the other
+// servers (only one whose answer had partly reached the client could fail,
+// with 08006), every client stays usable, the banned replica gets no reads,
+// and after its restart and ban_time it serves reads again.
 func TestReplicaBan(t *testing.T) {
 	ctx := t.Context()
 	dir := t.TempDir()
@@ -188,8 +189,8 @@ func TestReplicaBan(t *testing.T) {
 		}
 		t.Errorf("failed read: %s", f)
 	}
-	if len(lost) > banClients {
-		t.Errorf("%d reads failed with 08xxx, want at most %d (those in flight when the replica died)", len(lost), banClients)
+	if len(lost) > 1 {
+		t.Errorf("%d reads failed with 08xxx: reads a dying replica had not answered must be retried elsewhere", len(lost))
 	}
 	if lastWin[victim.Port] == 0 {
 		t.Errorf("the restarted replica served no reads in the last %v", banLastWin)

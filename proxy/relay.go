@@ -35,6 +35,10 @@ type op struct {
 type relayResult struct {
 	status   byte // last ReadyForQuery status; 0 if none came (Flush)
 	sawError bool
+	// answered: something of the answer reached the client or its buffer.
+	// A failed exchange that answered nothing changed nothing the client
+	// can see, so a read may be retried on another server.
+	answered bool
 }
 
 // terminal reports whether a backend message ends the answer to a frontend
@@ -67,10 +71,12 @@ func (c *client) send(sc *pool.Conn, ops []op, sink *[]byte, stream bool) (res r
 	}
 	c.target.set(sc)
 	began, received := time.Now(), 0
+	mark, flushed := len(*sink), false
 	defer func() {
 		c.target.set(nil)
 		c.discard(sc)
 		sc.RecordQuery(len(c.sout), received, time.Since(began))
+		res.answered = flushed || len(*sink) != mark
 	}()
 	errored := false
 	for i := 0; i < len(ops); {
@@ -138,6 +144,7 @@ func (c *client) send(sc *pool.Conn, ops []op, sink *[]byte, stream bool) (res r
 			i++
 		}
 		if stream && len(*sink) >= flushThreshold {
+			flushed = true
 			if err := c.flush(); err != nil {
 				sc.MarkBroken() // the rest of the answer is unread
 				return res, fmt.Errorf("%w: %v", errClientWrite, err)

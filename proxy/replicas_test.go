@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -276,6 +277,63 @@ func TestReplayTracking(t *testing.T) {
 			t.Errorf("only %d of 40 reads right after a write waited for a replica", onReplicas)
 		}
 	})
+}
+
+// TestReplicaReadRetry: a read whose replica connection turns out dead
+// before any answer (the server terminated it while it sat in the pool)
+// is retried on another server instead of failing: nothing reached the
+// client, and a statement on a read-only standby has nothing to repeat.
+func TestReplicaReadRetry(t *testing.T) {
+	ctx := t.Context()
+	const app = "shardgate-retry-test"
+	srv, addr, stop, err := startServer(func(c *topology.Config) {
+		c.Consistency = "eventual"
+		c.HealthCheckInterval = topology.Duration(time.Minute) // only the read may find the failure
+		for i := range c.Shards {
+			for j, dsn := range c.Shards[i].Replicas {
+				sep := "?"
+				if strings.Contains(dsn, "?") {
+					sep = "&"
+				}
+				c.Shards[i].Replicas[j] = dsn + sep + "application_name=" + app
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	conn := dialPlain(t, "postgres://postgres@"+addr+"/app?sslmode=disable")
+	key := keysBy(t, 34_000_000, 1)[0][0]
+	waitReplicaRead(t, conn, key)
+
+	replica := dialPlain(t, cluster.Shards[0].Replicas[0].DSN("app"))
+	var killed int
+	if err := replica.QueryRow(ctx, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1", app).Scan(&killed); err != nil || killed == 0 {
+		t.Fatalf("terminated %d of the proxy's replica connections: %v", killed, err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var left int
+		if err := replica.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", app).Scan(&left); err != nil {
+			t.Fatal(err)
+		}
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d terminated connections still there", left)
+		}
+	}
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM users WHERE id = $1", key).Scan(&n); err != nil {
+		t.Fatalf("read after the replica's connections died: %v", err)
+	}
+	if got := series(t, srv, "shardgate_read_retries_total", nil); got != 1 {
+		t.Errorf("shardgate_read_retries_total = %v, want 1", got)
+	}
+	if banned := series(t, srv, "shardgate_server_banned", map[string]string{"server": "s0/replica0"}); banned != 1 {
+		t.Errorf("the replica with the dead connection is not banned (%v)", banned)
+	}
 }
 
 // TestUnreachableReplica: a replica on a closed port never gets reads; with
