@@ -242,6 +242,7 @@ func configRows(rt *runtime) [][]string {
 		{"primary_reads", cfg.PrimaryReads, "yes"},
 		{"ryw_wait", time.Duration(cfg.RYWWait).String(), "yes"},
 		{"max_replica_lag", time.Duration(cfg.MaxReplicaLag).String(), "yes"},
+		{"max_replica_lag_bytes", strconv.FormatInt(cfg.MaxReplicaLagBytes, 10), "yes"},
 		{"health_check_interval", time.Duration(cfg.HealthCheckInterval).String(), "yes"},
 		{"health_check_timeout", time.Duration(cfg.HealthCheckTimeout).String(), "yes"},
 		{"ban_time", time.Duration(cfg.BanTime).String(), "yes"},

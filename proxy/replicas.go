@@ -15,6 +15,7 @@ import (
 
 	"github.com/shardgate/shardgate/pool"
 	"github.com/shardgate/shardgate/router"
+	"github.com/shardgate/shardgate/topology"
 )
 
 // Replicas and health: every server (primary or replica) is a node with a
@@ -282,12 +283,24 @@ func (n *node) banned() bool { return n.bannedUntil.Load() != 0 }
 // ban for one broken connection alone does not make a primary down.
 func (n *node) down() bool { return n.banned() && !n.healthy.Load() }
 
+// lagLimit is how far behind a replica may be and still serve reads; zero
+// fields are no limit (max_replica_lag, max_replica_lag_bytes).
+type lagLimit struct {
+	time  time.Duration
+	bytes int64
+}
+
+func lagLimitOf(cfg *topology.Config) lagLimit {
+	return lagLimit{time.Duration(cfg.MaxReplicaLag), cfg.MaxReplicaLagBytes}
+}
+
 // usable reports whether a replica may serve reads now.
-func (n *node) usable(maxLag time.Duration) bool {
+func (n *node) usable(max lagLimit) bool {
 	if !n.healthy.Load() || n.banned() || n.promoted.Load() {
 		return false
 	}
-	return maxLag <= 0 || time.Duration(n.lagMicros.Load())*time.Microsecond <= maxLag
+	return (max.time <= 0 || time.Duration(n.lagMicros.Load())*time.Microsecond <= max.time) &&
+		(max.bytes <= 0 || n.lagBytes.Load() <= max.bytes)
 }
 
 // readsReplicas reports whether this client may send reads to replicas.
@@ -310,7 +323,7 @@ func (c *client) pickRead(shard int) (*node, *router.Error) {
 	if cfg.Consistency == "read_your_writes" && c.ryw != nil {
 		need = c.ryw[shard]
 	}
-	maxLag := time.Duration(cfg.MaxReplicaLag)
+	maxLag := lagLimitOf(cfg)
 	var deadline time.Time
 	for {
 		best, anyUsable := c.bestReplica(reps, maxLag, need)
@@ -345,7 +358,7 @@ func (c *client) pickRead(shard int) (*node, *router.Error) {
 // bestReplica returns the usable replica past need with the fewest
 // outstanding connections, ties broken round-robin, and whether any replica
 // was usable at all (regardless of need).
-func (c *client) bestReplica(reps []*node, maxLag time.Duration, need uint64) (*node, bool) {
+func (c *client) bestReplica(reps []*node, maxLag lagLimit, need uint64) (*node, bool) {
 	n := len(reps)
 	if n == 0 {
 		return nil, false

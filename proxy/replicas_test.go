@@ -336,6 +336,33 @@ func TestReplicaReadRetry(t *testing.T) {
 	}
 }
 
+// TestReplicaLagBytes: with max_replica_lag_bytes, a replica whose replay
+// falls further behind than that gets no reads until it catches up.
+func TestReplicaLagBytes(t *testing.T) {
+	ctx := t.Context()
+	conn := dialPlain(t, proxyWith(t, func(c *topology.Config) {
+		fastHealth(c)
+		c.Consistency = "eventual"
+		c.MaxReplicaLagBytes = 64 << 10
+	}))
+	key := keysBy(t, 35_000_000, 1)[0][0]
+	waitReplicaRead(t, conn, key)
+
+	resume := pauseReplay(t)
+	primary := connectShard(t, 0)
+	if _, err := primary.Exec(ctx, "CREATE TABLE lag_bytes_scratch AS SELECT g, repeat('x', 100) AS pad FROM generate_series(1, 5000) g"); err != nil {
+		t.Fatal(err)
+	}
+	defer primary.Exec(context.Background(), "DROP TABLE IF EXISTS lag_bytes_scratch")
+	for deadline := time.Now().Add(5 * time.Second); onReplica(t, conn, key); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("reads still go to a replica over 500 kB behind with max_replica_lag_bytes 64 kB")
+		}
+	}
+	resume()
+	waitReplicaRead(t, conn, key)
+}
+
 // TestUnreachableReplica: a replica on a closed port never gets reads; with
 // primary_reads fallback they succeed on the primary, with never they fail
 // with 08006.

@@ -58,6 +58,11 @@ type Config struct {
 	// (seconds since the last replayed transaction while behind the
 	// primary); default 0: off.
 	MaxReplicaLag Duration `yaml:"max_replica_lag"`
+	// MaxReplicaLagBytes keeps reads off replicas with more than this many
+	// bytes of WAL still to replay, as of the last health check (like
+	// pgpool's delay_threshold); default 0: off. Unlike max_replica_lag it
+	// sees a replica falling behind while its replay keeps moving.
+	MaxReplicaLagBytes int64 `yaml:"max_replica_lag_bytes"`
 	// HealthCheckInterval is how often every server is probed (WAL
 	// positions, replica lag); a replica whose probe fails gets no reads
 	// until one succeeds. Default 1s.

@@ -172,6 +172,8 @@ keyspace:
 			[]string{"c.yaml:8: ban_time: must not be negative"}},
 		{"negative lag", base + "max_replica_lag: -1s\n",
 			[]string{"c.yaml:8: max_replica_lag: must not be negative"}},
+		{"negative lag bytes", base + "max_replica_lag_bytes: -1\n",
+			[]string{"c.yaml:8: max_replica_lag_bytes: must not be negative"}},
 		{"bad metrics_listen", base + "metrics_listen: 9187\n",
 			[]string{`c.yaml:8: metrics_listen: want host:port, got "9187"`}},
 		{"pprof without listener", base + "pprof: true\n",

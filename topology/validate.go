@@ -112,6 +112,9 @@ func (c *Config) checkReplicas(p *problems) {
 	if c.MaxReplicaLag < 0 {
 		p.add("max_replica_lag", "must not be negative")
 	}
+	if c.MaxReplicaLagBytes < 0 {
+		p.add("max_replica_lag_bytes", "must not be negative")
+	}
 	if c.HealthCheckInterval <= 0 {
 		p.add("health_check_interval", "must be positive")
 	}
