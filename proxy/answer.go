@@ -9,23 +9,30 @@ func (c *client) answerBatchTx() bool {
 	if c.held != nil || !c.batchTxLocal() {
 		return false
 	}
-	c.answerBatch(func() { c.out = appendEmpty(c.out, 'n') }, func(current *prepared) {
+	c.answerBatch(func() { c.out = appendEmpty(c.out, 'n') }, func(current *prepared) bool {
 		plan := c.srv.router.RouteHinted(current.analysis, nil, nil, c.hint())
 		tag := c.txTag(plan)
 		c.answerTx(plan, current.query())
 		c.out = appendCommandComplete(c.out, tag)
+		return true
 	})
 	return true
 }
 
 // answerBatch answers the client's extended batch message by message in
 // place of a server: describe writes what follows a Describe's parameter
-// description, execute an Execute's answer for the statement bound last.
-func (c *client) answerBatch(describe func(), execute func(current *prepared)) {
+// description, execute an Execute's answer for the statement bound last
+// and reports whether it succeeded: after an error, as in Postgres, the
+// rest of the batch up to Sync is skipped.
+func (c *client) answerBatch(describe func(), execute func(current *prepared) bool) {
 	bi := 0
 	var current *prepared
+	failed := false
 	for _, m := range c.batch.msgs {
 		body := c.batch.body(m)
+		if failed && m.typ != 'S' {
+			continue
+		}
 		switch m.typ {
 		case 'P':
 			c.out = appendEmpty(c.out, '1')
@@ -45,7 +52,7 @@ func (c *client) answerBatch(describe func(), execute func(current *prepared)) {
 			}
 			describe()
 		case 'E':
-			execute(current)
+			failed = !execute(current)
 		case 'C':
 			c.out = appendEmpty(c.out, '3')
 		case 'S':

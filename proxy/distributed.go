@@ -77,12 +77,13 @@ func (c *client) finishBranches(plan router.Plan, u unit) error {
 		c.out = appendReadyForQuery(c.out, 'I')
 		return c.flush()
 	}
-	c.answerBatch(func() { c.out = appendEmpty(c.out, 'n') }, func(*prepared) {
+	c.answerBatch(func() { c.out = appendEmpty(c.out, 'n') }, func(*prepared) bool {
 		if errMsg != nil {
 			c.out = append(c.out, errMsg...)
-			return
+			return false
 		}
 		c.out = appendCommandComplete(c.out, tag)
+		return true
 	})
 	return c.flush()
 }

@@ -49,6 +49,9 @@ func (c *client) scatter(plan router.Plan, u unit) error {
 	if rerr != nil {
 		return c.refuse(rerr)
 	}
+	if !spec.Aggregate && !spec.Distinct {
+		return c.streamScatter(spec, plan.Shards.Slice(), req, u)
+	}
 	shards := plan.Shards.Slice()
 	answers := make([]shardAnswer, len(shards))
 	var wg sync.WaitGroup
@@ -226,12 +229,9 @@ func (s *Server) askShard(c *client, shard int, req []byte) shardAnswer {
 		return shardAnswer{errMsg: appendError(nil, acquireError(err))}
 	}
 	// The client's session settings (search_path, ...) apply on every shard.
-	var sync []byte
-	if q := appendSettingsSync(nil, c.settings, sc); len(q) > 0 {
-		sync = appendMessage(nil, 'Q', append(q, 0))
-	}
+	r := withSettings(c, sc, req)
 	began := time.Now()
-	ans := readAnswer(sc, append(sync, req...), len(sync) > 0)
+	ans := readAnswer(sc, r.bytes, r.synced)
 	p.RecordXact(time.Since(began))
 	if ans.err != nil {
 		sc.MarkBroken()
@@ -252,12 +252,8 @@ func readAnswer(sc *pool.Conn, req []byte, synced bool) (ans shardAnswer) {
 			sc.RecordError(errorCode(ans.errMsg))
 		}
 	}(time.Now())
-	for synced {
-		typ, _, err := readMessage(sc.Reader, nil)
-		if err != nil {
-			return shardAnswer{err: err}
-		}
-		synced = typ != 'Z'
+	if err := skipSettingsAnswer(sc, synced); err != nil {
+		return shardAnswer{err: err}
 	}
 	for {
 		typ, body, err := readMessage(sc.Reader, nil)
@@ -514,6 +510,6 @@ func (c *client) appendRows(rows []merge.Row) {
 // answerScatterBatch answers the client's extended batch with the merged
 // result for its Execute.
 func (c *client) answerScatterBatch(desc *pgproto3.RowDescription, rows []merge.Row) error {
-	c.answerBatch(func() { c.out, _ = desc.Encode(c.out) }, func(*prepared) { c.appendRows(rows) })
+	c.answerBatch(func() { c.out, _ = desc.Encode(c.out) }, func(*prepared) bool { c.appendRows(rows); return true })
 	return c.flush()
 }

@@ -207,11 +207,12 @@ func (c *client) answerWrite(answers []shardAnswer, u unit) error {
 		} else {
 			c.out = appendEmpty(c.out, 'n')
 		}
-	}, func(*prepared) {
+	}, func(*prepared) bool {
 		for _, r := range rows {
 			c.out, _ = (&pgproto3.DataRow{Values: r}).Encode(c.out)
 		}
 		c.out = appendCommandComplete(c.out, tag)
+		return true
 	})
 	return c.flush()
 }

@@ -1,0 +1,88 @@
+package proxy_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/shardgate/shardgate/topology"
+)
+
+// TestScatterStreams: a cross-shard SELECT is relayed as the shards produce
+// it, not gathered first. Each shard holds 50,000 rows and the last one of
+// s1 takes 1.5 s to produce: the client must see its first rows long before
+// that, then every row in global order. A shard failing midway sends its
+// error after the rows already relayed, and the connection stays usable.
+func TestScatterStreams(t *testing.T) {
+	ctx := t.Context()
+	const perShard = 50000
+	for i := range 2 {
+		db := connectShard(t, i)
+		if _, err := db.Exec(ctx, fmt.Sprintf(`DROP TABLE IF EXISTS stream_rows;
+			CREATE TABLE stream_rows (id bigint PRIMARY KEY);
+			INSERT INTO stream_rows SELECT 2 * g + %d FROM generate_series(1, %d) g`, i, perShard)); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Exec(context.Background(), "DROP TABLE stream_rows") })
+	}
+	last := int64(2*perShard + 1) // the highest id, on s1
+	dsn := proxyWith(t, func(c *topology.Config) {
+		c.Tables["stream_rows"] = topology.TableConfig{ShardKey: "id", KeyType: topology.KeyBigint}
+	})
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeCacheStatement} {
+		t.Run(mode.String(), func(t *testing.T) {
+			conn := dial(t, dsn, mode, nil)
+			began := time.Now()
+			rows, err := conn.Query(ctx, "SELECT id, CASE WHEN id = $1 THEN pg_sleep(1.5)::text END FROM stream_rows ORDER BY id", last)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var firstAt time.Duration
+			n, prev := 0, int64(0)
+			for rows.Next() {
+				if n == 0 {
+					firstAt = time.Since(began)
+				}
+				var id int64
+				var slept *string
+				if err := rows.Scan(&id, &slept); err != nil {
+					t.Fatal(err)
+				}
+				if id <= prev {
+					t.Fatalf("row %d: id %d after %d", n, id, prev)
+				}
+				prev = id
+				n++
+			}
+			if err := rows.Err(); err != nil {
+				t.Fatal(err)
+			}
+			total := time.Since(began)
+			t.Logf("first row after %v, all %d rows after %v", firstAt.Round(time.Millisecond), n, total.Round(time.Millisecond))
+			if n != 2*perShard || prev != last {
+				t.Errorf("%d rows ending at %d, want %d ending at %d", n, prev, 2*perShard, last)
+			}
+			if firstAt > 750*time.Millisecond || total < 1500*time.Millisecond {
+				t.Errorf("first row after %v, last after %v: rows were not relayed as the shards produced them", firstAt, total)
+			}
+
+			// s1 fails at one of its rows; s0's rows may already be out.
+			rows, err = conn.Query(ctx, "SELECT id, 1 / (id - $1) FROM stream_rows", last-2000)
+			if err == nil {
+				for rows.Next() {
+				}
+				err = rows.Err()
+			}
+			if sqlState(err) != "22012" {
+				t.Fatalf("a shard's division by zero midway gave %v", err)
+			}
+			var one int
+			if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || one != 1 {
+				t.Fatalf("connection after the failed stream: %v", err)
+			}
+		})
+	}
+}
