@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"encoding/binary"
+	"errors"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -42,33 +44,65 @@ func (r *cancelRegistry) lookup(k backendKey) *client {
 	return r.clients[k]
 }
 
-// cancelTarget is the server connection a client is using now, guarded
-// because cancel requests come from other goroutines.
+// cancelTarget is the server connections a client is using now: one for
+// a statement on one shard, one per shard while a query fans out. It is
+// guarded because cancel requests come from other goroutines.
 type cancelTarget struct {
-	mu sync.Mutex
-	sc *pool.Conn
+	mu  sync.Mutex
+	scs []*pool.Conn
 }
 
+// set makes sc (nil: none) the only connection in use.
 func (t *cancelTarget) set(sc *pool.Conn) {
 	t.mu.Lock()
-	t.sc = sc
+	t.scs = t.scs[:0]
+	if sc != nil {
+		t.scs = append(t.scs, sc)
+	}
 	t.mu.Unlock()
 }
 
-// cancel sends a CancelRequest for the server connection in use, if any.
-func (t *cancelTarget) cancel() error {
+// add and remove track the connections of a fan-out, used concurrently.
+func (t *cancelTarget) add(sc *pool.Conn) {
 	t.mu.Lock()
-	sc := t.sc
-	var addr string
-	var pid uint32
-	var secret []byte
-	if sc != nil {
-		addr, pid, secret = sc.ServerAddr, sc.PID, sc.SecretKey
+	t.scs = append(t.scs, sc)
+	t.mu.Unlock()
+}
+
+func (t *cancelTarget) remove(sc *pool.Conn) {
+	t.mu.Lock()
+	t.scs = slices.DeleteFunc(t.scs, func(x *pool.Conn) bool { return x == sc })
+	t.mu.Unlock()
+}
+
+// cancel sends a CancelRequest for every server connection in use.
+func (t *cancelTarget) cancel() error {
+	type target struct {
+		addr   string
+		pid    uint32
+		secret []byte
+	}
+	t.mu.Lock()
+	targets := make([]target, len(t.scs))
+	for i, sc := range t.scs {
+		targets[i] = target{sc.ServerAddr, sc.PID, sc.SecretKey}
 	}
 	t.mu.Unlock()
-	if sc == nil {
-		return nil
+	errs := make([]error, len(targets))
+	var wg sync.WaitGroup
+	for i, tg := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = sendCancel(tg.addr, tg.pid, tg.secret)
+		}()
 	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// sendCancel delivers one CancelRequest to a server.
+func sendCancel(addr string, pid uint32, secret []byte) error {
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		return err

@@ -29,12 +29,10 @@ func (c *client) copyOut(plan router.Plan, u unit) error {
 		if err != nil {
 			return c.copyFailed(appendError(nil, acquireError(err)))
 		}
-		sync := appendSettingsSync(nil, c.settings, sc)
-		req := appendMessage(nil, 'Q', u.query)
-		if len(sync) > 0 {
-			req = append(appendMessage(nil, 'Q', append(sync, 0)), req...)
-		}
-		n, errMsg, ioErr := c.streamCopy(sc, req, len(sync) > 0, started, plan.Scatter.CopyHeader)
+		req := withSettings(c, sc, appendMessage(nil, 'Q', u.query))
+		c.target.set(sc)
+		n, errMsg, ioErr := c.streamCopy(sc, req.bytes, req.synced, started, plan.Scatter.CopyHeader)
+		c.target.set(nil)
 		if ioErr != nil {
 			sc.MarkBroken()
 		}

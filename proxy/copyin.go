@@ -66,6 +66,10 @@ func (c *client) copyIn(plan router.Plan, u unit) error {
 		return c.refuse(aerr)
 	}
 	defer releaseAll(pools, conns)
+	for _, sc := range conns { // a cancel request stops the COPY on every shard
+		c.target.add(sc)
+	}
+	defer c.target.set(nil)
 	var columns []string
 	if in.Key != "" {
 		if columns, err = c.copyColumns(conns[0], in); err != nil {
@@ -395,12 +399,8 @@ func (c *client) copyColumns(sc *pool.Conn, in *router.CopyIn) ([]string, error)
 		rel = pgx.Identifier{in.Schema, in.Table}
 	}
 	q := "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(" + quoteLiteral(rel.Sanitize()) + ") AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
-	sync := appendSettingsSync(nil, c.settings, sc)
-	req := appendMessage(nil, 'Q', append([]byte(q), 0))
-	if len(sync) > 0 {
-		req = append(appendMessage(nil, 'Q', append(sync, 0)), req...)
-	}
-	a := readAnswer(sc, req, len(sync) > 0)
+	req := withSettings(c, sc, appendMessage(nil, 'Q', append([]byte(q), 0)))
+	a := readAnswer(sc, req.bytes, req.synced)
 	if a.err != nil {
 		sc.MarkBroken()
 		return nil, a.err

@@ -231,7 +231,9 @@ func (s *Server) askShard(c *client, shard int, req []byte) shardAnswer {
 	// The client's session settings (search_path, ...) apply on every shard.
 	r := withSettings(c, sc, req)
 	began := time.Now()
+	c.target.add(sc)
 	ans := readAnswer(sc, r.bytes, r.synced)
+	c.target.remove(sc)
 	p.RecordXact(time.Since(began))
 	if ans.err != nil {
 		sc.MarkBroken()

@@ -131,3 +131,31 @@ func (c *client) settleSettings(sc *pool.Conn, committed bool) {
 	}
 	c.txSettings = c.txSettings[:0]
 }
+
+// request is what goes to a shard: the client's session settings first
+// when the connection's differ (synced), then the statement.
+type request struct {
+	bytes  []byte
+	synced bool
+}
+
+func withSettings(c *client, sc *pool.Conn, req []byte) request {
+	q := appendSettingsSync(nil, c.settings, sc)
+	if len(q) == 0 {
+		return request{bytes: req}
+	}
+	return request{bytes: append(appendMessage(nil, 'Q', append(q, 0)), req...), synced: true}
+}
+
+// skipSettingsAnswer reads the answer to the settings query withSettings
+// put first, up to its ReadyForQuery.
+func skipSettingsAnswer(sc *pool.Conn, synced bool) error {
+	for synced {
+		typ, _, err := readMessage(sc.Reader, nil)
+		if err != nil {
+			return err
+		}
+		synced = typ != 'Z'
+	}
+	return nil
+}

@@ -82,7 +82,9 @@ func (s *Server) streamShard(c *client, shard int, req []byte, st *shardStream, 
 		return
 	}
 	began := time.Now()
+	c.target.add(sc)
 	tail, complete := readStream(sc, withSettings(c, sc, req), st, stop)
+	c.target.remove(sc)
 	if !complete {
 		sc.MarkBroken()
 	}
@@ -150,34 +152,6 @@ func readStream(sc *pool.Conn, req request, st *shardStream, stop <-chan struct{
 			return tail, true
 		}
 	}
-}
-
-// request is what goes to a shard: the client's session settings first
-// when the connection's differ (synced), then the statement.
-type request struct {
-	bytes  []byte
-	synced bool
-}
-
-func withSettings(c *client, sc *pool.Conn, req []byte) request {
-	q := appendSettingsSync(nil, c.settings, sc)
-	if len(q) == 0 {
-		return request{bytes: req}
-	}
-	return request{bytes: append(appendMessage(nil, 'Q', append(q, 0)), req...), synced: true}
-}
-
-// skipSettingsAnswer reads the answer to the settings query withSettings
-// put first, up to its ReadyForQuery.
-func skipSettingsAnswer(sc *pool.Conn, synced bool) error {
-	for synced {
-		typ, _, err := readMessage(sc.Reader, nil)
-		if err != nil {
-			return err
-		}
-		synced = typ != 'Z'
-	}
-	return nil
 }
 
 // streamScatter answers a cross-shard SELECT without aggregates or DISTINCT

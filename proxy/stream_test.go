@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/shardgate/shardgate/topology"
 )
@@ -84,5 +85,55 @@ func TestScatterStreams(t *testing.T) {
 				t.Fatalf("connection after the failed stream: %v", err)
 			}
 		})
+	}
+}
+
+// TestCancelScatter: a CancelRequest for a client whose query runs on
+// every shard cancels it on every shard, streamed or gathered: 57014
+// within a second of 30, and the connection goes on.
+func TestCancelScatter(t *testing.T) {
+	ctx := t.Context()
+	for i := range 2 {
+		db := connectShard(t, i)
+		if _, err := db.Exec(ctx, fmt.Sprintf(`DROP TABLE IF EXISTS cancel_rows;
+			CREATE TABLE cancel_rows (id bigint PRIMARY KEY);
+			INSERT INTO cancel_rows VALUES (%d)`, i+1)); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Exec(context.Background(), "DROP TABLE cancel_rows") })
+	}
+	dsn := proxyWith(t, func(c *topology.Config) {
+		c.Tables["cancel_rows"] = topology.TableConfig{ShardKey: "id", KeyType: topology.KeyBigint}
+	})
+	conn, err := pgconn.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	for _, sql := range []string{
+		"SELECT id, pg_sleep(30)::text FROM cancel_rows",                 // streamed
+		"SELECT count(*) FROM cancel_rows WHERE pg_sleep(30)::text = ''", // gathered
+	} {
+		result := make(chan error, 1)
+		go func() {
+			_, err := conn.Exec(context.Background(), sql).ReadAll()
+			result <- err
+		}()
+		time.Sleep(300 * time.Millisecond)
+		began := time.Now()
+		if err := conn.CancelRequest(ctx); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-result:
+			if sqlState(err) != "57014" || time.Since(began) > time.Second {
+				t.Errorf("%s: got %v after %s, want 57014 within a second", sql, err, time.Since(began))
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: not cancelled after 5 s", sql)
+		}
+		if res, err := conn.Exec(ctx, "SELECT 2").ReadAll(); err != nil || string(res[0].Rows[0][0]) != "2" {
+			t.Fatalf("connection after cancel: %v", err)
+		}
 	}
 }
