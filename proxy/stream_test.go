@@ -137,3 +137,45 @@ func TestCancelScatter(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamClientGone: a client that disconnects in the middle of a
+// streamed result leaves no server connection lent: the shards' readers
+// stop and their connections go back (closed, being mid-answer).
+func TestStreamClientGone(t *testing.T) {
+	ctx := t.Context()
+	for i := range 2 {
+		db := connectShard(t, i)
+		if _, err := db.Exec(ctx, fmt.Sprintf(`DROP TABLE IF EXISTS gone_rows;
+			CREATE TABLE gone_rows (id bigint PRIMARY KEY, pad text);
+			INSERT INTO gone_rows SELECT 2 * g + %d, repeat('x', 200) FROM generate_series(1, 50000) g`, i)); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Exec(context.Background(), "DROP TABLE gone_rows") })
+	}
+	srv, addr, stop, err := startServer(func(c *topology.Config) {
+		c.Tables["gone_rows"] = topology.TableConfig{ShardKey: "id", KeyType: topology.KeyBigint}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	conn, err := pgconn.Connect(ctx, "postgres://postgres@"+addr+"/app?sslmode=disable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr := conn.ExecParams(ctx, "SELECT id, pad FROM gone_rows ORDER BY id", nil, nil, nil, nil)
+	for i := 0; i < 10 && rr.NextRow(); i++ {
+	}
+	conn.Conn().Close() // gone, without a Terminate
+	active := func() float64 {
+		return series(t, srv, "shardgate_pool_connections", map[string]string{"state": "active"})
+	}
+	for deadline := time.Now().Add(5 * time.Second); active() != 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%v server connections still lent 5 s after the client left mid-stream", active())
+		}
+	}
+	if n := series(t, srv, "shardgate_client_connections", nil); n != 0 {
+		t.Errorf("%v client connections after the only client left", n)
+	}
+}
