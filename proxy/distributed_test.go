@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -198,5 +199,115 @@ func TestSplitInsert(t *testing.T) {
 			t.Fatalf("%s: duplicate in a split INSERT: %v", mode, err)
 		}
 		assertCount(t, connectShard(t, 0), "SELECT count(*) FROM users WHERE id = $1", e, 0)
+	}
+}
+
+// TestWritesAcrossShardsInTransaction: with two_phase_commit, a multi-row
+// INSERT split by shard and a reference-table write run inside a
+// transaction block, on its branch per shard: committed with the rest of
+// the transaction, or rolled back with it; a failing part aborts the whole
+// transaction. Without two_phase_commit they are refused with 0A000.
+func TestWritesAcrossShardsInTransaction(t *testing.T) {
+	ctx := t.Context()
+	keys := keysBy(t, 15_000_000, 12)
+	refused := connect(t, pgx.QueryExecModeSimpleProtocol)
+	tx, _ := refused.Begin(ctx)
+	if _, err := tx.Exec(ctx, "INSERT INTO users (id, name) VALUES ($1, 'x'), ($2, 'y')", keys[0][11], keys[1][11]); sqlState(err) != "0A000" {
+		t.Fatalf("split INSERT in a transaction without two_phase_commit: %v", err)
+	}
+	tx.Rollback(ctx)
+
+	dsn := proxyWith(t, func(c *topology.Config) {
+		c.TwoPhaseCommit, c.DecisionLog = true, filepath.Join(t.TempDir(), "decisions.log")
+	})
+	t.Cleanup(func() {
+		for shard := range cluster.Shards {
+			db, err := pgx.Connect(context.Background(), cluster.Shards[shard].Primary.DSN("app"))
+			if err == nil {
+				db.Exec(context.Background(), "DELETE FROM countries WHERE code IN ('T0', 'T1', 'T2')")
+				db.Close(context.Background())
+			}
+		}
+	})
+	onShard := func(id int64) int64 {
+		var n int64
+		if err := connectShard(t, shardOf(t, id)).QueryRow(ctx, "SELECT count(*) FROM users WHERE id = $1", id).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for i, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec, pgx.QueryExecModeCacheStatement} {
+		conn := dial(t, dsn, mode, nil)
+		a, b, c := keys[0][3*i], keys[1][3*i], keys[0][3*i+1]
+		country := fmt.Sprintf("T%d", i)
+
+		// Commit: the split INSERT's rows, a row on one shard and a
+		// reference-table row all land.
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []int64
+		rows, err := tx.Query(ctx, "INSERT INTO users (id, name) VALUES ($1, 'a'), ($2, 'b') RETURNING id", a, b)
+		if err == nil {
+			ids, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+		}
+		if err != nil || len(ids) != 2 {
+			t.Fatalf("%s: split INSERT ... RETURNING in a transaction: %v %v", mode, err, ids)
+		}
+		mustExec(t, tx, "INSERT INTO users (id, name) VALUES ($1, 'c')", c)
+		mustExec(t, tx, "INSERT INTO countries (code, name) VALUES ($1, 'test')", country)
+		var seen int64
+		if err := tx.QueryRow(ctx, "SELECT count(*) FROM users WHERE id = $1", b).Scan(&seen); err != nil || seen != 1 {
+			t.Fatalf("%s: the transaction does not see its own split row: %v %d", mode, err, seen)
+		}
+		if onShard(a) != 0 {
+			t.Fatalf("%s: a row is visible before COMMIT", mode)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatalf("%s: commit: %v", mode, err)
+		}
+		for _, id := range []int64{a, b, c} {
+			if onShard(id) != 1 {
+				t.Errorf("%s: row %d missing on its shard after COMMIT", mode, id)
+			}
+		}
+		for shard := range cluster.Shards {
+			assertCount(t, connectShard(t, shard), "SELECT count(*) FROM countries WHERE code = $1", country, 1)
+		}
+
+		// Rollback: nothing of the split INSERT, nor of a reference-table
+		// write that opened the transaction, stays.
+		d, e := keys[0][3*i+2], keys[1][3*i+1]
+		tx, _ = conn.Begin(ctx)
+		mustExec(t, tx, "INSERT INTO countries (code, name) VALUES ($1, 'rolled back')", country+"R")
+		mustExec(t, tx, "INSERT INTO users (id, name) VALUES ($1, 'd'), ($2, 'e')", d, e)
+		tx.Rollback(ctx)
+		if onShard(d)+onShard(e) != 0 {
+			t.Errorf("%s: rows of a rolled-back split INSERT stayed", mode)
+		}
+		for shard := range cluster.Shards {
+			assertCount(t, connectShard(t, shard), "SELECT count(*) FROM countries WHERE code = $1", country+"R", 0)
+		}
+
+		// A duplicate on one shard aborts the whole transaction, the row
+		// written before it on the other shard included.
+		tx, _ = conn.Begin(ctx)
+		mustExec(t, tx, "INSERT INTO users (id, name) VALUES ($1, 'd')", d)
+		if _, err := tx.Exec(ctx, "INSERT INTO users (id, name) VALUES ($1, 'e'), ($2, 'dup')", e, b); sqlState(err) != "23505" {
+			t.Fatalf("%s: duplicate in a split INSERT in a transaction: %v", mode, err)
+		}
+		if _, err := tx.Exec(ctx, "SELECT 1"); sqlState(err) != "25P02" {
+			t.Fatalf("%s: statement after the failed split INSERT: %v", mode, err)
+		}
+		if err := tx.Commit(ctx); !errors.Is(err, pgx.ErrTxCommitRollback) {
+			t.Fatalf("%s: commit of the failed transaction: %v", mode, err)
+		}
+		if onShard(d)+onShard(e) != 0 {
+			t.Errorf("%s: rows of an aborted transaction stayed", mode)
+		}
+	}
+	for shard := range cluster.Shards {
+		assertCount(t, connectShard(t, shard), "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE $1", "shardgate_%", 0)
 	}
 }

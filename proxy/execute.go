@@ -129,6 +129,10 @@ func (c *client) execute(plan router.Plan, u unit) error {
 	}
 	switch plan.Target {
 	case router.TargetAll:
+		if c.state == txPending && plan.Broadcast {
+			c.wroteEverywhere()
+			return c.broadcastWrite(plan, u) // joins the transaction on every shard, or refuses
+		}
 		if c.state == txPending {
 			return c.refuse(c.crossShard(plan))
 		}
@@ -201,6 +205,9 @@ func (c *client) inTransaction(plan router.Plan, u unit) error {
 		return c.refuse(errAborted)
 	case plan.Target == router.TargetShard && plan.Shard != c.heldShard && c.canJoin():
 		return c.switchTo(plan.Shard, u)
+	case plan.Target == router.TargetAll && plan.Broadcast && c.canSpread():
+		c.wroteEverywhere()
+		return c.broadcastWrite(plan, u)
 	case plan.Target == router.TargetShard && plan.Shard != c.heldShard, plan.Target == router.TargetAll:
 		return c.refuse(c.crossShard(plan))
 	}

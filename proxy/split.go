@@ -10,7 +10,8 @@ import (
 // as one INSERT per shard, holding only that shard's rows, all committed
 // or none (atomically with two_phase_commit).
 func (c *client) splitInsert(u unit) error {
-	if c.state != txIdle || c.held != nil {
+	inTx := c.inTransactionBlock()
+	if inTx && !c.canSpread() {
 		return c.refuse(errWriteInTransaction)
 	}
 	var parts []router.InsertPart
@@ -30,6 +31,9 @@ func (c *client) splitInsert(u unit) error {
 	shards := make([]int, len(parts))
 	for i, p := range parts {
 		shards[i] = p.Shard
+	}
+	if inTx {
+		return c.writeInTransaction(shards, reqs, u, false)
 	}
 	return c.writeOnShards(shards, reqs, u, false)
 }

@@ -77,7 +77,8 @@ func (c *client) broadcastAllowed(plan router.Plan) bool {
 
 // broadcastWrite runs a write on every shard of plan.Shards.
 func (c *client) broadcastWrite(plan router.Plan, u unit) error {
-	if c.state != txIdle || c.held != nil {
+	inTx := c.inTransactionBlock()
+	if inTx && !c.canSpread() {
 		return c.refuse(errWriteInTransaction)
 	}
 	req, rerr := c.scatterRequest(&router.ScatterSpec{}, u)
@@ -89,10 +90,11 @@ func (c *client) broadcastWrite(plan router.Plan, u unit) error {
 	for i := range reqs {
 		reqs[i] = req
 	}
+	if inTx {
+		return c.writeInTransaction(shards, reqs, u, plan.Target == router.TargetAll)
+	}
 	return c.writeOnShards(shards, reqs, u, plan.Target == router.TargetAll)
 }
-
-var errWriteInTransaction = &router.Error{Code: router.CodeFeatureNotSupported, Message: "a write across shards cannot run inside a transaction block yet"}
 
 // writeOnShards runs reqs[i] on shards[i], each in its own transaction,
 // commits them all or none, and answers with the summed command tag and
@@ -198,7 +200,7 @@ func (c *client) answerWrite(answers []shardAnswer, u unit) error {
 			c.out, _ = (&pgproto3.DataRow{Values: r}).Encode(c.out)
 		}
 		c.out = appendCommandComplete(c.out, tag)
-		c.out = appendReadyForQuery(c.out, 'I')
+		c.out = appendReadyForQuery(c.out, c.status())
 		return c.flush()
 	}
 	c.answerBatch(func() {

@@ -1,0 +1,107 @@
+package proxy
+
+import (
+	"github.com/shardgate/shardgate/pool"
+	"github.com/shardgate/shardgate/router"
+)
+
+// Writes that span shards inside a transaction block (a multi-row INSERT
+// split by shard, an UPDATE or DELETE broadcast with allow_broadcast_writes,
+// a reference-table write) run on the transaction's branch on each shard
+// (distributed.go), joining the shards it has not reached yet, so that
+// COMMIT settles them with everything else the transaction did: in two
+// phases, all or nothing. Without two_phase_commit they are refused, as
+// any second shard in a transaction is.
+
+var errWriteInTransaction = &router.Error{
+	Code:    router.CodeFeatureNotSupported,
+	Message: "a write across shards inside a transaction block needs two_phase_commit, and no savepoint in the transaction",
+}
+
+// inTransactionBlock reports whether the client has a transaction block open.
+func (c *client) inTransactionBlock() bool { return c.state != txIdle || c.held != nil }
+
+// canSpread reports whether the open transaction may run a statement on
+// several shards now.
+func (c *client) canSpread() bool {
+	if !c.srv.rt.Load().cfg.TwoPhaseCommit || c.savepoint || c.midBatch {
+		return false
+	}
+	return c.held == nil || c.srvStatus == 'T'
+}
+
+// writeInTransaction runs reqs[i] on the transaction's branch on
+// shards[i] and answers like writeOnShards, leaving the transaction open.
+// A failure on any shard aborts the whole transaction, as in Postgres.
+func (c *client) writeInTransaction(shards []int, reqs [][]byte, u unit, same bool) error {
+	conns := make([]*pool.Conn, len(shards))
+	starts := make([][]byte, len(shards))
+	for i, shard := range shards {
+		sc, start, err := c.branchOf(shard)
+		if err != nil {
+			return c.refuse(acquireError(err))
+		}
+		conns[i], starts[i] = sc, start
+	}
+	c.state, c.srvStatus, c.pending = txActive, 'T', c.pending[:0]
+	answers := make([]shardAnswer, len(conns))
+	c.parallel(conns, func(i int, sc *pool.Conn) {
+		// The client's settings, then BEGIN on a shard new to the
+		// transaction, as one query whose answer is skipped.
+		prefix := append(appendSettingsSync(nil, c.settings, sc), starts[i]...)
+		var req []byte
+		if len(prefix) > 0 {
+			req = appendMessage(nil, 'Q', append(prefix, 0))
+		}
+		c.target.add(sc)
+		answers[i] = readAnswer(sc, append(req, reqs[i]...), len(prefix) > 0)
+		c.target.remove(sc)
+		if answers[i].err != nil {
+			sc.MarkBroken()
+		}
+	})
+	if failed := firstFailure(answers); failed != nil {
+		c.abort() // rolls back every branch; a broken one is closed
+		if failed.err != nil {
+			return c.serverLost(failed.err)
+		}
+		c.out = append(c.out, failed.errMsg...)
+		c.out = appendReadyForQuery(c.out, c.status())
+		return c.flush()
+	}
+	if same {
+		answers = answers[:1]
+	}
+	return c.answerWrite(answers, u)
+}
+
+// branchOf returns the transaction's connection on shard, taking one in if
+// the transaction has not reached it yet; start is then what opens the
+// transaction there: the deferred BEGIN and what came with it for the
+// first shard, the client's BEGIN for the others.
+func (c *client) branchOf(shard int) (sc *pool.Conn, start []byte, err error) {
+	if c.held != nil && c.heldShard == shard {
+		return c.held, nil, nil
+	}
+	for _, b := range c.branches {
+		if b.shard == shard {
+			return b.sc, nil, nil
+		}
+	}
+	if c.held == nil {
+		start = append([]byte{}, c.pending...)
+		if err := c.acquire(shard); err != nil {
+			return nil, nil, err
+		}
+		return c.held, append(start, ';'), nil
+	}
+	p, err := c.srv.rt.Load().primaryPool(shard)
+	if err == nil {
+		sc, err = p.Acquire(c.ctx)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	c.branches = append(c.branches, branch{sc, shard, p})
+	return sc, append(append([]byte{}, c.txBegin...), ';'), nil
+}
