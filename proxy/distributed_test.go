@@ -216,6 +216,11 @@ func TestWritesAcrossShardsInTransaction(t *testing.T) {
 		t.Fatalf("split INSERT in a transaction without two_phase_commit: %v", err)
 	}
 	tx.Rollback(ctx)
+	tx, _ = refused.Begin(ctx)
+	if _, err := tx.Exec(ctx, "SELECT count(*) FROM users"); sqlState(err) != "0A000" {
+		t.Fatalf("cross-shard SELECT in a transaction without two_phase_commit: %v", err)
+	}
+	tx.Rollback(ctx)
 
 	dsn := proxyWith(t, func(c *topology.Config) {
 		c.TwoPhaseCommit, c.DecisionLog = true, filepath.Join(t.TempDir(), "decisions.log")
@@ -260,6 +265,19 @@ func TestWritesAcrossShardsInTransaction(t *testing.T) {
 		var seen int64
 		if err := tx.QueryRow(ctx, "SELECT count(*) FROM users WHERE id = $1", b).Scan(&seen); err != nil || seen != 1 {
 			t.Fatalf("%s: the transaction does not see its own split row: %v %d", mode, err, seen)
+		}
+		// A query across shards inside the transaction runs on its
+		// branches, so it sees the transaction's uncommitted rows.
+		var got []int64
+		rows, err = tx.Query(ctx, "SELECT id FROM users WHERE id IN ($1, $2, $3) ORDER BY id DESC", a, b, c)
+		if err == nil {
+			got, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+		}
+		if want := []int64{max(a, b, c), a + b + c - max(a, b, c) - min(a, b, c), min(a, b, c)}; err != nil || fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("%s: cross-shard SELECT in the transaction: %v %v, want %v", mode, err, got, want)
+		}
+		if err := tx.QueryRow(ctx, "SELECT count(*) FROM users WHERE id IN ($1, $2, $3)", a, b, c).Scan(&seen); err != nil || seen != 3 {
+			t.Fatalf("%s: cross-shard count in the transaction: %v %d", mode, err, seen)
 		}
 		if onShard(a) != 0 {
 			t.Fatalf("%s: a row is visible before COMMIT", mode)

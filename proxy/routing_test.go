@@ -114,8 +114,8 @@ func TestWriteForms(t *testing.T) {
 	}
 	assertCount(t, connectShard(t, 0), "SELECT count(*) FROM posts WHERE user_id = $1", s0[0], 1)
 	assertCount(t, connectShard(t, 0), "SELECT count(*) FROM users WHERE email = 'any' AND id = $1", s0[1], 1)
-	// Rows for several shards inside a transaction block: refused, as
-	// the split runs in transactions of its own.
+	// Rows for several shards inside a transaction block: refused without
+	// two_phase_commit (see TestWritesAcrossShardsInTransaction for with).
 	tx, err := cached.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -36,9 +36,18 @@ type shardAnswer struct {
 	size   int    // bytes of the answer, for the metrics
 }
 
+var errScatterInTransaction = &router.Error{
+	Code:    router.CodeFeatureNotSupported,
+	Message: "a query across shards inside a transaction block needs two_phase_commit, and no savepoint in the transaction",
+}
+
 func (c *client) scatter(plan router.Plan, u unit) error {
-	if c.state != txIdle || c.held != nil {
-		return c.refuse(&router.Error{Code: router.CodeFeatureNotSupported, Message: "a query across shards cannot run inside a transaction block yet"})
+	if c.inTransactionBlock() {
+		if !c.canSpread() {
+			return c.refuse(errScatterInTransaction)
+		}
+		c.srv.metrics.ScatterQueries.Inc()
+		return c.scatterInTransaction(plan, u)
 	}
 	c.srv.metrics.ScatterQueries.Inc()
 	spec := plan.Scatter
@@ -77,10 +86,15 @@ func (c *client) scatter(plan router.Plan, u unit) error {
 	if err != nil {
 		return c.refuse(&router.Error{Code: router.CodeFeatureNotSupported, Message: "shardgate cannot merge this result: " + err.Error()})
 	}
+	return c.answerMerged(spec, desc, rows, u)
+}
+
+// answerMerged sends a gathered cross-shard result to the client.
+func (c *client) answerMerged(spec *router.ScatterSpec, desc *pgproto3.RowDescription, rows []merge.Row, u unit) error {
 	if u.query != nil {
 		c.out, _ = desc.Encode(c.out)
 		c.appendRows(rows)
-		c.out = appendReadyForQuery(c.out, 'I')
+		c.out = appendReadyForQuery(c.out, c.status())
 		return c.flush()
 	}
 	if spec.Aggregate {

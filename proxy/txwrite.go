@@ -32,14 +32,56 @@ func (c *client) canSpread() bool {
 
 // writeInTransaction runs reqs[i] on the transaction's branch on
 // shards[i] and answers like writeOnShards, leaving the transaction open.
-// A failure on any shard aborts the whole transaction, as in Postgres.
 func (c *client) writeInTransaction(shards []int, reqs [][]byte, u unit, same bool) error {
+	answers, err := c.runOnBranches(shards, reqs)
+	if answers == nil {
+		return err
+	}
+	if same {
+		answers = answers[:1]
+	}
+	return c.answerWrite(answers, u)
+}
+
+// scatterInTransaction answers a cross-shard SELECT inside a transaction
+// block from the transaction's branches, so it sees the transaction's own
+// writes on every shard.
+func (c *client) scatterInTransaction(plan router.Plan, u unit) error {
+	spec := plan.Scatter
+	if spec.CopyOut {
+		return c.refuse(&router.Error{Code: router.CodeFeatureNotSupported, Message: "COPY across shards cannot run inside a transaction block"})
+	}
+	req, rerr := c.scatterRequest(spec, u)
+	if rerr != nil {
+		return c.refuse(rerr)
+	}
+	shards := plan.Shards.Slice()
+	reqs := make([][]byte, len(shards))
+	for i := range reqs {
+		reqs[i] = req
+	}
+	answers, err := c.runOnBranches(shards, reqs)
+	if answers == nil {
+		return err
+	}
+	desc, rows, merr := mergeAnswers(spec, answers)
+	if merr != nil {
+		return c.refuse(&router.Error{Code: router.CodeFeatureNotSupported, Message: "shardgate cannot merge this result: " + merr.Error()})
+	}
+	return c.answerMerged(spec, desc, rows, u)
+}
+
+// runOnBranches runs reqs[i] on the transaction's branch on shards[i], in
+// parallel, and returns their answers. A failure on any shard aborts the
+// whole transaction, as in Postgres: the client is answered, and the
+// answers are nil.
+func (c *client) runOnBranches(shards []int, reqs [][]byte) ([]shardAnswer, error) {
 	conns := make([]*pool.Conn, len(shards))
 	starts := make([][]byte, len(shards))
 	for i, shard := range shards {
 		sc, start, err := c.branchOf(shard)
 		if err != nil {
-			return c.refuse(acquireError(err))
+			return nil, c.refuse(acquireError(err))
 		}
 		conns[i], starts[i] = sc, start
 	}
@@ -60,19 +102,17 @@ func (c *client) writeInTransaction(shards []int, reqs [][]byte, u unit, same bo
 			sc.MarkBroken()
 		}
 	})
-	if failed := firstFailure(answers); failed != nil {
-		c.abort() // rolls back every branch; a broken one is closed
-		if failed.err != nil {
-			return c.serverLost(failed.err)
-		}
-		c.out = append(c.out, failed.errMsg...)
-		c.out = appendReadyForQuery(c.out, c.status())
-		return c.flush()
+	failed := firstFailure(answers)
+	if failed == nil {
+		return answers, nil
 	}
-	if same {
-		answers = answers[:1]
+	c.abort() // rolls back every branch; a broken one is closed
+	if failed.err != nil {
+		return nil, c.serverLost(failed.err)
 	}
-	return c.answerWrite(answers, u)
+	c.out = append(c.out, failed.errMsg...)
+	c.out = appendReadyForQuery(c.out, c.status())
+	return nil, c.flush()
 }
 
 // branchOf returns the transaction's connection on shard, taking one in if
