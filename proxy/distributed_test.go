@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/shardgate/shardgate/topology"
 )
@@ -327,5 +329,83 @@ func TestWritesAcrossShardsInTransaction(t *testing.T) {
 	}
 	for shard := range cluster.Shards {
 		assertCount(t, connectShard(t, shard), "SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE $1", "shardgate_%", 0)
+	}
+}
+
+// TestDDLInTransaction: with two_phase_commit, a migration's transaction
+// (as Django, Rails and Flyway run them) creates its tables on every shard
+// at COMMIT, or on none after ROLLBACK or an error; without it, DDL in a
+// transaction block is refused with 0A000 and a hint.
+func TestDDLInTransaction(t *testing.T) {
+	ctx := t.Context()
+	tx, _ := connect(t, pgx.QueryExecModeSimpleProtocol).Begin(ctx)
+	_, err := tx.Exec(ctx, "CREATE TABLE ddl_tx_refused (id bigint)")
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "0A000" || !strings.Contains(pgErr.Hint, "two_phase_commit") {
+		t.Fatalf("DDL in a transaction without two_phase_commit: %v", err)
+	}
+	tx.Rollback(ctx)
+
+	dsn := proxyWith(t, func(c *topology.Config) {
+		c.TwoPhaseCommit, c.DecisionLog = true, filepath.Join(t.TempDir(), "decisions.log")
+	})
+	exists := func(table string) int64 {
+		var n int64
+		for shard := range cluster.Shards {
+			var found bool
+			if err := connectShard(t, shard).QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", table).Scan(&found); err != nil {
+				t.Fatal(err)
+			}
+			if found {
+				n++
+			}
+		}
+		return n
+	}
+	for i, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
+		conn := dial(t, dsn, mode, nil)
+		table := fmt.Sprintf("ddl_tx_%d", i)
+		t.Cleanup(func() {
+			for shard := range cluster.Shards {
+				db, err := pgx.Connect(context.Background(), cluster.Shards[shard].Primary.DSN("app"))
+				if err == nil {
+					db.Exec(context.Background(), "DROP TABLE IF EXISTS "+table)
+					db.Close(context.Background())
+				}
+			}
+		})
+		for _, end := range []string{"ROLLBACK", "error", "COMMIT"} {
+			tx, err := conn.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustExec(t, tx, "CREATE TABLE "+table+" (id bigint PRIMARY KEY, v text)")
+			mustExec(t, tx, "CREATE INDEX ON "+table+" (v)")
+			if tag, err := tx.Exec(ctx, "ALTER TABLE "+table+" ADD COLUMN w int"); err != nil || tag.String() != "ALTER TABLE" {
+				t.Fatalf("%s: ALTER TABLE in the transaction: %v %q", mode, err, tag)
+			}
+			switch end {
+			case "ROLLBACK":
+				tx.Rollback(ctx)
+			case "error":
+				if _, err := tx.Exec(ctx, "CREATE TABLE "+table+" (id bigint)"); sqlState(err) != "42P07" {
+					t.Fatalf("%s: duplicate CREATE TABLE: %v", mode, err)
+				}
+				if err := tx.Commit(ctx); !errors.Is(err, pgx.ErrTxCommitRollback) {
+					t.Fatalf("%s: commit after the error: %v", mode, err)
+				}
+			case "COMMIT":
+				if err := tx.Commit(ctx); err != nil {
+					t.Fatalf("%s: commit: %v", mode, err)
+				}
+			}
+			want := int64(0)
+			if end == "COMMIT" {
+				want = int64(len(cluster.Shards))
+			}
+			if n := exists(table); n != want {
+				t.Fatalf("%s: after %s the table is on %d shards, want %d", mode, end, n, want)
+			}
+		}
 	}
 }

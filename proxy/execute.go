@@ -129,9 +129,8 @@ func (c *client) execute(plan router.Plan, u unit) error {
 	}
 	switch plan.Target {
 	case router.TargetAll:
-		if c.state == txPending && plan.Broadcast {
-			c.wroteEverywhere()
-			return c.broadcastWrite(plan, u) // joins the transaction on every shard, or refuses
+		if c.state == txPending && c.canSpread() {
+			return c.everyShardInTransaction(plan, u)
 		}
 		if c.state == txPending {
 			return c.refuse(c.crossShard(plan))
@@ -205,9 +204,8 @@ func (c *client) inTransaction(plan router.Plan, u unit) error {
 		return c.refuse(errAborted)
 	case plan.Target == router.TargetShard && plan.Shard != c.heldShard && c.canJoin():
 		return c.switchTo(plan.Shard, u)
-	case plan.Target == router.TargetAll && plan.Broadcast && c.canSpread():
-		c.wroteEverywhere()
-		return c.broadcastWrite(plan, u)
+	case plan.Target == router.TargetAll && c.canSpread():
+		return c.everyShardInTransaction(plan, u)
 	case plan.Target == router.TargetShard && plan.Shard != c.heldShard, plan.Target == router.TargetAll:
 		return c.refuse(c.crossShard(plan))
 	}
@@ -224,11 +222,12 @@ func acquireError(err error) *router.Error {
 func (c *client) crossShard(plan router.Plan) *router.Error {
 	t := c.srv.topo()
 	held := t.Shards[c.heldShard].Name
+	const joinHint = "With two_phase_commit: true, statements for several shards join the transaction."
 	if c.held == nil {
-		return &router.Error{Code: router.CodeFeatureNotSupported, Message: "a statement for every shard cannot run inside a transaction block"}
+		return &router.Error{Code: router.CodeFeatureNotSupported, Message: "a statement for every shard cannot run inside a transaction block", Hint: joinHint}
 	}
 	if plan.Target == router.TargetAll {
-		return &router.Error{Code: router.CodeFeatureNotSupported, Message: fmt.Sprintf("transaction is on shard %s; a statement for every shard cannot join it", held)}
+		return &router.Error{Code: router.CodeFeatureNotSupported, Message: fmt.Sprintf("transaction is on shard %s; a statement for every shard cannot join it", held), Hint: joinHint}
 	}
 	return &router.Error{
 		Code:    router.CodeFeatureNotSupported,

@@ -10,9 +10,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/jackc/pgx/v5/pgproto3"
-
-	"github.com/shardgate/shardgate/merge"
 	"github.com/shardgate/shardgate/pool"
 	"github.com/shardgate/shardgate/router"
 )
@@ -179,44 +176,19 @@ func simple(sc *pool.Conn, sql string) []byte {
 // 5", "INSERT 0 5": the count is the last word) and gathers RETURNING rows.
 func (c *client) answerWrite(answers []shardAnswer, u unit) error {
 	verb, total := "", 0
-	var rows []merge.Row
-	var desc *pgproto3.RowDescription
+	var all shardAnswer
 	for _, a := range answers {
 		if i := strings.LastIndexByte(a.tag, ' '); i > 0 {
 			n, _ := strconv.Atoi(a.tag[i+1:])
 			verb, total = a.tag[:i], total+n
 		}
-		rows = append(rows, a.rows...)
+		all.rows = append(all.rows, a.rows...)
 		if a.desc != nil {
-			desc = a.desc
+			all.desc = a.desc
 		}
 	}
-	tag := fmt.Sprintf("%s %d", verb, total)
-	if u.query != nil {
-		if desc != nil {
-			c.out, _ = desc.Encode(c.out)
-		}
-		for _, r := range rows {
-			c.out, _ = (&pgproto3.DataRow{Values: r}).Encode(c.out)
-		}
-		c.out = appendCommandComplete(c.out, tag)
-		c.out = appendReadyForQuery(c.out, c.status())
-		return c.flush()
-	}
-	c.answerBatch(func() {
-		if desc != nil {
-			c.out, _ = desc.Encode(c.out)
-		} else {
-			c.out = appendEmpty(c.out, 'n')
-		}
-	}, func(*prepared) bool {
-		for _, r := range rows {
-			c.out, _ = (&pgproto3.DataRow{Values: r}).Encode(c.out)
-		}
-		c.out = appendCommandComplete(c.out, tag)
-		return true
-	})
-	return c.flush()
+	all.tag = fmt.Sprintf("%s %d", verb, total)
+	return c.answerShard(all, u)
 }
 
 // Recover resolves shardgate's in-doubt prepared transactions on every

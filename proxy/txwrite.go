@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"github.com/jackc/pgx/v5/pgproto3"
+
 	"github.com/shardgate/shardgate/pool"
 	"github.com/shardgate/shardgate/router"
 )
@@ -41,6 +43,59 @@ func (c *client) writeInTransaction(shards []int, reqs [][]byte, u unit, same bo
 		answers = answers[:1]
 	}
 	return c.answerWrite(answers, u)
+}
+
+// everyShardInTransaction runs a statement for every shard (DDL such as a
+// migration's CREATE TABLE, or a reference-table write) on the
+// transaction's branch on each, so COMMIT makes it appear on all shards at
+// once or on none. The client sees the first shard's answer.
+func (c *client) everyShardInTransaction(plan router.Plan, u unit) error {
+	if plan.Broadcast {
+		c.wroteEverywhere()
+		return c.broadcastWrite(plan, u)
+	}
+	req, rerr := c.scatterRequest(&router.ScatterSpec{}, u)
+	if rerr != nil {
+		return c.refuse(rerr)
+	}
+	shards := plan.Shards.Slice()
+	reqs := make([][]byte, len(shards))
+	for i := range reqs {
+		reqs[i] = req
+	}
+	c.wroteEverywhere()
+	answers, err := c.runOnBranches(shards, reqs)
+	if answers == nil {
+		return err
+	}
+	return c.answerShard(answers[0], u)
+}
+
+// answerShard relays one shard's gathered answer: its rows, if any, and
+// its command tag as it is.
+func (c *client) answerShard(a shardAnswer, u unit) error {
+	rows := func() {
+		for _, r := range a.rows {
+			c.out, _ = (&pgproto3.DataRow{Values: r}).Encode(c.out)
+		}
+		c.out = appendCommandComplete(c.out, a.tag)
+	}
+	if u.query != nil {
+		if a.desc != nil {
+			c.out, _ = a.desc.Encode(c.out)
+		}
+		rows()
+		c.out = appendReadyForQuery(c.out, c.status())
+		return c.flush()
+	}
+	c.answerBatch(func() {
+		if a.desc != nil {
+			c.out, _ = a.desc.Encode(c.out)
+		} else {
+			c.out = appendEmpty(c.out, 'n')
+		}
+	}, func(*prepared) bool { rows(); return true })
+	return c.flush()
 }
 
 // scatterInTransaction answers a cross-shard SELECT inside a transaction
