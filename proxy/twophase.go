@@ -78,14 +78,9 @@ func (c *client) broadcastWrite(plan router.Plan, u unit) error {
 	if inTx && !c.canSpread() {
 		return c.refuse(errWriteInTransaction)
 	}
-	req, rerr := c.scatterRequest(&router.ScatterSpec{}, u)
+	shards, reqs, rerr := c.requestPerShard(plan, &router.ScatterSpec{}, u)
 	if rerr != nil {
 		return c.refuse(rerr)
-	}
-	shards := plan.Shards.Slice()
-	reqs := make([][]byte, len(shards))
-	for i := range reqs {
-		reqs[i] = req
 	}
 	if inTx {
 		return c.writeInTransaction(shards, reqs, u, plan.Target == router.TargetAll)

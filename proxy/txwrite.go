@@ -54,14 +54,9 @@ func (c *client) everyShardInTransaction(plan router.Plan, u unit) error {
 		c.wroteEverywhere()
 		return c.broadcastWrite(plan, u)
 	}
-	req, rerr := c.scatterRequest(&router.ScatterSpec{}, u)
+	shards, reqs, rerr := c.requestPerShard(plan, &router.ScatterSpec{}, u)
 	if rerr != nil {
 		return c.refuse(rerr)
-	}
-	shards := plan.Shards.Slice()
-	reqs := make([][]byte, len(shards))
-	for i := range reqs {
-		reqs[i] = req
 	}
 	c.wroteEverywhere()
 	answers, err := c.runOnBranches(shards, reqs)
@@ -106,14 +101,9 @@ func (c *client) scatterInTransaction(plan router.Plan, u unit) error {
 	if spec.CopyOut {
 		return c.refuse(&router.Error{Code: router.CodeFeatureNotSupported, Message: "COPY across shards cannot run inside a transaction block"})
 	}
-	req, rerr := c.scatterRequest(spec, u)
+	shards, reqs, rerr := c.requestPerShard(plan, spec, u)
 	if rerr != nil {
 		return c.refuse(rerr)
-	}
-	shards := plan.Shards.Slice()
-	reqs := make([][]byte, len(shards))
-	for i := range reqs {
-		reqs[i] = req
 	}
 	answers, err := c.runOnBranches(shards, reqs)
 	if answers == nil {
@@ -124,6 +114,20 @@ func (c *client) scatterInTransaction(plan router.Plan, u unit) error {
 		return c.refuse(&router.Error{Code: router.CodeFeatureNotSupported, Message: "shardgate cannot merge this result: " + merr.Error()})
 	}
 	return c.answerMerged(spec, desc, rows, u)
+}
+
+// requestPerShard is the same request for every shard of plan.
+func (c *client) requestPerShard(plan router.Plan, spec *router.ScatterSpec, u unit) ([]int, [][]byte, *router.Error) {
+	req, rerr := c.scatterRequest(spec, u)
+	if rerr != nil {
+		return nil, nil, rerr
+	}
+	shards := plan.Shards.Slice()
+	reqs := make([][]byte, len(shards))
+	for i := range reqs {
+		reqs[i] = req
+	}
+	return shards, reqs, nil
 }
 
 // runOnBranches runs reqs[i] on the transaction's branch on shards[i], in

@@ -155,3 +155,27 @@ func WaitListening(ctx context.Context, addr string, exited <-chan error) error 
 	}
 	return errors.New("not listening on " + addr + " after 20s")
 }
+
+// WaitReplay waits, up to a minute, until the server at dsn (a replica)
+// has replayed the WAL position lsn, so a benchmark reads what it loaded.
+func WaitReplay(ctx context.Context, dsn, lsn string) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var ok bool
+		if err := conn.QueryRow(ctx, "SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", lsn).Scan(&ok); err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("did not replay %s within a minute", lsn)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

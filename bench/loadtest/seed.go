@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/shardgate/shardgate/bench/loadgen"
 	"github.com/shardgate/shardgate/sandbox"
 	"github.com/shardgate/shardgate/topology"
 )
@@ -149,7 +150,7 @@ func settle(ctx context.Context, c *sandbox.Cluster) error {
 			return fmt.Errorf("shard %s: %w", sh.Name, err)
 		}
 		for _, r := range sh.Replicas {
-			if err := waitReplay(ctx, r.DSN(c.Database), lsn); err != nil {
+			if err := loadgen.WaitReplay(ctx, r.DSN(c.Database), lsn); err != nil {
 				return fmt.Errorf("replica %s: %w", r.Name, err)
 			}
 		}
@@ -168,28 +169,6 @@ func analyze(ctx context.Context, dsn string) (lsn string, err error) {
 	}
 	err = conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&lsn)
 	return lsn, err
-}
-
-func waitReplay(ctx context.Context, dsn, lsn string) error {
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	deadline := time.Now().Add(time.Minute)
-	for {
-		var ok bool
-		if err := conn.QueryRow(ctx, "SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", lsn).Scan(&ok); err != nil {
-			return err
-		}
-		if ok {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("did not replay %s within a minute", lsn)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // shardOfUsers routes user ids 1..users with the hashing contract, as the

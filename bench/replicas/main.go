@@ -175,34 +175,12 @@ func load(ctx context.Context, c *sandbox.Cluster, rows int) error {
 		}
 		logf("shard %s: %d rows", sh.Name, len(perShard[i]))
 		for _, r := range sh.Replicas {
-			if err := waitReplay(ctx, r.DSN(c.Database), lsn); err != nil {
+			if err := loadgen.WaitReplay(ctx, r.DSN(c.Database), lsn); err != nil {
 				return fmt.Errorf("replica %s: %w", r.Name, err)
 			}
 		}
 	}
 	return nil
-}
-
-func waitReplay(ctx context.Context, dsn, lsn string) error {
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	deadline := time.Now().Add(time.Minute)
-	for {
-		var ok bool
-		if err := conn.QueryRow(ctx, "SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", lsn).Scan(&ok); err != nil {
-			return err
-		}
-		if ok {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("did not replay %s within a minute", lsn)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // runSetup starts a proxy configured by s, checks where reads go and
