@@ -7,13 +7,14 @@ import (
 	"github.com/shardgate/shardgate/router"
 )
 
-// Writes that span shards inside a transaction block (a multi-row INSERT
-// split by shard, an UPDATE or DELETE broadcast with allow_broadcast_writes,
-// a reference-table write) run on the transaction's branch on each shard
-// (distributed.go), joining the shards it has not reached yet, so that
-// COMMIT settles them with everything else the transaction did: in two
-// phases, all or nothing. Without two_phase_commit they are refused, as
-// any second shard in a transaction is.
+// Statements that fan out to several shards inside a transaction block (a
+// multi-row INSERT split by shard, an UPDATE or DELETE broadcast with
+// allow_broadcast_writes, a reference-table write, DDL, a cross-shard
+// SELECT) run on the transaction's branch on each shard (distributed.go),
+// joining the shards it has not reached yet, so that COMMIT settles them
+// with everything else the transaction did: in two phases, all or nothing,
+// and reads see the transaction's own writes. Without two_phase_commit they
+// are refused, as any second shard in a transaction is.
 
 var errWriteInTransaction = &router.Error{
 	Code:    router.CodeFeatureNotSupported,
