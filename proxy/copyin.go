@@ -52,20 +52,29 @@ func (c *client) copyIn(plan router.Plan, u unit) error {
 	switch {
 	case u.query == nil:
 		return c.refuse(&router.Error{Code: router.CodeFeatureNotSupported, Message: "COPY FROM through shardgate needs the simple query protocol"})
-	case c.state != txIdle || c.held != nil:
-		return c.refuse(&router.Error{Code: router.CodeFeatureNotSupported, Message: "COPY FROM cannot run inside a transaction block across shards"})
+	case c.inTransactionBlock() && !c.canSpread():
+		return c.refuse(&router.Error{Code: router.CodeFeatureNotSupported,
+			Message: "COPY FROM across shards inside a transaction block needs two_phase_commit, and no savepoint in the transaction"})
 	}
 	opts, err := copyfmt.FromStmt(in.Stmt)
 	if err != nil {
 		return c.refuse(splitterError(err, in.Table))
 	}
-	rt := c.srv.rt.Load()
 	shards := plan.Shards.Slice()
-	conns, pools, aerr := c.acquireAll(rt, shards)
-	if aerr != nil {
-		return c.refuse(aerr)
+	var conns []*pool.Conn
+	var starts [][]byte // inside a transaction block: what opens it on each shard
+	if c.inTransactionBlock() {
+		if conns, starts, err = c.copyBranches(shards); err != nil {
+			return c.refuse(acquireError(err))
+		}
+	} else {
+		var pools []*pool.Pool
+		var aerr *router.Error
+		if conns, pools, aerr = c.acquireAll(c.srv.rt.Load(), shards); aerr != nil {
+			return c.refuse(aerr)
+		}
+		defer releaseAll(pools, conns)
 	}
-	defer releaseAll(pools, conns)
 	for _, sc := range conns { // a cancel request stops the COPY on every shard
 		c.target.add(sc)
 	}
@@ -79,7 +88,11 @@ func (c *client) copyIn(plan router.Plan, u unit) error {
 	started := make([]shardAnswer, len(conns))
 	var response []byte
 	c.parallel(conns, func(i int, sc *pool.Conn) {
-		started[i] = c.startCopy(sc, u.query)
+		var start []byte
+		if starts != nil {
+			start = starts[i]
+		}
+		started[i] = c.startCopy(sc, u.query, start)
 		if i == 0 {
 			response = started[i].copyIn
 		}
@@ -285,7 +298,7 @@ func (c *client) finishCopyIn(split *copySplit, conns []*pool.Conn) error {
 		a := &answers[i]
 		if a.err != nil {
 			conns[i].MarkBroken()
-			c.settle(conns, true)
+			c.settleCopy(conns, true)
 			return c.serverLost(a.err)
 		}
 		if a.errMsg == nil {
@@ -297,10 +310,10 @@ func (c *client) finishCopyIn(split *copySplit, conns []*pool.Conn) error {
 		}
 	}
 	if failed != nil {
-		c.settle(conns, true)
+		c.settleCopy(conns, true)
 		return c.answerFailure(failed)
 	}
-	if msg := c.settle(conns, false); msg != nil {
+	if msg := c.settleCopy(conns, false); msg != nil {
 		return c.answerFailure(&shardAnswer{errMsg: msg})
 	}
 	total := 0
@@ -312,7 +325,7 @@ func (c *client) finishCopyIn(split *copySplit, conns []*pool.Conn) error {
 		total /= len(answers) // a reference table: every shard took every row
 	}
 	c.out = appendCommandComplete(c.out, "COPY "+strconv.Itoa(total))
-	c.out = appendReadyForQuery(c.out, 'I')
+	c.out = appendReadyForQuery(c.out, c.status())
 	return c.flush()
 }
 
@@ -364,7 +377,37 @@ func (c *client) abandonCopy(conns []*pool.Conn, started []shardAnswer, why stri
 			sc.MarkBroken()
 		}
 	})
-	c.settle(conns, true)
+	c.settleCopy(conns, true)
+}
+
+// settleCopy ends what a COPY opened: its own transaction on every shard,
+// committed or rolled back; or, inside the client's transaction block,
+// nothing on success and the whole transaction on failure.
+func (c *client) settleCopy(conns []*pool.Conn, rollback bool) []byte {
+	if !c.inTransactionBlock() {
+		return c.settle(conns, rollback)
+	}
+	if rollback {
+		c.abort()
+	}
+	return nil
+}
+
+// copyBranches is the transaction's connection to each shard a COPY
+// inside a transaction block writes to, and what opens the transaction
+// on the shards it had not reached.
+func (c *client) copyBranches(shards []int) ([]*pool.Conn, [][]byte, error) {
+	conns := make([]*pool.Conn, len(shards))
+	starts := make([][]byte, len(shards))
+	for i, shard := range shards {
+		sc, start, err := c.branchOf(shard)
+		if err != nil {
+			return nil, nil, err
+		}
+		conns[i], starts[i] = sc, append([]byte{}, start...) // not nil: no BEGIN of its own
+	}
+	c.state, c.srvStatus, c.pending = txActive, 'T', c.pending[:0]
+	return conns, starts, nil
 }
 
 func (c *client) answerFailure(a *shardAnswer) error {
@@ -372,17 +415,23 @@ func (c *client) answerFailure(a *shardAnswer) error {
 		return c.serverLost(a.err)
 	}
 	c.out = append(c.out, a.errMsg...)
-	c.out = appendReadyForQuery(c.out, 'I')
+	c.out = appendReadyForQuery(c.out, c.status())
 	return c.flush()
 }
 
-// startCopy opens a transaction with the client's settings and starts
-// the COPY, which must answer CopyInResponse.
-func (c *client) startCopy(sc *pool.Conn, query []byte) shardAnswer {
-	begin := appendMessage(nil, 'Q', append(appendSettingsSync(nil, c.settings, sc), "BEGIN\x00"...))
-	a := readAnswer(sc, begin, false)
-	if a.err != nil || a.errMsg != nil {
-		return a
+// startCopy brings sc to the client's settings, opens its transaction
+// (BEGIN; inside a client's transaction block, start, which is empty on a
+// shard the transaction already reached) and starts the COPY, which must
+// answer CopyInResponse.
+func (c *client) startCopy(sc *pool.Conn, query, start []byte) shardAnswer {
+	if start == nil {
+		start = []byte("BEGIN")
+	}
+	if prefix := append(appendSettingsSync(nil, c.settings, sc), start...); len(prefix) > 0 {
+		a := readAnswer(sc, appendMessage(nil, 'Q', append(prefix, 0)), false)
+		if a.err != nil || a.errMsg != nil {
+			return a
+		}
 	}
 	return readCopyStart(sc, appendMessage(nil, 'Q', query))
 }

@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/shardgate/shardgate/topology"
 )
 
 // TestCopyIn: COPY ... FROM STDIN is split row by row; every row lands on
@@ -161,5 +164,71 @@ func assertPostsPlaced(t *testing.T, from, to int64, want int) {
 	}
 	if total != want {
 		t.Fatalf("posts of users %d..%d: %d on the shards, want %d", from, to, total, want)
+	}
+}
+
+// TestCopyInTransaction: with two_phase_commit, COPY FROM inside a
+// transaction block writes through the transaction's connection to each
+// shard: the transaction sees the rows, COMMIT keeps them on their shards,
+// ROLLBACK or a bad row leaves nothing, the rows written before it
+// included. Without two_phase_commit it is refused with 0A000.
+func TestCopyInTransaction(t *testing.T) {
+	ctx := t.Context()
+	rows := func(from, n int) string {
+		var b strings.Builder
+		for i := range n {
+			fmt.Fprintf(&b, "%d\t%d\tin a transaction\n", from+i%50, i)
+		}
+		return b.String()
+	}
+	plain := connect(t, pgx.QueryExecModeSimpleProtocol)
+	if _, err := plain.Exec(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plain.PgConn().CopyFrom(ctx, strings.NewReader(rows(16_000_000, 10)), "COPY posts (user_id, id, body) FROM STDIN"); sqlState(err) != "0A000" {
+		t.Fatalf("COPY in a transaction without two_phase_commit: %v", err)
+	}
+	plain.Exec(ctx, "ROLLBACK")
+
+	conn := dial(t, proxyWith(t, func(c *topology.Config) {
+		c.TwoPhaseCommit, c.DecisionLog = true, filepath.Join(t.TempDir(), "decisions.log")
+	}), pgx.QueryExecModeSimpleProtocol, nil)
+	copyIn := func(data string) (pgconn.CommandTag, error) {
+		return conn.PgConn().CopyFrom(ctx, strings.NewReader(data), "COPY posts (user_id, id, body) FROM STDIN")
+	}
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := conn.Exec(ctx, sql, args...); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	const base = 16_100_000
+	for _, end := range []string{"ROLLBACK", "bad row", "COMMIT"} {
+		exec("BEGIN")
+		exec("INSERT INTO posts (user_id, id, body) VALUES ($1, 100000, 'before the COPY')", int64(base))
+		if end == "bad row" {
+			if _, err := copyIn(rows(base, 300) + "16100001\tnot a number\tx\n"); sqlState(err) != "22P02" {
+				t.Fatalf("bad row in a COPY in a transaction: %v", err)
+			}
+			if _, err := conn.Exec(ctx, "SELECT 1"); sqlState(err) != "25P02" {
+				t.Fatalf("statement after the failed COPY: %v", err)
+			}
+			exec("ROLLBACK")
+			assertPostsPlaced(t, base, base+50, 0)
+			continue
+		}
+		if tag, err := copyIn(rows(base, 300)); err != nil || tag.String() != "COPY 300" {
+			t.Fatalf("COPY in a transaction: %v %q", err, tag)
+		}
+		var n int64
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM posts WHERE user_id >= $1 AND user_id < $2", int64(base), int64(base+50)).Scan(&n); err != nil || n != 301 {
+			t.Fatalf("the transaction sees %d of its 301 rows: %v", n, err)
+		}
+		exec(end)
+		want := 0
+		if end == "COMMIT" {
+			want = 301
+		}
+		assertPostsPlaced(t, base, base+50, want)
 	}
 }
