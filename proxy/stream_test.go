@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,20 @@ import (
 	"github.com/shardgate/shardgate/topology"
 )
 
+// shardTable creates a table of its own for a test directly on every
+// shard, filled by insert(shard), and drops it when the test ends.
+func shardTable(t *testing.T, table string, insert func(shard int) string) {
+	t.Helper()
+	name, _, _ := strings.Cut(table, " ")
+	for i := range cluster.Shards {
+		db := connectShard(t, i)
+		if _, err := db.Exec(t.Context(), "DROP TABLE IF EXISTS "+name+"; CREATE TABLE "+table+"; "+insert(i)); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Exec(context.Background(), "DROP TABLE "+name) })
+	}
+}
+
 // TestScatterStreams: a cross-shard SELECT is relayed as the shards produce
 // it, not gathered first. Each shard holds 50,000 rows and the last one of
 // s1 takes 1.5 s to produce: the client must see its first rows long before
@@ -20,15 +35,9 @@ import (
 func TestScatterStreams(t *testing.T) {
 	ctx := t.Context()
 	const perShard = 50000
-	for i := range 2 {
-		db := connectShard(t, i)
-		if _, err := db.Exec(ctx, fmt.Sprintf(`DROP TABLE IF EXISTS stream_rows;
-			CREATE TABLE stream_rows (id bigint PRIMARY KEY);
-			INSERT INTO stream_rows SELECT 2 * g + %d FROM generate_series(1, %d) g`, i, perShard)); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Exec(context.Background(), "DROP TABLE stream_rows") })
-	}
+	shardTable(t, "stream_rows (id bigint PRIMARY KEY)", func(i int) string {
+		return fmt.Sprintf("INSERT INTO stream_rows SELECT 2 * g + %d FROM generate_series(1, %d) g", i, perShard)
+	})
 	last := int64(2*perShard + 1) // the highest id, on s1
 	dsn := proxyWith(t, func(c *topology.Config) {
 		c.Tables["stream_rows"] = topology.TableConfig{ShardKey: "id", KeyType: topology.KeyBigint}
@@ -93,15 +102,9 @@ func TestScatterStreams(t *testing.T) {
 // within a second of 30, and the connection goes on.
 func TestCancelScatter(t *testing.T) {
 	ctx := t.Context()
-	for i := range 2 {
-		db := connectShard(t, i)
-		if _, err := db.Exec(ctx, fmt.Sprintf(`DROP TABLE IF EXISTS cancel_rows;
-			CREATE TABLE cancel_rows (id bigint PRIMARY KEY);
-			INSERT INTO cancel_rows VALUES (%d)`, i+1)); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Exec(context.Background(), "DROP TABLE cancel_rows") })
-	}
+	shardTable(t, "cancel_rows (id bigint PRIMARY KEY)", func(i int) string {
+		return fmt.Sprintf("INSERT INTO cancel_rows VALUES (%d)", i+1)
+	})
 	dsn := proxyWith(t, func(c *topology.Config) {
 		c.Tables["cancel_rows"] = topology.TableConfig{ShardKey: "id", KeyType: topology.KeyBigint}
 	})
@@ -143,15 +146,9 @@ func TestCancelScatter(t *testing.T) {
 // stop and their connections go back (closed, being mid-answer).
 func TestStreamClientGone(t *testing.T) {
 	ctx := t.Context()
-	for i := range 2 {
-		db := connectShard(t, i)
-		if _, err := db.Exec(ctx, fmt.Sprintf(`DROP TABLE IF EXISTS gone_rows;
-			CREATE TABLE gone_rows (id bigint PRIMARY KEY, pad text);
-			INSERT INTO gone_rows SELECT 2 * g + %d, repeat('x', 200) FROM generate_series(1, 50000) g`, i)); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Exec(context.Background(), "DROP TABLE gone_rows") })
-	}
+	shardTable(t, "gone_rows (id bigint PRIMARY KEY, pad text)", func(i int) string {
+		return fmt.Sprintf("INSERT INTO gone_rows SELECT 2 * g + %d, repeat('x', 200) FROM generate_series(1, 50000) g", i)
+	})
 	srv, addr, stop, err := startServer(func(c *topology.Config) {
 		c.Tables["gone_rows"] = topology.TableConfig{ShardKey: "id", KeyType: topology.KeyBigint}
 	})
