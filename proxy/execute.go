@@ -167,6 +167,7 @@ func (c *client) execute(plan router.Plan, u unit) error {
 					return err
 				}
 				c.srv.metrics.ReadRetries.Inc()
+				c.ranOnReplica = false
 				continue
 			}
 			if errors.Is(err, pool.ErrWaitTimeout) || c.ctx.Err() != nil {
