@@ -16,6 +16,10 @@ import (
 // as fast. Polling stops once the replica has caught up with what was asked.
 const replayPoll = 2 * time.Millisecond
 
+// replayPollFor bounds polling after the last read that asked: a replica
+// that stays behind (replay paused, or far behind) is not polled for good.
+const replayPollFor = time.Second
+
 const replayQuery = "SELECT pg_last_wal_replay_lsn()"
 
 // wantReplay notes that a read needed replica n to have replayed lsn, so
@@ -27,6 +31,7 @@ func (n *node) wantReplay(lsn uint64) {
 			return
 		}
 		if n.wanted.CompareAndSwap(cur, lsn) {
+			n.wantedAt.Store(time.Now().UnixNano())
 			break
 		}
 	}
@@ -44,7 +49,7 @@ func (n *node) idle(base context.Context, conn *pgconn.PgConn, interval, timeout
 	defer due.Stop()
 	for {
 		var poll <-chan time.Time
-		if conn != nil && n.wanted.Load() > n.lsn.Load() {
+		if conn != nil && n.wanted.Load() > n.lsn.Load() && time.Since(time.Unix(0, n.wantedAt.Load())) < replayPollFor {
 			poll = time.After(replayPoll)
 		}
 		select {

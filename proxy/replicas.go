@@ -47,8 +47,9 @@ type node struct {
 	splitBrain atomic.Bool // a replaced primary is up and not in recovery (logged once)
 	// wanted is the highest position a read needed this replica to have
 	// replayed; while lsn is below it the monitor polls (replay.go).
-	wanted atomic.Uint64
-	poke   chan struct{} // wakes the monitor when wanted rises
+	wanted   atomic.Uint64
+	wantedAt atomic.Int64  // when wanted last rose (UnixNano)
+	poke     chan struct{} // wakes the monitor when wanted rises
 
 	stop      chan struct{}
 	done      chan struct{}
