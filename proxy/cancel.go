@@ -89,15 +89,7 @@ func (t *cancelTarget) cancel() error {
 	}
 	t.mu.Unlock()
 	errs := make([]error, len(targets))
-	var wg sync.WaitGroup
-	for i, tg := range targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = sendCancel(tg.addr, tg.pid, tg.secret)
-		}()
-	}
-	wg.Wait()
+	parallel(len(targets), func(i int) { errs[i] = sendCancel(targets[i].addr, targets[i].pid, targets[i].secret) })
 	return errors.Join(errs...)
 }
 

@@ -29,7 +29,7 @@ func (c *client) copyOut(plan router.Plan, u unit) error {
 		if err != nil {
 			return c.copyFailed(appendError(nil, acquireError(err)))
 		}
-		req := withSettings(c, sc, appendMessage(nil, 'Q', u.query))
+		req := withSettings(c, sc, nil, appendMessage(nil, 'Q', u.query))
 		c.target.set(sc)
 		n, errMsg, ioErr := c.streamCopy(sc, req.bytes, req.synced, started, plan.Scatter.CopyHeader)
 		c.target.set(nil)

@@ -427,8 +427,8 @@ func (c *client) startCopy(sc *pool.Conn, query, start []byte) shardAnswer {
 	if start == nil {
 		start = []byte("BEGIN")
 	}
-	if prefix := append(appendSettingsSync(nil, c.settings, sc), start...); len(prefix) > 0 {
-		a := readAnswer(sc, appendMessage(nil, 'Q', append(prefix, 0)), false)
+	if r := withSettings(c, sc, start, nil); r.synced {
+		a := readAnswer(sc, r.bytes, false) // read, not skipped: a failure here stops the COPY
 		if a.err != nil || a.errMsg != nil {
 			return a
 		}
@@ -448,7 +448,7 @@ func (c *client) copyColumns(sc *pool.Conn, in *router.CopyIn) ([]string, error)
 		rel = pgx.Identifier{in.Schema, in.Table}
 	}
 	q := "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(" + quoteLiteral(rel.Sanitize()) + ") AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
-	req := withSettings(c, sc, appendMessage(nil, 'Q', append([]byte(q), 0)))
+	req := withSettings(c, sc, nil, appendMessage(nil, 'Q', append([]byte(q), 0)))
 	a := readAnswer(sc, req.bytes, req.synced)
 	if a.err != nil {
 		sc.MarkBroken()

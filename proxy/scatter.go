@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -63,15 +62,7 @@ func (c *client) scatter(plan router.Plan, u unit) error {
 	}
 	shards := plan.Shards.Slice()
 	answers := make([]shardAnswer, len(shards))
-	var wg sync.WaitGroup
-	for i, shard := range shards {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			answers[i] = c.srv.askShard(c, shard, req)
-		}()
-	}
-	wg.Wait()
+	parallel(len(shards), func(i int) { answers[i] = c.srv.askShard(c, shards[i], req) })
 	for _, a := range answers {
 		switch {
 		case a.err != nil:
@@ -243,7 +234,7 @@ func (s *Server) askShard(c *client, shard int, req []byte) shardAnswer {
 		return shardAnswer{errMsg: appendError(nil, acquireError(err))}
 	}
 	// The client's session settings (search_path, ...) apply on every shard.
-	r := withSettings(c, sc, req)
+	r := withSettings(c, sc, nil, req)
 	began := time.Now()
 	c.target.add(sc)
 	ans := readAnswer(sc, r.bytes, r.synced)

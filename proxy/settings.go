@@ -132,15 +132,19 @@ func (c *client) settleSettings(sc *pool.Conn, committed bool) {
 	c.txSettings = c.txSettings[:0]
 }
 
-// request is what goes to a shard: the client's session settings first
-// when the connection's differ (synced), then the statement.
+// request is what goes to a shard: when synced, a first query whose
+// answer the reader skips (the client's session settings where the
+// connection's differ, then the start of a transaction), then the
+// statement.
 type request struct {
 	bytes  []byte
 	synced bool
 }
 
-func withSettings(c *client, sc *pool.Conn, req []byte) request {
-	q := appendSettingsSync(nil, c.settings, sc)
+// withSettings puts before req the SETs that bring sc to the client's
+// settings, then start (BEGIN, or nothing), as one query.
+func withSettings(c *client, sc *pool.Conn, start, req []byte) request {
+	q := append(appendSettingsSync(nil, c.settings, sc), start...)
 	if len(q) == 0 {
 		return request{bytes: req}
 	}

@@ -83,7 +83,7 @@ func (s *Server) streamShard(c *client, shard int, req []byte, st *shardStream, 
 	}
 	began := time.Now()
 	c.target.add(sc)
-	tail, complete := readStream(sc, withSettings(c, sc, req), st, stop)
+	tail, complete := readStream(sc, withSettings(c, sc, nil, req), st, stop)
 	c.target.remove(sc)
 	if !complete {
 		sc.MarkBroken()

@@ -100,9 +100,8 @@ func (c *client) writeOnShards(shards []int, reqs [][]byte, u unit, same bool) e
 	defer releaseAll(pools, conns)
 	answers := make([]shardAnswer, len(conns))
 	c.parallel(conns, func(i int, sc *pool.Conn) {
-		// The client's settings, then the transaction, as one query.
-		begin := appendMessage(nil, 'Q', append(appendSettingsSync(nil, c.settings, sc), "BEGIN\x00"...))
-		answers[i] = readAnswer(sc, append(begin, reqs[i]...), true)
+		r := withSettings(c, sc, []byte("BEGIN"), reqs[i])
+		answers[i] = readAnswer(sc, r.bytes, r.synced)
 		if answers[i].err != nil {
 			sc.MarkBroken()
 		}
@@ -136,14 +135,17 @@ func firstFailure(answers []shardAnswer) *shardAnswer {
 	return nil
 }
 
+// parallel runs fn on every connection at once and waits for all.
 func (c *client) parallel(conns []*pool.Conn, fn func(int, *pool.Conn)) {
+	parallel(len(conns), func(i int) { fn(i, conns[i]) })
+}
+
+// parallel runs fn(0) to fn(n-1) at once and waits for all: the fan-out
+// of every cross-shard exchange.
+func parallel(n int, fn func(i int)) {
 	var wg sync.WaitGroup
-	for i, sc := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fn(i, sc)
-		}()
+	for i := range n {
+		wg.Go(func() { fn(i) })
 	}
 	wg.Wait()
 }

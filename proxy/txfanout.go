@@ -148,15 +148,9 @@ func (c *client) runOnBranches(shards []int, reqs [][]byte) ([]shardAnswer, erro
 	c.state, c.srvStatus, c.pending = txActive, 'T', c.pending[:0]
 	answers := make([]shardAnswer, len(conns))
 	c.parallel(conns, func(i int, sc *pool.Conn) {
-		// The client's settings, then BEGIN on a shard new to the
-		// transaction, as one query whose answer is skipped.
-		prefix := append(appendSettingsSync(nil, c.settings, sc), starts[i]...)
-		var req []byte
-		if len(prefix) > 0 {
-			req = appendMessage(nil, 'Q', append(prefix, 0))
-		}
+		r := withSettings(c, sc, starts[i], reqs[i]) // BEGIN where the transaction is new
 		c.target.add(sc)
-		answers[i] = readAnswer(sc, append(req, reqs[i]...), len(prefix) > 0)
+		answers[i] = readAnswer(sc, r.bytes, r.synced)
 		c.target.remove(sc)
 		if answers[i].err != nil {
 			sc.MarkBroken()
