@@ -20,20 +20,14 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "shardgate-pool-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, err := sandbox.Start(ctx, sandbox.Options{Dir: dir, Shards: 1, Replicas: sandbox.NoReplicas, Fast: true})
+	c, remove, err := sandbox.StartTemp(ctx, "shardgate-pool-test-", sandbox.Options{Shards: 1, Replicas: sandbox.NoReplicas, Fast: true})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer c.Stop()
+	defer remove()
 	dsn = c.Shards[0].Primary.DSN("app")
 	return m.Run()
 }

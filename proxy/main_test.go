@@ -32,20 +32,15 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "shardgate-proxy-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	cluster, err = sandbox.Start(ctx, sandbox.Options{Dir: dir, Shards: 2, Replicas: 1, Schema: shardgate.SandboxSchema, Fast: true})
+	c, remove, err := sandbox.StartTemp(ctx, "shardgate-proxy-test-", sandbox.Options{Shards: 2, Replicas: 1, Schema: shardgate.SandboxSchema, Fast: true})
 	cancel()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start sandbox:", err)
 		return 1
 	}
-	defer cluster.Stop()
+	defer remove()
+	cluster = c
 	addr, stop, err := startProxy(func(*topology.Config) {})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start proxy:", err)

@@ -238,6 +238,23 @@ func (c *Cluster) restart(ctx context.Context) (err error) {
 	})
 }
 
+// StartTemp starts a throwaway sandbox (see Start) in a new directory
+// under the system's temp dir, named after prefix, for tests and
+// benchmarks; remove stops it and deletes the directory. Start itself lets
+// the postgres user into the directory when run as root.
+func StartTemp(ctx context.Context, prefix string, opts Options) (c *Cluster, remove func() error, err error) {
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sandbox: %w", err)
+	}
+	opts.Dir = dir
+	if c, err = Start(ctx, opts); err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	return c, func() error { return errors.Join(c.Stop(), os.RemoveAll(dir)) }, nil
+}
+
 // Stop stops every server, replicas first so they do not log lost
 // connections to their primaries. Servers that are not running are skipped,
 // so Stop is safe to call twice.

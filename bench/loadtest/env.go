@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/shardgate/shardgate"
@@ -22,8 +20,8 @@ const (
 
 // env is the system under test: a sandbox with the seed and a proxy.
 type env struct {
-	dir       string
 	cluster   *sandbox.Cluster
+	remove    func() error // stops the sandbox and deletes its directory
 	cfg       *topology.Config
 	proxyDSN  string
 	stopProxy func() // idempotent
@@ -39,21 +37,14 @@ func startEnv(ctx context.Context, size seedSize, log *slog.Logger) (_ *env, err
 			e.close(log)
 		}
 	}()
-	if e.dir, err = os.MkdirTemp("", "shardgate-loadtest-"); err != nil {
-		return nil, fmt.Errorf("sandbox directory: %w", err)
-	}
-	// The sandbox runs PostgreSQL as the postgres user when we are root.
-	if err = os.Chmod(e.dir, 0o755); err != nil {
-		return nil, fmt.Errorf("sandbox directory: %w", err)
-	}
 	began := time.Now()
-	log.Info("starting sandbox", "shards", shards, "replicas_per_shard", replicasPerShard, "dir", e.dir)
-	e.cluster, err = sandbox.Start(ctx, sandbox.Options{Dir: e.dir, Shards: shards, Replicas: replicasPerShard,
+	log.Info("starting sandbox", "shards", shards, "replicas_per_shard", replicasPerShard)
+	e.cluster, e.remove, err = sandbox.StartTemp(ctx, "shardgate-loadtest-", sandbox.Options{Shards: shards, Replicas: replicasPerShard,
 		Fast: true, Schema: shardgate.SandboxSchema})
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
-	log.Info("sandbox ready", "took", time.Since(began).Round(time.Millisecond))
+	log.Info("sandbox ready", "dir", e.cluster.Dir, "took", time.Since(began).Round(time.Millisecond))
 	if err = e.startProxy(ctx, size.users); err != nil {
 		return nil, err
 	}
@@ -92,15 +83,11 @@ func (e *env) close(log *slog.Logger) {
 	if e.stopProxy != nil {
 		e.stopProxy()
 	}
-	var err error
-	if e.cluster != nil {
-		err = e.cluster.Stop()
+	if e.remove == nil {
+		return
 	}
-	if e.dir != "" {
-		err = errors.Join(err, os.RemoveAll(e.dir))
-	}
-	if err != nil {
-		log.Error("cleaning up the sandbox", "dir", e.dir, "err", err)
+	if err := e.remove(); err != nil {
+		log.Error("cleaning up the sandbox", "dir", e.cluster.Dir, "err", err)
 		return
 	}
 	log.Info("sandbox stopped and removed")

@@ -40,20 +40,13 @@ func runEndToEnd(ctx context.Context, b EndToEnd, bin string, logf logFunc) ([]C
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "shardgate-perfcheck-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	if err := os.Chmod(dir, 0o755); err != nil { // PostgreSQL runs as postgres when we are root
-		return nil, err
-	}
-	logf("starting a 1-shard sandbox (no replicas) in %s", dir)
-	c, err := sandbox.Start(ctx, sandbox.Options{Dir: dir, Shards: 1, Replicas: sandbox.NoReplicas, Fast: true, Schema: shardgate.SandboxSchema})
+	c, remove, err := sandbox.StartTemp(ctx, "shardgate-perfcheck-", sandbox.Options{Shards: 1, Replicas: sandbox.NoReplicas, Fast: true, Schema: shardgate.SandboxSchema})
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
-	defer c.Stop()
+	defer remove()
+	dir := c.Dir
+	logf("started a 1-shard sandbox (no replicas) in %s", dir)
 	direct := target{"direct", c.Shards[0].Primary.DSN(c.Database)}
 	if err := load(ctx, direct.dsn, b.Rows); err != nil {
 		return nil, fmt.Errorf("loading users: %w", err)

@@ -90,20 +90,12 @@ func logf(format string, args ...any) {
 }
 
 func run(ctx context.Context, rows int, duration time.Duration, clients int) (string, error) {
-	dir, err := os.MkdirTemp("", "shardgate-replicas-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(dir)
-	if err := os.Chmod(dir, 0o755); err != nil { // PostgreSQL runs as postgres when we are root
-		return "", err
-	}
-	logf("starting a %d-shard sandbox with %d replicas per shard in %s", shards, replicas, dir)
-	c, err := sandbox.Start(ctx, sandbox.Options{Dir: dir, Shards: shards, Replicas: replicas, Fast: true, Schema: shardgate.SandboxSchema})
+	logf("starting a %d-shard sandbox with %d replicas per shard", shards, replicas)
+	c, remove, err := sandbox.StartTemp(ctx, "shardgate-replicas-", sandbox.Options{Shards: shards, Replicas: replicas, Fast: true, Schema: shardgate.SandboxSchema})
 	if err != nil {
 		return "", fmt.Errorf("sandbox: %w", err)
 	}
-	defer c.Stop()
+	defer remove()
 	if err := load(ctx, c, rows); err != nil {
 		return "", fmt.Errorf("loading: %w", err)
 	}

@@ -82,22 +82,13 @@ func logf(format string, args ...any) {
 }
 
 func run(ctx context.Context, rows int, duration time.Duration, clients, copyRows int, bin string) (string, error) {
-	dir, err := os.MkdirTemp("", "shardgate-scatter-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(dir)
-	// The sandbox runs PostgreSQL as the postgres user when we are root: it
-	// must be able to reach its directories.
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return "", err
-	}
-	logf("starting a %d-shard sandbox in %s", shards, dir)
-	c, err := sandbox.Start(ctx, sandbox.Options{Dir: dir, Shards: shards, Replicas: sandbox.NoReplicas, Fast: true, Schema: shardgate.SandboxSchema})
+	logf("starting a %d-shard sandbox", shards)
+	c, remove, err := sandbox.StartTemp(ctx, "shardgate-scatter-", sandbox.Options{Shards: shards, Replicas: sandbox.NoReplicas, Fast: true, Schema: shardgate.SandboxSchema})
 	if err != nil {
 		return "", fmt.Errorf("sandbox: %w", err)
 	}
-	defer c.Stop()
+	defer remove()
+	dir := c.Dir
 
 	cfg, err := topology.ParseConfig("bench.yaml", c.ConfigYAML("127.0.0.1:0"))
 	if err != nil {
