@@ -10,8 +10,11 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"os"
+	"os/signal"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -177,5 +180,26 @@ func WaitReplay(ctx context.Context, dsn, lsn string) error {
 			return fmt.Errorf("did not replay %s within a minute", lsn)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Report is the main of the benchmark programs make bench runs one after
+// another: it runs run until SIGINT or SIGTERM, prints the markdown section
+// it returns and, when out is set, also writes it there. A failure ends
+// the process with status 1, the error prefixed by the program's name.
+func Report(name, out string, run func(ctx context.Context) (string, error)) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	md, err := run(ctx)
+	if err == nil {
+		fmt.Print(md)
+		if out != "" {
+			err = os.WriteFile(out, []byte(md), 0o644)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		stop()
+		os.Exit(1)
 	}
 }

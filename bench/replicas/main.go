@@ -20,11 +20,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/signal"
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -66,18 +64,9 @@ func main() {
 	if *rows < 1 || *clients < 1 || *duration <= 0 {
 		fatalf("-rows, -clients and -duration must be positive")
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	md, err := run(ctx, *rows, *duration, *clients)
-	if err != nil {
-		fatalf("%v", err)
-	}
-	fmt.Print(md)
-	if *out != "" {
-		if err := os.WriteFile(*out, []byte(md), 0o644); err != nil {
-			fatalf("%v", err)
-		}
-	}
+	loadgen.Report("replicas", *out, func(ctx context.Context) (string, error) {
+		return run(ctx, *rows, *duration, *clients)
+	})
 }
 
 func fatalf(format string, args ...any) {

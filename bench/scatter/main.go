@@ -22,11 +22,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -58,18 +56,9 @@ func main() {
 	if *rows < 1 || *clients < 1 || *duration <= 0 {
 		fatalf("-rows, -clients and -duration must be positive")
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	md, err := run(ctx, *rows, *duration, *clients, *copyRows, *bin)
-	if err != nil {
-		fatalf("%v", err)
-	}
-	fmt.Print(md)
-	if *out != "" {
-		if err := os.WriteFile(*out, []byte(md), 0o644); err != nil {
-			fatalf("%v", err)
-		}
-	}
+	loadgen.Report("scatter", *out, func(ctx context.Context) (string, error) {
+		return run(ctx, *rows, *duration, *clients, *copyRows, *bin)
+	})
 }
 
 func fatalf(format string, args ...any) {
