@@ -7,9 +7,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -38,6 +41,8 @@ type Conn struct {
 
 	pool       *Pool // that dialled it, for RecordQuery and RecordError
 	broken     bool
+	armed      bool        // a query_timeout deadline is set
+	interrupt  atomic.Bool // Interrupt was called: fail every read and write
 	created    time.Time
 	lastUsed   time.Time // when it last came back to the pool
 	generation uint64
@@ -62,9 +67,8 @@ func dial(ctx context.Context, cfg *pgconn.Config) (*Conn, error) {
 		pc.Close(ctx)
 		return nil, fmt.Errorf("take over server connection: %w", err)
 	}
-	return &Conn{
+	c := &Conn{
 		Conn:       hc.Conn,
-		Reader:     bufio.NewReaderSize(hc.Conn, readBufferSize),
 		PID:        hc.PID,
 		SecretKey:  hc.SecretKey,
 		Params:     hc.ParameterStatuses,
@@ -73,7 +77,70 @@ func dial(ctx context.Context, cfg *pgconn.Config) (*Conn, error) {
 		Settings:   make(map[string]string),
 		created:    time.Now(),
 		lastUsed:   time.Now(),
-	}, nil
+	}
+	// Reads go through c so their errors say why (ErrQueryTimeout,
+	// ErrInterrupted).
+	c.Reader = bufio.NewReaderSize(c, readBufferSize)
+	return c, nil
+}
+
+// ErrQueryTimeout: the server did not answer within query_timeout of the
+// proxy's last write to it.
+var ErrQueryTimeout = errors.New("query_timeout expired")
+
+// ErrInterrupted: the connection was interrupted (Interrupt) because its
+// server stopped answering health checks.
+var ErrInterrupted = errors.New("server stopped answering health checks")
+
+// Write sends b to the server and, with query_timeout set, gives the server
+// that long to answer: the deadline bounds every read until the next write.
+func (c *Conn) Write(b []byte) (int, error) {
+	if c.interrupt.Load() {
+		return 0, ErrInterrupted
+	}
+	if c.pool != nil {
+		if qt := time.Duration(c.pool.queryTimeout.Load()); qt > 0 {
+			c.Conn.SetDeadline(time.Now().Add(qt))
+			c.armed = true
+		} else if c.armed {
+			c.Conn.SetDeadline(time.Time{})
+			c.armed = false
+		}
+		if c.interrupt.Load() {
+			// Interrupt ran between the check above and the new deadline,
+			// which replaced its own: restore it.
+			c.Conn.SetDeadline(time.Unix(1, 0))
+		}
+	}
+	n, err := c.Conn.Write(b)
+	return n, c.cause(err)
+}
+
+// Read reads from the server, saying why when it fails on a deadline.
+func (c *Conn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	return n, c.cause(err)
+}
+
+func (c *Conn) cause(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case c.interrupt.Load():
+		return fmt.Errorf("%w (%v)", ErrInterrupted, err)
+	case c.armed && errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("%w after %s", ErrQueryTimeout, time.Duration(c.pool.queryTimeout.Load()))
+	}
+	return err
+}
+
+// Interrupt fails the connection's reads and writes now, from any
+// goroutine: a client waiting on a server that stopped answering gets an
+// error (or a retry elsewhere) instead of waiting out the stall. The
+// connection is closed when it comes back.
+func (c *Conn) Interrupt() {
+	c.interrupt.Store(true)
+	c.Conn.SetDeadline(time.Unix(1, 0))
 }
 
 // check asks a connection that sat idle whether it still works, with an
@@ -81,7 +148,8 @@ func dial(ctx context.Context, cfg *pgconn.Config) (*Conn, error) {
 func (c *Conn) check() bool {
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	defer c.SetDeadline(time.Time{})
-	if _, err := c.Write([]byte{'Q', 0, 0, 0, 5, 0}); err != nil {
+	c.armed = false
+	if _, err := c.Conn.Write([]byte{'Q', 0, 0, 0, 5, 0}); err != nil {
 		return false
 	}
 	for {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -23,7 +25,10 @@ type Config struct {
 	IdleTimeout    time.Duration // close connections idle this long (above MinSize)
 	Lifetime       time.Duration // close connections this old when they come back
 	CheckDelay     time.Duration // check a connection idle this long before lending it
-	Observer       Observer      // nil: none; fixed for the pool's life
+	QueryTimeout   time.Duration // how long a server may take to answer (Conn.Write)
+	// KeepAlive configures TCP keepalives on new server connections.
+	KeepAlive net.KeepAliveConfig
+	Observer  Observer // nil: none; fixed for the pool's life
 }
 
 // ErrWaitTimeout is returned when no connection frees up within WaitTimeout.
@@ -38,6 +43,9 @@ type Pool struct {
 	connCfg  *pgconn.Config
 	stats    counters
 	observer Observer
+	// queryTimeout is cfg.QueryTimeout, read by lent connections on every
+	// write without the pool's lock.
+	queryTimeout atomic.Int64
 
 	mu         sync.Mutex
 	cfg        Config
@@ -66,10 +74,12 @@ func New(cfg Config) (*Pool, error) {
 	if cfg.ConnectTimeout > 0 {
 		connCfg.ConnectTimeout = cfg.ConnectTimeout
 	}
+	connCfg.DialFunc = (&net.Dialer{KeepAliveConfig: cfg.KeepAlive}).DialContext
 	if cfg.Size < 1 {
 		cfg.Size = 1
 	}
 	p := &Pool{cfg: cfg, connCfg: connCfg, observer: cfg.Observer, lent: make(map[*Conn]struct{}), stop: make(chan struct{})}
+	p.queryTimeout.Store(int64(cfg.QueryTimeout))
 	if p.observer == nil {
 		p.observer = nopObserver{}
 	}
@@ -88,8 +98,20 @@ func (p *Pool) Resize(cfg Config) {
 		cfg.Size = 1
 	}
 	p.cfg = cfg
+	p.queryTimeout.Store(int64(cfg.QueryTimeout))
 	p.serveWaitersLocked()
 	p.mu.Unlock()
+}
+
+// Interrupt fails every lent connection's reads and writes now (see
+// Conn.Interrupt) and returns how many it interrupted.
+func (p *Pool) Interrupt() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.lent {
+		c.Interrupt()
+	}
+	return len(p.lent)
 }
 
 // Acquire lends a connection: an idle one, a new one while the pool is
@@ -256,7 +278,7 @@ func (p *Pool) serveWaitersLocked() {
 func (p *Pool) Release(c *Conn) {
 	p.mu.Lock()
 	delete(p.lent, c)
-	retire := c.broken || p.closed || c.generation != p.generation ||
+	retire := c.broken || c.interrupt.Load() || p.closed || c.generation != p.generation ||
 		(p.cfg.Lifetime > 0 && time.Since(c.created) > p.cfg.Lifetime)
 	if retire {
 		p.open--

@@ -33,7 +33,7 @@ func (c *client) adminLoop() error {
 			return c.fatal("57P01", "terminating connection: shardgate is shutting down")
 		}
 		c.idleRead.Store(true) // a drain may wake it
-		typ, body, err := readMessage(c.rd, c.in)
+		typ, body, err := c.readMessage()
 		c.idleRead.Store(false)
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) && c.srv.draining.Load() {
@@ -41,7 +41,6 @@ func (c *client) adminLoop() error {
 			}
 			return err
 		}
-		c.in = body[:0]
 		switch typ {
 		case 'Q':
 			c.adminCommand(strings.TrimRight(string(body), "\x00"))
@@ -232,6 +231,13 @@ func configRows(rt *runtime) [][]string {
 		{"idle_transaction_timeout", time.Duration(pc.IdleTransactionTimeout).String(), "yes"},
 		{"client_idle_timeout", time.Duration(pc.ClientIdleTimeout).String(), "yes"},
 		{"prepared_statements", itoa(pc.PreparedStatements), "yes"},
+		{"client_login_timeout", time.Duration(pc.ClientLoginTimeout).String(), "yes"},
+		{"max_packet_size", itoa(pc.MaxPacketSize), "yes"},
+		{"query_timeout", time.Duration(pc.QueryTimeout).String(), "yes"},
+		{"tcp_keepalive", strconv.FormatBool(pc.TCPKeepalive), "no"},
+		{"tcp_keepidle", time.Duration(pc.TCPKeepIdle).String(), "no"},
+		{"tcp_keepintvl", time.Duration(pc.TCPKeepInterval).String(), "no"},
+		{"tcp_keepcnt", itoa(pc.TCPKeepCount), "no"},
 		{"auth_type", cfg.Auth.Type, "yes"},
 		{"auth_file", cfg.Auth.File, "yes"},
 		{"client_tls_sslmode", cfg.TLS.Mode, "yes"},

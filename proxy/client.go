@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"container/list"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -49,16 +50,24 @@ const (
 
 // client is one frontend connection and its session state.
 type client struct {
-	srv      *Server
-	rt       *runtime // config as of this client's startup
-	conn     net.Conn
-	rd       *bufio.Reader
-	id       uint64 // for logs
-	ctx      context.Context
-	tls      bool
-	admin    bool        // an admin console session
-	deadline bool        // a read deadline is armed
-	idleRead atomic.Bool // blocked reading while idle: a drain may wake it
+	srv  *Server
+	rt   *runtime // config as of this client's startup
+	conn net.Conn
+	rd   *bufio.Reader
+	id   uint64 // for logs
+	ctx  context.Context
+	raw  net.Conn // the accepted socket, under TLS if any: other goroutines may close it
+	tls  bool
+	// loginSlot is the client's place in the server's login queue until
+	// it has logged in; loggedIn: it holds a max_client_conn slot.
+	loginSlot *list.Element
+	loggedIn  bool
+	admin     bool // an admin console session
+	// handshaking: a TLS handshake is under way, so a plaintext error
+	// would only garble it.
+	handshaking bool
+	deadline    bool        // a read deadline is armed
+	idleRead    atomic.Bool // blocked reading while idle: a drain may wake it
 
 	// For SHOW CLIENTS, read by other goroutines.
 	info        atomic.Pointer[clientInfo]
@@ -125,6 +134,7 @@ func newClient(s *Server, conn net.Conn, id uint64) *client {
 		srv:  s,
 		rt:   rt,
 		mode: rt.cfg.Pool.Mode,
+		raw:  conn,
 		tls:  isTLS(conn),
 		id:   id,
 	}
@@ -147,8 +157,7 @@ func (c *client) serve(ctx context.Context) {
 			}
 		}
 	}()
-	ok, err := c.startup()
-	if err != nil || !ok {
+	if ok, err := c.login(); err != nil || !ok {
 		if err != nil && !errors.Is(err, io.EOF) {
 			c.log().Debug("startup failed", "err", err)
 		}
@@ -164,6 +173,9 @@ func (c *client) serve(ctx context.Context) {
 }
 
 func (c *client) close() {
+	if c.loggedIn {
+		c.srv.loggedIn.Add(-1)
+	}
 	if c.key != (backendKey{}) {
 		c.srv.cancels.remove(c.key)
 	}
@@ -178,6 +190,30 @@ func (c *client) close() {
 	}
 	c.releaseSession()
 	c.conn.Close()
+}
+
+// login runs startup within client_login_timeout, which covers the
+// startup packet, TLS handshake and authentication, and leaves the login
+// queue either way.
+func (c *client) login() (bool, error) {
+	defer c.srv.logins.done(c.loginSlot)
+	timeout := time.Duration(c.rt.cfg.Pool.ClientLoginTimeout)
+	if timeout > 0 {
+		c.conn.SetDeadline(time.Now().Add(timeout))
+	}
+	ok, err := c.startup()
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.log().Info("closing client: login took too long", "timeout", timeout, "addr", c.conn.RemoteAddr())
+		if !c.handshaking {
+			c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+			return false, c.fatal("57014", fmt.Sprintf("canceling authentication due to timeout (client_login_timeout %s)", timeout))
+		}
+		return false, err
+	}
+	if err == nil && ok && timeout > 0 {
+		c.conn.SetDeadline(time.Time{})
+	}
+	return ok, err
 }
 
 // startup answers SSL/GSS negotiation and the StartupMessage. It returns
@@ -223,11 +259,14 @@ func (c *client) accept(msg *pgproto3.StartupMessage, code uint32) (bool, error)
 	if db != c.rt.cfg.Database && db != adminDatabase {
 		return false, c.fatal("3D000", fmt.Sprintf("database %q does not exist", db))
 	}
-	if n, max := c.srv.clientCount.Load(), c.rt.cfg.Pool.MaxClientConn; n > int64(max) {
-		return false, c.fatal("53300", fmt.Sprintf("no more connections allowed (max_client_conn %d)", max))
-	}
 	if err := c.authenticate(user); err != nil {
 		return false, err
+	}
+	// Counted once authenticated: a login stalled before that holds no
+	// slot a real client needs (see loginQueue).
+	c.loggedIn = true
+	if n, max := c.srv.loggedIn.Add(1), c.rt.cfg.Pool.MaxClientConn; n > int64(max) {
+		return false, c.fatal("53300", fmt.Sprintf("no more connections allowed (max_client_conn %d)", max))
 	}
 	c.info.Store(&clientInfo{user: user, database: db, application: msg.Parameters["application_name"], connected: time.Now()})
 	if db == adminDatabase {
@@ -307,9 +346,12 @@ func (c *client) loop() error {
 		if idle && c.srv.draining.Load() {
 			return c.fatal("57P01", "terminating connection: shardgate is shutting down")
 		}
+		if idle {
+			c.shrinkBuffers()
+		}
 		c.setReadDeadline()
 		c.idleRead.Store(idle)
-		typ, body, err := readMessage(c.rd, c.in)
+		typ, body, err := c.readMessage()
 		c.idleRead.Store(false)
 		c.lastRequest.Store(time.Now().UnixNano())
 		if err != nil {
@@ -324,11 +366,15 @@ func (c *client) loop() error {
 			}
 			return err
 		}
-		c.in = body[:0]
 		switch typ {
 		case 'Q':
 			err = c.simpleQuery(body)
 		case 'P', 'B', 'D', 'E', 'C':
+			if max := c.rt.cfg.Pool.MaxPacketSize; len(c.batch.buf)+len(body) > max {
+				// The batch is held until Sync to be routed whole, so its
+				// size is what one message's would be.
+				return c.fatal("54000", fmt.Sprintf("extended-protocol messages before Sync exceed max_packet_size (%d bytes)", max))
+			}
 			c.batch.add(typ, body)
 		case 'H', 'S':
 			c.batch.add(typ, body)
@@ -345,6 +391,34 @@ func (c *client) loop() error {
 		if err != nil {
 			return err
 		}
+	}
+}
+
+// readMessage reads the client's next message into c.in, within
+// max_packet_size. A message over it ends the connection with 08P01, as an
+// invalid length does in Postgres: the stream cannot be resynchronised
+// without reading what the client claims to send.
+func (c *client) readMessage() (byte, []byte, error) {
+	c.in = shrink(c.in)
+	typ, body, err := readMessage(c.rd, c.in, c.rt.cfg.Pool.MaxPacketSize, "max_packet_size")
+	c.in = body[:0]
+	var tooLarge *errMessageTooLarge
+	if errors.As(err, &tooLarge) {
+		c.log().Warn("client message too large", "type", string(typ), "size", tooLarge.size, "limit", tooLarge.max)
+		return 0, nil, c.fatal(router.CodeProtocolViolation, "invalid message length: "+tooLarge.Error())
+	}
+	return typ, body, err
+}
+
+// shrinkBuffers lets go of buffers a large message grew, between round
+// trips, so one big query does not cost its size for the connection's life.
+func (c *client) shrinkBuffers() {
+	// Between round trips what was sent to servers and read from them is
+	// dead; the client's output and a deferred BEGIN may not be.
+	c.sout, c.scratch, c.syncBuf = shrink(c.sout[:0]), shrink(c.scratch[:0]), shrink(c.syncBuf[:0])
+	c.out, c.pending = shrink(c.out), shrink(c.pending)
+	if len(c.batch.msgs) == 0 {
+		c.batch.buf = shrink(c.batch.buf)
 	}
 }
 

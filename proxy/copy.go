@@ -70,7 +70,7 @@ func (c *client) streamCopy(sc *pool.Conn, req []byte, synced, started, header b
 	defer func(began time.Time) { sc.RecordQuery(len(req), received, time.Since(began)) }(time.Now())
 	skipHeader := header && started
 	for {
-		typ, body, err := readMessage(sc.Reader, c.scratch[:0])
+		typ, body, err := readMessage(sc.Reader, c.scratch[:0], maxServerMessage, "server messages")
 		if err != nil {
 			return 0, nil, err
 		}

@@ -127,12 +127,11 @@ func (c *client) copyIn(plan router.Plan, u unit) error {
 // streamCopyIn relays the client's rows until CopyDone or CopyFail.
 func (c *client) streamCopyIn(split *copySplit, sp *copyfmt.Splitter, conns []*pool.Conn) error {
 	for {
-		typ, body, err := readMessage(c.rd, c.in)
+		typ, body, err := c.readMessage()
 		if err != nil {
 			c.abandonCopy(conns, nil, "client connection lost")
 			return err
 		}
-		c.in = body[:0]
 		switch typ {
 		case 'd':
 			if e := split.feed(sp, body); e != nil {
@@ -488,7 +487,7 @@ func readCopyStart(sc *pool.Conn, req []byte) (ans shardAnswer) {
 		return shardAnswer{err: err}
 	}
 	for {
-		typ, body, err := readMessage(sc.Reader, nil)
+		typ, body, err := readMessage(sc.Reader, nil, maxServerMessage, "server messages")
 		if err != nil {
 			sc.MarkBroken()
 			return shardAnswer{err: err}

@@ -322,7 +322,7 @@ func (c *client) runHeldOn(u unit, retryable bool) error {
 		c.state, c.savepoint = txIdle, false
 		c.pending = c.pending[:0]
 		c.settleSettings(nil, false)
-		if retryable && !res.answered && !errors.Is(err, errClientWrite) {
+		if retryable && !res.answered && !errors.Is(err, errClientWrite) && !errors.Is(err, pool.ErrQueryTimeout) {
 			c.log().Info("retrying a read elsewhere: its replica failed before answering", "err", err)
 			return errRetryRead
 		}
@@ -375,8 +375,8 @@ func (c *client) describeOutside() error {
 // banHeld bans the server of the held connection after an I/O error on it
 // (not one writing to the client).
 func (c *client) banHeld(err error) {
-	if errors.Is(err, errClientWrite) || c.held == nil {
-		return
+	if errors.Is(err, errClientWrite) || errors.Is(err, pool.ErrQueryTimeout) || c.held == nil {
+		return // a slow answer or a lost client says nothing of the server's health
 	}
 	if n := c.heldNode; n != nil {
 		n.ban(c.srv, err)
@@ -393,9 +393,14 @@ func (c *client) serverLost(err error) error {
 	if errors.Is(err, errClientWrite) {
 		return err
 	}
-	c.log().Warn("server connection lost", "shard", c.srv.topo().Shards[c.heldShard].Name, "err", err)
-	c.srv.metrics.ProxyError("08006")
-	c.out = appendError(c.out, &router.Error{Code: "08006", Message: "shardgate: server connection lost: " + err.Error()})
+	shard := c.srv.topo().Shards[c.heldShard].Name
+	e := &router.Error{Code: "08006", Message: "shardgate: server connection lost: " + err.Error()}
+	if errors.Is(err, pool.ErrQueryTimeout) {
+		e = &router.Error{Code: "57014", Message: fmt.Sprintf("canceling statement due to query_timeout: shard %s did not answer within %s", shard, time.Duration(c.rt.cfg.Pool.QueryTimeout))}
+	}
+	c.log().Warn("server connection lost", "shard", shard, "err", err)
+	c.srv.metrics.ProxyError(e.Code)
+	c.out = appendError(c.out, e)
 	c.out = appendReadyForQuery(c.out, c.status())
 	return c.flush()
 }

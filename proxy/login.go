@@ -13,6 +13,7 @@ import (
 	"github.com/shardgate/shardgate/auth"
 	"github.com/shardgate/shardgate/metrics"
 	"github.com/shardgate/shardgate/pool"
+	"github.com/shardgate/shardgate/router"
 	"github.com/shardgate/shardgate/topology"
 )
 
@@ -147,7 +148,18 @@ func poolConfig(cfg *topology.Config, name, dsn string) pool.Config {
 		IdleTimeout:    time.Duration(pc.ServerIdleTimeout),
 		Lifetime:       time.Duration(pc.ServerLifetime),
 		CheckDelay:     time.Duration(pc.ServerCheckDelay),
+		QueryTimeout:   time.Duration(pc.QueryTimeout),
+		KeepAlive:      keepAlive(pc),
 	}
+}
+
+// keepAlive is the TCP keepalive setting for client and server sockets.
+func keepAlive(pc topology.PoolConfig) net.KeepAliveConfig {
+	count := pc.TCPKeepCount
+	if count == 0 {
+		count = -1 // the OS default
+	}
+	return net.KeepAliveConfig{Enable: pc.TCPKeepalive, Idle: time.Duration(pc.TCPKeepIdle), Interval: time.Duration(pc.TCPKeepInterval), Count: count}
 }
 
 // withServerTLS applies server_tls to a DSN as libpq parameters, so pgconn
@@ -207,9 +219,11 @@ func (c *client) negotiateTLS() error {
 		return errors.New("unencrypted data after SSLRequest")
 	}
 	tc := tls.Server(c.conn, c.rt.tls)
+	c.handshaking = true
 	if err := tc.HandshakeContext(c.ctx); err != nil {
 		return fmt.Errorf("tls handshake: %w", err)
 	}
+	c.handshaking = false
 	c.conn, c.tls = tc, true
 	c.rd.Reset(tc)
 	return nil
@@ -234,8 +248,12 @@ func (c *client) authenticate(user string) error {
 type authConn struct{ c *client }
 
 func (a authConn) ReadMessage() (byte, []byte, error) {
-	typ, body, err := readMessage(a.c.rd, a.c.in)
+	typ, body, err := readMessage(a.c.rd, a.c.in, maxAuthMessage, "the limit during authentication")
 	a.c.in = body[:0]
+	var tooLarge *errMessageTooLarge
+	if errors.As(err, &tooLarge) {
+		return 0, nil, a.c.fatal(router.CodeProtocolViolation, "invalid message length: "+tooLarge.Error())
+	}
 	return typ, body, err
 }
 

@@ -136,6 +136,11 @@ func (n *node) monitor(s *Server) {
 		n.healthy.Store(err == nil)
 		if err != nil {
 			n.ban(s, err)
+			// Clients waiting on this server would wait out its stall:
+			// fail them now (replica reads retry elsewhere).
+			if k := n.pool.Interrupt(); k > 0 {
+				s.log.Warn("interrupted server connections in use", "server", n.name, "connections", k)
+			}
 		} else if until := n.bannedUntil.Load(); until != 0 && began.UnixNano() >= until && n.bannedUntil.CompareAndSwap(until, 0) {
 			s.log.Info("ban lifted", "server", n.name)
 		}

@@ -263,7 +263,7 @@ func readAnswer(sc *pool.Conn, req []byte, synced bool) (ans shardAnswer) {
 		return shardAnswer{err: err}
 	}
 	for {
-		typ, body, err := readMessage(sc.Reader, nil)
+		typ, body, err := readMessage(sc.Reader, nil, maxServerMessage, "server messages")
 		if err != nil {
 			return shardAnswer{err: err}
 		}

@@ -37,7 +37,9 @@ type Server struct {
 	nextAny     atomic.Uint32
 	nextReplica atomic.Uint32
 	nextConn    atomic.Uint64
-	clientCount atomic.Int64
+	clientCount atomic.Int64 // connections open, logging in or not
+	loggedIn    atomic.Int64 // logged-in clients: what max_client_conn bounds
+	logins      loginQueue
 
 	paramsMu sync.Mutex
 	params   []param // ParameterStatus a new client sees, from a real server
@@ -123,7 +125,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			continue
 		}
 		s.metrics.ClientsAccepted.Inc()
+		if tc, ok := conn.(*net.TCPConn); ok {
+			tc.SetKeepAliveConfig(keepAlive(s.rt.Load().cfg.Pool))
+		}
 		c := newClient(s, conn, s.nextConn.Add(1))
+		var evicted net.Conn
+		c.loginSlot, evicted = s.logins.add(conn, s.rt.Load().cfg.Pool.MaxClientConn)
+		if evicted != nil {
+			s.log.Warn("too many connections logging in: closing the oldest", "max_client_conn", s.rt.Load().cfg.Pool.MaxClientConn, "addr", evicted.RemoteAddr())
+			evicted.Close()
+		}
 		s.clientsMu.Lock()
 		s.clients[c] = struct{}{}
 		s.clientsMu.Unlock()

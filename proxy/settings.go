@@ -155,7 +155,7 @@ func withSettings(c *client, sc *pool.Conn, start, req []byte) request {
 // put first, up to its ReadyForQuery.
 func skipSettingsAnswer(sc *pool.Conn, synced bool) error {
 	for synced {
-		typ, _, err := readMessage(sc.Reader, nil)
+		typ, _, err := readMessage(sc.Reader, nil, maxServerMessage, "server messages")
 		if err != nil {
 			return err
 		}

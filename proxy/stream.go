@@ -111,7 +111,7 @@ func readStream(sc *pool.Conn, req request, st *shardStream, stop <-chan struct{
 	}
 	var batch []merge.Row
 	for {
-		typ, body, err := readMessage(sc.Reader, nil)
+		typ, body, err := readMessage(sc.Reader, nil, maxServerMessage, "server messages")
 		if err != nil {
 			return shardAnswer{err: err}, false
 		}

@@ -21,6 +21,10 @@ import (
 // becomes INTERVAL $1), the router falls back to the original text.
 
 // normalizer holds a client's buffers, so normalising does not allocate.
+// scratchKeep is the most a Scratch keeps for the next statement: one
+// large statement must not cost its size for the life of its connection.
+const scratchKeep = 64 << 10
+
 type normalizer struct {
 	key    []byte
 	params [][]byte
@@ -47,6 +51,10 @@ func unaryContext(prev byte) bool {
 // constants; ok is false when sql cannot be normalised.
 func (n *normalizer) normalize(sql []byte) (ok bool) {
 	n.key, n.params, n.values = n.key[:0], n.params[:0], n.values[:0]
+	if cap(n.key)+cap(n.values) > scratchKeep && len(sql) <= scratchKeep/2 {
+		// A large statement grew them: small ones need not keep its size.
+		n.key, n.params, n.values = nil, nil, nil
+	}
 	// Constants alias n.values, which may grow: record offsets first.
 	type span struct{ start, end int }
 	var spans [16]span

@@ -153,6 +153,27 @@ type PoolConfig struct {
 	// PreparedStatements bounds the prepared statements kept per server
 	// connection; the least recently used is closed beyond it. Default 200.
 	PreparedStatements int `yaml:"prepared_statements"`
+
+	// ClientLoginTimeout bounds a client's login: startup packet, TLS
+	// handshake and authentication. Default 60s (Postgres's
+	// authentication_timeout); 0 disables it.
+	ClientLoginTimeout Duration `yaml:"client_login_timeout"`
+	// MaxPacketSize bounds one message from a logged-in client; larger
+	// ones are refused (08P01) and the client disconnected. Default 1 GiB,
+	// the most Postgres itself accepts. Before login the bound is fixed and
+	// small (startup 10,000 bytes, authentication 64 KiB), as in Postgres.
+	MaxPacketSize int `yaml:"max_packet_size"`
+	// QueryTimeout bounds the wait for a server's answer after the proxy
+	// last wrote to it; past it the server connection is closed and the
+	// client gets 57014. Default 0: off (the server's statement_timeout
+	// applies).
+	QueryTimeout Duration `yaml:"query_timeout"`
+	// TCP keepalives on client and server sockets find peers that vanished
+	// without closing. Defaults: on, 30s idle, then 3 probes 10s apart.
+	TCPKeepalive    bool     `yaml:"tcp_keepalive"`
+	TCPKeepIdle     Duration `yaml:"tcp_keepidle"`
+	TCPKeepInterval Duration `yaml:"tcp_keepintvl"`
+	TCPKeepCount    int      `yaml:"tcp_keepcnt"`
 }
 
 // ShardConfig is one shard: a primary and its read replicas, each a
@@ -197,6 +218,12 @@ const (
 	defaultPoolMode         = "transaction"
 	defaultPoolSize         = 20
 	defaultQueryWaitTimeout = Duration(30 * time.Second)
+	// MaxPacketSizeLimit is the largest max_packet_size: Postgres refuses
+	// messages over 1 GiB, so larger ones could never reach a server.
+	MaxPacketSizeLimit = 1 << 30
+	// minPacketSize keeps max_packet_size above what ordinary statements
+	// and every startup-time message need.
+	minPacketSize = 16 << 10
 )
 
 func defaultConfig() *Config {
@@ -224,6 +251,12 @@ func defaultConfig() *Config {
 			ServerLifetime:       Duration(3600 * time.Second),
 			ServerCheckDelay:     Duration(30 * time.Second),
 			PreparedStatements:   200,
+			ClientLoginTimeout:   Duration(60 * time.Second),
+			MaxPacketSize:        MaxPacketSizeLimit,
+			TCPKeepalive:         true,
+			TCPKeepIdle:          Duration(30 * time.Second),
+			TCPKeepInterval:      Duration(10 * time.Second),
+			TCPKeepCount:         3,
 		},
 	}
 }

@@ -65,7 +65,9 @@ tables:
 	}
 	if want := (PoolConfig{Mode: "transaction", Size: 20, QueryWaitTimeout: Duration(30 * time.Second), ReserveTimeout: Duration(5 * time.Second),
 		MaxClientConn: 10000, ServerConnectTimeout: Duration(5 * time.Second), ServerIdleTimeout: Duration(600 * time.Second),
-		ServerLifetime: Duration(time.Hour), ServerCheckDelay: Duration(30 * time.Second), PreparedStatements: 200}); cfg.Pool != want {
+		ServerLifetime: Duration(time.Hour), ServerCheckDelay: Duration(30 * time.Second), PreparedStatements: 200,
+		ClientLoginTimeout: Duration(time.Minute), MaxPacketSize: 1 << 30, TCPKeepalive: true,
+		TCPKeepIdle: Duration(30 * time.Second), TCPKeepInterval: Duration(10 * time.Second), TCPKeepCount: 3}); cfg.Pool != want {
 		t.Errorf("pool %+v, want %+v", cfg.Pool, want)
 	}
 	if cfg.Consistency != "read_your_writes" || cfg.PrimaryReads != "fallback" || cfg.RYWWait != 0 || cfg.MaxReplicaLag != 0 || cfg.HealthCheckInterval != Duration(time.Second) || cfg.HealthCheckTimeout != Duration(5*time.Second) || cfg.BanTime != Duration(15*time.Second) {
@@ -158,6 +160,10 @@ keyspace:
 			[]string{"c.yaml:8: database: duplicate key (first at line 1)"}},
 		{"wrong type", base + "pool:\n  size: lots\n",
 			[]string{`c.yaml:9: pool.size: want an integer, got "lots"`}},
+		{"packet size too small", base + "pool:\n  max_packet_size: 100\n",
+			[]string{`c.yaml:9: pool.max_packet_size: must be between 16384 and 1073741824 bytes, got 100`}},
+		{"negative login timeout", base + "pool:\n  client_login_timeout: -1s\n",
+			[]string{`c.yaml:9: pool.client_login_timeout: must not be negative (0 disables), got -1s`}},
 		{"bad duration", base + "pool:\n  query_wait_timeout: 5\n",
 			[]string{`c.yaml:9: pool.query_wait_timeout: invalid duration "5"`}},
 		{"bad consistency", base + "consistency: strong\n",

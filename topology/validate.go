@@ -148,6 +148,12 @@ func (c *Config) checkPool(p *problems) {
 	if pc.PreparedStatements < 1 {
 		p.add("pool.prepared_statements", "must be at least 1, got %d", pc.PreparedStatements)
 	}
+	if pc.MaxPacketSize < minPacketSize || pc.MaxPacketSize > MaxPacketSizeLimit {
+		p.add("pool.max_packet_size", "must be between %d and %d bytes, got %d", minPacketSize, MaxPacketSizeLimit, pc.MaxPacketSize)
+	}
+	if pc.TCPKeepCount < 0 {
+		p.add("pool.tcp_keepcnt", "must not be negative (0: the OS default), got %d", pc.TCPKeepCount)
+	}
 	positive := map[string]Duration{
 		"pool.query_wait_timeout": pc.QueryWaitTimeout, "pool.server_connect_timeout": pc.ServerConnectTimeout,
 	}
@@ -160,6 +166,8 @@ func (c *Config) checkPool(p *problems) {
 		"pool.reserve_timeout": pc.ReserveTimeout, "pool.server_idle_timeout": pc.ServerIdleTimeout,
 		"pool.server_lifetime": pc.ServerLifetime, "pool.server_check_delay": pc.ServerCheckDelay,
 		"pool.idle_transaction_timeout": pc.IdleTransactionTimeout, "pool.client_idle_timeout": pc.ClientIdleTimeout,
+		"pool.client_login_timeout": pc.ClientLoginTimeout, "pool.query_timeout": pc.QueryTimeout,
+		"pool.tcp_keepidle": pc.TCPKeepIdle, "pool.tcp_keepintvl": pc.TCPKeepInterval,
 	}
 	for path, d := range optional {
 		if d < 0 {

@@ -99,16 +99,14 @@ func TestDev(t *testing.T) {
 	if !strings.Contains(out.String(), dsn) {
 		t.Errorf("ready line %q does not give the DSN %s", out.String(), dsn)
 	}
-	psql := func(sql string) string {
-		b, err := exec.Command("psql", "-X", "-At", dsn, "-c", sql).CombinedOutput()
-		if err != nil {
-			t.Fatalf("psql %q: %v\n%s", sql, err, b)
-		}
-		return strings.TrimSpace(string(b))
+	// One psql session for both: read-your-writes holds within a
+	// connection; a second connection may read a replica still replaying.
+	b, err := exec.Command("psql", "-X", "-At", dsn, "-c", "INSERT INTO users (id, name) VALUES (7, 'seven')", "-c", "SELECT name FROM users WHERE id = 7").CombinedOutput()
+	if err != nil {
+		t.Fatalf("psql: %v\n%s", err, b)
 	}
-	psql("INSERT INTO users (id, name) VALUES (7, 'seven')")
-	if got := psql("SELECT name FROM users WHERE id = 7"); got != "seven" {
-		t.Fatalf("read back %q", got)
+	if got := strings.TrimSpace(string(b)); got != "INSERT 0 1\nseven" {
+		t.Fatalf("psql printed %q, want the insert tag and the row read back", got)
 	}
 	// dev turns on metrics and pprof.
 	if body := httpGet(t, "http://"+metricsAddr+"/metrics"); !strings.Contains(body, `shardgate_queries_total{role="primary",shard="s0"}`) &&

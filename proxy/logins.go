@@ -1,0 +1,47 @@
+package proxy
+
+import (
+	"container/list"
+	"net"
+	"sync"
+)
+
+// loginQueue holds the connections still logging in, oldest first.
+//
+// They do not count against max_client_conn, which bounds logged-in
+// clients: half-open logins (slowloris) must not lock real clients out.
+// Their own number is bounded too, by evicting the oldest: a login takes
+// milliseconds, so the oldest of a full queue is the one most likely
+// stalled on purpose. client_login_timeout ends the rest.
+type loginQueue struct {
+	mu    sync.Mutex
+	conns list.List // of net.Conn, the raw accepted socket
+}
+
+// add queues conn and, when more than max are queued, returns the oldest
+// for the caller to close (outside the lock).
+func (q *loginQueue) add(conn net.Conn, max int) (*list.Element, net.Conn) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	e := q.conns.PushBack(conn)
+	if q.conns.Len() <= max {
+		return e, nil
+	}
+	oldest := q.conns.Front()
+	q.conns.Remove(oldest)
+	return e, oldest.Value.(net.Conn)
+}
+
+// done takes a connection out of the queue once its login ended, either
+// way. Removing an element already evicted is a no-op.
+func (q *loginQueue) done(e *list.Element) {
+	q.mu.Lock()
+	q.conns.Remove(e)
+	q.mu.Unlock()
+}
+
+func (q *loginQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.conns.Len()
+}
