@@ -4,9 +4,10 @@ GOFMT       ?= $(shell $(GO) env GOROOT)/bin/gofmt
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 DEV_FLAGS   ?=
 LOADTEST_FLAGS ?=
+FUZZTIME    ?= 60s
 
 .DEFAULT_GOAL := help
-.PHONY: help build test dev lint bench perf-check loadtest compose-check clean
+.PHONY: help build test dev lint fuzz bench perf-check loadtest compose-check clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,6 +27,14 @@ lint: ## gofmt, go vet, staticcheck
 	  if [ -n "$$out" ]; then echo "gofmt -l: these files need gofmt -w:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+
+fuzz: ## run every Go fuzz target for FUZZTIME each (default 60s); a crasher lands in its package's testdata/fuzz
+	@set -e; for dir in $$($(GO) list -f '{{.Dir}}' ./...); do \
+	  for target in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | cut -d' ' -f2); do \
+	    echo "--- fuzz $$target ($${dir#$(CURDIR)/}) for $(FUZZTIME)"; \
+	    $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10s $$dir; \
+	  done; \
+	done
 
 bench: build ## pgbench: direct Postgres vs PgBouncer vs shardgate (1 shard), ~5 min; writes bench/results/latest.md
 	GO=$(GO) bash bench/run.sh

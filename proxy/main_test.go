@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -28,7 +29,23 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if fuzzing() {
+		// Fuzz targets need no PostgreSQL, and each fuzz worker process
+		// would start its own sandbox.
+		os.Exit(m.Run())
+	}
 	os.Exit(run(m))
+}
+
+// fuzzing reports whether this process runs (or serves) `go test -fuzz`.
+func fuzzing() bool {
+	for _, name := range []string{"test.fuzz", "test.fuzzworker"} {
+		if f := flag.Lookup(name); f != nil && f.Value.String() != "" && f.Value.String() != "false" {
+			return true
+		}
+	}
+	return false
 }
 
 func run(m *testing.M) int {
