@@ -472,3 +472,43 @@ func TestSecretsStayHidden(t *testing.T) {
 	}
 }
 
+// TestReloadWarnsAboutExposedSecrets: each RELOAD warns once about a file
+// holding secrets that others can read, and stops once it is private.
+func TestReloadWarnsAboutExposedSecrets(t *testing.T) {
+	logs := &syncBuffer{}
+	srv, _, stop, err := startLogged(cluster, func(*topology.Config) {}, slog.New(slog.NewJSONHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	dir := t.TempDir()
+	path, users := filepath.Join(dir, "shardgate.yaml"), filepath.Join(dir, "userlist.txt")
+	writeFile(t, users, "\"app\" \"Reload-Pw-3q\"\n") // 0644
+	if err := os.WriteFile(path, append(cluster.ConfigYAML("127.0.0.1:0"), "auth: {type: md5, file: userlist.txt}\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv.SetConfigFile(path)
+	warnings := func() int {
+		n := 0
+		for _, l := range logs.lines(t) {
+			if l["level"] == "WARN" && strings.Contains(l["msg"].(string), "readable by group or others") && l["file"] == users {
+				n++
+			}
+		}
+		return n
+	}
+	for i, mode := range []os.FileMode{0o644, 0o604, 0o600} {
+		if err := os.Chmod(users, mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := warnings(), min(i+1, 2); got != want {
+			t.Fatalf("after RELOAD with the auth file at %v: %d warnings in all, want %d\n%s", mode, got, want, logs.String())
+		}
+	}
+	if strings.Contains(logs.String(), "Reload-Pw-3q") {
+		t.Errorf("the password reached the log:\n%s", logs.String())
+	}
+}
