@@ -1,6 +1,6 @@
 // Package auth authenticates clients of the proxy, which plays the PostgreSQL
 // server's side of the wire protocol v3 authentication exchanges: trust, md5
-// and SCRAM-SHA-256 (without channel binding).
+// and SCRAM-SHA-256, with channel binding (SCRAM-SHA-256-PLUS) over TLS.
 //
 // Servers are not authenticated here: the pool reaches them with the DSN's
 // own credentials.
@@ -51,7 +51,8 @@ type Conn interface {
 // Error is an authentication failure to report to the client as a FATAL
 // ErrorResponse. Code is the SQLSTATE: 28P01 for a wrong password or an
 // unknown user (same message for both, so user names can't be probed), 28000
-// for a method the user's secret can't serve, 08P01 for protocol violations,
+// for a method the user's secret can't serve and for a failed or downgraded
+// channel binding, 08P01 for protocol violations,
 // 0A000 for SCRAM features the proxy does not support.
 type Error struct {
 	Code, Message string
@@ -73,11 +74,15 @@ func protocolError(format string, args ...any) *Error {
 // client proved it knows the secret (or method is "trust"), *Error otherwise
 // (or an I/O error from c). It does not send AuthenticationOk.
 //
+// tlsServerEndPoint is the channel binding data of c's TLS connection (see
+// TLSServerEndPoint), nil when c is not TLS: with it SCRAM also offers
+// SCRAM-SHA-256-PLUS.
+//
 // For a user not in store the exchange still runs to the end against a fake
 // secret (derived from the user name, so repeated probes see the same SCRAM
 // salt) and then fails with 28P01, so neither the flow nor the message reveals
 // whether the user exists.
-func Authenticate(c Conn, method, user string, store *Store) error {
+func Authenticate(c Conn, method, user string, store *Store, tlsServerEndPoint []byte) error {
 	switch method {
 	case methodTrust:
 		return nil
@@ -102,7 +107,7 @@ func Authenticate(c Conn, method, user string, store *Store) error {
 		return &Error{codeInvalidAuthorization, fmt.Sprintf(
 			`scram-sha-256 authentication is not possible for user "%s": its secret is an md5 hash`, user)}
 	}
-	return scramExchange(c, user, sec.scram, known)
+	return scramExchange(c, user, sec.scram, known, tlsServerEndPoint)
 }
 
 // authMessage builds an 'R' body: the int32 authentication code, then data.

@@ -96,17 +96,26 @@ func (c *sockConn) WriteMessage(typ byte, body []byte) error {
 // either the post-auth greeting and a trivial query loop, or a FATAL error.
 type testServer struct {
 	addr   string
+	cbind  []byte // channel binding data it claims its (pretend) TLS has
 	mu     sync.Mutex
 	errors []error // Authenticate's result per connection, in order
 }
 
 func startServer(t *testing.T, method string, store *Store) *testServer {
 	t.Helper()
+	return startBindingServer(t, method, store, nil)
+}
+
+// startBindingServer is startServer passing cbind to Authenticate as the
+// connection's tls-server-end-point data: the exchange is the same whether
+// or not TLS carries it.
+func startBindingServer(t *testing.T, method string, store *Store, cbind []byte) *testServer {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &testServer{addr: ln.Addr().String()}
+	s := &testServer{addr: ln.Addr().String(), cbind: cbind}
 	var wg sync.WaitGroup
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	wg.Add(1)
@@ -142,7 +151,7 @@ func (s *testServer) serve(nc net.Conn, method string, store *Store) error {
 	if err != nil {
 		return err
 	}
-	authErr := Authenticate(c, method, params["user"], store)
+	authErr := Authenticate(c, method, params["user"], store, s.cbind)
 	s.mu.Lock()
 	s.errors = append(s.errors, authErr)
 	s.mu.Unlock()

@@ -82,7 +82,11 @@ func (c *rawClient) expectError(t *testing.T, code string) string {
 }
 
 func saslInitial(clientFirst string) []byte {
-	b := append([]byte(scramMechanism), 0)
+	return saslInitialFor(scramMechanism, clientFirst)
+}
+
+func saslInitialFor(mechanism, clientFirst string) []byte {
+	b := append([]byte(mechanism), 0)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(clientFirst)))
 	return append(b, clientFirst...)
 }
@@ -93,8 +97,15 @@ func saslInitial(clientFirst string) []byte {
 func scramClient(t *testing.T, c *rawClient, gs2, password string, final func(withoutProof string, proof []byte) string) string {
 	t.Helper()
 	c.expectAuth(t, authCodeSASL)
+	return scramClientBound(t, c, scramMechanism, gs2, nil, password, final)
+}
+
+// scramClientBound is scramClient after AuthenticationSASL, selecting
+// mechanism and sending cbind (the certificate hash it claims to see) in c=.
+func scramClientBound(t *testing.T, c *rawClient, mechanism, gs2 string, cbind []byte, password string, final func(withoutProof string, proof []byte) string) string {
+	t.Helper()
 	clientFirstBare := "n=,r=fyko+d2lbbFgONRv9qkxdawL"
-	c.send(t, 'p', saslInitial(gs2+clientFirstBare))
+	c.send(t, 'p', saslInitialFor(mechanism, gs2+clientFirstBare))
 	serverFirst := string(c.expectAuth(t, authCodeSASLContinue))
 	attrs := strings.Split(serverFirst, ",")
 	if len(attrs) != 3 || !strings.HasPrefix(attrs[0], "r=fyko+d2lbbFgONRv9qkxdawL") || len(attrs[0]) <= len("r=fyko+d2lbbFgONRv9qkxdawL") {
@@ -108,7 +119,7 @@ func scramClient(t *testing.T, c *rawClient, gs2, password string, final func(wi
 	if err != nil {
 		t.Fatal(err)
 	}
-	withoutProof := "c=" + base64.StdEncoding.EncodeToString([]byte(gs2)) + "," + attrs[0]
+	withoutProof := "c=" + base64.StdEncoding.EncodeToString(append([]byte(gs2), cbind...)) + "," + attrs[0]
 	salted := refSaltedPassword(password, salt, iter)
 	clientKey := refHMAC(salted, "Client Key")
 	storedKey := sha256.Sum256(clientKey)
@@ -232,11 +243,11 @@ func TestSCRAMRFC7677Vector(t *testing.T) {
 		clientFinal     = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
 		serverFinal     = "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
 	)
-	gs2, bare, nonce, err := parseClientFirst("n,," + clientFirstBare)
+	gs2, bare, nonce, err := parseClientFirst("n,,"+clientFirstBare, false, false)
 	if err != nil || gs2 != "n,," || bare != clientFirstBare || nonce != "rOprNGfwEbeRWgbNEkqO" {
 		t.Fatalf("parseClientFirst = %q %q %q %v", gs2, bare, nonce, err)
 	}
-	withoutProof, proof, err := parseClientFinal(clientFinal, gs2, "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0")
+	withoutProof, proof, err := parseClientFinal(clientFinal, gs2, nil, "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0")
 	if err != nil {
 		t.Fatal(err)
 	}

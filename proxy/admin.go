@@ -14,6 +14,7 @@ import (
 
 	"github.com/shardgate/shardgate"
 	"github.com/shardgate/shardgate/router"
+	"github.com/shardgate/shardgate/topology"
 )
 
 // The admin console: database "shardgate", users in admin_users, simple
@@ -195,7 +196,7 @@ func (c *client) adminShow(what string) error {
 				}
 			}
 			st := n.pool.Stats()
-			rows = append(rows, append([]string{sh.Name, redactDSN(sh.Primary), strconv.Itoa(len(sh.Replicas)), strings.Join(ranges, " "), itoa(rt.cfg.Pool.Size), itoa(st.Active), itoa(st.Idle), itoa(st.Waiting), redactDSN(n.dsn)},
+			rows = append(rows, append([]string{sh.Name, topology.RedactDSN(sh.Primary), strconv.Itoa(len(sh.Replicas)), strings.Join(ranges, " "), itoa(rt.cfg.Pool.Size), itoa(st.Active), itoa(st.Idle), itoa(st.Waiting), topology.RedactDSN(n.dsn)},
 				append(n.healthColumns(rt), formatLSN(n.lsn.Load()))...))
 		}
 	case "CONFIG":
@@ -295,12 +296,4 @@ func splitAddr(addr string) (host, port string) {
 		return addr, ""
 	}
 	return addr[:i], addr[i+1:]
-}
-
-// redactDSN hides a DSN's password.
-func redactDSN(dsn string) string {
-	if u, err := url.Parse(dsn); err == nil {
-		return u.Redacted()
-	}
-	return "(unparsable)"
 }

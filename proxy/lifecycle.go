@@ -34,6 +34,7 @@ func (s *Server) Reload() error {
 	if err != nil {
 		return err
 	}
+	topology.WarnExposedSecrets(s.log, path, cfg)
 	return s.Apply(cfg)
 }
 

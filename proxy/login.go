@@ -27,6 +27,7 @@ type runtime struct {
 	cfg   *topology.Config
 	users *auth.Store
 	tls   *tls.Config // nil when client TLS is disabled
+	cbind []byte      // tls-server-end-point of tls's certificate; nil: no SCRAM-SHA-256-PLUS
 	admin map[string]bool
 
 	primaries []*node   // configured primary, by shard index; see primary
@@ -200,6 +201,9 @@ func newRuntime(cfg *topology.Config) (*runtime, error) {
 			return nil, fmt.Errorf("tls: %w", err)
 		}
 		rt.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		// An error means the certificate's signature (Ed25519) defines no
+		// binding: SCRAM then goes without it, as clients allow by default.
+		rt.cbind, _ = auth.TLSServerEndPoint(cert.Leaf)
 	}
 	return rt, nil
 }
@@ -235,7 +239,11 @@ func (c *client) authenticate(user string) error {
 	if c.rt.cfg.TLS.Mode == "require" && !c.tls {
 		return c.fatal("28000", "SSL required")
 	}
-	err := auth.Authenticate(authConn{c}, c.rt.cfg.Auth.Type, user, c.rt.users)
+	var cbind []byte
+	if c.tls {
+		cbind = c.rt.cbind // the certificate negotiateTLS presented
+	}
+	err := auth.Authenticate(authConn{c}, c.rt.cfg.Auth.Type, user, c.rt.users, cbind)
 	var aerr *auth.Error
 	if errors.As(err, &aerr) {
 		c.log().Info("authentication failed", "user", user, "addr", c.conn.RemoteAddr(), "reason", aerr.Message)

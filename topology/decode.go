@@ -146,7 +146,7 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 
 func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind != yaml.MappingNode {
-		d.addAt(n.Line, path, "want a mapping, got "+describe(n))
+		d.addAt(n.Line, path, "want a mapping, got "+describe(n, path))
 		return
 	}
 	seen := map[string]int{}
@@ -170,7 +170,7 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) {
 
 func (d *decoder) sequence(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind != yaml.SequenceNode {
-		d.addAt(n.Line, path, "want a list, got "+describe(n))
+		d.addAt(n.Line, path, "want a list, got "+describe(n, path))
 		return
 	}
 	s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
@@ -184,7 +184,7 @@ func (d *decoder) sequence(n *yaml.Node, v reflect.Value, path string) {
 
 func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind != yaml.MappingNode {
-		d.addAt(n.Line, path, "want a mapping, got "+describe(n))
+		d.addAt(n.Line, path, "want a mapping, got "+describe(n, path))
 		return
 	}
 	m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
@@ -193,7 +193,7 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
 		k, val := n.Content[i], n.Content[i+1]
 		fp := joinPath(path, k.Value)
 		if k.Kind != yaml.ScalarNode {
-			d.addAt(k.Line, path, "keys must be plain names, got "+describe(k))
+			d.addAt(k.Line, path, "keys must be plain names, got "+describe(k, path))
 			continue
 		}
 		if first, dup := seen[k.Value]; dup {
@@ -211,7 +211,7 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
 
 func (d *decoder) scalar(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind != yaml.ScalarNode {
-		d.addAt(n.Line, path, "want a single value, got "+describe(n))
+		d.addAt(n.Line, path, "want a single value, got "+describe(n, path))
 		return
 	}
 	if err := n.Decode(v.Addr().Interface()); err != nil {
@@ -220,7 +220,7 @@ func (d *decoder) scalar(n *yaml.Node, v reflect.Value, path string) {
 		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 			want = "an integer"
 		}
-		d.addAt(n.Line, path, fmt.Sprintf("want %s, got %q", want, n.Value))
+		d.addAt(n.Line, path, fmt.Sprintf("want %s, got %s", want, describe(n, path)))
 	}
 }
 
@@ -241,12 +241,16 @@ func joinPath(path, key string) string {
 	return path + "." + key
 }
 
-func describe(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
+// describe names what n is for an error about the field at path: its value
+// quoted, unless the field may hold a secret (see secretPath).
+func describe(n *yaml.Node, path string) string {
+	switch {
+	case n.Kind == yaml.MappingNode:
 		return "a mapping"
-	case yaml.SequenceNode:
+	case n.Kind == yaml.SequenceNode:
 		return "a list"
+	case secretPath(path):
+		return "a single value (not shown: the field may hold a secret)"
 	}
 	return fmt.Sprintf("%q", n.Value)
 }

@@ -223,11 +223,13 @@ func checkDSN(dsn string) error {
 	}
 	u, err := url.Parse(dsn)
 	if err != nil {
-		// url.Error repeats the whole URL; keep only the cause.
+		// url.Error repeats the whole URL, and its cause may quote a piece
+		// of it ("invalid port \":pw\" after host" for a password with a
+		// '/'): keep only the cause, unquoted.
 		if ue, ok := errors.AsType[*url.Error](err); ok {
 			err = ue.Err
 		}
-		return fmt.Errorf("invalid DSN: %v; %s", err, want)
+		return fmt.Errorf("invalid DSN: %s; %s", unquoted(err.Error()), want)
 	}
 	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
 		return fmt.Errorf("invalid DSN: scheme must be postgres or postgresql; %s", want)

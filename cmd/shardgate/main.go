@@ -86,8 +86,8 @@ func (f *logFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.format, "log-format", "", "text or json (default: the config's log_format, else text)")
 }
 
-func (f *logFlags) logger(cfg *topology.Config) (*slog.Logger, error) {
-	return newLogger(os.Stderr, cmp.Or(f.format, cfg.LogFormat), cmp.Or(f.level, cfg.LogLevel))
+func (f *logFlags) logger(w io.Writer, cfg *topology.Config) (*slog.Logger, error) {
+	return newLogger(w, cmp.Or(f.format, cfg.LogFormat), cmp.Or(f.level, cfg.LogLevel))
 }
 
 // serveMetrics opens cfg's metrics listener, if it names one, and serves

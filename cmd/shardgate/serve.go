@@ -30,10 +30,11 @@ func serveCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			log, err := logs.logger(cfg)
+			log, err := logs.logger(cmd.ErrOrStderr(), cfg)
 			if err != nil {
 				return err
 			}
+			topology.WarnExposedSecrets(log, configPath, cfg)
 			srv, err := proxy.New(cfg, log)
 			if err != nil {
 				return err

@@ -80,3 +80,36 @@ func TestServeSignals(t *testing.T) {
 		t.Fatal("serve did not exit after SIGTERM")
 	}
 }
+
+// TestServeWarnsAboutExposedSecrets: serve warns, once, about a config file
+// with passwords that others can read, and not once it is private. The TLS
+// certificate is missing, so serve stops right after loading the config,
+// before it starts anything that would go on logging.
+func TestServeWarnsAboutExposedSecrets(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "shardgate.yaml")
+	config := "listen: 127.0.0.1:0\ndatabase: app\nkeyspace: [{range: \"-\", shard: s0}]\n" +
+		"shards: [{name: s0, primary: \"postgres://sg:Serve-Pw-5x@127.0.0.1:1/app\"}]\n" +
+		"tls: {mode: require, cert: missing.crt, key: missing.key}\n"
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		mode     os.FileMode
+		warnings int
+	}{{0o644, 1}, {0o640, 1}, {0o600, 0}} {
+		if err := os.Chmod(path, tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		out, err := runCLI(t, t.Context(), "serve", "--config", path)
+		if err == nil || !strings.Contains(err.Error(), "missing.crt") {
+			t.Fatalf("serve without its certificate: %v\n%s", err, out)
+		}
+		if n := strings.Count(out, "file holding secrets is readable by group or others"); n != tc.warnings || (n > 0 && !strings.Contains(out, path)) {
+			t.Errorf("mode %v: %d warnings, want %d naming %s:\n%s", tc.mode, n, tc.warnings, path, out)
+		}
+		if strings.Contains(out, "Serve-Pw-5x") {
+			t.Errorf("the DSN password reached the output:\n%s", out)
+		}
+	}
+}
