@@ -31,6 +31,16 @@ type Config struct {
 	Observer  Observer // nil: none; fixed for the pool's life
 }
 
+// ConnectError: a new server connection failed. Err is the driver's
+// account, with addresses and the server's words: for logs, not clients.
+type ConnectError struct {
+	Pool string
+	Err  error
+}
+
+func (e *ConnectError) Error() string { return "pool " + e.Pool + ": connect: " + e.Err.Error() }
+func (e *ConnectError) Unwrap() error { return e.Err }
+
 // ErrWaitTimeout is returned when no connection frees up within WaitTimeout.
 var ErrWaitTimeout = errors.New("timed out waiting for a server connection")
 
@@ -237,7 +247,7 @@ func (p *Pool) dial(ctx context.Context) (*Conn, error) {
 	c, err := dial(ctx, p.connCfg)
 	if err != nil {
 		p.releaseSlot()
-		return nil, fmt.Errorf("pool %s: connect: %w", p.cfg.Name, err)
+		return nil, &ConnectError{Pool: p.cfg.Name, Err: err}
 	}
 	c.generation, c.pool = gen, p
 	p.mu.Lock()

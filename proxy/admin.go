@@ -234,6 +234,7 @@ func configRows(rt *runtime) [][]string {
 		{"prepared_statements", itoa(pc.PreparedStatements), "yes"},
 		{"client_login_timeout", time.Duration(pc.ClientLoginTimeout).String(), "yes"},
 		{"max_packet_size", itoa(pc.MaxPacketSize), "yes"},
+		{"max_intermediate_result_size", strconv.FormatInt(cfg.MaxIntermediateResultSize, 10), "yes"},
 		{"query_timeout", time.Duration(pc.QueryTimeout).String(), "yes"},
 		{"tcp_keepalive", strconv.FormatBool(pc.TCPKeepalive), "no"},
 		{"tcp_keepidle", time.Duration(pc.TCPKeepIdle).String(), "no"},

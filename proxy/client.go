@@ -277,7 +277,8 @@ func (c *client) accept(msg *pgproto3.StartupMessage, code uint32) (bool, error)
 	}
 	params, err := c.srv.serverParams(c.ctx)
 	if err != nil {
-		return false, c.fatal("08006", "shardgate could not reach shard "+c.srv.topo().Shards[0].Name+": "+err.Error())
+		c.log().Warn("startup: cannot fetch server parameters", "err", err)
+		return false, c.fatal("08006", "shardgate could not reach shard "+c.srv.topo().Shards[0].Name+": "+clientText(err))
 	}
 	c.baseline = startupSettings(msg.Parameters, params)
 	c.settings = maps.Clone(c.baseline)

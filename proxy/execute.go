@@ -217,7 +217,18 @@ func acquireError(err error) *router.Error {
 	if errors.Is(err, pool.ErrWaitTimeout) {
 		return &router.Error{Code: "53300", Message: "shardgate: " + err.Error()}
 	}
-	return &router.Error{Code: "08006", Message: "shardgate: " + err.Error()}
+	return &router.Error{Code: "08006", Message: "shardgate: " + clientText(err)}
+}
+
+// clientText is what a client is told of a server connection failure: a
+// failed connect names the server, and the driver's account (addresses,
+// roles, the server's words) stays in the proxy's log.
+func clientText(err error) string {
+	var ce *pool.ConnectError
+	if errors.As(err, &ce) {
+		return "could not connect to server " + ce.Pool + " (see the shardgate log)"
+	}
+	return err.Error()
 }
 
 func (c *client) crossShard(plan router.Plan) *router.Error {
@@ -395,6 +406,14 @@ func (c *client) serverLost(err error) error {
 	}
 	shard := c.srv.topo().Shards[c.heldShard].Name
 	e := &router.Error{Code: "08006", Message: "shardgate: server connection lost: " + err.Error()}
+	var limit *router.Error
+	if errors.As(err, &limit) {
+		// The proxy gave up on the server's answer itself (a limit).
+		c.srv.metrics.ProxyError(limit.Code)
+		c.out = appendError(c.out, limit)
+		c.out = appendReadyForQuery(c.out, c.status())
+		return c.flush()
+	}
 	if errors.Is(err, pool.ErrQueryTimeout) {
 		e = &router.Error{Code: "57014", Message: fmt.Sprintf("canceling statement due to query_timeout: shard %s did not answer within %s", shard, time.Duration(c.rt.cfg.Pool.QueryTimeout))}
 	}

@@ -515,3 +515,35 @@ func TestFrozenServer(t *testing.T) {
 		t.Fatalf("row after the lost transaction: %q, %v; want its update rolled back", name, err)
 	}
 }
+
+// TestIntermediateResultLimit: a cross-shard query gathered in the proxy
+// to be merged (here DISTINCT) may hold max_intermediate_result_size of
+// rows; past it the client gets 54000 and its connection stays usable.
+func TestIntermediateResultLimit(t *testing.T) {
+	ctx := t.Context()
+	keys := keysOnShards(t, 42_000_000, 400)
+	setup := connect(t, pgx.QueryExecModeCacheStatement)
+	for _, k := range keys {
+		if _, err := setup.Exec(ctx, "INSERT INTO users (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING", k, "gather-"+strings.Repeat("x", 100)+string(rune('a'+k%26))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dsn := proxyWith(t, func(c *topology.Config) { c.MaxIntermediateResultSize = 4 << 10 })
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, "SELECT DISTINCT name || id FROM users WHERE name LIKE 'gather-%'")
+	if sqlState(err) != "54000" || !strings.Contains(err.Error(), "max_intermediate_result_size") {
+		t.Fatalf("DISTINCT over 40 KB of rows with a 4 KB limit: %v, want 54000", err)
+	}
+	rows, err := conn.Query(ctx, "SELECT DISTINCT length(name) FROM users WHERE name LIKE 'gather-%'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lengths, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil || len(lengths) != 1 || lengths[0] != 108 {
+		t.Fatalf("a small DISTINCT after the refusal: %v, %v; want [108]", lengths, err)
+	}
+}

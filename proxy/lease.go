@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"time"
 
 	"github.com/shardgate/shardgate/pool"
@@ -34,6 +35,10 @@ func (c *client) acquire(shard int) error {
 	}
 	sc, err := p.Acquire(c.ctx)
 	if err != nil {
+		var ce *pool.ConnectError
+		if errors.As(err, &ce) {
+			c.log().Warn("server connection failed", "server", ce.Pool, "err", ce.Err)
+		}
 		return err
 	}
 	c.held, c.heldShard, c.heldPool = sc, shard, p

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -33,6 +34,12 @@ type shardAnswer struct {
 	copyIn []byte // CopyInResponse body, when a COPY FROM started
 	err    error  // I/O
 	size   int    // bytes of the answer, for the metrics
+}
+
+var errGatherTooLarge = &router.Error{
+	Code:    "54000",
+	Message: "the rows of this query across shards exceed max_intermediate_result_size, the most shardgate holds to merge one query",
+	Hint:    "Aggregates and DISTINCT across shards are merged in the proxy's memory: narrow the query, or raise max_intermediate_result_size.",
 }
 
 var errScatterInTransaction = &router.Error{
@@ -62,7 +69,8 @@ func (c *client) scatter(plan router.Plan, u unit) error {
 	}
 	shards := plan.Shards.Slice()
 	answers := make([]shardAnswer, len(shards))
-	parallel(len(shards), func(i int) { answers[i] = c.srv.askShard(c, shards[i], req) })
+	budget := c.gatherBudget()
+	parallel(len(shards), func(i int) { answers[i] = c.srv.askShard(c, shards[i], req, budget) })
 	for _, a := range answers {
 		switch {
 		case a.err != nil:
@@ -224,7 +232,7 @@ func textResults(bind []byte) []byte {
 }
 
 // askShard sends req to a primary of shard and collects its answer.
-func (s *Server) askShard(c *client, shard int, req []byte) shardAnswer {
+func (s *Server) askShard(c *client, shard int, req []byte, budget *atomic.Int64) shardAnswer {
 	p, err := s.rt.Load().primaryPool(shard)
 	var sc *pool.Conn
 	if err == nil {
@@ -237,7 +245,7 @@ func (s *Server) askShard(c *client, shard int, req []byte) shardAnswer {
 	r := withSettings(c, sc, nil, req)
 	began := time.Now()
 	c.target.add(sc)
-	ans := readAnswer(sc, r.bytes, r.synced)
+	ans := readAnswerWithin(sc, r.bytes, r.synced, budget)
 	c.target.remove(sc)
 	p.RecordXact(time.Since(began))
 	if ans.err != nil {
@@ -249,7 +257,22 @@ func (s *Server) askShard(c *client, shard int, req []byte) shardAnswer {
 
 // readAnswer sends req and collects the answer; with synced set, the
 // answer to a leading settings query is skipped first.
-func readAnswer(sc *pool.Conn, req []byte, synced bool) (ans shardAnswer) {
+func readAnswer(sc *pool.Conn, req []byte, synced bool) shardAnswer {
+	return readAnswerWithin(sc, req, synced, nil)
+}
+
+// gatherBudget is what one gathered cross-shard query may hold of its
+// shards' rows, shared by them (max_intermediate_result_size).
+func (c *client) gatherBudget() *atomic.Int64 {
+	var b atomic.Int64
+	b.Store(c.rt.cfg.MaxIntermediateResultSize)
+	return &b
+}
+
+// readAnswerWithin is readAnswer whose rows, with budget set, may take
+// only what is left of it: past it the answer ends with errGatherTooLarge
+// and the rest is left unread (the connection is then closed).
+func readAnswerWithin(sc *pool.Conn, req []byte, synced bool, budget *atomic.Int64) (ans shardAnswer) {
 	if _, err := sc.Write(req); err != nil {
 		return shardAnswer{err: err}
 	}
@@ -275,6 +298,9 @@ func readAnswer(sc *pool.Conn, req []byte, synced bool) (ans shardAnswer) {
 				return shardAnswer{err: err}
 			}
 		case 'D':
+			if budget != nil && budget.Add(-int64(len(body))) < 0 {
+				return shardAnswer{err: errGatherTooLarge}
+			}
 			row, err := decodeRow(body)
 			if err != nil {
 				return shardAnswer{err: err}

@@ -147,10 +147,11 @@ func (c *client) runOnBranches(shards []int, reqs [][]byte) ([]shardAnswer, erro
 	}
 	c.state, c.srvStatus, c.pending = txActive, 'T', c.pending[:0]
 	answers := make([]shardAnswer, len(conns))
+	budget := c.gatherBudget()
 	c.parallel(conns, func(i int, sc *pool.Conn) {
 		r := withSettings(c, sc, starts[i], reqs[i]) // BEGIN where the transaction is new
 		c.target.add(sc)
-		answers[i] = readAnswer(sc, r.bytes, r.synced)
+		answers[i] = readAnswerWithin(sc, r.bytes, r.synced, budget)
 		c.target.remove(sc)
 		if answers[i].err != nil {
 			sc.MarkBroken()

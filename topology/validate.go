@@ -148,6 +148,9 @@ func (c *Config) checkPool(p *problems) {
 	if pc.PreparedStatements < 1 {
 		p.add("pool.prepared_statements", "must be at least 1, got %d", pc.PreparedStatements)
 	}
+	if c.MaxIntermediateResultSize < 1 {
+		p.add("max_intermediate_result_size", "must be positive, got %d", c.MaxIntermediateResultSize)
+	}
 	if pc.MaxPacketSize < minPacketSize || pc.MaxPacketSize > MaxPacketSizeLimit {
 		p.add("pool.max_packet_size", "must be between %d and %d bytes, got %d", minPacketSize, MaxPacketSizeLimit, pc.MaxPacketSize)
 	}
