@@ -400,12 +400,18 @@ func (c *client) loop() error {
 // invalid length does in Postgres: the stream cannot be resynchronised
 // without reading what the client claims to send.
 func (c *client) readMessage() (byte, []byte, error) {
+	return c.readLimited(c.rt.cfg.Pool.MaxPacketSize, "max_packet_size")
+}
+
+// readLimited reads the client's next message into c.in, refusing one
+// over limit with a FATAL 08P01.
+func (c *client) readLimited(limit int, limitName string) (byte, []byte, error) {
 	c.in = shrink(c.in)
-	typ, body, err := readMessage(c.rd, c.in, c.rt.cfg.Pool.MaxPacketSize, "max_packet_size")
+	typ, body, err := readMessage(c.rd, c.in, limit, limitName)
 	c.in = body[:0]
 	var tooLarge *errMessageTooLarge
 	if errors.As(err, &tooLarge) {
-		c.log().Warn("client message too large", "type", string(typ), "size", tooLarge.size, "limit", tooLarge.max)
+		c.log().Warn("client message too large", "type", string(tooLarge.typ), "size", tooLarge.size, "limit", tooLarge.max)
 		return 0, nil, c.fatal(router.CodeProtocolViolation, "invalid message length: "+tooLarge.Error())
 	}
 	return typ, body, err

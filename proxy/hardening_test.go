@@ -348,13 +348,20 @@ func TestLoginTimeout(t *testing.T) {
 // nor keep real clients from logging in; past 20 of them the oldest are
 // closed.
 func TestSlowlorisCannotLockOut(t *testing.T) {
-	dsn := proxyWith(t, func(c *topology.Config) { c.Pool.MaxClientConn = 20 })
-	addr := strings.TrimSuffix(strings.TrimPrefix(dsn, "postgres://postgres@"), "/app?sslmode=disable")
+	srv, addr, stop, err := startServer(func(c *topology.Config) { c.Pool.MaxClientConn = 20 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	dsn := "postgres://postgres@" + addr + "/app?sslmode=disable"
 	var stalled []*rawConn
 	for range 200 {
 		r := dialRaw(t, addr)
 		r.write([]byte{0, 0, 0, 40})
 		stalled = append(stalled, r)
+	}
+	if n := series(t, srv, "shardgate_client_logins", nil); n < 1 || n > 20 {
+		t.Fatalf("%v connections logging in, want between 1 and max_client_conn (20)", n)
 	}
 	for i := range 10 {
 		conn, err := pgx.Connect(t.Context(), dsn)
@@ -443,9 +450,9 @@ func TestFrozenServer(t *testing.T) {
 	const stall = 10 * time.Second
 
 	// freezeDuring runs query on client, freezes server once the query is
-	// under way, and returns the query's error and the time it took after
-	// the freeze; the server thaws after stall, or when the test ends.
-	freezeDuring := func(server *sandbox.Server, query func() error) (error, time.Duration) {
+	// under way, and returns the time the query took after the freeze and
+	// its error; the server thaws after stall, or when the test ends.
+	freezeDuring := func(server *sandbox.Server, query func() error) (time.Duration, error) {
 		done := make(chan error, 1)
 		go func() { done <- query() }()
 		time.Sleep(150 * time.Millisecond)
@@ -463,15 +470,15 @@ func TestFrozenServer(t *testing.T) {
 		case err := <-done:
 			took := time.Since(frozeAt)
 			thawOnce()
-			return err, took
+			return took, err
 		case <-time.After(stall + 5*time.Second):
 			t.Fatalf("the query did not end %s after the freeze", stall+5*time.Second)
 		}
-		return nil, 0
+		return 0, nil
 	}
 
 	var port int
-	err, took := freezeDuring(sh.Replicas[0], func() error {
+	took, err := freezeDuring(sh.Replicas[0], func() error {
 		return client.QueryRow(ctx, "SELECT inet_server_port() FROM users, pg_sleep(0.5) WHERE id = $1", 1).Scan(&port)
 	})
 	if err != nil || port != sh.Primary.Port {
@@ -487,7 +494,7 @@ func TestFrozenServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustExec(t, tx, "UPDATE users SET name = 'uno' WHERE id = 1")
-	err, took = freezeDuring(sh.Primary, func() error {
+	took, err = freezeDuring(sh.Primary, func() error {
 		_, err := tx.Exec(ctx, "SELECT pg_sleep(0.5)")
 		return err
 	})

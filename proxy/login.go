@@ -13,7 +13,6 @@ import (
 	"github.com/shardgate/shardgate/auth"
 	"github.com/shardgate/shardgate/metrics"
 	"github.com/shardgate/shardgate/pool"
-	"github.com/shardgate/shardgate/router"
 	"github.com/shardgate/shardgate/topology"
 )
 
@@ -256,13 +255,7 @@ func (c *client) authenticate(user string) error {
 type authConn struct{ c *client }
 
 func (a authConn) ReadMessage() (byte, []byte, error) {
-	typ, body, err := readMessage(a.c.rd, a.c.in, maxAuthMessage, "the limit during authentication")
-	a.c.in = body[:0]
-	var tooLarge *errMessageTooLarge
-	if errors.As(err, &tooLarge) {
-		return 0, nil, a.c.fatal(router.CodeProtocolViolation, "invalid message length: "+tooLarge.Error())
-	}
-	return typ, body, err
+	return a.c.readLimited(maxAuthMessage, "the limit during authentication")
 }
 
 func (a authConn) WriteMessage(typ byte, body []byte) error {

@@ -29,6 +29,7 @@ func (s *Server) registerStateMetrics() {
 	}
 	s.metrics.Registry().MustRegister(
 		gauge("client_connections", "Client connections open now.", func() float64 { return float64(s.clientCount.Load()) }),
+		gauge("client_logins", "Client connections still logging in (not counted by max_client_conn).", func() float64 { return float64(s.logins.len()) }),
 		counter("plan_cache_hits_total", "Statements whose routing analysis came from the plan cache.",
 			func() float64 { return float64(s.router.CacheStats().Hits) }),
 		counter("plan_cache_misses_total", "Statements parsed because the plan cache did not hold them.",
