@@ -13,9 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/shardgate/shardgate"
 	"github.com/shardgate/shardgate/proxy"
-	"github.com/shardgate/shardgate/sandbox"
 	"github.com/shardgate/shardgate/topology"
 )
 
@@ -25,13 +23,7 @@ import (
 // through the same proxy, on it, with every earlier row there.
 func TestPrimaryFailover(t *testing.T) {
 	ctx := t.Context()
-	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	hc, err := sandbox.Start(startCtx, sandbox.Options{Dir: t.TempDir(), Shards: 1, Replicas: 1, Fast: true, Schema: shardgate.SandboxSchema})
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { hc.Stop() })
+	hc := ownCluster(t, 1, 1)
 
 	cfg, err := topology.ParseConfig("failover.yaml", hc.ConfigYAML("127.0.0.1:0"))
 	if err != nil {

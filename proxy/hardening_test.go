@@ -16,7 +16,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
 
-	"github.com/shardgate/shardgate"
 	"github.com/shardgate/shardgate/sandbox"
 	"github.com/shardgate/shardgate/topology"
 )
@@ -427,13 +426,7 @@ func TestQueryTimeout(t *testing.T) {
 // waiting on a frozen primary fails with 08006 and leaves its client usable.
 func TestFrozenServer(t *testing.T) {
 	ctx := t.Context()
-	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	hc, err := sandbox.Start(startCtx, sandbox.Options{Dir: t.TempDir(), Shards: 1, Replicas: 1, Fast: true, Schema: shardgate.SandboxSchema})
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { hc.Stop() })
+	hc := ownCluster(t, 1, 1)
 	addr := serveOver(t, hc, func(cfg *topology.Config) {
 		cfg.Consistency = "eventual"
 		cfg.HealthCheckInterval = topology.Duration(100 * time.Millisecond)

@@ -12,8 +12,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/shardgate/shardgate"
-	"github.com/shardgate/shardgate/sandbox"
 	"github.com/shardgate/shardgate/topology"
 )
 
@@ -37,14 +35,7 @@ const (
 // and after its restart and ban_time it serves reads again.
 func TestReplicaBan(t *testing.T) {
 	ctx := t.Context()
-	dir := t.TempDir()
-	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	hc, err := sandbox.Start(startCtx, sandbox.Options{Dir: dir, Shards: 1, Replicas: 2, Fast: true, Schema: shardgate.SandboxSchema})
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { hc.Stop() })
+	hc := ownCluster(t, 1, 2)
 
 	addr := serveOver(t, hc, func(cfg *topology.Config) {
 		cfg.Consistency = "eventual"

@@ -80,6 +80,21 @@ func startServer(edit func(*topology.Config)) (*proxy.Server, string, func(), er
 	return startServerOver(cluster, edit)
 }
 
+// ownCluster starts a sandbox of shards shards and replicas replicas
+// each for one test, stopped when it ends: for tests that stop, freeze or
+// promote servers, which the shared cluster must not see.
+func ownCluster(t *testing.T, shards, replicas int) *sandbox.Cluster {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	c, err := sandbox.Start(ctx, sandbox.Options{Dir: t.TempDir(), Shards: shards, Replicas: replicas, Fast: true, Schema: shardgate.SandboxSchema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Stop() })
+	return c
+}
+
 // serveOver runs a proxy over a test's own sandbox c, with the config
 // adjusted by edit, until the test ends; it returns the listen address.
 func serveOver(t *testing.T, c *sandbox.Cluster, edit func(*topology.Config)) string {
