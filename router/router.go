@@ -1,12 +1,8 @@
 package router
 
 import (
-	"errors"
 	"fmt"
 	"sync/atomic"
-
-	pg "github.com/pganalyze/pg_query_go/v5"
-	"github.com/pganalyze/pg_query_go/v5/parser"
 
 	"github.com/shardgate/shardgate/topology"
 )
@@ -103,9 +99,9 @@ func (r *Router) AnalyzeSimple(sql []byte, s *Scratch) (a *Analysis, params [][]
 }
 
 func analyzeText(t *topology.Topology, sql string) *Analysis {
-	tree, err := pg.Parse(sql)
-	if err != nil {
-		return &Analysis{Err: syntaxError(err)}
+	tree, perr := parse(sql)
+	if perr != nil {
+		return &Analysis{Err: perr}
 	}
 	hint, herr := commentHint(t, sql)
 	if herr != nil {
@@ -122,14 +118,6 @@ func analyzeText(t *topology.Topology, sql string) *Analysis {
 		a.Stmts = append(a.Stmts, st)
 	}
 	return a
-}
-
-func syntaxError(err error) *Error {
-	var perr *parser.Error
-	if errors.As(err, &perr) {
-		return &Error{Code: CodeSyntaxError, Message: perr.Message, Position: int32(perr.Cursorpos)}
-	}
-	return &Error{Code: CodeSyntaxError, Message: err.Error()}
 }
 
 // Route decides where an analysed message runs. params and formats are a

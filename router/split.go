@@ -2,6 +2,7 @@ package router
 
 import (
 	"cmp"
+	"errors"
 	"slices"
 
 	pg "github.com/pganalyze/pg_query_go/v5"
@@ -66,9 +67,9 @@ const notSplittable = "only a lone INSERT ... VALUES whose rows each give their 
 // it: a parameter the Bind lacks, text the parser rejects.
 func (r *Router) SplitInsert(sql string, params [][]byte, formats []int16) ([]InsertPart, *Error) {
 	t := r.topo.Load()
-	tree, err := pg.Parse(sql)
-	if err != nil {
-		return nil, syntaxError(err)
+	tree, perr := parse(sql)
+	if perr != nil {
+		return nil, perr
 	}
 	var ins *pg.InsertStmt
 	if len(tree.Stmts) == 1 {
@@ -143,12 +144,15 @@ func insertPart(ins *pg.InsertStmt, nparams int) (InsertPart, *Error) {
 		}
 		client[i], p.Number = p.Number, numbers[p.Number-1]
 	}
-	sql, err := pg.Deparse(&pg.ParseResult{Stmts: []*pg.RawStmt{{Stmt: node}}})
+	sql, err := deparse(node)
 	for i, p := range refs {
 		p.Number = client[i]
 	}
+	if errors.Is(err, errTooDeepToRewrite) {
+		return part, errorf(CodeStatementTooComplex, "statement too complex: shardgate cannot split %v by shard", err)
+	}
 	if err != nil {
-		return part, errorf(CodeFeatureNotSupported, "cannot write the INSERT for one shard: %v", err)
+		return part, errorf(CodeFeatureNotSupported, "shardgate cannot split %v by shard", err)
 	}
 	part.SQL = sql
 	return part, nil
