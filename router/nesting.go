@@ -37,7 +37,14 @@ const (
 	// pre-scan counts: the subquery, row or array node it opens and the
 	// AND/OR/BETWEEN/WHEN levels, which the pre-scan does not count.
 	groupNesting = 4
+	// treeSlack is what a tree may nest beyond twice the estimate: the
+	// statement's own wrapping and a leaf's few messages.
+	treeSlack = 8
 )
+
+// treeDepthBound bounds the protobuf nesting of sql's parse tree, as
+// measured by messageDepth, for text within the parser's limits.
+func treeDepthBound(sql string) int { return 2*nestingDepth(sql, maxNesting) + treeSlack }
 
 // nestingFrame is one open ( [ or CASE, or the statement list itself.
 type nestingFrame struct {

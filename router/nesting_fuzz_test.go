@@ -37,7 +37,7 @@ func FuzzNestingDepth(f *testing.F) {
 			t.Fatalf("tree nests %d messages, pre-scan estimated %d levels", got, est)
 		}
 		for _, raw := range tree.Stmts {
-			_, _ = deparse(raw.Stmt)
+			_, _ = deparse(raw.Stmt, unknownDepth)
 		}
 	})
 }

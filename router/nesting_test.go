@@ -216,10 +216,6 @@ func TestNestingDepthBoundsTheTree(t *testing.T) {
 	}
 }
 
-// treeSlack covers the statement's own wrapping (RawStmt, the statement,
-// its target list entry) and a leaf's few messages.
-const treeSlack = 8
-
 func checkNestingBound(t *testing.T, name, sql string) {
 	t.Helper()
 	est := nestingDepth(sql, 1<<30)

@@ -72,9 +72,17 @@ const maxDeparseDepth = 200
 // A level of SQL is about two protobuf messages (a Node and what it holds).
 var errTooDeepToRewrite = fmt.Errorf("a statement nested deeper than %d levels", maxDeparseDepth/2)
 
-// deparse writes stmt back as SQL.
-func deparse(stmt *pg.Node) (string, error) {
-	if messageDepth(stmt.ProtoReflect(), maxDeparseDepth) > maxDeparseDepth {
+// unknownDepth asks deparse to measure the tree itself.
+const unknownDepth = -1
+
+// deparse writes stmt back as SQL. depth bounds how deeply stmt's messages
+// nest, when the caller knows (treeDepthBound); otherwise deparse walks the
+// tree to find out, which costs about as much as deparsing a small one.
+func deparse(stmt *pg.Node, depth int) (string, error) {
+	if depth == unknownDepth {
+		depth = messageDepth(stmt.ProtoReflect(), maxDeparseDepth)
+	}
+	if depth > maxDeparseDepth {
 		return "", errTooDeepToRewrite
 	}
 	sql, err := pg.Deparse(&pg.ParseResult{Stmts: []*pg.RawStmt{{Stmt: stmt}}})

@@ -148,7 +148,7 @@ func scatterSpec(sel *pg.SelectStmt, shardKey func(*pg.Node) bool) *ScatterSpec 
 		sel.LimitOffset = nil
 	}
 	if rewrite {
-		sql, err := deparse(&pg.Node{Node: &pg.Node_SelectStmt{SelectStmt: sel}})
+		sql, err := deparse(&pg.Node{Node: &pg.Node_SelectStmt{SelectStmt: sel}}, unknownDepth)
 		if err != nil {
 			return refuse("a query " + err.Error())
 		}

@@ -96,13 +96,19 @@ func (r *Router) SplitInsert(sql string, params [][]byte, formats []int16) ([]In
 		byShard[shard] = append(byShard[shard], rows[i])
 	}
 	sel := ins.SelectStmt.GetSelectStmt()
+	// Each part is the statement with fewer rows: the text's bound holds
+	// for all of them, and spares deparse a walk per part.
+	depth := treeDepthBound(sql)
+	if depth > maxDeparseDepth {
+		depth = unknownDepth
+	}
 	var parts []InsertPart
 	for shard, own := range byShard {
 		if len(own) == 0 {
 			continue
 		}
 		sel.ValuesLists = own
-		part, perr := insertPart(ins, len(params))
+		part, perr := insertPart(ins, len(params), depth)
 		if perr != nil {
 			return nil, perr
 		}
@@ -119,7 +125,7 @@ func (r *Router) SplitInsert(sql string, params [][]byte, formats []int16) ([]In
 // is SplitInsert's own, so renumbering in place beats copying it; the
 // client's numbers go back afterwards because the next part shares every
 // clause but the rows (after an error nothing reads it again).
-func insertPart(ins *pg.InsertStmt, nparams int) (InsertPart, *Error) {
+func insertPart(ins *pg.InsertStmt, nparams, depth int) (InsertPart, *Error) {
 	node := &pg.Node{Node: &pg.Node_InsertStmt{InsertStmt: ins}}
 	var refs []*pg.ParamRef
 	walk(node, func(m any) bool {
@@ -144,7 +150,7 @@ func insertPart(ins *pg.InsertStmt, nparams int) (InsertPart, *Error) {
 		}
 		client[i], p.Number = p.Number, numbers[p.Number-1]
 	}
-	sql, err := deparse(node)
+	sql, err := deparse(node, depth)
 	for i, p := range refs {
 		p.Number = client[i]
 	}
