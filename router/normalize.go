@@ -25,7 +25,10 @@ type normalizer struct {
 	key    []byte
 	params [][]byte
 	values []byte // unescaped string constants
+	spans  []span // where each constant lies in values, while values grows
 }
+
+type span struct{ start, end int }
 
 func isIdentChar(c byte) bool {
 	return c == '_' || c == '$' || c >= 0x80 || ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z') || ('0' <= c && c <= '9')
@@ -48,9 +51,7 @@ func unaryContext(prev byte) bool {
 func (n *normalizer) normalize(sql []byte) (ok bool) {
 	n.key, n.params, n.values = n.key[:0], n.params[:0], n.values[:0]
 	// Constants alias n.values, which may grow: record offsets first.
-	type span struct{ start, end int }
-	var spans [16]span
-	found := spans[:0]
+	found := n.spans[:0]
 	for i := 0; i < len(sql); {
 		c := sql[i]
 		switch {
@@ -134,6 +135,7 @@ func (n *normalizer) normalize(sql []byte) (ok bool) {
 	for _, s := range found {
 		n.params = append(n.params, n.values[s.start:s.end:s.end])
 	}
+	n.spans = found // kept for the next statement
 	return true
 }
 

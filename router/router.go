@@ -57,6 +57,9 @@ func (r *Router) CacheStats() CacheStats { return r.cache.stats() }
 // Analyze parses sql once and caches the result. The []byte form lets the
 // proxy look up wire bytes without copying them into a string.
 func (r *Router) Analyze(sql []byte) (a *Analysis, hit bool) {
+	if len(sql) > maxCachedKey {
+		return analyzeText(r.topo.Load(), string(sql)), false
+	}
 	if a = r.cache.get(sql); a != nil {
 		return a, true
 	}
@@ -78,6 +81,11 @@ var notNormalizable = &Analysis{}
 // analysis; the constants come back as text parameters for Route, valid
 // until s is used again.
 func (r *Router) AnalyzeSimple(sql []byte, s *Scratch) (a *Analysis, params [][]byte, hit bool) {
+	if len(sql) > maxCachedKey {
+		// Not cached either way: normalising would only add a second parse.
+		a, hit = r.Analyze(sql)
+		return a, nil, hit
+	}
 	if !s.n.normalize(sql) || len(s.n.params) == 0 {
 		// Nothing to normalise: the text is its own key.
 		a, hit = r.Analyze(sql)
