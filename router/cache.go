@@ -9,10 +9,18 @@ import (
 // approximately least-recently-used, as in Redis: a hit only stamps its
 // entry with a clock (no write lock on the hot path), and a full cache
 // evicts the stalest of a few sampled entries.
+//
+// It is bounded by bytes as well as entries: an analysis grows with its
+// text (a 100,000-value IN list keeps 100,000 key references), and one
+// distinct huge statement after another would otherwise pin gigabytes.
+// Texts over maxCachedKey are never cached: they are rarely sent twice,
+// and analysing one costs little more than the parse the server spends on
+// it anyway.
 type planCache struct {
 	mu       sync.RWMutex
 	entries  map[string]*cacheEntry
 	capacity int
+	bytes    int // keys' total length
 
 	clock, hits, misses atomic.Int64
 }
@@ -21,6 +29,15 @@ type cacheEntry struct {
 	a    *Analysis
 	used atomic.Int64
 }
+
+const (
+	// maxCachedKey is the longest text the cache keeps: ORM statements
+	// with IN lists of a few thousand values still fit.
+	maxCachedKey = 32 << 10
+	// cacheBytes bounds the keys' total length; the analyses they hold
+	// take a few times as much.
+	cacheBytes = 16 << 20
+)
 
 // evictionSample is how many entries a full cache compares to find a
 // stale one: Redis found 5-10 close to true LRU.
@@ -49,11 +66,17 @@ func (c *planCache) get(key []byte) *Analysis {
 }
 
 func (c *planCache) put(key string, a *Analysis) {
+	if len(key) > maxCachedKey {
+		return
+	}
 	e := &cacheEntry{a: a}
 	e.used.Store(c.clock.Add(1))
 	c.mu.Lock()
-	if _, ok := c.entries[key]; !ok && len(c.entries) >= c.capacity {
-		c.evictLocked()
+	if _, ok := c.entries[key]; !ok {
+		for len(c.entries) > 0 && (len(c.entries) >= c.capacity || c.bytes+len(key) > cacheBytes) {
+			c.evictLocked()
+		}
+		c.bytes += len(key)
 	}
 	c.entries[key] = e
 	c.mu.Unlock()
@@ -70,17 +93,20 @@ func (c *planCache) evictLocked() {
 		}
 	}
 	delete(c.entries, victim)
+	c.bytes -= len(victim)
 }
 
 func (c *planCache) clear() {
 	c.mu.Lock()
 	clear(c.entries)
+	c.bytes = 0
 	c.mu.Unlock()
 }
 
 // CacheStats describes the plan cache, for the admin console.
 type CacheStats struct {
 	Size, Capacity int
+	Bytes          int // the cached texts' total length
 	Hits, Misses   int64
 }
 
@@ -95,5 +121,5 @@ func (s CacheStats) HitRatio() float64 {
 func (c *planCache) stats() CacheStats {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return CacheStats{Size: len(c.entries), Capacity: c.capacity, Hits: c.hits.Load(), Misses: c.misses.Load()}
+	return CacheStats{Size: len(c.entries), Capacity: c.capacity, Bytes: c.bytes, Hits: c.hits.Load(), Misses: c.misses.Load()}
 }

@@ -210,7 +210,7 @@ func listPin(n *pg.Node) (KeyPin, bool) {
 	if len(items) == 0 {
 		return KeyPin{}, false
 	}
-	p := KeyPin{}
+	p := KeyPin{Refs: make([]KeyRef, 0, len(items))}
 	for _, it := range items {
 		ref, ok := keyRefOf(it)
 		if !ok {
@@ -234,14 +234,14 @@ func arrayPin(n *pg.Node) (KeyPin, bool) {
 		if err != nil || len(elems) == 0 {
 			return KeyPin{}, false
 		}
-		p := KeyPin{}
+		p := KeyPin{Refs: make([]KeyRef, 0, len(elems))}
 		for _, e := range elems {
 			p.Refs = append(p.Refs, KeyRef{Literal: string(e)})
 		}
 		return p, true
 	}
 	if a := n.GetAArrayExpr(); a != nil && len(a.Elements) > 0 {
-		p := KeyPin{}
+		p := KeyPin{Refs: make([]KeyRef, 0, len(a.Elements))}
 		for _, el := range a.Elements {
 			ref, ok := keyRefOf(el)
 			if !ok {

@@ -29,7 +29,10 @@ type normalizer struct {
 	key    []byte
 	params [][]byte
 	values []byte // unescaped string constants
+	spans  []span // where each constant lies in values, while values grows
 }
+
+type span struct{ start, end int }
 
 func isIdentChar(c byte) bool {
 	return c == '_' || c == '$' || c >= 0x80 || ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z') || ('0' <= c && c <= '9')
@@ -56,9 +59,7 @@ func (n *normalizer) normalize(sql []byte) (ok bool) {
 		n.key, n.params, n.values = nil, nil, nil
 	}
 	// Constants alias n.values, which may grow: record offsets first.
-	type span struct{ start, end int }
-	var spans [16]span
-	found := spans[:0]
+	found := n.spans[:0]
 	for i := 0; i < len(sql); {
 		c := sql[i]
 		switch {
@@ -142,6 +143,7 @@ func (n *normalizer) normalize(sql []byte) (ok bool) {
 	for _, s := range found {
 		n.params = append(n.params, n.values[s.start:s.end:s.end])
 	}
+	n.spans = found // kept for the next statement
 	return true
 }
 

@@ -114,6 +114,9 @@ const (
 	CodeOutOfRange          = "22003"
 	CodeUndefinedParameter  = "42P02"
 	CodeProtocolViolation   = "08P01"
+	// CodeStatementTooComplex refuses text too long or too deeply nested
+	// for the parser to take safely.
+	CodeStatementTooComplex = "54001"
 )
 
 func refuse(format string, args ...any) Plan {

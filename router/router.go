@@ -1,12 +1,8 @@
 package router
 
 import (
-	"errors"
 	"fmt"
 	"sync/atomic"
-
-	pg "github.com/pganalyze/pg_query_go/v5"
-	"github.com/pganalyze/pg_query_go/v5/parser"
 
 	"github.com/shardgate/shardgate/topology"
 )
@@ -61,6 +57,9 @@ func (r *Router) CacheStats() CacheStats { return r.cache.stats() }
 // Analyze parses sql once and caches the result. The []byte form lets the
 // proxy look up wire bytes without copying them into a string.
 func (r *Router) Analyze(sql []byte) (a *Analysis, hit bool) {
+	if len(sql) > maxCachedKey {
+		return analyzeText(r.topo.Load(), string(sql)), false
+	}
 	if a = r.cache.get(sql); a != nil {
 		return a, true
 	}
@@ -82,6 +81,11 @@ var notNormalizable = &Analysis{}
 // analysis; the constants come back as text parameters for Route, valid
 // until s is used again.
 func (r *Router) AnalyzeSimple(sql []byte, s *Scratch) (a *Analysis, params [][]byte, hit bool) {
+	if len(sql) > maxCachedKey {
+		// Not cached either way: normalising would only add a second parse.
+		a, hit = r.Analyze(sql)
+		return a, nil, hit
+	}
 	if !s.n.normalize(sql) || len(s.n.params) == 0 {
 		// Nothing to normalise: the text is its own key.
 		a, hit = r.Analyze(sql)
@@ -103,9 +107,9 @@ func (r *Router) AnalyzeSimple(sql []byte, s *Scratch) (a *Analysis, params [][]
 }
 
 func analyzeText(t *topology.Topology, sql string) *Analysis {
-	tree, err := pg.Parse(sql)
-	if err != nil {
-		return &Analysis{Err: syntaxError(err)}
+	tree, perr := parse(sql)
+	if perr != nil {
+		return &Analysis{Err: perr}
 	}
 	hint, herr := commentHint(t, sql)
 	if herr != nil {
@@ -122,14 +126,6 @@ func analyzeText(t *topology.Topology, sql string) *Analysis {
 		a.Stmts = append(a.Stmts, st)
 	}
 	return a
-}
-
-func syntaxError(err error) *Error {
-	var perr *parser.Error
-	if errors.As(err, &perr) {
-		return &Error{Code: CodeSyntaxError, Message: perr.Message, Position: int32(perr.Cursorpos)}
-	}
-	return &Error{Code: CodeSyntaxError, Message: err.Error()}
 }
 
 // Route decides where an analysed message runs. params and formats are a

@@ -148,9 +148,9 @@ func scatterSpec(sel *pg.SelectStmt, shardKey func(*pg.Node) bool) *ScatterSpec 
 		sel.LimitOffset = nil
 	}
 	if rewrite {
-		sql, err := pg.Deparse(&pg.ParseResult{Stmts: []*pg.RawStmt{{Stmt: &pg.Node{Node: &pg.Node_SelectStmt{SelectStmt: sel}}}}})
+		sql, err := deparse(&pg.Node{Node: &pg.Node_SelectStmt{SelectStmt: sel}}, unknownDepth)
 		if err != nil {
-			return refuse("a query shardgate cannot rewrite: " + err.Error())
+			return refuse("a query " + err.Error())
 		}
 		spec.SQL = sql
 	}

@@ -2,6 +2,7 @@ package router
 
 import (
 	"cmp"
+	"errors"
 	"slices"
 
 	pg "github.com/pganalyze/pg_query_go/v5"
@@ -66,9 +67,9 @@ const notSplittable = "only a lone INSERT ... VALUES whose rows each give their 
 // it: a parameter the Bind lacks, text the parser rejects.
 func (r *Router) SplitInsert(sql string, params [][]byte, formats []int16) ([]InsertPart, *Error) {
 	t := r.topo.Load()
-	tree, err := pg.Parse(sql)
-	if err != nil {
-		return nil, syntaxError(err)
+	tree, perr := parse(sql)
+	if perr != nil {
+		return nil, perr
 	}
 	var ins *pg.InsertStmt
 	if len(tree.Stmts) == 1 {
@@ -95,13 +96,19 @@ func (r *Router) SplitInsert(sql string, params [][]byte, formats []int16) ([]In
 		byShard[shard] = append(byShard[shard], rows[i])
 	}
 	sel := ins.SelectStmt.GetSelectStmt()
+	// Each part is the statement with fewer rows: the text's bound holds
+	// for all of them, and spares deparse a walk per part.
+	depth := treeDepthBound(sql)
+	if depth > maxDeparseDepth {
+		depth = unknownDepth
+	}
 	var parts []InsertPart
 	for shard, own := range byShard {
 		if len(own) == 0 {
 			continue
 		}
 		sel.ValuesLists = own
-		part, perr := insertPart(ins, len(params))
+		part, perr := insertPart(ins, len(params), depth)
 		if perr != nil {
 			return nil, perr
 		}
@@ -118,7 +125,7 @@ func (r *Router) SplitInsert(sql string, params [][]byte, formats []int16) ([]In
 // is SplitInsert's own, so renumbering in place beats copying it; the
 // client's numbers go back afterwards because the next part shares every
 // clause but the rows (after an error nothing reads it again).
-func insertPart(ins *pg.InsertStmt, nparams int) (InsertPart, *Error) {
+func insertPart(ins *pg.InsertStmt, nparams, depth int) (InsertPart, *Error) {
 	node := &pg.Node{Node: &pg.Node_InsertStmt{InsertStmt: ins}}
 	var refs []*pg.ParamRef
 	walk(node, func(m any) bool {
@@ -143,12 +150,15 @@ func insertPart(ins *pg.InsertStmt, nparams int) (InsertPart, *Error) {
 		}
 		client[i], p.Number = p.Number, numbers[p.Number-1]
 	}
-	sql, err := pg.Deparse(&pg.ParseResult{Stmts: []*pg.RawStmt{{Stmt: node}}})
+	sql, err := deparse(node, depth)
 	for i, p := range refs {
 		p.Number = client[i]
 	}
+	if errors.Is(err, errTooDeepToRewrite) {
+		return part, errorf(CodeStatementTooComplex, "statement too complex: shardgate cannot split %v by shard", err)
+	}
 	if err != nil {
-		return part, errorf(CodeFeatureNotSupported, "cannot write the INSERT for one shard: %v", err)
+		return part, errorf(CodeFeatureNotSupported, "shardgate cannot split %v by shard", err)
 	}
 	part.SQL = sql
 	return part, nil

@@ -195,7 +195,7 @@ func analyzeSet(node *pg.Node) *Statement {
 		st.Tag = "RESET"
 	case pg.VariableSetKind_VAR_SET_DEFAULT:
 	default:
-		sql, err := pg.Deparse(&pg.ParseResult{Stmts: []*pg.RawStmt{{Stmt: node}}})
+		sql, err := deparse(node, unknownDepth)
 		if err != nil {
 			return refused("cannot track SET %s: %v", s.Name, err)
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -18,10 +19,11 @@ func routeCmd() *cobra.Command {
 		params     []string
 	)
 	cmd := &cobra.Command{
-		Use:   "route --config FILE [--json] [--param VALUE]... SQL",
+		Use:   "route --config FILE [--json] [--param VALUE]... SQL|-",
 		Short: "Show where the proxy would send a statement, and why",
 		Long: "Route SQL exactly as the proxy does and print the plan: shards, role, shard-key values, hashes, keyspace ranges and the reason.\n" +
-			"--param gives $1, $2, ... as text bind parameters. Exits 1 when the statement would be refused.",
+			"--param gives $1, $2, ... as text bind parameters. SQL \"-\" reads the statement from standard input\n" +
+			"(an argument holds at most 128 KiB). Exits 1 when the statement would be refused.",
 		Example: `  shardgate route --config shardgate.yaml --json "SELECT * FROM users WHERE id = 42"
   shardgate route -c shardgate.yaml --param 42 "SELECT * FROM posts WHERE user_id = $1"`,
 		Args: cobra.ExactArgs(1),
@@ -30,7 +32,11 @@ func routeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ex := router.New(t, 1).Explain(args[0], params)
+			sql, err := statementArg(cmd, args[0])
+			if err != nil {
+				return err
+			}
+			ex := router.New(t, 1).Explain(sql, params)
 			out := cmd.OutOrStdout()
 			if asJSON {
 				enc := json.NewEncoder(out)
@@ -52,6 +58,15 @@ func routeCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the plan as JSON")
 	cmd.Flags().StringArrayVarP(&params, "param", "p", nil, "a text bind parameter ($1, $2, ... in order)")
 	return cmd
+}
+
+// statementArg is the SQL argument, or standard input for "-".
+func statementArg(cmd *cobra.Command, arg string) (string, error) {
+	if arg != "-" {
+		return arg, nil
+	}
+	b, err := io.ReadAll(cmd.InOrStdin())
+	return string(b), err
 }
 
 // loadTopology reads and validates a config file and builds its topology.
