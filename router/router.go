@@ -81,13 +81,11 @@ var notNormalizable = &Analysis{}
 // analysis; the constants come back as text parameters for Route, valid
 // until s is used again.
 func (r *Router) AnalyzeSimple(sql []byte, s *Scratch) (a *Analysis, params [][]byte, hit bool) {
-	if len(sql) > maxCachedKey {
-		// Not cached either way: normalising would only add a second parse.
-		a, hit = r.Analyze(sql)
-		return a, nil, hit
-	}
-	if !s.n.normalize(sql) || len(s.n.params) == 0 {
-		// Nothing to normalise: the text is its own key.
+	if !s.n.normalize(sql) || len(s.n.params) == 0 || len(s.n.key) > maxCachedKey {
+		// Nothing to normalise: the text is its own key. A key still huge
+		// once normalised (an IN list of 100,000 values) is never cached,
+		// so the text is parsed once, as sent; a huge text that was
+		// mostly constants (a large literal) is not, and goes on below.
 		a, hit = r.Analyze(sql)
 		return a, nil, hit
 	}
