@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestHugeStatementsAreNotCached: a 100,000-value IN list is analysed and
@@ -41,5 +42,27 @@ func TestCacheIsBoundedByBytes(t *testing.T) {
 	r.SetTopology(r.Topology())
 	if st := r.CacheStats(); st.Bytes != 0 || st.Size != 0 {
 		t.Fatalf("cleared cache holds %d entries, %d bytes", st.Size, st.Bytes)
+	}
+}
+
+// TestBigParsesTakeTurns: while one text over bigStatement is being parsed,
+// another waits its turn, and an ordinary statement does not.
+func TestBigParsesTakeTurns(t *testing.T) {
+	r := testRouter(t)
+	big := []byte("SELECT * FROM users WHERE id IN (" + strings.Repeat("1,", bigStatement/2) + "1)")
+	r.bigParse <- struct{}{} // a big parse under way
+	done := make(chan *Analysis, 1)
+	go func() { a, _ := r.Analyze(big); done <- a }()
+	if a, _ := r.Analyze([]byte("SELECT * FROM users WHERE id = 1")); a.Err != nil {
+		t.Fatal(a.Err)
+	}
+	select {
+	case <-done:
+		t.Fatal("a second big parse ran beside the first")
+	case <-time.After(200 * time.Millisecond):
+	}
+	<-r.bigParse
+	if a := <-done; a.Err != nil {
+		t.Fatalf("the big statement, once its turn came: %v", a.Err)
 	}
 }

@@ -31,14 +31,32 @@ type Router struct {
 	topo atomic.Pointer[topology.Topology]
 
 	cache *planCache
+	// bigParse lets one text over bigStatement bytes be parsed at a time:
+	// pg_query's tree takes about 45 times the text's size in Go memory,
+	// so a handful of clients each sending megabytes at once could
+	// otherwise take gigabytes. Ordinary statements never wait on it.
+	bigParse chan struct{}
 }
+
+// bigStatement is the size from which parses take turns (bigParse).
+const bigStatement = 1 << 20
 
 // New returns a router over t whose analysis cache holds up to cacheSize
 // distinct statements.
 func New(t *topology.Topology, cacheSize int) *Router {
-	r := &Router{cache: newPlanCache(cacheSize)}
+	r := &Router{cache: newPlanCache(cacheSize), bigParse: make(chan struct{}, 1)}
 	r.topo.Store(t)
 	return r
+}
+
+// takeTurn waits for bigParse when a text of size bytes is big, and
+// returns what gives the turn back.
+func (r *Router) takeTurn(size int) (done func()) {
+	if size <= bigStatement {
+		return func() {}
+	}
+	r.bigParse <- struct{}{}
+	return func() { <-r.bigParse }
 }
 
 // Topology is the snapshot routing uses now.
@@ -57,6 +75,7 @@ func (r *Router) CacheStats() CacheStats { return r.cache.stats() }
 // Analyze parses sql once and caches the result. The []byte form lets the
 // proxy look up wire bytes without copying them into a string.
 func (r *Router) Analyze(sql []byte) (a *Analysis, hit bool) {
+	defer r.takeTurn(len(sql))()
 	if len(sql) > maxCachedKey {
 		return analyzeText(r.topo.Load(), string(sql)), false
 	}

@@ -67,6 +67,7 @@ const notSplittable = "only a lone INSERT ... VALUES whose rows each give their 
 // it: a parameter the Bind lacks, text the parser rejects.
 func (r *Router) SplitInsert(sql string, params [][]byte, formats []int16) ([]InsertPart, *Error) {
 	t := r.topo.Load()
+	defer r.takeTurn(len(sql))()
 	tree, perr := parse(sql)
 	if perr != nil {
 		return nil, perr
