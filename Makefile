@@ -7,7 +7,7 @@ LOADTEST_FLAGS ?=
 FUZZTIME    ?= 60s
 
 .DEFAULT_GOAL := help
-.PHONY: help build test dev lint fuzz bench perf-check loadtest compose-check clean
+.PHONY: help build test dev lint fuzz bench perf-check loadtest soak compose-check clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ perf-check: build ## performance budget (<2 min): shardgate vs direct Postgres a
 
 loadtest: build ## social-app load test on a 2-shard sandbox, ~3 min; writes bench/results/loadtest.md and .svg
 	$(GO) run ./bench/loadtest $(LOADTEST_FLAGS)
+
+soak: build ## hostile clients, faults and churn against a bin/shardgate process, ~4 min; fails on leaks or errors; writes bench/results/soak.md
+	$(GO) run ./bench/soak -bin bin/shardgate $(SOAK_FLAGS)
 
 compose-check: ## validate docker-compose.yml
 	docker-compose config -q
