@@ -68,7 +68,11 @@ func (h *hostile) start(ctx context.Context, names []string) <-chan struct{} {
 		}
 		wg.Go(func() {
 			for i := 0; ctx.Err() == nil; i++ {
-				h.count(p.name, p.run(h, ctx, i))
+				out := p.run(h, ctx, i)
+				if ctx.Err() != nil && cutShort(out) {
+					break
+				}
+				h.count(p.name, out)
 				sleep(ctx, p.pause)
 			}
 		})
@@ -76,6 +80,17 @@ func (h *hostile) start(ctx context.Context, names []string) <-chan struct{} {
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	return done
+}
+
+// cutShort reports whether an outcome is that of a run the end of the
+// phase interrupted before it sent its probe, which is not counted.
+func cutShort(outcome string) bool {
+	for _, prefix := range []string{"dial failed", "login failed", "write failed"} {
+		if strings.HasPrefix(outcome, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 func (h *hostile) count(probe, outcome string) {
@@ -216,9 +231,9 @@ func (h *hostile) sslProbe(ctx context.Context, i int) string {
 }
 
 // badLengths are message lengths no valid message has: below the header
-// itself, "negative" as a signed 32-bit number, or over the startup
-// packet's limit.
-var badLengths = []uint32{0, 3, 0xffffffff, 0x80000000, 10001}
+// itself, "negative" as a signed 32-bit number, or (for a startup packet)
+// ten times Postgres's limit of 10,000 bytes.
+var badLengths = []uint32{0, 3, 0xffffffff, 0x80000000, 100000}
 
 // badLength sends a startup packet, or after login a Query, whose length
 // field is absurd.

@@ -104,6 +104,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.grace, "grace", 20*time.Second, "errors up to this long after a fault ended are still the fault's")
 	fs.Float64Var(&o.bounds.rssFactor, "max-rss-factor", o.bounds.rssFactor, "fail when end RSS > max(factor x start, start + slack)")
 	fs.Int64Var(&o.bounds.rssSlackMiB, "max-rss-slack-mib", o.bounds.rssSlackMiB, "see -max-rss-factor")
+	fs.Int64Var(&o.bounds.rssPeakMiB, "max-rss-peak-mib", o.bounds.rssPeakMiB, "fail when peak RSS > start + this")
 	fs.IntVar(&o.bounds.goroutines, "max-goroutine-growth", o.bounds.goroutines, "fail when end goroutines > start + this")
 	fs.IntVar(&o.bounds.fds, "max-fd-growth", o.bounds.fds, "fail when end open files > start + this")
 	if err := fs.Parse(args); err != nil {

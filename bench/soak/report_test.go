@@ -16,6 +16,7 @@ func TestChecksFailOnGrowth(t *testing.T) {
 	}
 	for name, r := range map[string]*result{
 		"RSS":         {start: start, ended: true, end: resources{rss: 95 << 20, goroutines: 40, fds: 50}},
+		"RSS peak":    {start: start, ended: true, end: start, peak: resources{rss: 543 << 20}},
 		"goroutines":  {start: start, ended: true, end: resources{rss: 30 << 20, goroutines: 91, fds: 50}},
 		"open files":  {start: start, ended: true, end: resources{rss: 30 << 20, goroutines: 40, fds: 101}},
 		"died":        {start: start, ended: true, end: start, proxyDied: "signal: killed"},
@@ -32,7 +33,7 @@ func TestChecksFailOnGrowth(t *testing.T) {
 	}
 	// Within the bounds: 2x RSS (above start + 64 MiB here), +50 goroutines and files.
 	big := resources{rss: 200 << 20, goroutines: 40, fds: 50}
-	grown := &result{start: big, ended: true, end: resources{rss: 400 << 20, goroutines: 90, fds: 100}}
+	grown := &result{start: big, ended: true, end: resources{rss: 400 << 20, goroutines: 90, fds: 100}, peak: resources{rss: 712 << 20}}
 	if !grown.passed(o) {
 		t.Errorf("growth within the bounds fails: %+v", grown.checks(o))
 	}

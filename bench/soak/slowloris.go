@@ -22,7 +22,9 @@ func (h *hostile) slowloris(ctx context.Context) {
 			wave.Add(1)
 			all.Go(func() {
 				defer wave.Done()
-				h.count("slowloris", h.halfLogin(ctx))
+				if out := h.halfLogin(ctx); ctx.Err() == nil || !cutShort(out) {
+					h.count("slowloris", out)
+				}
 			})
 		}
 		closed := make(chan struct{})
