@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/shardgate/shardgate"
+	"github.com/shardgate/shardgate/bench/loadgen"
 	"github.com/shardgate/shardgate/sandbox"
 	"github.com/shardgate/shardgate/topology"
 )
@@ -57,6 +58,9 @@ func startEnv(ctx context.Context, o options, log *slog.Logger) (_ *env, err err
 	}
 	log.Info("proxy started", "pid", e.proxy.pid(), "addr", e.proxy.addr, "metrics", e.proxy.metricsAddr)
 	if err := seed(ctx, e.proxy.dsn(e.cluster.Database), o.users); err != nil {
+		return nil, fmt.Errorf("seed: %w", err)
+	}
+	if err := waitReplicas(ctx, e.cluster); err != nil {
 		return nil, fmt.Errorf("seed: %w", err)
 	}
 	return e, nil
@@ -126,6 +130,29 @@ func seed(ctx context.Context, dsn string, users int) error {
 		}
 		if _, err := conn.Exec(ctx, b.String()); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// waitReplicas waits until every replica has replayed its primary's WAL,
+// so that reads find the seeded users.
+func waitReplicas(ctx context.Context, c *sandbox.Cluster) error {
+	for _, sh := range c.Shards {
+		conn, err := pgx.Connect(ctx, sh.Primary.DSN(c.Database))
+		if err != nil {
+			return err
+		}
+		var lsn string
+		err = conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&lsn)
+		conn.Close(context.Background())
+		if err != nil {
+			return err
+		}
+		for _, r := range sh.Replicas {
+			if err := loadgen.WaitReplay(ctx, r.DSN(c.Database), lsn); err != nil {
+				return fmt.Errorf("%s: %w", r.Name, err)
+			}
 		}
 	}
 	return nil

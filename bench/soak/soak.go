@@ -69,6 +69,9 @@ func soak(ctx context.Context, e *env, o options, log *slog.Logger) (*result, er
 	defer stopWorkload()
 	log.Info("warm-up: well-behaved workload alone", "for", o.warmup, "workers", o.workers, "churners", o.churners)
 	sleep(ctx, o.warmup)
+	if ctx.Err() != nil {
+		return finish(nil)
+	}
 	var err error
 	if res.start, err = median3(ctx, e.proxy); err != nil {
 		return finish(err)
@@ -84,6 +87,9 @@ func soak(ctx context.Context, e *env, o options, log *slog.Logger) (*result, er
 		return finish(err)
 	}
 	res.elapsed = time.Since(res.began)
+	if ctx.Err() != nil {
+		return finish(nil)
+	}
 	log.Info("hostile clients gone; settling", "for", o.settle)
 	sleep(ctx, o.settle)
 	if res.end, err = median3(ctx, e.proxy); err != nil {

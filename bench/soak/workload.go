@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -140,17 +141,26 @@ func (w *workload) keyedRead(ctx context.Context, conn *pgx.Conn, r *rand.Rand, 
 	id := w.anyUser(r)
 	var name string
 	err := conn.QueryRow(ctx, "SELECT name FROM users WHERE id = $1", id).Scan(&name)
-	return oneShard(w.shardOf[id]), err
+	return oneShard(w.shardOf[id]), noRowIsWrong(err, id)
 }
 
 func (w *workload) keyedReadSimple(ctx context.Context, conn *pgx.Conn, r *rand.Rand, _ int) (shardSet, error) {
 	id := w.anyUser(r)
 	var got int64
-	err := conn.QueryRow(ctx, "SELECT id FROM users WHERE id = $1", pgx.QueryExecModeSimpleProtocol, id).Scan(&got)
+	err := noRowIsWrong(conn.QueryRow(ctx, "SELECT id FROM users WHERE id = $1", pgx.QueryExecModeSimpleProtocol, id).Scan(&got), id)
 	if err == nil && got != int64(id) {
 		err = errWrongResult{fmt.Sprintf("user %d read as %d", id, got)}
 	}
 	return oneShard(w.shardOf[id]), err
+}
+
+// noRowIsWrong turns "no rows" for a seeded user into a wrong result:
+// users are never deleted.
+func noRowIsWrong(err error, id int) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return errWrongResult{fmt.Sprintf("user %d not found", id)}
+	}
+	return err
 }
 
 func (w *workload) writeReadBack(ctx context.Context, conn *pgx.Conn, r *rand.Rand, client int) (shardSet, error) {
@@ -166,7 +176,7 @@ func (w *workload) writeReadBack(ctx context.Context, conn *pgx.Conn, r *rand.Ra
 	}
 	var got string
 	if err := conn.QueryRow(ctx, "SELECT name FROM users WHERE id = $1", id).Scan(&got); err != nil {
-		return shards, err
+		return shards, noRowIsWrong(err, id)
 	}
 	if got != name {
 		return shards, errWrongResult{fmt.Sprintf("user %d read back %q after writing %q", id, got, name)}
