@@ -7,7 +7,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -160,14 +159,6 @@ func waitReplicas(ctx context.Context, c *sandbox.Cluster) error {
 
 // close stops the proxy and the sandbox and removes its directory.
 func (e *env) close(log *slog.Logger) {
-	if e.cluster != nil {
-		// A replica left stopped by an interrupted stall would never shut down.
-		for _, sh := range e.cluster.Shards {
-			for _, r := range sh.Replicas {
-				signalServer(r, syscall.SIGCONT)
-			}
-		}
-	}
 	if e.proxy != nil {
 		e.proxy.stop()
 	}

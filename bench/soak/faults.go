@@ -1,16 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/shardgate/shardgate/sandbox"
@@ -72,73 +65,21 @@ func restartPrimary(ctx context.Context, c *sandbox.Cluster, l *ledger, log *slo
 }
 
 // stallReplica freezes every process of a replica (SIGSTOP), so that it
-// accepts TCP connections but answers nothing, as a server that hangs does.
+// accepts TCP connections but answers nothing, as a server that hangs does,
+// and thaws it after d, or at once when ctx ends.
 func stallReplica(ctx context.Context, c *sandbox.Cluster, d time.Duration, l *ledger, log *slog.Logger) error {
 	s := c.Shards[stallShard].Replicas[0]
 	end := l.beginFault(fmt.Sprintf("SIGSTOP of %s for %s", s.Name, d), stallShard)
 	defer end()
 	log.Info("fault: SIGSTOP " + s.Name)
-	if err := signalServer(s, syscall.SIGSTOP); err != nil {
-		signalServer(s, syscall.SIGCONT)
+	thaw, err := s.Freeze()
+	if err != nil {
 		return err
 	}
 	sleep(ctx, d)
-	if err := signalServer(s, syscall.SIGCONT); err != nil {
+	if err := thaw(); err != nil {
 		return err
 	}
 	log.Info("fault: SIGCONT " + s.Name)
 	return nil
-}
-
-// signalServer sends sig to a server's postmaster and all its children
-// (backends, startup process, WAL receiver).
-func signalServer(s *sandbox.Server, sig syscall.Signal) error {
-	pid, err := postmasterPID(s)
-	if err != nil {
-		return err
-	}
-	pids := append(childrenOf(pid), pid)
-	var errs []error
-	for _, p := range pids {
-		if err := syscall.Kill(p, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-			errs = append(errs, fmt.Errorf("kill %d %s: %w", p, sig, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// postmasterPID is the first line of the data directory's postmaster.pid.
-func postmasterPID(s *sandbox.Server) (int, error) {
-	b, err := os.ReadFile(filepath.Join(s.DataDir, "postmaster.pid"))
-	if err != nil {
-		return 0, err
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	return strconv.Atoi(strings.TrimSpace(line))
-}
-
-// childrenOf lists the processes whose parent is pid, from /proc.
-func childrenOf(pid int) []int {
-	entries, _ := os.ReadDir("/proc")
-	var kids []int
-	for _, e := range entries {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// The command name in parentheses may hold spaces: fields start after the last ')'.
-		i := bytes.LastIndexByte(stat, ')')
-		if i < 0 {
-			continue
-		}
-		fields := strings.Fields(string(stat[i+1:]))
-		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
-			kids = append(kids, p)
-		}
-	}
-	return kids
 }
