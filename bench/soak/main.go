@@ -92,7 +92,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.workers, "workers", 12, "well-behaved clients that keep their connection")
 	fs.IntVar(&o.churners, "churners", 4, "well-behaved clients that reconnect after 1-3 requests")
 	fs.DurationVar(&o.think, "think", 50*time.Millisecond, "pause between a client's requests, at most (random)")
-	fs.DurationVar(&o.opTimeout, "op-timeout", 15*time.Second, "a well-behaved request unanswered this long is an error")
+	fs.DurationVar(&o.opTimeout, "op-timeout", 10*time.Second, "a well-behaved request unanswered this long is an error")
 	fs.IntVar(&o.maxClientConn, "max-client-conn", 300, "the proxy's max_client_conn")
 	probes := fs.String("probes", strings.Join(probeNames(), ","), "hostile probes to run (comma-separated; empty: none)")
 	fs.IntVar(&o.slowloris, "slowloris", 250, "half-open logins per slowloris wave")
@@ -100,7 +100,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.terms, "terms", 100000, "terms of the long expression and values of the IN list")
 	fs.IntVar(&o.depth, "depth", 100000, "nesting of the parenthesised query")
 	fs.BoolVar(&o.restart, "restart", true, "restart a shard's primary once")
-	fs.DurationVar(&o.stall, "stall", 10*time.Second, "SIGSTOP a replica this long, once (0: never)")
+	fs.DurationVar(&o.stall, "stall", 15*time.Second, "SIGSTOP a replica this long, once (0: never); longer than -op-timeout, so that waiting for it fails")
 	fs.DurationVar(&o.grace, "grace", 20*time.Second, "errors up to this long after a fault ended are still the fault's")
 	fs.Float64Var(&o.bounds.rssFactor, "max-rss-factor", o.bounds.rssFactor, "fail when end RSS > max(factor x start, start + slack)")
 	fs.Int64Var(&o.bounds.rssSlackMiB, "max-rss-slack-mib", o.bounds.rssSlackMiB, "see -max-rss-factor")
@@ -135,8 +135,6 @@ func (o options) validate() error {
 		return errors.New("-max-client-conn must leave room for the well-behaved clients and the probes")
 	case o.slowloris < 1 || o.waveEvery <= 0 || o.terms < 1 || o.depth < 1:
 		return errors.New("-slowloris, -slowloris-every, -terms and -depth must be positive")
-	case o.stall > 0 && o.stall > o.opTimeout-3*time.Second:
-		return errors.New("-stall must be at least 3s below -op-timeout: a request stuck behind the stalled replica must be answered once it resumes")
 	}
 	return o.bounds.validate()
 }

@@ -59,7 +59,7 @@ func TestParseFlags(t *testing.T) {
 	}
 	for _, args := range [][]string{
 		{"-probes", "slowlorris"},
-		{"-stall", "20s", "-op-timeout", "15s"},
+		{"-op-timeout", "0s"},
 		{"-max-client-conn", "10"},
 		{"extra"},
 	} {
