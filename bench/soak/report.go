@@ -98,6 +98,7 @@ func (r *result) markdown(o options) string {
 		verdict = "FAIL"
 	}
 	fmt.Fprintf(&b, "## Soak: %s\n\n", verdict)
+	fmt.Fprintf(&b, "%s, %s at commit %s. ", r.began.UTC().Format("2006-01-02 15:04 UTC"), o.bin, cmp.Or(r.commit, "?"))
 	fmt.Fprintf(&b, "`shardgate serve` (pid %d) on 2 shards, each a primary and a streaming replica; max_client_conn %d. "+
 		"Main phase %s (of %s asked) after %s warm-up, %s settling; %d well-behaved clients (%d reconnecting after 1-3 requests); "+
 		"probes: %s.\n\n", r.pid, o.maxClientConn, r.elapsed.Round(time.Second), o.duration, o.warmup, o.settle,

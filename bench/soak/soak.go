@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os/exec"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -21,6 +23,7 @@ type result struct {
 	hostile          map[string]map[string]int
 	peakHalfOpen     int
 	began            time.Time // of the main phase
+	commit           string    // of the working tree, when it is a git checkout
 	elapsed          time.Duration
 	pid              int
 }
@@ -30,7 +33,7 @@ type result struct {
 // alone), the end sample and a last check with a new client. A proxy that
 // dies ends the run at once.
 func soak(ctx context.Context, e *env, o options, log *slog.Logger) (*result, error) {
-	res := &result{pid: e.proxy.pid()}
+	res := &result{pid: e.proxy.pid(), commit: gitCommit(), began: time.Now()}
 	l := newLedger(o.grace)
 	w := &workload{dsn: e.proxy.dsn(e.cluster.Database), o: o, shardOf: e.shardOf, ledger: l}
 	// died ends every phase when the proxy exits.
@@ -190,6 +193,16 @@ func finalCheck(ctx context.Context, dsn string) error {
 		return errors.New("SELECT count(*) FROM users found no users")
 	}
 	return nil
+}
+
+// gitCommit names the checkout the run measured (with "+" when it has
+// uncommitted changes), or "" outside one.
+func gitCommit() string {
+	out, err := exec.Command("git", "describe", "--always", "--dirty=+").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
