@@ -24,7 +24,8 @@ type workload struct {
 	postID  atomic.Int64
 }
 
-// op is one well-behaved request; client is the caller's index, so that
+// op is one well-behaved request (errors of a request of several
+// statements say which failed); client is the caller's index, so that
 // each client writes only its own users and can check it reads its writes.
 type op struct {
 	name   string
@@ -169,14 +170,14 @@ func (w *workload) writeReadBack(ctx context.Context, conn *pgx.Conn, r *rand.Ra
 	name := fmt.Sprintf("user %d v%d", id, r.Uint32())
 	tag, err := conn.Exec(ctx, "UPDATE users SET name = $2 WHERE id = $1", id, name)
 	if err != nil {
-		return shards, err
+		return shards, fmt.Errorf("UPDATE: %w", err)
 	}
 	if tag.RowsAffected() != 1 {
 		return shards, errWrongResult{fmt.Sprintf("UPDATE of user %d: %s", id, tag)}
 	}
 	var got string
 	if err := conn.QueryRow(ctx, "SELECT name FROM users WHERE id = $1", id).Scan(&got); err != nil {
-		return shards, noRowIsWrong(err, id)
+		return shards, fmt.Errorf("SELECT: %w", noRowIsWrong(err, id))
 	}
 	if got != name {
 		return shards, errWrongResult{fmt.Sprintf("user %d read back %q after writing %q", id, got, name)}
@@ -190,14 +191,14 @@ func (w *workload) transaction(ctx context.Context, conn *pgx.Conn, r *rand.Rand
 	post := w.postID.Add(1)
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "INSERT INTO posts (user_id, id, body) VALUES ($1, $2, $3)", id, post, "soak"); err != nil {
-			return err
+			return fmt.Errorf("INSERT: %w", err)
 		}
 		if _, err := tx.Exec(ctx, "UPDATE users SET email = $2 WHERE id = $1", id, fmt.Sprintf("p%d@example.com", post)); err != nil {
-			return err
+			return fmt.Errorf("UPDATE: %w", err)
 		}
 		var n int64
 		if err := tx.QueryRow(ctx, "SELECT count(*) FROM posts WHERE user_id = $1 AND id = $2", id, post).Scan(&n); err != nil {
-			return err
+			return fmt.Errorf("SELECT: %w", err)
 		}
 		if n != 1 {
 			return errWrongResult{fmt.Sprintf("post %d of user %d not visible in its own transaction", post, id)}
