@@ -195,14 +195,20 @@ func finalCheck(ctx context.Context, dsn string) error {
 	return nil
 }
 
-// gitCommit names the checkout the run measured (with "+" when it has
-// uncommitted changes), or "" outside one.
+// gitCommit names the checkout the run measured, with "+" when it has
+// uncommitted changes other than bench/results (which runs overwrite), or
+// "" outside one.
 func gitCommit() string {
-	out, err := exec.Command("git", "describe", "--always", "--dirty=+").Output()
+	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
 	if err != nil {
 		return ""
 	}
-	return strings.TrimSpace(string(out))
+	commit := strings.TrimSpace(string(out))
+	changed, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results").Output()
+	if err != nil || len(changed) > 0 {
+		commit += "+"
+	}
+	return commit
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
