@@ -144,36 +144,39 @@ func (c *Conn) Interrupt() {
 }
 
 // check asks a connection that sat idle whether it still works, with an
-// empty query (as PgBouncer's default server_check_query does).
-func (c *Conn) check() bool {
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+// empty query (as PgBouncer's default server_check_query does), waiting
+// at most timeout for the answer.
+func (c *Conn) check(timeout time.Duration) error {
+	c.SetDeadline(time.Now().Add(timeout))
 	defer c.SetDeadline(time.Time{})
 	c.armed = false
 	if _, err := c.Conn.Write([]byte{'Q', 0, 0, 0, 5, 0}); err != nil {
-		return false
+		return err
 	}
 	for {
 		typ, err := c.Reader.ReadByte()
 		if err != nil {
-			return false
+			return err
 		}
 		var n [4]byte
 		if _, err := io.ReadFull(c.Reader, n[:]); err != nil {
-			return false
+			return err
 		}
 		size := int(binary.BigEndian.Uint32(n[:])) - 4
-		if size < 0 {
-			return false
+		if size < 0 || size > 1<<20 {
+			return fmt.Errorf("check: invalid message length %d", size+4)
 		}
 		body := make([]byte, size)
 		if _, err := io.ReadFull(c.Reader, body); err != nil {
-			return false
+			return err
 		}
-		switch typ {
-		case 'Z':
-			return size == 1 && body[0] == 'I'
-		case 'E':
-			return false
+		switch {
+		case typ == 'Z' && size == 1 && body[0] == 'I':
+			return nil
+		case typ == 'Z':
+			return fmt.Errorf("check: server in transaction state %q", body)
+		case typ == 'E':
+			return errors.New("check: the empty query failed")
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,7 +32,21 @@ type Config struct {
 	Observer  Observer // nil: none; fixed for the pool's life
 }
 
-// ConnectError: a new server connection failed. Err is the driver's
+// maxCheckTime bounds the empty query that checks a long-idle connection:
+// a working server answers it in well under a millisecond.
+const maxCheckTime = 2 * time.Second
+
+// checkTimeLocked is how long a check may wait: maxCheckTime, or less
+// with a shorter connect timeout.
+func (p *Pool) checkTimeLocked() time.Duration {
+	if ct := p.cfg.ConnectTimeout; ct > 0 && ct < maxCheckTime {
+		return ct
+	}
+	return maxCheckTime
+}
+
+// ConnectError: a new server connection failed, or an idle one failed its
+// check because the server did not answer. Err is the driver's
 // account, with addresses and the server's words: for logs, not clients.
 type ConnectError struct {
 	Pool string
@@ -153,14 +168,25 @@ func (p *Pool) acquire(ctx context.Context) (*Conn, error) {
 			c := p.idle[n-1]
 			p.idle = p.idle[:n-1]
 			p.lent[c] = struct{}{}
-			checkDelay := p.cfg.CheckDelay
+			checkDelay, checkTime := p.cfg.CheckDelay, p.checkTimeLocked()
 			p.mu.Unlock()
-			if checkDelay > 0 && time.Since(c.lastUsed) > checkDelay && !c.check() {
-				c.MarkBroken()
-				p.Release(c)
-				continue // a dead idle connection: try the next
+			if checkDelay <= 0 || time.Since(c.lastUsed) <= checkDelay {
+				return c, nil
 			}
-			return c, nil
+			err := c.check(checkTime)
+			if err == nil {
+				return c, nil
+			}
+			c.MarkBroken()
+			p.Release(c)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				// The server is up but not answering: checking its other
+				// idle connections would cost this client as long again
+				// each. Let the caller go elsewhere now.
+				p.Reconnect()
+				return nil, &ConnectError{Pool: p.cfg.Name, Err: fmt.Errorf("server did not answer a connection check: %w", err)}
+			}
+			continue // a dead idle connection (the server restarted): try the next
 		}
 		p.open++
 		p.mu.Unlock()

@@ -13,7 +13,10 @@ import (
 	"github.com/shardgate/shardgate/sandbox"
 )
 
-var dsn string
+var (
+	dsn    string
+	server *sandbox.Server // the primary behind dsn, for tests that freeze it
+)
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -28,7 +31,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer remove()
-	dsn = c.Shards[0].Primary.DSN("app")
+	dsn, server = c.Shards[0].Primary.DSN("app"), c.Shards[0].Primary
 	return m.Run()
 }
 
@@ -332,10 +335,53 @@ func TestCheckBeforeReuse(t *testing.T) {
 	if fresh.PID == c.PID {
 		t.Fatal("lent the terminated connection")
 	}
-	if !fresh.check() {
-		t.Fatal("replacement connection does not work")
+	if err := fresh.check(time.Second); err != nil {
+		t.Fatalf("replacement connection does not work: %v", err)
 	}
 	p.Release(fresh)
+}
+
+// TestCheckOfFrozenServer: when a server stops answering, the first idle
+// connection whose check times out fails the acquire with a ConnectError
+// (the caller can go elsewhere) and the other idle connections are
+// dropped, instead of being checked one after another.
+func TestCheckOfFrozenServer(t *testing.T) {
+	p := newPoolCfg(t, Config{Size: 4, CheckDelay: time.Millisecond, ConnectTimeout: 500 * time.Millisecond})
+	var conns []*Conn
+	for range 4 {
+		c, err := p.Acquire(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		p.Release(c)
+	}
+	time.Sleep(10 * time.Millisecond)
+	thaw, err := server.Freeze()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer thaw()
+	began := time.Now()
+	_, err = p.Acquire(t.Context())
+	var ce *ConnectError
+	if !errors.As(err, &ce) {
+		t.Fatalf("acquire from a frozen server: %v, want a ConnectError", err)
+	}
+	if took := time.Since(began); took > 2*time.Second {
+		t.Fatalf("acquire took %s: idle connections were checked one by one", took)
+	}
+	if st := p.Stats(); st.Idle != 0 {
+		t.Fatalf("%d idle connections kept to a server that does not answer", st.Idle)
+	}
+	thaw()
+	c, err := p.Acquire(t.Context())
+	if err != nil {
+		t.Fatalf("after the server thawed: %v", err)
+	}
+	p.Release(c)
 }
 
 func TestLifetime(t *testing.T) {
