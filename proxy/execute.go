@@ -405,7 +405,7 @@ func (c *client) serverLost(err error) error {
 		return err
 	}
 	shard := c.srv.topo().Shards[c.heldShard].Name
-	e := &router.Error{Code: "08006", Message: "shardgate: server connection lost: " + err.Error()}
+	e := &router.Error{Code: "08006", Message: "shardgate: connection to shard " + shard + " lost: " + err.Error()}
 	var limit *router.Error
 	if errors.As(err, &limit) {
 		// The proxy gave up on the server's answer itself (a limit).

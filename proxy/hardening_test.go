@@ -426,7 +426,7 @@ func TestQueryTimeout(t *testing.T) {
 // waiting on a frozen primary fails with 08006 and leaves its client usable.
 func TestFrozenServer(t *testing.T) {
 	ctx := t.Context()
-	hc := ownCluster(t, 1, 1)
+	hc := ownCluster(t, 2, 1)
 	addr := serveOver(t, hc, func(cfg *topology.Config) {
 		cfg.Consistency = "eventual"
 		cfg.HealthCheckInterval = topology.Duration(100 * time.Millisecond)
@@ -434,7 +434,7 @@ func TestFrozenServer(t *testing.T) {
 		cfg.BanTime = topology.Duration(time.Second)
 	})
 	dsn := "postgres://postgres@" + addr + "/app?sslmode=disable"
-	sh := hc.Shards[0]
+	sh := hc.Shards[shardOf(t, 1)] // the shared cluster's key ranges are the same
 	if _, err := dialPlain(t, sh.Primary.DSN("app")).Exec(ctx, "INSERT INTO users (id, name) VALUES (1, 'one') ON CONFLICT (id) DO NOTHING"); err != nil {
 		t.Fatal(err)
 	}
@@ -443,9 +443,10 @@ func TestFrozenServer(t *testing.T) {
 	const stall = 10 * time.Second
 
 	// freezeDuring runs query on client, freezes server once the query is
-	// under way, and returns the time the query took after the freeze and
-	// its error; the server thaws after stall, or when the test ends.
-	freezeDuring := func(server *sandbox.Server, query func() error) (time.Duration, error) {
+	// under way, and returns the time the query took after the freeze, its
+	// error, and what thaws the server (which also thaws after stall, or
+	// when the test ends).
+	freezeDuring := func(server *sandbox.Server, query func() error) (time.Duration, error, func()) {
 		done := make(chan error, 1)
 		go func() { done <- query() }()
 		time.Sleep(150 * time.Millisecond)
@@ -454,26 +455,24 @@ func TestFrozenServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		frozeAt := time.Now()
-		thawed := make(chan struct{})
 		var once sync.Once
-		thawOnce := func() { once.Do(func() { thaw(); close(thawed) }) }
+		thawOnce := func() { once.Do(func() { thaw() }) }
 		t.Cleanup(thawOnce)
 		time.AfterFunc(stall, thawOnce)
 		select {
 		case err := <-done:
-			took := time.Since(frozeAt)
-			thawOnce()
-			return took, err
+			return time.Since(frozeAt), err, thawOnce
 		case <-time.After(stall + 5*time.Second):
 			t.Fatalf("the query did not end %s after the freeze", stall+5*time.Second)
 		}
-		return 0, nil
+		return 0, nil, nil
 	}
 
 	var port int
-	took, err := freezeDuring(sh.Replicas[0], func() error {
+	took, err, thaw := freezeDuring(sh.Replicas[0], func() error {
 		return client.QueryRow(ctx, "SELECT inet_server_port() FROM users, pg_sleep(0.5) WHERE id = $1", 1).Scan(&port)
 	})
+	thaw()
 	if err != nil || port != sh.Primary.Port {
 		t.Fatalf("read in flight on a frozen replica: port %d, %v; want it retried on the primary (port %d)", port, err, sh.Primary.Port)
 	}
@@ -487,13 +486,23 @@ func TestFrozenServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustExec(t, tx, "UPDATE users SET name = 'uno' WHERE id = 1")
-	took, err = freezeDuring(sh.Primary, func() error {
+	took, err, thaw = freezeDuring(sh.Primary, func() error {
 		_, err := tx.Exec(ctx, "SELECT pg_sleep(0.5)")
 		return err
 	})
 	if sqlState(err) != "08006" || took > stall/2 {
 		t.Fatalf("transaction on a frozen primary: %v after %s, want 08006 well within the %s stall", err, took, stall)
 	}
+	// While that shard is down, transactions any shard can run go to the
+	// other one.
+	for range 4 {
+		var one int
+		err := pgx.BeginFunc(ctx, client, func(tx pgx.Tx) error { return tx.QueryRow(ctx, "SELECT 1").Scan(&one) })
+		if err != nil {
+			t.Fatalf("a transaction for any shard while one primary is down: %v", err)
+		}
+	}
+	thaw()
 	// Once the primary is back, the same client writes again; the lost
 	// transaction's update is gone.
 	deadline := time.Now().Add(15 * time.Second)

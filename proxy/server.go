@@ -163,9 +163,18 @@ func (s *Server) shutdown() {
 	}
 }
 
-// anyShard spreads statements any shard can answer across shards.
+// anyShard spreads statements any shard can answer across shards, passing
+// over shards whose primary is down while another's is up.
 func (s *Server) anyShard() int {
-	return int(s.nextAny.Add(1) % uint32(len(s.rt.Load().primaries)))
+	rt := s.rt.Load()
+	n := len(rt.primaries)
+	first := int(s.nextAny.Add(1) % uint32(n))
+	for i := range n {
+		if shard := (first + i) % n; !rt.primary(shard).down() {
+			return shard
+		}
+	}
+	return first
 }
 
 // newBackendKey gives a client the key it will cancel its queries with.
