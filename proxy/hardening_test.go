@@ -443,10 +443,10 @@ func TestFrozenServer(t *testing.T) {
 	const stall = 10 * time.Second
 
 	// freezeDuring runs query on client, freezes server once the query is
-	// under way, and returns the time the query took after the freeze, its
-	// error, and what thaws the server (which also thaws after stall, or
-	// when the test ends).
-	freezeDuring := func(server *sandbox.Server, query func() error) (time.Duration, error, func()) {
+	// under way, and returns the time the query took after the freeze,
+	// what thaws the server (which also thaws after stall, or when the test
+	// ends), and the query's error.
+	freezeDuring := func(server *sandbox.Server, query func() error) (time.Duration, func(), error) {
 		done := make(chan error, 1)
 		go func() { done <- query() }()
 		time.Sleep(150 * time.Millisecond)
@@ -461,7 +461,7 @@ func TestFrozenServer(t *testing.T) {
 		time.AfterFunc(stall, thawOnce)
 		select {
 		case err := <-done:
-			return time.Since(frozeAt), err, thawOnce
+			return time.Since(frozeAt), thawOnce, err
 		case <-time.After(stall + 5*time.Second):
 			t.Fatalf("the query did not end %s after the freeze", stall+5*time.Second)
 		}
@@ -469,7 +469,7 @@ func TestFrozenServer(t *testing.T) {
 	}
 
 	var port int
-	took, err, thaw := freezeDuring(sh.Replicas[0], func() error {
+	took, thaw, err := freezeDuring(sh.Replicas[0], func() error {
 		return client.QueryRow(ctx, "SELECT inet_server_port() FROM users, pg_sleep(0.5) WHERE id = $1", 1).Scan(&port)
 	})
 	thaw()
@@ -486,7 +486,7 @@ func TestFrozenServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustExec(t, tx, "UPDATE users SET name = 'uno' WHERE id = 1")
-	took, err, thaw = freezeDuring(sh.Primary, func() error {
+	took, thaw, err = freezeDuring(sh.Primary, func() error {
 		_, err := tx.Exec(ctx, "SELECT pg_sleep(0.5)")
 		return err
 	})
