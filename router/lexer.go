@@ -1,5 +1,7 @@
 package router
 
+import "strings"
+
 // sqlLexer splits SQL text into tokens the way Postgres 16's scanner
 // (src/backend/parser/scan.l, as built into pg_query) does, as far as the
 // nesting pre-scan needs: where strings, quoted identifiers and comments
@@ -11,6 +13,17 @@ package router
 type sqlLexer struct {
 	sql string
 	pos int
+	op  opRun // the run of operator characters last scanned
+}
+
+// opRun is what operatorLen needs to know of a run of operator characters,
+// found once per run: Postgres takes a run apart one operator at a time,
+// rescanning the rest each time, which over a long run of + signs costs
+// the square of its length.
+type opRun struct {
+	start, end  int // the run, up to a comment start
+	lastSpecial int // last of ~ ! @ # ^ & | ` ? % before end-1; start-1 if none
+	lastNonSign int // last character other than + and -; start-1 if none
 }
 
 type tokenKind uint8
@@ -117,7 +130,7 @@ func (l *sqlLexer) scan() tokenKind {
 		l.pos = i + 2
 		return tokSelf
 	case isOpChar(c):
-		l.pos = i + operatorLen(sql[i:])
+		l.pos = i + l.operatorLen(i)
 		return tokOp
 	case c == ',' || c == '(' || c == ')' || c == '[' || c == ']' || c == '.' || c == ';' || c == ':':
 		l.pos = i + 1
@@ -266,17 +279,27 @@ func (l *sqlLexer) dollar() tokenKind {
 // to letters ("trailing junk"), so precision beyond where the number ends
 // does not matter: nothing that hides code (a quote) is ever taken in.
 func numberEnd(sql string, i int) int {
+	dot, exp := false, false
 	for i < len(sql) {
 		c := sql[i]
 		switch {
-		case isDigit(c) || c == '_' || (isIdentStart(c) && c < 0x80):
-			if (c == 'e' || c == 'E') && i+1 < len(sql) && (sql[i+1] == '+' || sql[i+1] == '-') && i+2 < len(sql) && isDigit(sql[i+2]) {
-				i += 2
-				continue
+		case isDigit(c) || c == '_':
+			i++
+		case c == '.' && !dot && !exp && !(i+1 < len(sql) && sql[i+1] == '.'):
+			dot = true // a second point starts the next token: 1.2.3 is 1.2 then .3
+			i++
+		case (c == 'e' || c == 'E') && !exp && exponentAt(sql, i+1):
+			exp = true
+			i++
+			if sql[i] == '+' || sql[i] == '-' {
+				i++
 			}
-			i++
-		case c == '.' && !(i+1 < len(sql) && sql[i+1] == '.'):
-			i++
+		case isIdentStart(c):
+			// Trailing junk (12abc): Postgres's integer_junk takes one
+			// identifier character, the rest is a word of its own, so
+			// 1a$$ holds no dollar quote, and 0b0$$$$ does (the longer
+			// bininteger 0b0 wins). Opaque regions come out the same.
+			return i + 1
 		default:
 			return i
 		}
@@ -284,33 +307,54 @@ func numberEnd(sql string, i int) int {
 	return i
 }
 
-// operatorLen is how much of a run of operator characters Postgres takes as
-// one operator: it stops before a comment, and a multi-character operator
-// may not end in + or - unless it holds one of ~ ! @ # ^ & | ` ? %.
-func operatorLen(s string) int {
-	n := 0
-	for n < len(s) && isOpChar(s[n]) {
-		if n > 0 && ((s[n] == '*' && s[n-1] == '/') || (s[n] == '-' && s[n-1] == '-')) {
-			n-- // the comment starts at n-1
-			break
-		}
-		n++
+// exponentAt reports whether sql[i:] continues an exponent: digits, or a
+// sign and a digit.
+func exponentAt(sql string, i int) bool {
+	if i < len(sql) && (sql[i] == '+' || sql[i] == '-') {
+		i++
 	}
-	if n == 0 {
+	return i < len(sql) && isDigit(sql[i])
+}
+
+// operatorLen is how much of the run of operator characters at i Postgres
+// takes as one operator: it stops before a comment, and a multi-character
+// operator may not end in + or - unless it holds one of ~ ! @ # ^ & | ` ? %.
+func (l *sqlLexer) operatorLen(i int) int {
+	if i < l.op.start || i >= l.op.end {
+		l.op = scanOpRun(l.sql, i)
+	}
+	r := l.op
+	if r.end == i {
 		return 1 // a lone / or - that starts a comment is handled by the caller
 	}
-	for n > 1 && (s[n-1] == '+' || s[n-1] == '-') {
-		special := false
-		for k := 0; k < n-1; k++ {
-			switch s[k] {
-			case '~', '!', '@', '#', '^', '&', '|', '`', '?', '%':
-				special = true
-			}
-		}
-		if special {
+	last := l.sql[r.end-1]
+	if r.end-i == 1 || (last != '+' && last != '-') || r.lastSpecial >= i {
+		return r.end - i
+	}
+	// No special character: trailing signs go, down to one character.
+	if r.lastNonSign >= i {
+		return r.lastNonSign + 1 - i
+	}
+	return 1
+}
+
+func scanOpRun(sql string, i int) opRun {
+	r := opRun{start: i, end: i, lastSpecial: i - 1, lastNonSign: i - 1}
+	for n := i; n < len(sql) && isOpChar(sql[n]); n++ {
+		if n > i && ((sql[n] == '*' && sql[n-1] == '/') || (sql[n] == '-' && sql[n-1] == '-')) {
+			r.end = n - 1 // the comment starts at n-1
 			break
 		}
-		n--
+		r.end = n + 1
 	}
-	return n
+	for n := i; n < r.end; n++ {
+		switch c := sql[n]; {
+		case strings.IndexByte("~!@#^&|`?%", c) >= 0 && n < r.end-1:
+			r.lastSpecial = n
+			r.lastNonSign = n
+		case c != '+' && c != '-':
+			r.lastNonSign = n
+		}
+	}
+	return r
 }

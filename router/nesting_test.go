@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	pg "github.com/pganalyze/pg_query_go/v5"
 )
@@ -271,6 +272,25 @@ func TestOnlyParseGoCallsC(t *testing.T) {
 		}
 		if m := calls.Find(src); m != nil {
 			t.Errorf("%s calls %s outside parse.go", f, m)
+		}
+	}
+}
+
+// TestPreScanIsLinear: the pre-scan runs on every statement before the
+// parser, so no text may make it quadratic. A run of 1 MiB of + signs
+// (Postgres takes it apart one operator at a time, rescanning the rest)
+// took hours before; the bound here is a thousand times what linear costs.
+func TestPreScanIsLinear(t *testing.T) {
+	r := testRouter(t)
+	for _, run := range []string{"+", "+-", "~+", "*+", "@"} {
+		sql := "SELECT 1 " + strings.Repeat(run, (1<<20)/len(run)) + " 1"
+		began := time.Now()
+		a, _ := r.Analyze([]byte(sql))
+		if took := time.Since(began); took > 5*time.Second {
+			t.Fatalf("1 MiB of %q took %s to analyse", run, took)
+		}
+		if a.Err == nil {
+			t.Fatalf("1 MiB of %q: no error", run)
 		}
 	}
 }
