@@ -12,7 +12,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
-	"github.com/shardgate/shardgate"
 	"github.com/shardgate/shardgate/router"
 	"github.com/shardgate/shardgate/topology"
 )
@@ -133,7 +132,7 @@ func (c *client) adminShow(what string) error {
 			rows = append(rows, []string{cmd})
 		}
 	case "VERSION":
-		cols, rows = []string{"version"}, [][]string{{"shardgate " + shardgate.Version}}
+		cols, rows = []string{"version"}, [][]string{{"shardgate " + Version}}
 	case "POOLS":
 		cols = []string{"database", "user", "cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login", "maxwait", "maxwait_us", "pool_mode", "shard", "role", "sv_open", "paused"}
 		for _, n := range rt.nodes() {

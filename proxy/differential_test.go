@@ -16,7 +16,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"gopkg.in/yaml.v3"
 
-	"github.com/shardgate/shardgate"
 	"github.com/shardgate/shardgate/sandbox"
 	"github.com/shardgate/shardgate/topology"
 )
@@ -53,7 +52,7 @@ func TestDifferential(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
-	c3, err := sandbox.Start(ctx, sandbox.Options{Dir: t.TempDir(), Shards: 3, Replicas: sandbox.NoReplicas, Fast: true, Schema: shardgate.SandboxSchema})
+	c3, err := sandbox.Start(ctx, sandbox.Options{Dir: t.TempDir(), Shards: 3, Replicas: sandbox.NoReplicas, Fast: true, Schema: sandbox.Schema})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +73,7 @@ func TestDifferential(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer flat.Close(context.Background())
-	if _, err := flat.Exec(ctx, shardgate.SandboxSchema, pgx.QueryExecModeSimpleProtocol); err != nil {
+	if _, err := flat.Exec(ctx, sandbox.Schema, pgx.QueryExecModeSimpleProtocol); err != nil {
 		t.Fatal(err)
 	}
 

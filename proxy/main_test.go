@@ -15,7 +15,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/shardgate/shardgate"
 	"github.com/shardgate/shardgate/proxy"
 	"github.com/shardgate/shardgate/sandbox"
 	"github.com/shardgate/shardgate/topology"
@@ -50,7 +49,7 @@ func fuzzing() bool {
 
 func run(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	c, remove, err := sandbox.StartTemp(ctx, "shardgate-proxy-test-", sandbox.Options{Shards: 2, Replicas: 1, Schema: shardgate.SandboxSchema, Fast: true})
+	c, remove, err := sandbox.StartTemp(ctx, "shardgate-proxy-test-", sandbox.Options{Shards: 2, Replicas: 1, Schema: sandbox.Schema, Fast: true})
 	cancel()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start sandbox:", err)
@@ -87,7 +86,7 @@ func ownCluster(t *testing.T, shards, replicas int) *sandbox.Cluster {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	c, err := sandbox.Start(ctx, sandbox.Options{Dir: t.TempDir(), Shards: shards, Replicas: replicas, Fast: true, Schema: shardgate.SandboxSchema})
+	c, err := sandbox.Start(ctx, sandbox.Options{Dir: t.TempDir(), Shards: shards, Replicas: replicas, Fast: true, Schema: sandbox.Schema})
 	if err != nil {
 		t.Fatal(err)
 	}

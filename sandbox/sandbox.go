@@ -269,7 +269,7 @@ func (c *Cluster) Stop() error {
 }
 
 // ConfigYAML returns a shardgate config for this cluster, listening on listen.
-// The tables section matches testdata/schema.sql.
+// The tables section matches schema.sql.
 func (c *Cluster) ConfigYAML(listen string) []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, "listen: %s\ndatabase: %s\npool: {mode: transaction, size: 20}\nshards:\n", listen, c.Database)

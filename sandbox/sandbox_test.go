@@ -3,7 +3,6 @@ package sandbox
 import (
 	"context"
 	"fmt"
-	"github.com/shardgate/shardgate"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -35,7 +34,7 @@ func TestSandbox(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(findBinDir(), "pg_ctl")); err != nil {
 		t.Fatal("PostgreSQL binaries not found: run .ci/run or install postgresql-15")
 	}
-	schema := shardgate.SandboxSchema
+	schema := Schema
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	opts := Options{

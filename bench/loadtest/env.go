@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/shardgate/shardgate"
 	"github.com/shardgate/shardgate/bench/loadgen"
 	"github.com/shardgate/shardgate/sandbox"
 	"github.com/shardgate/shardgate/topology"
@@ -40,7 +39,7 @@ func startEnv(ctx context.Context, size seedSize, log *slog.Logger) (_ *env, err
 	began := time.Now()
 	log.Info("starting sandbox", "shards", shards, "replicas_per_shard", replicasPerShard)
 	e.cluster, e.remove, err = sandbox.StartTemp(ctx, "shardgate-loadtest-", sandbox.Options{Shards: shards, Replicas: replicasPerShard,
-		Fast: true, Schema: shardgate.SandboxSchema})
+		Fast: true, Schema: sandbox.Schema})
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}

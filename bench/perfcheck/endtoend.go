@@ -14,7 +14,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/shardgate/shardgate"
 	"github.com/shardgate/shardgate/bench/loadgen"
 	"github.com/shardgate/shardgate/sandbox"
 )
@@ -40,7 +39,7 @@ func runEndToEnd(ctx context.Context, b EndToEnd, bin string, logf logFunc) ([]C
 	if err != nil {
 		return nil, err
 	}
-	c, remove, err := sandbox.StartTemp(ctx, "shardgate-perfcheck-", sandbox.Options{Shards: 1, Replicas: sandbox.NoReplicas, Fast: true, Schema: shardgate.SandboxSchema})
+	c, remove, err := sandbox.StartTemp(ctx, "shardgate-perfcheck-", sandbox.Options{Shards: 1, Replicas: sandbox.NoReplicas, Fast: true, Schema: sandbox.Schema})
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}

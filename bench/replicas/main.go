@@ -27,7 +27,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/shardgate/shardgate"
 	"github.com/shardgate/shardgate/bench/loadgen"
 	"github.com/shardgate/shardgate/sandbox"
 	"github.com/shardgate/shardgate/topology"
@@ -80,7 +79,7 @@ func logf(format string, args ...any) {
 
 func run(ctx context.Context, rows int, duration time.Duration, clients int) (string, error) {
 	logf("starting a %d-shard sandbox with %d replicas per shard", shards, replicas)
-	c, remove, err := sandbox.StartTemp(ctx, "shardgate-replicas-", sandbox.Options{Shards: shards, Replicas: replicas, Fast: true, Schema: shardgate.SandboxSchema})
+	c, remove, err := sandbox.StartTemp(ctx, "shardgate-replicas-", sandbox.Options{Shards: shards, Replicas: replicas, Fast: true, Schema: sandbox.Schema})
 	if err != nil {
 		return "", fmt.Errorf("sandbox: %w", err)
 	}

@@ -29,7 +29,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/shardgate/shardgate"
 	"github.com/shardgate/shardgate/bench/loadgen"
 	"github.com/shardgate/shardgate/sandbox"
 	"github.com/shardgate/shardgate/topology"
@@ -72,7 +71,7 @@ func logf(format string, args ...any) {
 
 func run(ctx context.Context, rows int, duration time.Duration, clients, copyRows int, bin string) (string, error) {
 	logf("starting a %d-shard sandbox", shards)
-	c, remove, err := sandbox.StartTemp(ctx, "shardgate-scatter-", sandbox.Options{Shards: shards, Replicas: sandbox.NoReplicas, Fast: true, Schema: shardgate.SandboxSchema})
+	c, remove, err := sandbox.StartTemp(ctx, "shardgate-scatter-", sandbox.Options{Shards: shards, Replicas: sandbox.NoReplicas, Fast: true, Schema: sandbox.Schema})
 	if err != nil {
 		return "", fmt.Errorf("sandbox: %w", err)
 	}
@@ -176,7 +175,7 @@ func load(ctx context.Context, c *sandbox.Cluster, topo *topology.Topology, rows
 		}
 		defer conn.Close(ctx)
 		if schema {
-			if _, err := conn.Exec(ctx, shardgate.SandboxSchema); err != nil {
+			if _, err := conn.Exec(ctx, sandbox.Schema); err != nil {
 				return err
 			}
 		}

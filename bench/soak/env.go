@@ -11,7 +11,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/shardgate/shardgate"
 	"github.com/shardgate/shardgate/bench/loadgen"
 	"github.com/shardgate/shardgate/sandbox"
 	"github.com/shardgate/shardgate/topology"
@@ -40,7 +39,7 @@ func startEnv(ctx context.Context, o options, log *slog.Logger) (_ *env, err err
 	}
 	began := time.Now()
 	e.cluster, e.remove, err = sandbox.StartTemp(ctx, "shardgate-soak-", sandbox.Options{
-		Shards: 2, Replicas: 1, Fast: true, Schema: shardgate.SandboxSchema})
+		Shards: 2, Replicas: 1, Fast: true, Schema: sandbox.Schema})
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/shardgate/shardgate"
 	"github.com/shardgate/shardgate/proxy"
 	"github.com/shardgate/shardgate/sandbox"
 	"github.com/shardgate/shardgate/topology"
@@ -29,7 +28,7 @@ func devCmd() *cobra.Command {
 		Use:   "dev [--shards 2] [--replicas 1] [--dir PATH] [--listen 127.0.0.1:6432]",
 		Short: "Run a local sandbox: shards with streaming replicas behind the proxy",
 		Long: "Start (or restart, if --dir already holds one) PostgreSQL primaries with streaming replicas on free loopback ports,\n" +
-			"load testdata/schema.sql, write DIR/shardgate.yaml and run the proxy in the foreground until Ctrl-C,\nthen stop every server.",
+			"load sandbox/schema.sql, write DIR/shardgate.yaml and run the proxy in the foreground until Ctrl-C,\nthen stop every server.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -48,7 +47,7 @@ func devCmd() *cobra.Command {
 			defer ln.Close()
 			began := time.Now()
 			cluster, err := sandbox.Start(ctx, sandbox.Options{
-				Dir: dir, Shards: shards, Replicas: replicas, Schema: shardgate.SandboxSchema, Logger: log,
+				Dir: dir, Shards: shards, Replicas: replicas, Schema: sandbox.Schema, Logger: log,
 			})
 			if err != nil {
 				return err

@@ -14,7 +14,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/shardgate/shardgate"
 	"github.com/shardgate/shardgate/metrics"
 	"github.com/shardgate/shardgate/proxy"
 	"github.com/shardgate/shardgate/topology"
@@ -115,7 +114,7 @@ func versionCmd() *cobra.Command {
 		Short: "Print shardgate's version",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintln(cmd.OutOrStdout(), "shardgate", shardgate.Version)
+			fmt.Fprintln(cmd.OutOrStdout(), "shardgate", proxy.Version)
 		},
 	}
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/shardgate/shardgate"
 	"github.com/shardgate/shardgate/sandbox"
 )
 
@@ -19,7 +18,7 @@ import (
 // operator sends: SIGHUP reloads the config, SIGTERM drains and exits.
 func TestServeSignals(t *testing.T) {
 	ctx := t.Context()
-	cluster, err := sandbox.Start(ctx, sandbox.Options{Dir: t.TempDir(), Shards: 1, Replicas: sandbox.NoReplicas, Fast: true, Schema: shardgate.SandboxSchema})
+	cluster, err := sandbox.Start(ctx, sandbox.Options{Dir: t.TempDir(), Shards: 1, Replicas: sandbox.NoReplicas, Fast: true, Schema: sandbox.Schema})
 	if err != nil {
 		t.Fatal(err)
 	}
