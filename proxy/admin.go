@@ -12,7 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
-	"github.com/shardgate/shardgate/router"
+	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/topology"
 )
 
@@ -51,7 +51,7 @@ func (c *client) adminLoop() error {
 		case 'P', 'B', 'D', 'E', 'C', 'H':
 			// Answered once, at the Sync that ends the batch.
 			if typ == 'P' {
-				c.out = appendError(c.out, &router.Error{Code: router.CodeFeatureNotSupported, Message: "the admin console supports only the simple query protocol"})
+				c.out = appendError(c.out, &pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "the admin console supports only the simple query protocol"})
 			}
 			continue
 		default:
@@ -84,7 +84,7 @@ func (c *client) adminCommand(sql string) {
 		err = fmt.Errorf("unknown command %q: try SHOW HELP", sql)
 	}
 	if err != nil {
-		c.out = appendError(c.out, &router.Error{Code: "42601", Message: err.Error()})
+		c.out = appendError(c.out, &pgerr.Error{Code: "42601", Message: err.Error()})
 	}
 	c.out = appendReadyForQuery(c.out, 'I')
 }

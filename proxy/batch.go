@@ -8,6 +8,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 
+	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/pool"
 	"github.com/shardgate/shardgate/router"
 )
@@ -118,7 +119,7 @@ func (c *client) runBatch() error {
 
 // planBatch routes every Bind of the batch and merges the plans: the batch
 // runs on one server, so its statements must agree on a shard.
-func (c *client) planBatch() (router.Plan, *router.Error) {
+func (c *client) planBatch() (router.Plan, *pgerr.Error) {
 	plan := router.Plan{Target: router.TargetAny}
 	bound := false
 	for _, m := range c.batch.msgs {
@@ -153,18 +154,18 @@ func (c *client) planBatch() (router.Plan, *router.Error) {
 	return plan, nil
 }
 
-func (c *client) planParse(body []byte) *router.Error {
+func (c *client) planParse(body []byte) *pgerr.Error {
 	name, rest, ok := cstring(body)
 	if !ok {
-		return &router.Error{Code: router.CodeProtocolViolation, Message: "invalid Parse message"}
+		return &pgerr.Error{Code: pgerr.CodeProtocolViolation, Message: "invalid Parse message"}
 	}
 	query, _, ok := cstring(rest)
 	if !ok {
-		return &router.Error{Code: router.CodeProtocolViolation, Message: "invalid Parse message"}
+		return &pgerr.Error{Code: pgerr.CodeProtocolViolation, Message: "invalid Parse message"}
 	}
 	a, _ := c.srv.router.Analyze(query)
 	if a.Err == nil && len(a.Stmts) > 1 {
-		return &router.Error{Code: router.CodeSyntaxError, Message: "cannot insert multiple commands into a prepared statement"}
+		return &pgerr.Error{Code: pgerr.CodeSyntaxError, Message: "cannot insert multiple commands into a prepared statement"}
 	}
 	if len(name) == 0 {
 		c.unnamed.parse = append(c.unnamed.parse[:0], body...)
@@ -175,14 +176,14 @@ func (c *client) planParse(body []byte) *router.Error {
 	return nil
 }
 
-func (c *client) planBind(body []byte) (router.Plan, *router.Error) {
+func (c *client) planBind(body []byte) (router.Plan, *pgerr.Error) {
 	_, rest, ok := cstring(body) // portal
 	if !ok {
-		return router.Plan{}, &router.Error{Code: router.CodeProtocolViolation, Message: "invalid Bind message"}
+		return router.Plan{}, &pgerr.Error{Code: pgerr.CodeProtocolViolation, Message: "invalid Bind message"}
 	}
 	stmt, rest, ok := cstring(rest)
 	if !ok {
-		return router.Plan{}, &router.Error{Code: router.CodeProtocolViolation, Message: "invalid Bind message"}
+		return router.Plan{}, &pgerr.Error{Code: pgerr.CodeProtocolViolation, Message: "invalid Bind message"}
 	}
 	p := c.lookup(string(stmt))
 	if p == nil {
@@ -194,7 +195,7 @@ func (c *client) planBind(body []byte) (router.Plan, *router.Error) {
 	}
 	plan := c.srv.router.RouteHinted(p.analysis, c.params, c.formats, c.hint())
 	if plan.Explain != nil {
-		return plan, &router.Error{Code: router.CodeFeatureNotSupported, Message: "EXPLAIN (SHARDGATE) needs the simple query protocol"}
+		return plan, &pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "EXPLAIN (SHARDGATE) needs the simple query protocol"}
 	}
 	if plan.Target == router.TargetError || (plan.Target == router.TargetMulti && !plan.Split && !c.broadcastAllowed(plan)) {
 		return plan, plan.Err
@@ -205,8 +206,8 @@ func (c *client) planBind(body []byte) (router.Plan, *router.Error) {
 // decodeBind fills c.formats, c.params and c.results (result format codes)
 // from the rest of a Bind after the statement name; params alias the batch
 // buffer.
-func (c *client) decodeBind(b []byte) *router.Error {
-	bad := &router.Error{Code: router.CodeProtocolViolation, Message: "invalid Bind message"}
+func (c *client) decodeBind(b []byte) *pgerr.Error {
+	bad := &pgerr.Error{Code: pgerr.CodeProtocolViolation, Message: "invalid Bind message"}
 	if len(b) < 2 {
 		return bad
 	}
@@ -254,7 +255,7 @@ func (c *client) decodeBind(b []byte) *router.Error {
 }
 
 // merge combines the plans of two Binds in one batch.
-func (c *client) merge(a, b router.Plan) (router.Plan, *router.Error) {
+func (c *client) merge(a, b router.Plan) (router.Plan, *pgerr.Error) {
 	switch {
 	case a.Target == router.TargetNone:
 		return b, nil
@@ -270,7 +271,7 @@ func (c *client) merge(a, b router.Plan) (router.Plan, *router.Error) {
 	case a.Target == router.TargetAll && b.Target == router.TargetAll:
 		return a, nil
 	}
-	return a, &router.Error{Code: router.CodeFeatureNotSupported, Message: fmt.Sprintf("statements of one batch need different shards (%s and %s); send them in separate transactions", c.describe(a), c.describe(b))}
+	return a, &pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: fmt.Sprintf("statements of one batch need different shards (%s and %s); send them in separate transactions", c.describe(a), c.describe(b))}
 }
 
 // describe names a plan's shards for error messages.
@@ -396,7 +397,7 @@ func (c *client) buildBatch(sc *pool.Conn, ops []op) []op {
 			b := c.bound[bi]
 			bi++
 			if _, exists := c.stmts[b.clientName]; exists {
-				ops = append(ops, op{typ: 'P', err: &router.Error{Code: "42P05", Message: fmt.Sprintf("prepared statement %q already exists", b.clientName)}})
+				ops = append(ops, op{typ: 'P', err: &pgerr.Error{Code: "42P05", Message: fmt.Sprintf("prepared statement %q already exists", b.clientName)}})
 				skipping = true
 				continue
 			}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/pool"
 	"github.com/shardgate/shardgate/router"
 )
@@ -244,7 +245,7 @@ func (c *client) startup() (bool, error) {
 		}
 		var msg pgproto3.StartupMessage
 		if err := msg.Decode(body); err != nil {
-			return false, c.fatal(router.CodeProtocolViolation, "invalid startup packet: "+err.Error())
+			return false, c.fatal(pgerr.CodeProtocolViolation, "invalid startup packet: "+err.Error())
 		}
 		return c.accept(&msg, code)
 	}
@@ -385,7 +386,7 @@ func (c *client) loop() error {
 		case 'd', 'c', 'f':
 			// CopyData/Done/Fail outside COPY: Postgres ignores them too.
 		default:
-			c.out = appendError(c.out, &router.Error{Code: router.CodeProtocolViolation, Message: fmt.Sprintf("invalid frontend message type %q", typ)})
+			c.out = appendError(c.out, &pgerr.Error{Code: pgerr.CodeProtocolViolation, Message: fmt.Sprintf("invalid frontend message type %q", typ)})
 			c.flush()
 			return fmt.Errorf("invalid frontend message type %q", typ)
 		}
@@ -412,7 +413,7 @@ func (c *client) readLimited(limit int, limitName string) (byte, []byte, error) 
 	var tooLarge *errMessageTooLarge
 	if errors.As(err, &tooLarge) {
 		c.log().Warn("client message too large", "type", string(tooLarge.typ), "size", tooLarge.size, "limit", tooLarge.max)
-		return 0, nil, c.fatal(router.CodeProtocolViolation, "invalid message length: "+tooLarge.Error())
+		return 0, nil, c.fatal(pgerr.CodeProtocolViolation, "invalid message length: "+tooLarge.Error())
 	}
 	return typ, body, err
 }

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/pool"
 	"github.com/shardgate/shardgate/router"
 )
@@ -15,7 +16,7 @@ import (
 // line (CSV HEADER), every shard's rows, and one COPY tag with their sum.
 func (c *client) copyOut(plan router.Plan, u unit) error {
 	if u.query == nil {
-		return c.refuse(&router.Error{Code: router.CodeFeatureNotSupported, Message: "COPY across shards needs the simple query protocol"})
+		return c.refuse(&pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "COPY across shards needs the simple query protocol"})
 	}
 	rt := c.srv.rt.Load()
 	total := 0

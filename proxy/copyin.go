@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/shardgate/shardgate/copyfmt"
+	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/pool"
 	"github.com/shardgate/shardgate/router"
 	"github.com/shardgate/shardgate/topology"
@@ -51,9 +52,9 @@ func (c *client) copyIn(plan router.Plan, u unit) error {
 	in := plan.CopyIn
 	switch {
 	case u.query == nil:
-		return c.refuse(&router.Error{Code: router.CodeFeatureNotSupported, Message: "COPY FROM through shardgate needs the simple query protocol"})
+		return c.refuse(&pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "COPY FROM through shardgate needs the simple query protocol"})
 	case c.inTransactionBlock() && !c.canSpread():
-		return c.refuse(&router.Error{Code: router.CodeFeatureNotSupported,
+		return c.refuse(&pgerr.Error{Code: pgerr.CodeFeatureNotSupported,
 			Message: "COPY FROM across shards inside a transaction block needs two_phase_commit, and no savepoint in the transaction"})
 	}
 	opts, err := copyfmt.FromStmt(in.Stmt)
@@ -69,7 +70,7 @@ func (c *client) copyIn(plan router.Plan, u unit) error {
 		}
 	} else {
 		var pools []*pool.Pool
-		var aerr *router.Error
+		var aerr *pgerr.Error
 		if conns, pools, aerr = c.acquireAll(c.srv.rt.Load(), shards); aerr != nil {
 			return c.refuse(aerr)
 		}
@@ -150,19 +151,19 @@ func (c *client) streamCopyIn(split *copySplit, sp *copyfmt.Splitter, conns []*p
 		case 'f':
 			msg, _, _ := cstring(body)
 			c.abandonCopy(conns, nil, string(msg))
-			return c.refuse(&router.Error{Code: "57014", Message: "COPY from stdin failed: " + string(msg)})
+			return c.refuse(&pgerr.Error{Code: "57014", Message: "COPY from stdin failed: " + string(msg)})
 		case 'H', 'S':
 			// Ignored during COPY, as Postgres does.
 		default:
 			c.abandonCopy(conns, nil, "protocol violation")
-			return c.refuse(&router.Error{Code: router.CodeProtocolViolation, Message: fmt.Sprintf("unexpected message type 0x%02X during COPY from stdin", typ)})
+			return c.refuse(&pgerr.Error{Code: pgerr.CodeProtocolViolation, Message: fmt.Sprintf("unexpected message type 0x%02X during COPY from stdin", typ)})
 		}
 	}
 }
 
 // feed takes one CopyData payload. A reference table needs no splitting:
 // every shard gets every byte.
-func (s *copySplit) feed(sp *copyfmt.Splitter, data []byte) *router.Error {
+func (s *copySplit) feed(sp *copyfmt.Splitter, data []byte) *pgerr.Error {
 	if sp == nil {
 		for i := range s.branches {
 			s.branches[i].buf = append(s.branches[i].buf, data...)
@@ -175,7 +176,7 @@ func (s *copySplit) feed(sp *copyfmt.Splitter, data []byte) *router.Error {
 
 // drain routes every complete row buffered in sp; at the end it also takes
 // a last row without a newline.
-func (s *copySplit) drain(sp *copyfmt.Splitter, end bool) *router.Error {
+func (s *copySplit) drain(sp *copyfmt.Splitter, end bool) *pgerr.Error {
 	for {
 		row, ok, err := sp.Next()
 		if !ok && err == nil && end {
@@ -196,7 +197,7 @@ func (s *copySplit) drain(sp *copyfmt.Splitter, end bool) *router.Error {
 
 // route appends a row to the batch of the shard owning it (of every shard,
 // for the header line).
-func (s *copySplit) route(row copyfmt.Row) *router.Error {
+func (s *copySplit) route(row copyfmt.Row) *pgerr.Error {
 	if row.Header {
 		for i := range s.branches {
 			s.branches[i].buf = append(s.branches[i].buf, row.Raw...)
@@ -204,12 +205,12 @@ func (s *copySplit) route(row copyfmt.Row) *router.Error {
 		return nil
 	}
 	if row.Null {
-		return &router.Error{Code: "23502", Message: fmt.Sprintf("null value in column %q of relation %q violates not-null constraint", s.in.Key, s.in.Table),
+		return &pgerr.Error{Code: "23502", Message: fmt.Sprintf("null value in column %q of relation %q violates not-null constraint", s.in.Key, s.in.Table),
 			Detail: "shardgate routes every row by its shard key.", Where: s.where(row.Line, row.Key)}
 	}
 	canon, err := topology.AppendCanonicalText(s.canon[:0], s.in.KeyType, string(row.Key))
 	if err != nil {
-		return &router.Error{Code: "22P02", Message: err.Error(), Where: s.where(row.Line, row.Key)}
+		return &pgerr.Error{Code: "22P02", Message: err.Error(), Where: s.where(row.Line, row.Key)}
 	}
 	s.canon = canon
 	b := &s.branches[s.topo.Lookup(topology.Hash(canon)).Shard]
@@ -223,15 +224,15 @@ func (s *copySplit) where(line int64, key []byte) string {
 	return fmt.Sprintf("COPY %s, line %d, column %s: %q", s.in.Table, line, s.in.Key, key)
 }
 
-func (s *copySplit) rowError(err error) *router.Error { return splitterError(err, s.in.Table) }
+func (s *copySplit) rowError(err error) *pgerr.Error { return splitterError(err, s.in.Table) }
 
 // splitterError turns the splitter's error into the one Postgres gives.
-func splitterError(err error, table string) *router.Error {
+func splitterError(err error, table string) *pgerr.Error {
 	var e *copyfmt.Error
 	if errors.As(err, &e) {
-		return &router.Error{Code: e.Code, Message: e.Message, Detail: e.Detail, Hint: e.Hint, Where: e.Context(table)}
+		return &pgerr.Error{Code: e.Code, Message: e.Message, Detail: e.Detail, Hint: e.Hint, Where: e.Context(table)}
 	}
-	return &router.Error{Code: "22P04", Message: err.Error()}
+	return &pgerr.Error{Code: "22P04", Message: err.Error()}
 }
 
 // flushFull sends every batch that reached copyBatch bytes.
@@ -354,7 +355,7 @@ func (s *copySplit) translate(b *copyBranch, errMsg []byte) ([]byte, int64) {
 }
 
 // copyRefused ends a COPY the proxy itself found a bad row in.
-func (c *client) copyRefused(conns []*pool.Conn, e *router.Error) error {
+func (c *client) copyRefused(conns []*pool.Conn, e *pgerr.Error) error {
 	c.abandonCopy(conns, nil, e.Message)
 	return c.refuse(e)
 }
@@ -462,7 +463,7 @@ func (c *client) copyColumns(sc *pool.Conn, in *router.CopyIn) ([]string, error)
 
 // acquireAll takes a primary connection of each shard, and says from which
 // pools for releaseAll.
-func (c *client) acquireAll(rt *runtime, shards []int) ([]*pool.Conn, []*pool.Pool, *router.Error) {
+func (c *client) acquireAll(rt *runtime, shards []int) ([]*pool.Conn, []*pool.Pool, *pgerr.Error) {
 	conns := make([]*pool.Conn, len(shards))
 	pools := make([]*pool.Pool, len(shards))
 	for i, shard := range shards {
@@ -502,7 +503,7 @@ func readCopyStart(sc *pool.Conn, req []byte) (ans shardAnswer) {
 			}
 		case 'Z':
 			if ans.errMsg == nil {
-				ans.errMsg = appendError(nil, &router.Error{Code: router.CodeProtocolViolation, Message: "shardgate: the shard did not start the COPY"})
+				ans.errMsg = appendError(nil, &pgerr.Error{Code: pgerr.CodeProtocolViolation, Message: "shardgate: the shard did not start the COPY"})
 			}
 			return ans
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 
+	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/pool"
 	"github.com/shardgate/shardgate/router"
 )
@@ -25,7 +26,7 @@ type branch struct {
 	pool  *pool.Pool
 }
 
-var errSavepointAcross = &router.Error{Code: router.CodeFeatureNotSupported, Message: "savepoints are not supported in a transaction across shards"}
+var errSavepointAcross = &pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "savepoints are not supported in a transaction across shards"}
 
 // canJoin reports whether the open transaction may take in another shard.
 func (c *client) canJoin() bool {
@@ -151,7 +152,7 @@ func (c *client) settle(conns []*pool.Conn, rollback bool) []byte {
 	failed := firstMessage(prepared)
 	if failed == nil {
 		if err := c.srv.decisions.commit(gid); err != nil {
-			failed = appendError(nil, &router.Error{Code: "58030", Message: "shardgate: cannot log the commit decision: " + err.Error()})
+			failed = appendError(nil, &pgerr.Error{Code: "58030", Message: "shardgate: cannot log the commit decision: " + err.Error()})
 		}
 	}
 	if failed != nil {
@@ -167,7 +168,7 @@ func (c *client) settle(conns []*pool.Conn, rollback bool) []byte {
 	}
 	if msg := firstMessage(c.each(conns, func(int) string { return "COMMIT PREPARED '" + gid + "'" })); msg != nil {
 		c.log().Error("commit decided but not finished on every shard; recovery will finish it", "gid", gid)
-		return appendError(nil, &router.Error{Code: "08006", Message: fmt.Sprintf("shardgate: transaction %s is committed but a shard did not confirm; it finishes when that shard is reachable", gid)})
+		return appendError(nil, &pgerr.Error{Code: "08006", Message: fmt.Sprintf("shardgate: transaction %s is committed but a shard did not confirm; it finishes when that shard is reachable", gid)})
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/pool"
 	"github.com/shardgate/shardgate/router"
 )
@@ -15,9 +16,9 @@ type unit struct {
 	query []byte // simple Query body (SQL and its NUL); nil for a batch
 }
 
-var errStatementMode = &router.Error{Code: router.CodeFeatureNotSupported, Message: "transaction blocks are not allowed in statement pooling mode"}
+var errStatementMode = &pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "transaction blocks are not allowed in statement pooling mode"}
 
-var errAborted = &router.Error{Code: "25P02", Message: "current transaction is aborted, commands ignored until end of transaction block"}
+var errAborted = &pgerr.Error{Code: "25P02", Message: "current transaction is aborted, commands ignored until end of transaction block"}
 
 func (c *client) simpleQuery(body []byte) error {
 	sql := body
@@ -213,11 +214,11 @@ func (c *client) inTransaction(plan router.Plan, u unit) error {
 	return c.runHeld(u)
 }
 
-func acquireError(err error) *router.Error {
+func acquireError(err error) *pgerr.Error {
 	if errors.Is(err, pool.ErrWaitTimeout) {
-		return &router.Error{Code: "53300", Message: "shardgate: " + err.Error()}
+		return &pgerr.Error{Code: "53300", Message: "shardgate: " + err.Error()}
 	}
-	return &router.Error{Code: "08006", Message: "shardgate: " + clientText(err)}
+	return &pgerr.Error{Code: "08006", Message: "shardgate: " + clientText(err)}
 }
 
 // clientText is what a client is told of a server connection failure: a
@@ -231,18 +232,18 @@ func clientText(err error) string {
 	return err.Error()
 }
 
-func (c *client) crossShard(plan router.Plan) *router.Error {
+func (c *client) crossShard(plan router.Plan) *pgerr.Error {
 	t := c.srv.topo()
 	held := t.Shards[c.heldShard].Name
 	const joinHint = "With two_phase_commit: true, statements for several shards join the transaction."
 	if c.held == nil {
-		return &router.Error{Code: router.CodeFeatureNotSupported, Message: "a statement for every shard cannot run inside a transaction block", Hint: joinHint}
+		return &pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "a statement for every shard cannot run inside a transaction block", Hint: joinHint}
 	}
 	if plan.Target == router.TargetAll {
-		return &router.Error{Code: router.CodeFeatureNotSupported, Message: fmt.Sprintf("transaction is on shard %s; a statement for every shard cannot join it", held), Hint: joinHint}
+		return &pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: fmt.Sprintf("transaction is on shard %s; a statement for every shard cannot join it", held), Hint: joinHint}
 	}
-	return &router.Error{
-		Code:    router.CodeFeatureNotSupported,
+	return &pgerr.Error{
+		Code:    pgerr.CodeFeatureNotSupported,
 		Message: fmt.Sprintf("transaction is on shard %s; this statement needs shard %s (cross-shard transactions are not supported)", held, t.Shards[plan.Shard].Name),
 		Hint:    "The transaction has been rolled back. Keep each transaction to one user's rows.",
 	}
@@ -250,7 +251,7 @@ func (c *client) crossShard(plan router.Plan) *router.Error {
 
 // refuse answers a unit with an error without running it. Inside a
 // transaction block the error aborts the transaction, as in Postgres.
-func (c *client) refuse(e *router.Error) error {
+func (c *client) refuse(e *pgerr.Error) error {
 	if c.state == txPending || c.state == txActive {
 		if err := c.abort(); err != nil {
 			return err
@@ -405,8 +406,8 @@ func (c *client) serverLost(err error) error {
 		return err
 	}
 	shard := c.srv.topo().Shards[c.heldShard].Name
-	e := &router.Error{Code: "08006", Message: "shardgate: connection to shard " + shard + " lost: " + err.Error()}
-	var limit *router.Error
+	e := &pgerr.Error{Code: "08006", Message: "shardgate: connection to shard " + shard + " lost: " + err.Error()}
+	var limit *pgerr.Error
 	if errors.As(err, &limit) {
 		// The proxy gave up on the server's answer itself (a limit).
 		c.srv.metrics.ProxyError(limit.Code)
@@ -415,7 +416,7 @@ func (c *client) serverLost(err error) error {
 		return c.flush()
 	}
 	if errors.Is(err, pool.ErrQueryTimeout) {
-		e = &router.Error{Code: "57014", Message: fmt.Sprintf("canceling statement due to query_timeout: shard %s did not answer within %s", shard, time.Duration(c.rt.cfg.Pool.QueryTimeout))}
+		e = &pgerr.Error{Code: "57014", Message: fmt.Sprintf("canceling statement due to query_timeout: shard %s did not answer within %s", shard, time.Duration(c.rt.cfg.Pool.QueryTimeout))}
 	}
 	c.log().Warn("server connection lost", "shard", shard, "err", err)
 	c.srv.metrics.ProxyError(e.Code)

@@ -7,8 +7,8 @@ import (
 	"io"
 	"time"
 
+	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/pool"
-	"github.com/shardgate/shardgate/router"
 )
 
 // op is one message sent to a server (or answered in its place), in order,
@@ -21,8 +21,8 @@ type op struct {
 	capture bool
 
 	// fake ops are answered by the proxy at their turn, without the server.
-	fake byte          // '1' ParseComplete or '3' CloseComplete
-	err  *router.Error // an error Postgres would have raised here
+	fake byte         // '1' ParseComplete or '3' CloseComplete
+	err  *pgerr.Error // an error Postgres would have raised here
 
 	// Parse bookkeeping, applied when the Parse succeeds.
 	prepared   *prepared

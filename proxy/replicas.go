@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/pool"
 	"github.com/shardgate/shardgate/router"
 	"github.com/shardgate/shardgate/topology"
@@ -315,13 +316,13 @@ func (c *client) readsReplicas() bool {
 }
 
 // errNoReplica is what primary_reads: never answers when no replica is usable.
-func errNoReplica(shard string) *router.Error {
-	return &router.Error{Code: "08006", Message: fmt.Sprintf("shardgate: no usable replica for shard %s (primary_reads: never)", shard)}
+func errNoReplica(shard string) *pgerr.Error {
+	return &pgerr.Error{Code: "08006", Message: fmt.Sprintf("shardgate: no usable replica for shard %s (primary_reads: never)", shard)}
 }
 
 // pickRead chooses the server for a replica-eligible read on shard: a
 // replica node, or nil for the primary. A non-nil error refuses the read.
-func (c *client) pickRead(shard int) (*node, *router.Error) {
+func (c *client) pickRead(shard int) (*node, *pgerr.Error) {
 	rt := c.srv.rt.Load()
 	cfg := c.rt.cfg
 	reps := rt.replicas[shard]

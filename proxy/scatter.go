@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/shardgate/shardgate/merge"
+	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/pool"
 	"github.com/shardgate/shardgate/router"
 )
@@ -36,14 +37,14 @@ type shardAnswer struct {
 	size   int    // bytes of the answer, for the metrics
 }
 
-var errGatherTooLarge = &router.Error{
+var errGatherTooLarge = &pgerr.Error{
 	Code:    "54000",
 	Message: "the rows of this query across shards exceed max_intermediate_result_size, the most shardgate holds to merge one query",
 	Hint:    "Aggregates and DISTINCT across shards are merged in the proxy's memory: narrow the query, or raise max_intermediate_result_size.",
 }
 
-var errScatterInTransaction = &router.Error{
-	Code:    router.CodeFeatureNotSupported,
+var errScatterInTransaction = &pgerr.Error{
+	Code:    pgerr.CodeFeatureNotSupported,
 	Message: "a query across shards inside a transaction block needs two_phase_commit, and no savepoint in the transaction",
 }
 
@@ -83,7 +84,7 @@ func (c *client) scatter(plan router.Plan, u unit) error {
 	}
 	desc, rows, err := mergeAnswers(spec, answers)
 	if err != nil {
-		return c.refuse(&router.Error{Code: router.CodeFeatureNotSupported, Message: "shardgate cannot merge this result: " + err.Error()})
+		return c.refuse(&pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "shardgate cannot merge this result: " + err.Error()})
 	}
 	return c.answerMerged(spec, desc, rows, u)
 }
@@ -100,7 +101,7 @@ func (c *client) answerMerged(spec *router.ScatterSpec, desc *pgproto3.RowDescri
 		// Partials came back as text so they could be combined; give the
 		// client the formats its Bind asked for.
 		if err := c.toClientFormats(desc, rows); err != nil {
-			return c.refuse(&router.Error{Code: router.CodeFeatureNotSupported, Message: "shardgate cannot send this merged result in binary: " + err.Error()})
+			return c.refuse(&pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "shardgate cannot send this merged result in binary: " + err.Error()})
 		}
 	}
 	return c.answerScatterBatch(desc, rows)
@@ -170,7 +171,7 @@ func paramFormat(formats []int16, i int) int16 {
 // scatterRequest is what every shard gets: the (possibly rewritten) query
 // as a simple Query, or as a self-contained unnamed extended batch with the
 // client's parameters. Aggregates are combined from text.
-func (c *client) scatterRequest(spec *router.ScatterSpec, u unit) ([]byte, *router.Error) {
+func (c *client) scatterRequest(spec *router.ScatterSpec, u unit) ([]byte, *pgerr.Error) {
 	if u.query != nil {
 		q := u.query
 		if spec.SQL != "" {
@@ -180,7 +181,7 @@ func (c *client) scatterRequest(spec *router.ScatterSpec, u unit) ([]byte, *rout
 	}
 	prep, bind, query, oids := c.boundStatement()
 	if prep == nil {
-		return nil, &router.Error{Code: router.CodeFeatureNotSupported, Message: "a cross-shard query must be bound in the same batch"}
+		return nil, &pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "a cross-shard query must be bound in the same batch"}
 	}
 	if spec.SQL != "" {
 		query = []byte(spec.SQL)

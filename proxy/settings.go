@@ -4,6 +4,7 @@ import (
 	"maps"
 	"strings"
 
+	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/pool"
 	"github.com/shardgate/shardgate/router"
 )
@@ -100,7 +101,7 @@ func (c *client) setting(plan router.Plan, u unit) error {
 	s := plan.Set
 	switch {
 	case s.Discard && c.state != txIdle:
-		return c.refuse(&router.Error{Code: "25001", Message: "DISCARD ALL cannot run inside a transaction block"})
+		return c.refuse(&pgerr.Error{Code: "25001", Message: "DISCARD ALL cannot run inside a transaction block"})
 	case s.Discard:
 		applySetting(c.settings, s, c.baseline)
 		clear(c.stmts)

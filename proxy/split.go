@@ -3,6 +3,7 @@ package proxy
 import (
 	"encoding/binary"
 
+	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/router"
 )
 
@@ -16,7 +17,7 @@ func (c *client) splitInsert(u unit) error {
 	}
 	var parts []router.InsertPart
 	var reqs [][]byte
-	var rerr *router.Error
+	var rerr *pgerr.Error
 	if u.query != nil {
 		parts, rerr = c.srv.router.SplitInsert(string(u.query[:len(u.query)-1]), nil, nil)
 		for _, p := range parts {
@@ -41,10 +42,10 @@ func (c *client) splitInsert(u unit) error {
 // splitBatch builds each shard's self-contained unnamed extended batch:
 // its INSERT, the parameter types and values it uses, and the client's
 // result formats (for RETURNING).
-func (c *client) splitBatch() ([]router.InsertPart, [][]byte, *router.Error) {
+func (c *client) splitBatch() ([]router.InsertPart, [][]byte, *pgerr.Error) {
 	prep, bind, query, oidBytes := c.boundStatement()
 	if prep == nil {
-		return nil, nil, &router.Error{Code: router.CodeFeatureNotSupported, Message: "an INSERT across shards must be bound in the same batch"}
+		return nil, nil, &pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "an INSERT across shards must be bound in the same batch"}
 	}
 	if err := c.decodeBind(bind); err != nil {
 		return nil, nil, err

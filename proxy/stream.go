@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/shardgate/shardgate/merge"
+	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/pool"
 	"github.com/shardgate/shardgate/router"
 )
@@ -180,7 +181,7 @@ func (c *client) streamScatter(spec *router.ScatterSpec, shards []int, req []byt
 	}
 	src, err := streamSource(spec, desc, streams)
 	if err != nil {
-		return c.refuse(&router.Error{Code: router.CodeFeatureNotSupported, Message: "shardgate cannot merge this result: " + err.Error()})
+		return c.refuse(&pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "shardgate cannot merge this result: " + err.Error()})
 	}
 	if u.query != nil {
 		c.out, _ = desc.Encode(c.out)
@@ -216,7 +217,7 @@ func (c *client) streamHeads(streams []*shardStream) (desc *pgproto3.RowDescript
 			}
 		case h.desc == nil:
 			return nil, func() error {
-				return c.refuse(&router.Error{Code: router.CodeProtocolViolation, Message: "shardgate: a shard sent no row description"})
+				return c.refuse(&pgerr.Error{Code: pgerr.CodeProtocolViolation, Message: "shardgate: a shard sent no row description"})
 			}
 		}
 	}
@@ -283,8 +284,8 @@ func (c *client) streamFailure(err error) []byte {
 		return se.msg
 	case errors.As(err, &lost):
 		c.srv.metrics.ProxyError("08006")
-		return appendError(nil, &router.Error{Code: "08006", Message: "shardgate: server connection lost: " + err.Error()})
+		return appendError(nil, &pgerr.Error{Code: "08006", Message: "shardgate: server connection lost: " + err.Error()})
 	}
-	c.srv.metrics.ProxyError(router.CodeFeatureNotSupported) // a shard's rows out of the merge's order
-	return appendError(nil, &router.Error{Code: router.CodeFeatureNotSupported, Message: "shardgate cannot merge this result: " + err.Error()})
+	c.srv.metrics.ProxyError(pgerr.CodeFeatureNotSupported) // a shard's rows out of the merge's order
+	return appendError(nil, &pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "shardgate cannot merge this result: " + err.Error()})
 }

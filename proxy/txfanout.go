@@ -3,6 +3,7 @@ package proxy
 import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/pool"
 	"github.com/shardgate/shardgate/router"
 )
@@ -16,8 +17,8 @@ import (
 // and reads see the transaction's own writes. Without two_phase_commit they
 // are refused, as any second shard in a transaction is.
 
-var errWriteInTransaction = &router.Error{
-	Code:    router.CodeFeatureNotSupported,
+var errWriteInTransaction = &pgerr.Error{
+	Code:    pgerr.CodeFeatureNotSupported,
 	Message: "a write across shards inside a transaction block needs two_phase_commit, and no savepoint in the transaction",
 }
 
@@ -100,7 +101,7 @@ func (c *client) answerShard(a shardAnswer, u unit) error {
 func (c *client) scatterInTransaction(plan router.Plan, u unit) error {
 	spec := plan.Scatter
 	if spec.CopyOut {
-		return c.refuse(&router.Error{Code: router.CodeFeatureNotSupported, Message: "COPY across shards cannot run inside a transaction block"})
+		return c.refuse(&pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "COPY across shards cannot run inside a transaction block"})
 	}
 	shards, reqs, rerr := c.requestPerShard(plan, spec, u)
 	if rerr != nil {
@@ -112,13 +113,13 @@ func (c *client) scatterInTransaction(plan router.Plan, u unit) error {
 	}
 	desc, rows, merr := mergeAnswers(spec, answers)
 	if merr != nil {
-		return c.refuse(&router.Error{Code: router.CodeFeatureNotSupported, Message: "shardgate cannot merge this result: " + merr.Error()})
+		return c.refuse(&pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "shardgate cannot merge this result: " + merr.Error()})
 	}
 	return c.answerMerged(spec, desc, rows, u)
 }
 
 // requestPerShard is the same request for every shard of plan.
-func (c *client) requestPerShard(plan router.Plan, spec *router.ScatterSpec, u unit) ([]int, [][]byte, *router.Error) {
+func (c *client) requestPerShard(plan router.Plan, spec *router.ScatterSpec, u unit) ([]int, [][]byte, *pgerr.Error) {
 	req, rerr := c.scatterRequest(spec, u)
 	if rerr != nil {
 		return nil, nil, rerr

@@ -9,7 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
-	"github.com/shardgate/shardgate/router"
+	"github.com/shardgate/shardgate/pgerr"
 )
 
 // Message size limits, as in Postgres's pqcomm.c: before login a client
@@ -144,7 +144,7 @@ func appendCommandComplete(dst []byte, tag string) []byte {
 
 func appendEmpty(dst []byte, typ byte) []byte { return append(dst, typ, 0, 0, 0, 4) }
 
-func appendError(dst []byte, e *router.Error) []byte {
+func appendError(dst []byte, e *pgerr.Error) []byte {
 	msg := pgproto3.ErrorResponse{
 		Severity: "ERROR", SeverityUnlocalized: "ERROR",
 		Code: e.Code, Message: e.Message, Detail: e.Detail, Hint: e.Hint, Position: e.Position, Where: e.Where,

@@ -3,6 +3,8 @@ package router
 import (
 	"testing"
 	"unicode/utf8"
+
+	"github.com/shardgate/shardgate/pgerr"
 )
 
 // FuzzRoute: any SQL text and parameters route without panicking, through
@@ -68,7 +70,7 @@ func checkSplitPlan(t *testing.T, r *Router, p Plan, sql string, params [][]byte
 		t.Fatalf("split plan must be a refused multi-shard plan: %+v", p)
 	}
 	got, err := splitShards(r, sql, params, formats)
-	if err != nil && (err.Code == CodeUndefinedParameter || err.Code == CodeCharacterNotInRepertoire && !utf8.ValidString(sql)) {
+	if err != nil && (err.Code == pgerr.CodeUndefinedParameter || err.Code == pgerr.CodeCharacterNotInRepertoire && !utf8.ValidString(sql)) {
 		return
 	}
 	if err != nil || got != p.Shards {

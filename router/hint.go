@@ -3,6 +3,7 @@ package router
 import (
 	"strings"
 
+	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/topology"
 )
 
@@ -30,7 +31,7 @@ const MaxSessionToken = 64
 func (h *Hint) empty() bool { return h == nil || (h.ShardKey == "" && h.Shard == "" && h.Role == "") }
 
 // set applies one name=value pair; name is without the "shardgate." prefix.
-func (h *Hint) set(t *topology.Topology, name, value string) *Error {
+func (h *Hint) set(t *topology.Topology, name, value string) *pgerr.Error {
 	switch name {
 	case "shard_key":
 		h.ShardKey = value
@@ -56,7 +57,7 @@ func (h *Hint) set(t *topology.Topology, name, value string) *Error {
 }
 
 // commentHint finds a /* shardgate: ... */ comment in sql.
-func commentHint(t *topology.Topology, sql string) (*Hint, *Error) {
+func commentHint(t *topology.Topology, sql string) (*Hint, *pgerr.Error) {
 	const open = "/* shardgate:"
 	i := strings.Index(sql, open)
 	if i < 0 {
@@ -84,7 +85,7 @@ func commentHint(t *topology.Topology, sql string) (*Hint, *Error) {
 
 // ParseSessionHint validates SET shardgate.<name> = value for the proxy,
 // which keeps session and transaction hints.
-func (r *Router) ParseSessionHint(h *Hint, name, value string) (*Hint, *Error) {
+func (r *Router) ParseSessionHint(h *Hint, name, value string) (*Hint, *pgerr.Error) {
 	out := Hint{}
 	if h != nil {
 		out = *h
@@ -114,7 +115,7 @@ func applyHint(t *topology.Topology, plan Plan, h *Hint, comment bool, kt topolo
 		var buf [64]byte
 		canon, err := topology.AppendCanonicalText(buf[:0], kt, h.ShardKey)
 		if err != nil {
-			return Plan{Target: TargetError, Err: &Error{Code: CodeInvalidText, Message: "shardgate hint: " + err.Error()}}
+			return Plan{Target: TargetError, Err: &pgerr.Error{Code: pgerr.CodeInvalidText, Message: "shardgate hint: " + err.Error()}}
 		}
 		shard = t.Lookup(topology.Hash(canon)).Shard
 	default:

@@ -5,6 +5,7 @@ import (
 
 	pg "github.com/pganalyze/pg_query_go/v5"
 
+	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/topology"
 )
 
@@ -413,7 +414,7 @@ func (k *keyAnalysis) insert(ins *pg.InsertStmt, parent *scope) {
 // scatter is a statement that needs every shard because nothing pins its
 // key: refused until cross-shard queries exist, unless a hint names a shard.
 func scatter(rel string, table topology.Table) *Statement {
-	err := errorf(CodeFeatureNotSupported, "query on sharded table %s has no %s = <value> condition, so it would need every shard (cross-shard queries are not supported yet)", rel, table.ShardKey)
+	err := errorf(pgerr.CodeFeatureNotSupported, "query on sharded table %s has no %s = <value> condition, so it would need every shard (cross-shard queries are not supported yet)", rel, table.ShardKey)
 	return &Statement{Class: ClassScatter, Err: err, Reason: err.Message, Table: table.Name, KeyType: table.KeyType}
 }
 

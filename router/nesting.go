@@ -3,6 +3,8 @@ package router
 import (
 	"fmt"
 	"strings"
+
+	"github.com/shardgate/shardgate/pgerr"
 )
 
 // pg_query's parser is C. Its grammar keeps its own stack on the heap and
@@ -183,13 +185,13 @@ func closeUpTo(stack []nestingFrame, closer byte) []nestingFrame {
 
 // checkParseable refuses text the parser must not be given: too long, or
 // nested too deeply for the C stack.
-func checkParseable(sql string) *Error {
+func checkParseable(sql string) *pgerr.Error {
 	if len(sql) > maxStatementBytes {
-		return &Error{Code: CodeStatementTooComplex, Message: fmt.Sprintf(
+		return &pgerr.Error{Code: pgerr.CodeStatementTooComplex, Message: fmt.Sprintf(
 			"statement too complex: %d bytes is over shardgate's parser limit of %d", len(sql), maxStatementBytes)}
 	}
 	if d := nestingDepth(sql, maxNesting); d > maxNesting {
-		return &Error{Code: CodeStatementTooComplex, Message: fmt.Sprintf(
+		return &pgerr.Error{Code: pgerr.CodeStatementTooComplex, Message: fmt.Sprintf(
 			"statement too complex: expressions nested deeper than %d levels (shardgate's parser limit)", maxNesting),
 			Hint: "Split long chains of operators, UNIONs or JOINs, or nest fewer subqueries and parentheses."}
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	pg "github.com/pganalyze/pg_query_go/v5"
+
+	"github.com/shardgate/shardgate/pgerr"
 )
 
 // chainSQL is the attack from issue 14: SELECT 1+1+...+1.
@@ -26,15 +28,15 @@ func TestDeepChainIsRefused(t *testing.T) {
 		var s Scratch
 		a, _, _ = r.AnalyzeSimple([]byte(sql), &s)
 		assertTooComplex(t, a.Err)
-		if _, err := r.SplitInsert(sql, nil, nil); err == nil || err.Code != CodeStatementTooComplex {
+		if _, err := r.SplitInsert(sql, nil, nil); err == nil || err.Code != pgerr.CodeStatementTooComplex {
 			t.Fatalf("SplitInsert of %d terms: %v", terms, err)
 		}
 	}
 }
 
-func assertTooComplex(t *testing.T, err *Error) {
+func assertTooComplex(t *testing.T, err *pgerr.Error) {
 	t.Helper()
-	if err == nil || err.Code != CodeStatementTooComplex {
+	if err == nil || err.Code != pgerr.CodeStatementTooComplex {
 		t.Fatalf("want SQLSTATE 54001, got %v", err)
 	}
 	if !strings.Contains(err.Message, "nested deeper than 1000 levels") || strings.Contains(err.Message, "proto") {
@@ -52,7 +54,7 @@ func TestParserLibraryErrorsAreNotShown(t *testing.T) {
 	}
 	_, err := pg.Parse(sql)
 	e := parseError(err)
-	if e.Code != CodeStatementTooComplex || strings.Contains(e.Message, "proto") {
+	if e.Code != pgerr.CodeStatementTooComplex || strings.Contains(e.Message, "proto") {
 		t.Fatalf("library error reaches the client: %+v", e)
 	}
 	a, _ := testRouter(t).Analyze([]byte(sql))
@@ -77,7 +79,7 @@ func TestDeepParenthesesAreRefused(t *testing.T) {
 func TestLongStatementIsRefused(t *testing.T) {
 	sql := "SELECT '" + strings.Repeat("x", maxStatementBytes) + "'"
 	a, _ := testRouter(t).Analyze([]byte(sql))
-	if a.Err == nil || a.Err.Code != CodeStatementTooComplex || !strings.Contains(a.Err.Message, "parser limit") {
+	if a.Err == nil || a.Err.Code != pgerr.CodeStatementTooComplex || !strings.Contains(a.Err.Message, "parser limit") {
 		t.Fatalf("got %+v", a.Err)
 	}
 }
@@ -115,7 +117,7 @@ func TestOrdinaryLargeStatementsPass(t *testing.T) {
 		"E string escapes":      `SELECT * FROM users WHERE name = E'\'` + strings.Repeat("(", 5000) + `' AND id = 1`,
 	} {
 		a, _ := r.Analyze([]byte(sql))
-		if a.Err != nil && a.Err.Code == CodeStatementTooComplex {
+		if a.Err != nil && a.Err.Code == pgerr.CodeStatementTooComplex {
 			t.Errorf("%s refused: %v", name, a.Err)
 		} else if a.Err != nil {
 			t.Errorf("%s: %v", name, a.Err)
@@ -240,7 +242,7 @@ func TestRewritesRefuseDeepTrees(t *testing.T) {
 		t.Fatalf("not a split plan: %+v", p)
 	}
 	_, err := r.SplitInsert(sql, nil, nil)
-	if err == nil || err.Code != CodeStatementTooComplex || !strings.Contains(err.Message, "nested deeper than 100 levels") {
+	if err == nil || err.Code != pgerr.CodeStatementTooComplex || !strings.Contains(err.Message, "nested deeper than 100 levels") {
 		t.Fatalf("SplitInsert: %v", err)
 	}
 	a, _ = r.Analyze([]byte("SELECT count(*), sum(" + strings.Repeat("id + ", 150) + "id) FROM users OFFSET 1"))

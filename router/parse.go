@@ -8,6 +8,8 @@ import (
 	pg "github.com/pganalyze/pg_query_go/v5"
 	"github.com/pganalyze/pg_query_go/v5/parser"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/shardgate/shardgate/pgerr"
 )
 
 // Every call into pg_query's C code goes through this file: parse after the
@@ -17,7 +19,7 @@ import (
 
 // parse parses sql, or says why it was not given to the parser or what the
 // parser refused.
-func parse(sql string) (*pg.ParseResult, *Error) {
+func parse(sql string) (*pg.ParseResult, *pgerr.Error) {
 	if err := checkParseable(sql); err != nil {
 		return nil, err
 	}
@@ -37,19 +39,15 @@ func parse(sql string) (*pg.ParseResult, *Error) {
 // own messages are Postgres's; anything else comes from the library around
 // it (Go's protobuf decoder refuses trees over 10,000 messages deep) and
 // is not for clients to read.
-func parseError(err error) *Error {
+func parseError(err error) *pgerr.Error {
 	var perr *parser.Error
 	if errors.As(err, &perr) {
-		return &Error{Code: CodeSyntaxError, Message: perr.Message, Position: int32(perr.Cursorpos)}
+		return &pgerr.Error{Code: pgerr.CodeSyntaxError, Message: perr.Message, Position: int32(perr.Cursorpos)}
 	}
-	return &Error{Code: CodeStatementTooComplex, Message: "statement too complex: shardgate's parser cannot represent it"}
+	return &pgerr.Error{Code: pgerr.CodeStatementTooComplex, Message: "statement too complex: shardgate's parser cannot represent it"}
 }
 
-// CodeCharacterNotInRepertoire is Postgres's SQLSTATE for bytes that are
-// not text in the database encoding.
-const CodeCharacterNotInRepertoire = "22021"
-
-func invalidUTF8(sql string) *Error {
+func invalidUTF8(sql string) *pgerr.Error {
 	i := 0
 	for i < len(sql) {
 		r, n := utf8.DecodeRuneInString(sql[i:])
@@ -58,7 +56,7 @@ func invalidUTF8(sql string) *Error {
 		}
 		i += n
 	}
-	return &Error{Code: CodeCharacterNotInRepertoire, Message: fmt.Sprintf(`invalid byte sequence for encoding "UTF8": 0x%02x`, sql[i])}
+	return &pgerr.Error{Code: pgerr.CodeCharacterNotInRepertoire, Message: fmt.Sprintf(`invalid byte sequence for encoding "UTF8": 0x%02x`, sql[i])}
 }
 
 // maxDeparseDepth bounds the protobuf nesting of a tree given to Deparse,

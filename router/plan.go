@@ -5,8 +5,9 @@
 package router
 
 import (
-	"encoding/json"
 	"fmt"
+
+	"github.com/shardgate/shardgate/pgerr"
 )
 
 // Role says which server of a shard may run a statement.
@@ -87,40 +88,15 @@ type Plan struct {
 	// refuses it, for a proxy that does not split.
 	Split  bool
 	Reason string
-	Err    *Error
+	Err    *pgerr.Error
 }
 
-// Error is a refusal with the SQLSTATE the client sees.
-type Error struct {
-	Code     string
-	Message  string
-	Detail   string
-	Hint     string
-	Where    string // context, as Postgres's CONTEXT line
-	Position int32  // 1-based character position in the query, 0 if none
+func errorf(code, format string, args ...any) *pgerr.Error {
+	return &pgerr.Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
-
-func (e *Error) Error() string { return e.Code + ": " + e.Message }
-
-func errorf(code, format string, args ...any) *Error {
-	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
-}
-
-// SQLSTATEs the router produces.
-const (
-	CodeFeatureNotSupported = "0A000"
-	CodeSyntaxError         = "42601"
-	CodeInvalidText         = "22P02"
-	CodeOutOfRange          = "22003"
-	CodeUndefinedParameter  = "42P02"
-	CodeProtocolViolation   = "08P01"
-	// CodeStatementTooComplex refuses text too long or too deeply nested
-	// for the parser to take safely.
-	CodeStatementTooComplex = "54001"
-)
 
 func refuse(format string, args ...any) Plan {
-	err := errorf(CodeFeatureNotSupported, format, args...)
+	err := errorf(pgerr.CodeFeatureNotSupported, format, args...)
 	return Plan{Target: TargetError, Err: err, Reason: err.Message}
 }
 
@@ -135,20 +111,11 @@ type KeyHit struct {
 
 // Explanation is what `shardgate route` prints: the plan the proxy would run.
 type Explanation struct {
-	Shards   []string `json:"shards"`
-	Role     string   `json:"role"`
-	Target   string   `json:"target"`
-	Keys     []KeyHit `json:"keys,omitempty"`
-	Reason   string   `json:"reason"`
-	Error    *Error   `json:"error,omitempty"`
-	CacheHit bool     `json:"cache_hit"`
-}
-
-// MarshalJSON keeps SQLSTATE fields stable in lower case.
-func (e *Error) MarshalJSON() ([]byte, error) {
-	return json.Marshal(struct {
-		Code     string `json:"code"`
-		Message  string `json:"message"`
-		Position int32  `json:"position,omitempty"`
-	}{e.Code, e.Message, e.Position})
+	Shards   []string     `json:"shards"`
+	Role     string       `json:"role"`
+	Target   string       `json:"target"`
+	Keys     []KeyHit     `json:"keys,omitempty"`
+	Reason   string       `json:"reason"`
+	Error    *pgerr.Error `json:"error,omitempty"`
+	CacheHit bool         `json:"cache_hit"`
 }

@@ -5,6 +5,7 @@ import (
 	"math/bits"
 	"strings"
 
+	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/topology"
 )
 
@@ -35,7 +36,7 @@ func (s ShardSet) names(t *topology.Topology) string {
 
 // statementShards routes a keyed statement: each class's pins intersect
 // (they hold at once), an INSERT's rows unite, and classes unite.
-func statementShards(t *topology.Topology, s *Statement, params [][]byte, formats []int16, hits *[]KeyHit) (ShardSet, *Error) {
+func statementShards(t *topology.Topology, s *Statement, params [][]byte, formats []int16, hits *[]KeyHit) (ShardSet, *pgerr.Error) {
 	var all ShardSet
 	for i := range s.Classes {
 		c := &s.Classes[i]
@@ -62,13 +63,13 @@ func statementShards(t *topology.Topology, s *Statement, params [][]byte, format
 			return 0, err
 		}
 		if moved != all.First() {
-			return 0, errorf(CodeFeatureNotSupported, "UPDATE would move the row from shard %s to shard %s: delete it and insert it instead", t.Shards[all.First()].Name, t.Shards[moved].Name)
+			return 0, errorf(pgerr.CodeFeatureNotSupported, "UPDATE would move the row from shard %s to shard %s: delete it and insert it instead", t.Shards[all.First()].Name, t.Shards[moved].Name)
 		}
 	}
 	return all, nil
 }
 
-func pinShards(t *topology.Topology, c *KeyClass, p KeyPin, params [][]byte, formats []int16, hits *[]KeyHit) (ShardSet, *Error) {
+func pinShards(t *topology.Topology, c *KeyClass, p KeyPin, params [][]byte, formats []int16, hits *[]KeyHit) (ShardSet, *pgerr.Error) {
 	var set ShardSet
 	for _, ref := range p.Refs {
 		shard, err := keyShard(t, c.Table, c.KeyType, ref, params, formats, hits)
@@ -79,17 +80,17 @@ func pinShards(t *topology.Topology, c *KeyClass, p KeyPin, params [][]byte, for
 	}
 	if p.Array > 0 {
 		if p.Array > len(params) {
-			return 0, errorf(CodeUndefinedParameter, "there is no parameter $%d", p.Array)
+			return 0, errorf(pgerr.CodeUndefinedParameter, "there is no parameter $%d", p.Array)
 		}
 		elems, binary, err := arrayElements(params[p.Array-1], paramFormat(formats, p.Array-1) == 1)
 		if err != nil {
-			return 0, &Error{Code: CodeInvalidText, Message: err.Error()}
+			return 0, &pgerr.Error{Code: pgerr.CodeInvalidText, Message: err.Error()}
 		}
 		var buf [64]byte
 		for _, e := range elems {
 			canon, cerr := canonicalValue(c.KeyType, e, binary, buf[:0])
 			if cerr != nil {
-				return 0, &Error{Code: CodeInvalidText, Message: cerr.Error()}
+				return 0, &pgerr.Error{Code: pgerr.CodeInvalidText, Message: cerr.Error()}
 			}
 			owned := t.Lookup(topology.Hash(canon))
 			if hits != nil {
@@ -102,7 +103,7 @@ func pinShards(t *topology.Topology, c *KeyClass, p KeyPin, params [][]byte, for
 }
 
 // keyShard is the shard owning one key value.
-func keyShard(t *topology.Topology, table string, kt topology.KeyType, ref KeyRef, params [][]byte, formats []int16, hits *[]KeyHit) (int, *Error) {
+func keyShard(t *topology.Topology, table string, kt topology.KeyType, ref KeyRef, params [][]byte, formats []int16, hits *[]KeyHit) (int, *pgerr.Error) {
 	var buf [64]byte
 	var (
 		canon []byte
@@ -112,14 +113,14 @@ func keyShard(t *topology.Topology, table string, kt topology.KeyType, ref KeyRe
 	case ref.Param == 0:
 		canon, err = topology.AppendCanonicalText(buf[:0], kt, ref.Literal)
 	case ref.Param > len(params):
-		return 0, errorf(CodeUndefinedParameter, "there is no parameter $%d", ref.Param)
+		return 0, errorf(pgerr.CodeUndefinedParameter, "there is no parameter $%d", ref.Param)
 	case params[ref.Param-1] == nil:
 		return 0, errorf("22004", "the shard key of %s is NULL", table)
 	default:
 		canon, err = canonicalValue(kt, params[ref.Param-1], paramFormat(formats, ref.Param-1) == 1, buf[:0])
 	}
 	if err != nil {
-		return 0, &Error{Code: CodeInvalidText, Message: err.Error()}
+		return 0, &pgerr.Error{Code: pgerr.CodeInvalidText, Message: err.Error()}
 	}
 	owned := t.Lookup(topology.Hash(canon))
 	if hits != nil {

@@ -4,14 +4,15 @@ import (
 	"fmt"
 	"sync/atomic"
 
+	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/topology"
 )
 
 // Analysis is the cached, value-independent result of parsing one SQL text.
 type Analysis struct {
 	Stmts []*Statement
-	Err   *Error // a syntax error, answered without asking a server
-	Hint  *Hint  // from a /* shardgate: ... */ comment
+	Err   *pgerr.Error // a syntax error, answered without asking a server
+	Hint  *Hint        // from a /* shardgate: ... */ comment
 }
 
 // replays reports whether the analysis keeps values from the text (a SET's
@@ -201,7 +202,7 @@ func route(t *topology.Topology, a *Analysis, params [][]byte, formats []int16, 
 		switch s := a.Stmts[0]; s.Class {
 		case ClassHint:
 			if s.Hint.Local && s.Hint.Name == "session" {
-				err := &Error{Code: "0A000", Message: "SET LOCAL shardgate.session is not supported: use SET shardgate.session"}
+				err := &pgerr.Error{Code: "0A000", Message: "SET LOCAL shardgate.session is not supported: use SET shardgate.session"}
 				return Plan{Target: TargetError, Err: err, Reason: err.Message}
 			}
 			if s.Hint.Value != "" {
@@ -239,7 +240,7 @@ func routeStatements(t *topology.Topology, a *Analysis, params [][]byte, formats
 	plan := Plan{Target: TargetAny, Role: RoleReplica, Reason: "no statement needs a particular shard"}
 	keyedFound, all := false, false
 	var shards ShardSet
-	var scatterErr *Error
+	var scatterErr *pgerr.Error
 	for _, s := range a.Stmts {
 		switch s.Class {
 		case ClassRefuse:
@@ -284,21 +285,21 @@ func routeStatements(t *topology.Topology, a *Analysis, params [][]byte, formats
 		plan.Target, plan.Shard = TargetShard, shards.First()
 	case keyedFound:
 		plan.Target, plan.Shards = TargetMulti, shards
-		plan.Err = errorf(CodeFeatureNotSupported, "the query needs shards %s (cross-shard queries are not supported yet)", shards.names(t))
+		plan.Err = errorf(pgerr.CodeFeatureNotSupported, "the query needs shards %s (cross-shard queries are not supported yet)", shards.names(t))
 		if scatterErr != nil {
 			plan.Err = scatterErr
 		}
 		if st := a.Stmts[0]; len(a.Stmts) == 1 && st.Broadcastable && (st.Class == ClassScatter || st.Class == ClassKeyed) {
 			plan.Broadcast = true
-			plan.Err = errorf(CodeFeatureNotSupported, "the write needs shards %s: set allow_broadcast_writes to run it on each of them", shards.names(t))
+			plan.Err = errorf(pgerr.CodeFeatureNotSupported, "the write needs shards %s: set allow_broadcast_writes to run it on each of them", shards.names(t))
 		} else if len(a.Stmts) == 1 && st.Split {
 			plan.Split = true
 			plan.Reason = "the rows are on shards " + shards.names(t) + ": one INSERT per shard"
 		} else if len(a.Stmts) == 1 && st.Scatter != nil && len(st.Classes) > 1 {
-			plan.Err = errorf(CodeFeatureNotSupported, "the query joins sharded tables that are not tied by their shard keys across shards %s", shards.names(t))
+			plan.Err = errorf(pgerr.CodeFeatureNotSupported, "the query joins sharded tables that are not tied by their shard keys across shards %s", shards.names(t))
 		} else if len(a.Stmts) == 1 && st.Scatter != nil {
 			if why := a.Stmts[0].Scatter.Refusal; why != "" {
-				plan.Err = errorf(CodeFeatureNotSupported, "shardgate cannot merge %s: the query needs shards %s", why, shards.names(t))
+				plan.Err = errorf(pgerr.CodeFeatureNotSupported, "shardgate cannot merge %s: the query needs shards %s", why, shards.names(t))
 			} else {
 				plan.Scatter, plan.Err = a.Stmts[0].Scatter, nil
 				plan.Reason = "no single shard holds the rows: run on " + shards.names(t) + " and merge"

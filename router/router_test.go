@@ -10,6 +10,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/topology"
 )
 
@@ -76,7 +77,7 @@ func TestRouteCases(t *testing.T) {
 			if plan.Target == TargetError {
 				t.Fatalf("refused: %v", plan.Err)
 			}
-			if plan.Target == TargetMulti && plan.Scatter == nil && (plan.Err == nil || plan.Err.Code != CodeFeatureNotSupported) {
+			if plan.Target == TargetMulti && plan.Scatter == nil && (plan.Err == nil || plan.Err.Code != pgerr.CodeFeatureNotSupported) {
 				t.Fatalf("multi-shard plan without a merge or a refusal: %+v", plan)
 			}
 			if plan.Split != c.Split {

@@ -6,6 +6,8 @@ import (
 	"slices"
 
 	pg "github.com/pganalyze/pg_query_go/v5"
+
+	"github.com/shardgate/shardgate/pgerr"
 )
 
 // A multi-row INSERT ... VALUES whose rows live on several shards can run
@@ -65,7 +67,7 @@ const notSplittable = "only a lone INSERT ... VALUES whose rows each give their 
 // plan's Shards, unless the topology changed in between: send each part to
 // its own Shard. An error is the client's answer, as Postgres would give
 // it: a parameter the Bind lacks, text the parser rejects.
-func (r *Router) SplitInsert(sql string, params [][]byte, formats []int16) ([]InsertPart, *Error) {
+func (r *Router) SplitInsert(sql string, params [][]byte, formats []int16) ([]InsertPart, *pgerr.Error) {
 	t := r.topo.Load()
 	defer r.takeTurn(len(sql))()
 	tree, perr := parse(sql)
@@ -77,7 +79,7 @@ func (r *Router) SplitInsert(sql string, params [][]byte, formats []int16) ([]In
 		ins = tree.Stmts[0].Stmt.GetInsertStmt()
 	}
 	if ins == nil {
-		return nil, errorf(CodeFeatureNotSupported, notSplittable)
+		return nil, errorf(pgerr.CodeFeatureNotSupported, notSplittable)
 	}
 	st := analyzeInsert(t, ins, tree.Stmts[0].Stmt)
 	if st.Err != nil {
@@ -85,7 +87,7 @@ func (r *Router) SplitInsert(sql string, params [][]byte, formats []int16) ([]In
 	}
 	rows := splitRows(ins, st)
 	if rows == nil {
-		return nil, errorf(CodeFeatureNotSupported, notSplittable)
+		return nil, errorf(pgerr.CodeFeatureNotSupported, notSplittable)
 	}
 	c := st.Classes[0]
 	byShard := make([][]*pg.Node, len(t.Shards))
@@ -126,7 +128,7 @@ func (r *Router) SplitInsert(sql string, params [][]byte, formats []int16) ([]In
 // is SplitInsert's own, so renumbering in place beats copying it; the
 // client's numbers go back afterwards because the next part shares every
 // clause but the rows (after an error nothing reads it again).
-func insertPart(ins *pg.InsertStmt, nparams, depth int) (InsertPart, *Error) {
+func insertPart(ins *pg.InsertStmt, nparams, depth int) (InsertPart, *pgerr.Error) {
 	node := &pg.Node{Node: &pg.Node_InsertStmt{InsertStmt: ins}}
 	var refs []*pg.ParamRef
 	walk(node, func(m any) bool {
@@ -143,7 +145,7 @@ func insertPart(ins *pg.InsertStmt, nparams, depth int) (InsertPart, *Error) {
 	client := make([]int32, len(refs))
 	for i, p := range refs {
 		if p.Number < 1 || int(p.Number) > nparams {
-			return part, errorf(CodeUndefinedParameter, "there is no parameter $%d", p.Number)
+			return part, errorf(pgerr.CodeUndefinedParameter, "there is no parameter $%d", p.Number)
 		}
 		if numbers[p.Number-1] == 0 {
 			part.Params = append(part.Params, int(p.Number-1))
@@ -156,10 +158,10 @@ func insertPart(ins *pg.InsertStmt, nparams, depth int) (InsertPart, *Error) {
 		p.Number = client[i]
 	}
 	if errors.Is(err, errTooDeepToRewrite) {
-		return part, errorf(CodeStatementTooComplex, "statement too complex: shardgate cannot split %v by shard", err)
+		return part, errorf(pgerr.CodeStatementTooComplex, "statement too complex: shardgate cannot split %v by shard", err)
 	}
 	if err != nil {
-		return part, errorf(CodeFeatureNotSupported, "shardgate cannot split %v by shard", err)
+		return part, errorf(pgerr.CodeFeatureNotSupported, "shardgate cannot split %v by shard", err)
 	}
 	part.SQL = sql
 	return part, nil

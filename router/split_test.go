@@ -13,6 +13,7 @@ import (
 
 	pg "github.com/pganalyze/pg_query_go/v5"
 
+	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/topology"
 )
 
@@ -169,7 +170,7 @@ func checkSplit(t testing.TB, r *Router, sql string, params [][]byte, formats []
 }
 
 // splitShards is the set of shards SplitInsert's parts run on.
-func splitShards(r *Router, sql string, params [][]byte, formats []int16) (ShardSet, *Error) {
+func splitShards(r *Router, sql string, params [][]byte, formats []int16) (ShardSet, *pgerr.Error) {
 	parts, err := r.SplitInsert(sql, params, formats)
 	var set ShardSet
 	for _, p := range parts {
@@ -308,19 +309,19 @@ func TestSplitInsertRefusals(t *testing.T) {
 		params []string
 		code   string
 	}{
-		{"INSERT INTO users (id, name) VALUES ($1, 'a'), ($2, 'b')", []string{"3", "abc"}, CodeInvalidText},
-		{"INSERT INTO users (id, name) VALUES ($1, 'a'), ($3, 'b')", []string{"3", "42"}, CodeUndefinedParameter},
-		{"INSERT INTO users (id, name) VALUES (1, $2), (3, 'b')", []string{"x"}, CodeUndefinedParameter},
-		{"INSERT INTO users (id, name) VALUES (1, 'a'), (3, $1)", nil, CodeUndefinedParameter},
-		{"INSERT INTO users (id, name) VALUES (1, 'a'), (DEFAULT, 'b')", nil, CodeFeatureNotSupported},
-		{"INSERT INTO users (id, name) VALUES (1, 'a'), (3 + 1, 'b')", nil, CodeFeatureNotSupported},
-		{"INSERT INTO users (id, name) SELECT id, name FROM users WHERE id IN (1, 3)", nil, CodeFeatureNotSupported},
-		{"WITH c AS (SELECT 1) INSERT INTO users (id, name) VALUES (1, 'a'), (3, 'b')", nil, CodeFeatureNotSupported},
-		{"INSERT INTO users (id, name) VALUES (1, 'a'), (3, 'b') LIMIT 1", nil, CodeFeatureNotSupported},
-		{"INSERT INTO users (id, name) VALUES (1, 'a'); INSERT INTO users (id, name) VALUES (3, 'b')", nil, CodeFeatureNotSupported},
-		{"INSERT INTO countries (code, name) VALUES ('de', 'a'), ('fr', 'b')", nil, CodeFeatureNotSupported},
-		{"SELECT * FROM users", nil, CodeFeatureNotSupported},
-		{"INSERT INTO users (id, name) VALUES (1, 'a'),", nil, CodeSyntaxError},
+		{"INSERT INTO users (id, name) VALUES ($1, 'a'), ($2, 'b')", []string{"3", "abc"}, pgerr.CodeInvalidText},
+		{"INSERT INTO users (id, name) VALUES ($1, 'a'), ($3, 'b')", []string{"3", "42"}, pgerr.CodeUndefinedParameter},
+		{"INSERT INTO users (id, name) VALUES (1, $2), (3, 'b')", []string{"x"}, pgerr.CodeUndefinedParameter},
+		{"INSERT INTO users (id, name) VALUES (1, 'a'), (3, $1)", nil, pgerr.CodeUndefinedParameter},
+		{"INSERT INTO users (id, name) VALUES (1, 'a'), (DEFAULT, 'b')", nil, pgerr.CodeFeatureNotSupported},
+		{"INSERT INTO users (id, name) VALUES (1, 'a'), (3 + 1, 'b')", nil, pgerr.CodeFeatureNotSupported},
+		{"INSERT INTO users (id, name) SELECT id, name FROM users WHERE id IN (1, 3)", nil, pgerr.CodeFeatureNotSupported},
+		{"WITH c AS (SELECT 1) INSERT INTO users (id, name) VALUES (1, 'a'), (3, 'b')", nil, pgerr.CodeFeatureNotSupported},
+		{"INSERT INTO users (id, name) VALUES (1, 'a'), (3, 'b') LIMIT 1", nil, pgerr.CodeFeatureNotSupported},
+		{"INSERT INTO users (id, name) VALUES (1, 'a'); INSERT INTO users (id, name) VALUES (3, 'b')", nil, pgerr.CodeFeatureNotSupported},
+		{"INSERT INTO countries (code, name) VALUES ('de', 'a'), ('fr', 'b')", nil, pgerr.CodeFeatureNotSupported},
+		{"SELECT * FROM users", nil, pgerr.CodeFeatureNotSupported},
+		{"INSERT INTO users (id, name) VALUES (1, 'a'),", nil, pgerr.CodeSyntaxError},
 	}
 	r := testRouter(t)
 	for _, c := range cases {

@@ -6,6 +6,7 @@ import (
 
 	pg "github.com/pganalyze/pg_query_go/v5"
 
+	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/topology"
 )
 
@@ -59,11 +60,11 @@ type Statement struct {
 	// they must come from the original text, never a normalised one.
 	FromText bool
 	Reason   string
-	Err      *Error
+	Err      *pgerr.Error
 }
 
 func refused(format string, args ...any) *Statement {
-	err := errorf(CodeFeatureNotSupported, format, args...)
+	err := errorf(pgerr.CodeFeatureNotSupported, format, args...)
 	return &Statement{Class: ClassRefuse, Err: err, Reason: err.Message}
 }
 
