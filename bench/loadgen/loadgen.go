@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -157,6 +158,21 @@ func WaitListening(ctx context.Context, addr string, exited <-chan error) error 
 		}
 	}
 	return errors.New("not listening on " + addr + " after 20s")
+}
+
+// ShardOfUsers maps user ids 1 to users to their shard index under topo
+// (index 0 unused), so a benchmark can tell which shard a request hits.
+func ShardOfUsers(topo *topology.Topology, users int) ([]int, error) {
+	shardOf := make([]int, users+1)
+	var key []byte
+	for id := 1; id <= users; id++ {
+		var err error
+		if key, err = topology.AppendCanonicalText(key[:0], topology.KeyBigint, strconv.Itoa(id)); err != nil {
+			return nil, fmt.Errorf("user %d: %w", id, err)
+		}
+		shardOf[id] = topo.Lookup(topology.Hash(key)).Shard
+	}
+	return shardOf, nil
 }
 
 // WaitReplay waits, up to a minute, until the server at dsn (a replica)

@@ -68,7 +68,7 @@ func (e *env) startProxy(ctx context.Context, users int) error {
 	if err != nil {
 		return fmt.Errorf("proxy config: %w", err)
 	}
-	if e.shardOf, err = shardOfUsers(topo, users); err != nil {
+	if e.shardOf, err = loadgen.ShardOfUsers(topo, users); err != nil {
 		return err
 	}
 	if e.proxyDSN, e.stopProxy, err = loadgen.ServeProxy(ctx, cfg, e.cluster.Database); err != nil {

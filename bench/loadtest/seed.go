@@ -14,7 +14,6 @@ import (
 
 	"github.com/shardgate/shardgate/bench/loadgen"
 	"github.com/shardgate/shardgate/sandbox"
-	"github.com/shardgate/shardgate/topology"
 )
 
 // seedSize is how much data the test starts with.
@@ -169,19 +168,4 @@ func analyze(ctx context.Context, dsn string) (lsn string, err error) {
 	}
 	err = conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&lsn)
 	return lsn, err
-}
-
-// shardOfUsers routes user ids 1..users with the hashing contract, as the
-// proxy does, so the generator knows each request's shard.
-func shardOfUsers(topo *topology.Topology, users int) ([]int, error) {
-	shardOf := make([]int, users+1)
-	var key []byte
-	for id := 1; id <= users; id++ {
-		var err error
-		if key, err = topology.AppendCanonicalText(key[:0], topology.KeyBigint, strconv.Itoa(id)); err != nil {
-			return nil, fmt.Errorf("user %d: %w", id, err)
-		}
-		shardOf[id] = topo.Lookup(topology.Hash(key)).Shard
-	}
-	return shardOf, nil
 }

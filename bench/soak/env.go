@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -94,15 +93,7 @@ func shardOfUsers(cfgYAML string, users int) ([]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	shardOf := make([]int, users+1)
-	var key []byte
-	for id := 1; id <= users; id++ {
-		if key, err = topology.AppendCanonicalText(key[:0], topology.KeyBigint, strconv.Itoa(id)); err != nil {
-			return nil, err
-		}
-		shardOf[id] = topo.Lookup(topology.Hash(key)).Shard
-	}
-	return shardOf, nil
+	return loadgen.ShardOfUsers(topo, users)
 }
 
 // seed inserts the users through the proxy, which splits each INSERT by
