@@ -45,7 +45,6 @@ type copySplit struct {
 	topo     *topology.Topology
 	branches []copyBranch
 	header   bool // the data starts with a header line
-	canon    []byte
 }
 
 func (c *client) copyIn(plan router.Plan, u unit) error {
@@ -208,12 +207,11 @@ func (s *copySplit) route(row copyfmt.Row) *pgerr.Error {
 		return &pgerr.Error{Code: "23502", Message: fmt.Sprintf("null value in column %q of relation %q violates not-null constraint", s.in.Key, s.in.Table),
 			Detail: "shardgate routes every row by its shard key.", Where: s.where(row.Line, row.Key)}
 	}
-	canon, err := topology.AppendCanonicalText(s.canon[:0], s.in.KeyType, string(row.Key))
+	at, err := s.topo.Place(s.in.KeyType, string(row.Key))
 	if err != nil {
-		return &pgerr.Error{Code: "22P02", Message: err.Error(), Where: s.where(row.Line, row.Key)}
+		return &pgerr.Error{Code: pgerr.CodeInvalidText, Message: err.Error(), Where: s.where(row.Line, row.Key)}
 	}
-	s.canon = canon
-	b := &s.branches[s.topo.Lookup(topology.Hash(canon)).Shard]
+	b := &s.branches[at.Shard]
 	b.buf = append(b.buf, row.Raw...)
 	b.lines = binary.AppendUvarint(b.lines, uint64(row.Line-b.lastLine))
 	b.lastLine = row.Line

@@ -399,11 +399,11 @@ func loadDiffData(t *testing.T, ctx context.Context, dsn string, topo *topology.
 	for _, tb := range tables {
 		byShard := make([][][]any, len(topo.Shards))
 		for _, r := range tb.rows {
-			key, err := topology.AppendCanonicalText(nil, topology.KeyBigint, fmt.Sprint(r[0]))
+			at, err := topo.Place(topology.KeyBigint, fmt.Sprint(r[0]))
 			if err != nil {
 				t.Fatal(err)
 			}
-			s := topo.Lookup(topology.Hash(key)).Shard
+			s := at.Shard
 			byShard[s] = append(byShard[s], r)
 		}
 		for _, rows := range byShard {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -29,7 +30,7 @@ func shardOf(t testing.TB, key int64) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return topo.Lookup(topology.Hash(canon)).Shard
+	return topo.Lookup(xxhash.Sum64(canon)).Shard
 }
 
 // keysOnShards returns n keys from base up whose shards are spread: at

@@ -112,12 +112,11 @@ func applyHint(t *topology.Topology, plan Plan, h *Hint, comment bool, kt topolo
 	case h.Shard != "":
 		shard, _ = t.ShardIndex(h.Shard)
 	case h.ShardKey != "":
-		var buf [64]byte
-		canon, err := topology.AppendCanonicalText(buf[:0], kt, h.ShardKey)
+		at, err := t.Place(kt, h.ShardKey)
 		if err != nil {
 			return Plan{Target: TargetError, Err: &pgerr.Error{Code: pgerr.CodeInvalidText, Message: "shardgate hint: " + err.Error()}}
 		}
-		shard = t.Lookup(topology.Hash(canon)).Shard
+		shard = at.Shard
 	default:
 		return plan
 	}

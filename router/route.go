@@ -86,17 +86,15 @@ func pinShards(t *topology.Topology, c *KeyClass, p KeyPin, params [][]byte, for
 		if err != nil {
 			return 0, &pgerr.Error{Code: pgerr.CodeInvalidText, Message: err.Error()}
 		}
-		var buf [64]byte
 		for _, e := range elems {
-			canon, cerr := canonicalValue(c.KeyType, e, binary, buf[:0])
+			at, cerr := place(t, c.KeyType, e, binary)
 			if cerr != nil {
 				return 0, &pgerr.Error{Code: pgerr.CodeInvalidText, Message: cerr.Error()}
 			}
-			owned := t.Lookup(topology.Hash(canon))
 			if hits != nil {
-				*hits = append(*hits, hit(t, c.Table, fmt.Sprintf("$%d[]=%q", p.Array, e), canon, owned))
+				*hits = append(*hits, hit(t, c.Table, fmt.Sprintf("$%d[]=%q", p.Array, e), at))
 			}
-			set |= 1 << owned.Shard
+			set |= 1 << at.Shard
 		}
 	}
 	return set, nil
@@ -104,38 +102,36 @@ func pinShards(t *topology.Topology, c *KeyClass, p KeyPin, params [][]byte, for
 
 // keyShard is the shard owning one key value.
 func keyShard(t *topology.Topology, table string, kt topology.KeyType, ref KeyRef, params [][]byte, formats []int16, hits *[]KeyHit) (int, *pgerr.Error) {
-	var buf [64]byte
 	var (
-		canon []byte
-		err   error
+		at  topology.Placement
+		err error
 	)
 	switch {
 	case ref.Param == 0:
-		canon, err = topology.AppendCanonicalText(buf[:0], kt, ref.Literal)
+		at, err = t.Place(kt, ref.Literal)
 	case ref.Param > len(params):
 		return 0, errorf(pgerr.CodeUndefinedParameter, "there is no parameter $%d", ref.Param)
 	case params[ref.Param-1] == nil:
 		return 0, errorf("22004", "the shard key of %s is NULL", table)
 	default:
-		canon, err = canonicalValue(kt, params[ref.Param-1], paramFormat(formats, ref.Param-1) == 1, buf[:0])
+		at, err = place(t, kt, params[ref.Param-1], paramFormat(formats, ref.Param-1) == 1)
 	}
 	if err != nil {
 		return 0, &pgerr.Error{Code: pgerr.CodeInvalidText, Message: err.Error()}
 	}
-	owned := t.Lookup(topology.Hash(canon))
 	if hits != nil {
-		*hits = append(*hits, hit(t, table, keyText(ref, params), canon, owned))
+		*hits = append(*hits, hit(t, table, keyText(ref, params), at))
 	}
-	return owned.Shard, nil
+	return at.Shard, nil
 }
 
-func canonicalValue(kt topology.KeyType, v []byte, binary bool, buf []byte) ([]byte, error) {
+func place(t *topology.Topology, kt topology.KeyType, v []byte, binary bool) (topology.Placement, error) {
 	if binary {
-		return topology.AppendCanonicalBinary(buf, kt, v)
+		return t.PlaceBinary(kt, v)
 	}
-	return topology.AppendCanonicalText(buf, kt, unsafeString(v))
+	return t.Place(kt, unsafeString(v))
 }
 
-func hit(t *topology.Topology, table, value string, canon []byte, owned topology.OwnedRange) KeyHit {
-	return KeyHit{Table: table, Value: value, Hash: fmt.Sprintf("%016x", topology.Hash(canon)), Range: owned.Range.String(), Shard: t.Shards[owned.Shard].Name}
+func hit(t *topology.Topology, table, value string, at topology.Placement) KeyHit {
+	return KeyHit{Table: table, Value: value, Hash: fmt.Sprintf("%016x", at.ID), Range: at.Range.String(), Shard: t.Shards[at.Shard].Name}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strconv"
+	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -40,12 +41,45 @@ func (kt KeyType) valid() bool {
 //   - uuid: its 16 raw bytes in RFC 4122 order, i.e. the order the hex digits
 //     are written in.
 //
-// The keyspace id of a key is Hash of its canonical bytes: xxHash64 with seed
+// The keyspace id of a key is the hash of its canonical bytes: xxHash64 with seed
 // 0 (github.com/cespare/xxhash/v2, Sum64).
 
-// Hash returns the keyspace id of canonical key bytes: their xxHash64 with
-// seed 0.
-func Hash(canonical []byte) uint64 {
+// KeyspaceID returns the keyspace id of a key written as text: a SQL
+// literal, a text-format bind parameter, a COPY text or CSV field, or a
+// routing hint. Every path that places a key comes through here or through
+// KeyspaceIDBinary, so live routing, COPY and resharding cannot disagree.
+func KeyspaceID(kt KeyType, text string) (uint64, error) {
+	if kt == KeyText { // canonical bytes are the text itself: no copy
+		return keyspaceID(unsafe.Slice(unsafe.StringData(text), len(text))), nil
+	}
+	var buf [maxFixedCanonical]byte
+	canon, err := AppendCanonicalText(buf[:0], kt, text)
+	if err != nil {
+		return 0, err
+	}
+	return keyspaceID(canon), nil
+}
+
+// KeyspaceIDBinary returns the keyspace id of a key given as a binary-format
+// bind parameter.
+func KeyspaceIDBinary(kt KeyType, b []byte) (uint64, error) {
+	if kt == KeyText {
+		return keyspaceID(b), nil
+	}
+	var buf [maxFixedCanonical]byte
+	canon, err := AppendCanonicalBinary(buf[:0], kt, b)
+	if err != nil {
+		return 0, err
+	}
+	return keyspaceID(canon), nil
+}
+
+// maxFixedCanonical is the longest canonical form of a fixed-size key type
+// (a uuid's 16 bytes), so those never leave the stack.
+const maxFixedCanonical = 16
+
+// keyspaceID is the one place canonical bytes become a keyspace id.
+func keyspaceID(canonical []byte) uint64 {
 	return xxhash.Sum64(canonical)
 }
 

@@ -35,8 +35,14 @@ func TestHashVectors(t *testing.T) {
 			t.Errorf("%s %q: %v", tt.kt, tt.text, err)
 			continue
 		}
-		if got := Hash(b); got != tt.want {
+		if got := keyspaceID(b); got != tt.want {
 			t.Errorf("%s %q: hash %#016x, want %#016x", tt.kt, tt.text, got, tt.want)
+		}
+		if got, err := KeyspaceID(tt.kt, tt.text); err != nil || got != tt.want {
+			t.Errorf("KeyspaceID(%s, %q) = %#016x, %v; want %#016x", tt.kt, tt.text, got, err, tt.want)
+		}
+		if got, err := KeyspaceIDBinary(tt.kt, b); err != nil || got != tt.want {
+			t.Errorf("KeyspaceIDBinary(%s, % x) = %#016x, %v; want %#016x", tt.kt, b, got, err, tt.want)
 		}
 	}
 }
@@ -87,7 +93,7 @@ func TestEquivalentForms(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := Hash(b); got != tt.want {
+			if got := keyspaceID(b); got != tt.want {
 				t.Errorf("hash %#016x, want %#016x", got, tt.want)
 			}
 		})
@@ -152,6 +158,7 @@ func TestCanonicalErrors(t *testing.T) {
 
 func TestAppendCanonicalNoAlloc(t *testing.T) {
 	buf := make([]byte, 0, 64)
+	long := strings.Repeat("x", 200)
 	tests := []struct {
 		name string
 		f    func()
@@ -160,6 +167,10 @@ func TestAppendCanonicalNoAlloc(t *testing.T) {
 		{"uuid text", func() { _, _ = AppendCanonicalText(buf, KeyUUID, "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}") }},
 		{"text text", func() { _, _ = AppendCanonicalText(buf, KeyText, "alice") }},
 		{"int binary", func() { _, _ = AppendCanonicalBinary(buf, KeyInt, []byte{0, 0, 0, 42}) }},
+		{"KeyspaceID bigint", func() { _, _ = KeyspaceID(KeyBigint, "1234567890123") }},
+		{"KeyspaceID uuid", func() { _, _ = KeyspaceID(KeyUUID, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11") }},
+		{"KeyspaceID long text", func() { _, _ = KeyspaceID(KeyText, long) }},
+		{"KeyspaceIDBinary int2", func() { _, _ = KeyspaceIDBinary(KeySmallint, []byte{0, 42}) }},
 	}
 	for _, tt := range tests {
 		if n := testing.AllocsPerRun(100, tt.f); n != 0 {
@@ -176,6 +187,6 @@ func BenchmarkAppendCanonicalTextBigint(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		_ = Hash(c)
+		_ = keyspaceID(c)
 	}
 }

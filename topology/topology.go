@@ -74,6 +74,31 @@ func New(cfg *Config) (*Topology, error) {
 	return t, nil
 }
 
+// Placement is where one key lives: its keyspace id and the range, and so
+// the shard, owning it.
+type Placement struct {
+	ID uint64
+	OwnedRange
+}
+
+// Place returns where the key written as text lives (see KeyspaceID).
+func (t *Topology) Place(kt KeyType, text string) (Placement, error) {
+	id, err := KeyspaceID(kt, text)
+	if err != nil {
+		return Placement{}, err
+	}
+	return Placement{ID: id, OwnedRange: t.Lookup(id)}, nil
+}
+
+// PlaceBinary returns where the key given as a binary bind parameter lives.
+func (t *Topology) PlaceBinary(kt KeyType, b []byte) (Placement, error) {
+	id, err := KeyspaceIDBinary(kt, b)
+	if err != nil {
+		return Placement{}, err
+	}
+	return Placement{ID: id, OwnedRange: t.Lookup(id)}, nil
+}
+
 // Lookup returns the range holding keyspace id h. It does not allocate, as
 // it runs once per routed key.
 func (t *Topology) Lookup(h uint64) OwnedRange {

@@ -164,13 +164,12 @@ func WaitListening(ctx context.Context, addr string, exited <-chan error) error 
 // (index 0 unused), so a benchmark can tell which shard a request hits.
 func ShardOfUsers(topo *topology.Topology, users int) ([]int, error) {
 	shardOf := make([]int, users+1)
-	var key []byte
 	for id := 1; id <= users; id++ {
-		var err error
-		if key, err = topology.AppendCanonicalText(key[:0], topology.KeyBigint, strconv.Itoa(id)); err != nil {
+		at, err := topo.Place(topology.KeyBigint, strconv.Itoa(id))
+		if err != nil {
 			return nil, fmt.Errorf("user %d: %w", id, err)
 		}
-		shardOf[id] = topo.Lookup(topology.Hash(key)).Shard
+		shardOf[id] = at.Shard
 	}
 	return shardOf, nil
 }

@@ -127,13 +127,12 @@ func load(ctx context.Context, c *sandbox.Cluster, rows int) error {
 		return err
 	}
 	perShard := make([][][]any, shards)
-	var key []byte
 	for id := int64(1); id <= int64(rows); id++ {
-		key, err = topology.AppendCanonicalText(key[:0], topology.KeyBigint, strconv.FormatInt(id, 10))
+		at, err := topo.Place(topology.KeyBigint, strconv.FormatInt(id, 10))
 		if err != nil {
 			return err
 		}
-		s := topo.Lookup(topology.Hash(key)).Shard
+		s := at.Shard
 		perShard[s] = append(perShard[s], []any{id, "user " + strconv.FormatInt(id, 10), "de"})
 	}
 	for i, sh := range c.Shards {

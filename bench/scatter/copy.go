@@ -132,7 +132,6 @@ func timedCopy(ctx context.Context, dsn, sql string, rows int) (time.Duration, e
 // checkPlacement counts the shards' posts and checks each user's shard.
 func checkPlacement(ctx context.Context, c *sandbox.Cluster, topo *topology.Topology, rows int) error {
 	total := 0
-	var key []byte
 	for i, sh := range c.Shards {
 		conn, err := pgx.Connect(ctx, sh.Primary.DSN(c.Database))
 		if err != nil {
@@ -149,8 +148,8 @@ func checkPlacement(ctx context.Context, c *sandbox.Cluster, topo *topology.Topo
 				conn.Close(ctx)
 				return err
 			}
-			key, _ = topology.AppendCanonicalText(key[:0], topology.KeyBigint, strconv.FormatInt(user, 10))
-			if owner := topo.Lookup(topology.Hash(key)).Shard; owner != i {
+			at, _ := topo.Place(topology.KeyBigint, strconv.FormatInt(user, 10))
+			if owner := at.Shard; owner != i {
 				conn.Close(ctx)
 				return fmt.Errorf("posts of user %d are on shard %s, the key says %s", user, sh.Name, c.Shards[owner].Name)
 			}

@@ -148,15 +148,13 @@ func run(ctx context.Context, rows int, duration time.Duration, clients, copyRow
 func load(ctx context.Context, c *sandbox.Cluster, topo *topology.Topology, rows int) error {
 	perShard := make([][][]any, shards)
 	all := make([][]any, 0, rows)
-	var key []byte
 	for id := int64(1); id <= int64(rows); id++ {
-		var err error
-		key, err = topology.AppendCanonicalText(key[:0], topology.KeyBigint, strconv.FormatInt(id, 10))
+		at, err := topo.Place(topology.KeyBigint, strconv.FormatInt(id, 10))
 		if err != nil {
 			return err
 		}
 		row := []any{id, "user " + strconv.FormatInt(id, 10), countries[id%4]}
-		s := topo.Lookup(topology.Hash(key)).Shard
+		s := at.Shard
 		perShard[s] = append(perShard[s], row)
 		all = append(all, row)
 	}
