@@ -21,7 +21,8 @@ import (
 // Cross-shard SELECT: the same query (as the router rewrote it) runs on
 // every shard of the plan at once; the answers are merged (merge-sorted,
 // aggregates combined, de-duplicated, limited) into what one Postgres
-// holding all the rows would return.
+// holding all the rows would return. merge.Build does the merging; the
+// proxy reads the answers and writes the result.
 
 // shardAnswer is one shard's answer to the scatter request.
 type shardAnswer struct {

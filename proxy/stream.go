@@ -17,8 +17,8 @@ import (
 
 // Cross-shard SELECTs without aggregates or DISTINCT are streamed: each
 // shard's answer is read by a goroutine of its own into a small bounded
-// queue, and the client's rows come out of a k-way merge (ORDER BY) or a
-// concatenation, through OFFSET/LIMIT, as they arrive. Memory stays at a
+// queue, and the client's rows come out of merge.Build's k-way merge
+// (ORDER BY) or concatenation, through OFFSET/LIMIT, as they arrive. Memory stays at a
 // few batches per shard however many rows there are, as in Vitess's
 // streaming MergeSort. Aggregates and DISTINCT are gathered (scatter.go):
 // their results are as large as their groups, not their inputs.
