@@ -49,9 +49,12 @@ type Agg struct {
 }
 
 // OutCol describes one output column: either a group-by column copied from
-// the partials (Group >= 0), or an aggregate (Group = -1 and Agg set).
+// the partials (Group >= 0), or an aggregate (Group = -1 and Agg set). A
+// Const column is copied like a group column but is no part of the
+// grouping: a constant that HAVING reads.
 type OutCol struct {
 	Group int
+	Const bool
 	Agg   *Agg
 }
 
@@ -174,16 +177,17 @@ type group struct {
 	aggs  []aggState
 }
 
-// Combine groups partial rows (from all shards) by the Group columns of out
-// (NULLs group together; values group when Compare says they are equal) and
-// returns one final row per group, in out's order, in text format. Groups come
-// out in the order of their first partial row. With no group columns it
-// returns exactly one row even for no input (count 0, every other aggregate
-// NULL), as PostgreSQL does for an aggregate without GROUP BY.
+// Combine groups partial rows (from all shards) by the non-Const Group
+// columns of out (NULLs group together; values group when Compare says they
+// are equal) and returns one final row per group, in out's order, in text
+// format. Groups come out in the order of their first partial row. With no
+// group columns it returns exactly one row even for no input (count 0, every
+// other aggregate NULL), as PostgreSQL does for an aggregate without GROUP
+// BY.
 func Combine(partialCols []Column, out []OutCol, rows []Row) ([]Row, error) {
 	var groupCols []int
 	for _, o := range out {
-		if o.Agg == nil {
+		if o.Agg == nil && !o.Const {
 			groupCols = append(groupCols, o.Group)
 		}
 	}

@@ -7,11 +7,6 @@ import (
 	"io"
 )
 
-// Source is one stream of rows; Next returns io.EOF at its end.
-type Source interface {
-	Next() (Row, error)
-}
-
 // Merger does a streaming k-way merge of shard streams that are each sorted
 // by the same keys: Next returns their rows in global order. Rows that
 // compare equal come out in source order (source 0 first), so the merge is
@@ -167,19 +162,4 @@ func (l *limiter) Next() (Row, error) {
 		l.left--
 	}
 	return row, nil
-}
-
-// SliceSource is a Source over rows already in memory.
-type SliceSource struct {
-	Rows []Row
-}
-
-// Next returns the next row, or io.EOF.
-func (s *SliceSource) Next() (Row, error) {
-	if len(s.Rows) == 0 {
-		return nil, io.EOF
-	}
-	r := s.Rows[0]
-	s.Rows = s.Rows[1:]
-	return r, nil
 }

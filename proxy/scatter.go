@@ -4,9 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
-	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -24,7 +21,8 @@ import (
 // Cross-shard SELECT: the same query (as the router rewrote it) runs on
 // every shard of the plan at once; the answers are merged (merge-sorted,
 // aggregates combined, de-duplicated, limited) into what one Postgres
-// holding all the rows would return.
+// holding all the rows would return. merge.Build does the merging; the
+// proxy reads the answers and writes the result.
 
 // shardAnswer is one shard's answer to the scatter request.
 type shardAnswer struct {
@@ -352,184 +350,48 @@ func columns(desc *pgproto3.RowDescription) []merge.Column {
 	return cols
 }
 
-// mergeAnswers produces the final row description and rows.
+// mergeAnswers merges the shards' gathered answers as spec says, and
+// describes the result.
 func mergeAnswers(spec *router.ScatterSpec, answers []shardAnswer) (*pgproto3.RowDescription, []merge.Row, error) {
 	desc := answers[0].desc
 	if desc == nil {
 		return nil, nil, errors.New("no row description from the shards")
 	}
-	cols := columns(desc)
-	var rows []merge.Row
-	var err error
-	if spec.Aggregate {
-		var all []merge.Row
-		for _, a := range answers {
-			all = append(all, a.rows...)
-		}
-		desc, rows, err = combine(spec, desc, cols, all)
-		if err != nil {
-			return nil, nil, err
-		}
-		if spec.Having != nil {
-			if rows, err = having(spec.Having, columns(desc), rows); err != nil {
-				return nil, nil, err
-			}
-		}
-		if spec.Hidden > 0 {
-			visible := len(desc.Fields) - spec.Hidden
-			desc.Fields = desc.Fields[:visible]
-			for i := range rows {
-				rows[i] = rows[i][:visible]
-			}
-		}
-		cols = columns(desc)
-		if err := sortRows(cols, spec.Sort, rows); err != nil {
-			return nil, nil, err
-		}
-	} else {
-		sources := make([]merge.Source, len(answers))
-		for i, a := range answers {
-			sources[i] = &sliceSource{rows: a.rows}
-		}
-		var src merge.Source
-		if len(spec.Sort) > 0 {
-			keys, err := sortKeys(cols, spec.Sort)
-			if err != nil {
-				return nil, nil, err
-			}
-			m, err := merge.NewMerger(cols, keys, sources)
-			if err != nil {
-				return nil, nil, err
-			}
-			src = m
-		} else {
-			src = &concat{sources: sources}
-		}
-		if rows, err = drain(src); err != nil {
-			return nil, nil, err
-		}
+	sources := make([]merge.Source, len(answers))
+	for i := range answers {
+		sources[i] = &merge.SliceSource{Rows: answers[i].rows}
 	}
-	if spec.Distinct {
-		if rows, err = merge.Distinct(cols, rows); err != nil {
-			return nil, nil, err
-		}
-	}
-	rows, err = drain(merge.Limit(&sliceSource{rows: rows}, spec.Offset, spec.Limit))
-	return desc, rows, err
-}
-
-// combine folds partial aggregate rows into final ones and describes them.
-func combine(spec *router.ScatterSpec, partial *pgproto3.RowDescription, cols []merge.Column, rows []merge.Row) (*pgproto3.RowDescription, []merge.Row, error) {
-	out := make([]merge.OutCol, len(spec.Output))
-	var groups []int
-	final := &pgproto3.RowDescription{}
-	for i, o := range spec.Output {
-		f := partial.Fields[max(o.Group, o.Col)]
-		f.Format = 0
-		if o.Group >= 0 {
-			out[i] = merge.OutCol{Group: o.Group}
-			if !o.Const {
-				groups = append(groups, o.Group)
-			}
-		} else {
-			kind, ok := aggKinds[o.Agg]
-			if !ok {
-				return nil, nil, fmt.Errorf("aggregate %s", o.Agg)
-			}
-			out[i] = merge.OutCol{Group: -1, Agg: &merge.Agg{Kind: kind, Col: o.Col, CountCol: o.CountCol}}
-			if o.Agg == "avg" {
-				if f.DataTypeOID == 20 || f.DataTypeOID == 1700 {
-					f.DataTypeOID, f.DataTypeSize, f.TypeModifier = 1700, -1, -1 // avg of integers and numerics is numeric
-				}
-				if string(f.Name) == "sum" { // the name Postgres gives an unaliased avg
-					f.Name = []byte("avg")
-				}
-			}
-		}
-		final.Fields = append(final.Fields, f)
-	}
-	for i := range cols {
-		cols[i].Format = 0
-	}
-	combined, err := merge.CombineGroups(cols, groups, out, rows)
-	return final, combined, err
-}
-
-var aggKinds = map[string]merge.AggKind{
-	"count": merge.AggCount, "sum": merge.AggSum, "min": merge.AggMin, "max": merge.AggMax,
-	"bool_and": merge.AggBoolAnd, "bool_or": merge.AggBoolOr, "avg": merge.AggAvg,
-}
-
-// sortKeys resolves sort specs against the result's columns.
-func sortKeys(cols []merge.Column, specs []router.SortSpec) ([]merge.SortKey, error) {
-	keys := make([]merge.SortKey, len(specs))
-	for i, s := range specs {
-		col := s.Col
-		if col < 0 {
-			col = slices.IndexFunc(cols, func(c merge.Column) bool { return c.Name == s.Name })
-			if col < 0 {
-				return nil, fmt.Errorf("ORDER BY %s is not a result column", s.Name)
-			}
-		}
-		keys[i] = merge.SortKey{Col: col, Desc: s.Desc, NullsFirst: s.NullsFirst}
-	}
-	return keys, nil
-}
-
-func sortRows(cols []merge.Column, specs []router.SortSpec, rows []merge.Row) error {
-	if len(specs) == 0 {
-		return nil
-	}
-	keys, err := sortKeys(cols, specs)
+	res, err := merge.Build(&spec.Spec, columns(desc), sources)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	sort.SliceStable(rows, func(i, j int) bool {
-		c, e := merge.CompareRows(cols, keys, rows[i], rows[j])
-		if e != nil {
-			err = e
-		}
-		return c < 0
-	})
-	return err
+	rows, err := merge.Drain(res.Rows)
+	if err != nil {
+		return nil, nil, err
+	}
+	return describe(desc, res), rows, nil
 }
 
-type sliceSource struct{ rows []merge.Row }
-
-func (s *sliceSource) Next() (merge.Row, error) {
-	if len(s.rows) == 0 {
-		return nil, io.EOF
+// describe is the RowDescription of a merged result: each column described
+// as the shard column it is computed from, under its own name and format,
+// and with its own type where that changed (an avg of integers).
+func describe(shard *pgproto3.RowDescription, res merge.Result) *pgproto3.RowDescription {
+	if res.Origin == nil {
+		return shard
 	}
-	r := s.rows[0]
-	s.rows = s.rows[1:]
-	return r, nil
-}
-
-type concat struct{ sources []merge.Source }
-
-func (c *concat) Next() (merge.Row, error) {
-	for len(c.sources) > 0 {
-		r, err := c.sources[0].Next()
-		if err != io.EOF {
-			return r, err
+	desc := &pgproto3.RowDescription{Fields: make([]pgproto3.FieldDescription, len(res.Cols))}
+	for i, c := range res.Cols {
+		f := shard.Fields[res.Origin[i]]
+		if string(f.Name) != c.Name {
+			f.Name = []byte(c.Name)
 		}
-		c.sources = c.sources[1:]
+		if f.DataTypeOID != c.TypeOID {
+			f.DataTypeOID, f.DataTypeSize, f.TypeModifier = c.TypeOID, -1, -1
+		}
+		f.Format = c.Format
+		desc.Fields[i] = f
 	}
-	return nil, io.EOF
-}
-
-func drain(src merge.Source) ([]merge.Row, error) {
-	var rows []merge.Row
-	for {
-		r, err := src.Next()
-		if err == io.EOF {
-			return rows, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		rows = append(rows, r)
-	}
+	return desc
 }
 
 // appendRows writes DataRows and the SELECT command tag.

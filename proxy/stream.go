@@ -17,8 +17,8 @@ import (
 
 // Cross-shard SELECTs without aggregates or DISTINCT are streamed: each
 // shard's answer is read by a goroutine of its own into a small bounded
-// queue, and the client's rows come out of a k-way merge (ORDER BY) or a
-// concatenation, through OFFSET/LIMIT, as they arrive. Memory stays at a
+// queue, and the client's rows come out of merge.Build's k-way merge
+// (ORDER BY) or concatenation, through OFFSET/LIMIT, as they arrive. Memory stays at a
 // few batches per shard however many rows there are, as in Vitess's
 // streaming MergeSort. Aggregates and DISTINCT are gathered (scatter.go):
 // their results are as large as their groups, not their inputs.
@@ -179,10 +179,15 @@ func (c *client) streamScatter(spec *router.ScatterSpec, shards []int, req []byt
 	if failed != nil {
 		return failed()
 	}
-	src, err := streamSource(spec, desc, streams)
+	sources := make([]merge.Source, len(streams))
+	for i, st := range streams {
+		sources[i] = st
+	}
+	res, err := merge.Build(&spec.Spec, columns(desc), sources)
 	if err != nil {
 		return c.refuse(&pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "shardgate cannot merge this result: " + err.Error()})
 	}
+	desc, src := describe(desc, res), res.Rows
 	if u.query != nil {
 		c.out, _ = desc.Encode(c.out)
 		err := c.relayRows(src)
@@ -222,30 +227,6 @@ func (c *client) streamHeads(streams []*shardStream) (desc *pgproto3.RowDescript
 		}
 	}
 	return heads[0].desc, nil
-}
-
-// streamSource merges or concatenates the shards' streams and applies
-// OFFSET and LIMIT.
-func streamSource(spec *router.ScatterSpec, desc *pgproto3.RowDescription, streams []*shardStream) (merge.Source, error) {
-	sources := make([]merge.Source, len(streams))
-	for i, st := range streams {
-		sources[i] = st
-	}
-	var src merge.Source = &concat{sources: sources}
-	if len(spec.Sort) > 0 {
-		cols := columns(desc)
-		keys, err := sortKeys(cols, spec.Sort)
-		if err != nil {
-			return nil, err
-		}
-		if src, err = merge.NewMerger(cols, keys, sources); err != nil {
-			return nil, err
-		}
-	}
-	if spec.Offset > 0 || spec.Limit >= 0 {
-		src = merge.Limit(src, spec.Offset, spec.Limit)
-	}
-	return src, nil
 }
 
 // relayRows writes src's rows to the client as DataRows, flushing as the

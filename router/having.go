@@ -3,36 +3,17 @@ package router
 import (
 	pg "github.com/pganalyze/pg_query_go/v5"
 	"google.golang.org/protobuf/proto"
-)
 
-// Cond is a HAVING condition over the combined output columns, which the
-// proxy evaluates with SQL's three-valued logic once the shards' partial
-// aggregates are combined. Constants are output columns too: the shards
-// compute them, so they have the type and value Postgres gives them.
-type Cond struct {
-	Op   CondOp
-	Args []Cond // CondAnd, CondOr, CondNot
-	Cmp  string // CondCompare: =, <>, <, <=, > or >=
-	L, R int    // output columns: L Cmp R, L IS NULL, or L by itself
-}
-
-// CondOp is what a Cond does with its arguments or columns.
-type CondOp uint8
-
-const (
-	CondAnd     CondOp = iota // all Args
-	CondOr                    // any of Args
-	CondNot                   // Args[0] negated
-	CondCompare               // L Cmp R
-	CondIsNull                // L IS NULL
-	CondValue                 // L, a boolean, by itself
+	"github.com/shardgate/shardgate/merge"
 )
 
 var comparisons = map[string]bool{"=": true, "<>": true, "<": true, "<=": true, ">": true, ">=": true}
 
-// havingPlan turns a HAVING clause into a Cond. Aggregates it reads come
-// from identical select-list entries or are appended to the select list
-// after the client's visible columns, as are the constants it reads.
+// havingPlan turns a HAVING clause into a merge.Cond, which merge.Build
+// evaluates once the shards' partial aggregates are combined. Aggregates
+// it reads come from identical select-list entries or are appended to the
+// select list after the client's visible columns, as are the constants it
+// reads.
 type havingPlan struct {
 	sel     *pg.SelectStmt
 	visible int
@@ -41,23 +22,23 @@ type havingPlan struct {
 
 // cond translates one boolean expression; a non-empty string names what
 // it cannot translate.
-func (h *havingPlan) cond(n *pg.Node) (Cond, string) {
+func (h *havingPlan) cond(n *pg.Node) (merge.Cond, string) {
 	if exprIndex(n, h.sel.TargetList[:h.visible]) >= 0 {
 		// The select list computes it (GROUP BY email IS NULL): read that.
 		return h.value(n)
 	}
 	if b := n.GetBoolExpr(); b != nil {
-		c := Cond{Op: CondAnd}
+		c := merge.Cond{Op: merge.CondAnd}
 		switch b.Boolop {
 		case pg.BoolExprType_OR_EXPR:
-			c.Op = CondOr
+			c.Op = merge.CondOr
 		case pg.BoolExprType_NOT_EXPR:
-			c.Op = CondNot
+			c.Op = merge.CondNot
 		}
 		for _, arg := range b.Args {
 			a, why := h.cond(arg)
 			if why != "" {
-				return Cond{}, why
+				return merge.Cond{}, why
 			}
 			c.Args = append(c.Args, a)
 		}
@@ -65,7 +46,7 @@ func (h *havingPlan) cond(n *pg.Node) (Cond, string) {
 	}
 	if t := n.GetNullTest(); t != nil {
 		col, why := h.operand(t.Arg, nil)
-		c := Cond{Op: CondIsNull, L: col}
+		c := merge.Cond{Op: merge.CondIsNull, L: col}
 		if t.Nulltesttype == pg.NullTestType_IS_NOT_NULL {
 			c = not(c) // the same for the scalar values HAVING can read
 		}
@@ -79,20 +60,20 @@ func (h *havingPlan) cond(n *pg.Node) (Cond, string) {
 
 // value is a boolean read by itself (HAVING bool_or(x)); a quoted literal
 // is read as a boolean, as Postgres does.
-func (h *havingPlan) value(n *pg.Node) (Cond, string) {
+func (h *havingPlan) value(n *pg.Node) (merge.Cond, string) {
 	col, why := h.operand(n, &pg.Node{Node: &pg.Node_AConst{AConst: &pg.A_Const{Val: &pg.A_Const_Boolval{Boolval: &pg.Boolean{Boolval: true}}}}})
-	return Cond{Op: CondValue, L: col}, why
+	return merge.Cond{Op: merge.CondValue, L: col}, why
 }
 
-func (h *havingPlan) aExpr(e *pg.A_Expr) (Cond, string) {
+func (h *havingPlan) aExpr(e *pg.A_Expr) (merge.Cond, string) {
 	op := lastName(e.Name)
-	cmp := func(l, r *pg.Node, op string) (Cond, string) {
+	cmp := func(l, r *pg.Node, op string) (merge.Cond, string) {
 		lc, why := h.operand(l, r)
 		if why != "" {
-			return Cond{}, why
+			return merge.Cond{}, why
 		}
 		rc, why := h.operand(r, l)
-		return Cond{Op: CondCompare, Cmp: op, L: lc, R: rc}, why
+		return merge.Cond{Op: merge.CondCompare, Cmp: op, L: lc, R: rc}, why
 	}
 	switch e.Kind {
 	case pg.A_Expr_Kind_AEXPR_OP:
@@ -101,14 +82,14 @@ func (h *havingPlan) aExpr(e *pg.A_Expr) (Cond, string) {
 		}
 	case pg.A_Expr_Kind_AEXPR_IN:
 		// x IN (a, b) is x = a OR x = b; x NOT IN (a, b) is x <> a AND x <> b.
-		all := Cond{Op: CondOr}
+		all := merge.Cond{Op: merge.CondOr}
 		if op == "<>" {
-			all.Op = CondAnd
+			all.Op = merge.CondAnd
 		}
 		for _, item := range e.Rexpr.GetList().GetItems() {
 			c, why := cmp(e.Lexpr, item, op)
 			if why != "" {
-				return Cond{}, why
+				return merge.Cond{}, why
 			}
 			all.Args = append(all.Args, c)
 		}
@@ -120,21 +101,21 @@ func (h *havingPlan) aExpr(e *pg.A_Expr) (Cond, string) {
 		if len(bounds) != 2 {
 			break
 		}
-		between := func(lo, hi *pg.Node) (Cond, string) {
+		between := func(lo, hi *pg.Node) (merge.Cond, string) {
 			ge, why := cmp(e.Lexpr, lo, ">=")
 			if why != "" {
-				return Cond{}, why
+				return merge.Cond{}, why
 			}
 			le, why := cmp(e.Lexpr, hi, "<=")
-			return Cond{Op: CondAnd, Args: []Cond{ge, le}}, why
+			return merge.Cond{Op: merge.CondAnd, Args: []merge.Cond{ge, le}}, why
 		}
 		c, why := between(bounds[0], bounds[1])
 		if why != "" {
-			return Cond{}, why
+			return merge.Cond{}, why
 		}
 		if e.Kind == pg.A_Expr_Kind_AEXPR_BETWEEN_SYM || e.Kind == pg.A_Expr_Kind_AEXPR_NOT_BETWEEN_SYM {
 			swapped, _ := between(bounds[1], bounds[0])
-			c = Cond{Op: CondOr, Args: []Cond{c, swapped}}
+			c = merge.Cond{Op: merge.CondOr, Args: []merge.Cond{c, swapped}}
 		}
 		if e.Kind == pg.A_Expr_Kind_AEXPR_NOT_BETWEEN || e.Kind == pg.A_Expr_Kind_AEXPR_NOT_BETWEEN_SYM {
 			c = not(c)
@@ -143,24 +124,24 @@ func (h *havingPlan) aExpr(e *pg.A_Expr) (Cond, string) {
 	}
 	switch e.Kind {
 	case pg.A_Expr_Kind_AEXPR_DISTINCT, pg.A_Expr_Kind_AEXPR_NOT_DISTINCT:
-		return Cond{}, "HAVING with IS [NOT] DISTINCT FROM across shards"
+		return merge.Cond{}, "HAVING with IS [NOT] DISTINCT FROM across shards"
 	case pg.A_Expr_Kind_AEXPR_LIKE, pg.A_Expr_Kind_AEXPR_ILIKE, pg.A_Expr_Kind_AEXPR_SIMILAR:
-		return Cond{}, "HAVING with LIKE, ILIKE or SIMILAR TO across shards"
+		return merge.Cond{}, "HAVING with LIKE, ILIKE or SIMILAR TO across shards"
 	case pg.A_Expr_Kind_AEXPR_OP:
 		if containsAggregate(e.Lexpr) || containsAggregate(e.Rexpr) {
-			return Cond{}, "HAVING with an expression over aggregates across shards"
+			return merge.Cond{}, "HAVING with an expression over aggregates across shards"
 		}
 	}
-	return Cond{}, "HAVING with the operator " + op + " across shards"
+	return merge.Cond{}, "HAVING with the operator " + op + " across shards"
 }
 
-func not(c Cond) Cond { return Cond{Op: CondNot, Args: []Cond{c}} }
+func not(c merge.Cond) merge.Cond { return merge.Cond{Op: merge.CondNot, Args: []merge.Cond{c}} }
 
 // operand resolves one side of a comparison, whose other side is other
 // (nil if none), to an output column: a mergeable aggregate, an expression
 // the select list groups by, or a constant.
 func (h *havingPlan) operand(n, other *pg.Node) (int, string) {
-	if f := n.GetFuncCall(); f != nil && mergeableAggs[lastName(f.Funcname)] && f.Over == nil {
+	if f := n.GetFuncCall(); f != nil && mergeable(lastName(f.Funcname)) && f.Over == nil {
 		return h.column(n, false), ""
 	}
 	if constant(n) {

@@ -7,59 +7,42 @@ import (
 	pg "github.com/pganalyze/pg_query_go/v5"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/shardgate/shardgate/merge"
 )
 
 // ScatterSpec tells the proxy how to run a SELECT on several shards and
 // merge the answers into what one Postgres holding all rows would return:
 // the per-shard SQL (ORDER BY pushed down, LIMIT offset+count, avg split
-// into sum and count, HAVING kept only for Postgres to check), then
-// merge-sort, combine aggregates, filter by HAVING, de-duplicate, and apply
-// OFFSET/LIMIT. The router only describes; the proxy does it.
+// into sum and count, HAVING kept only for Postgres to check), and the
+// merge.Spec of how their answers combine. The router only describes; the
+// proxy runs the SQL and merge.Build the merge.
 type ScatterSpec struct {
-	SQL      string     // what each shard runs; "" means the client's own text
-	Sort     []SortSpec // global order, by output column
-	Offset   int64
-	Limit    int64 // -1: none
-	Distinct bool
-	// Aggregates: Output lists the final columns; shards return partials.
-	Aggregate bool
-	Output    []OutputCol
-	// Having filters the combined rows. The last Hidden columns of Output
-	// are aggregates and constants only it reads, dropped before sorting.
-	Having  *Cond
-	Hidden  int
+	SQL string // what each shard runs; "" means the client's own text
+	merge.Spec
 	Refusal string // non-empty: a construct the merger cannot reproduce
 	// CopyOut: COPY ... TO STDOUT, gathered by concatenating the shards'
 	// data; CopyHeader: the CSV header line comes from the first shard only.
 	CopyOut, CopyHeader bool
 }
 
-// SortSpec orders by output column Col, or, under SELECT *, by the column
-// called Name in the result (Col is then -1).
-type SortSpec struct {
-	Col              int
-	Name             string
-	Desc, NullsFirst bool
+// mergeableAggs are the aggregates whose per-shard partials merge.Combine
+// combines, by the kind it combines them as.
+var mergeableAggs = map[string]merge.AggKind{
+	"count": merge.AggCount, "sum": merge.AggSum, "min": merge.AggMin, "max": merge.AggMax,
+	"bool_and": merge.AggBoolAnd, "bool_or": merge.AggBoolOr, "every": merge.AggBoolAnd, "avg": merge.AggAvg,
 }
 
-// OutputCol is one final column of an aggregate query: a group column
-// copied from partial column Group, or aggregate Agg over partial Col (and
-// CountCol, for avg). A Const column is copied like a group column but is
-// no part of the grouping: a constant HAVING reads.
-type OutputCol struct {
-	Group         int // -1 for an aggregate
-	Const         bool
-	Agg           string
-	Col, CountCol int
+func mergeable(name string) bool {
+	_, ok := mergeableAggs[name]
+	return ok
 }
-
-var mergeableAggs = map[string]bool{"count": true, "sum": true, "min": true, "max": true, "bool_and": true, "bool_or": true, "every": true, "avg": true}
 
 // scatterSpec plans the merge of a SELECT; it may rewrite sel. shardKey
 // reports whether a column reference is the shard key of the query's only
 // sharded table.
 func scatterSpec(sel *pg.SelectStmt, shardKey func(*pg.Node) bool) *ScatterSpec {
-	spec := &ScatterSpec{Limit: -1}
+	spec := &ScatterSpec{Spec: merge.Spec{Limit: -1}}
 	refuse := func(what string) *ScatterSpec { return &ScatterSpec{Refusal: what} }
 	switch {
 	case sel.Op != pg.SetOperation_SETOP_NONE && sel.Op != pg.SetOperation_SET_OPERATION_UNDEFINED:
@@ -87,7 +70,7 @@ func scatterSpec(sel *pg.SelectStmt, shardKey func(*pg.Node) bool) *ScatterSpec 
 		if containsWindow(rt.Val) {
 			return refuse("window functions across shards")
 		}
-		if f := rt.Val.GetFuncCall(); f != nil && mergeableAggs[lastName(f.Funcname)] {
+		if f := rt.Val.GetFuncCall(); f != nil && mergeable(lastName(f.Funcname)) {
 			hasAgg = true
 		} else if containsAggregate(rt.Val) {
 			return refuse("an expression over aggregates across shards")
@@ -114,7 +97,7 @@ func scatterSpec(sel *pg.SelectStmt, shardKey func(*pg.Node) bool) *ScatterSpec 
 		case pg.SortByNulls_SORTBY_NULLS_LAST:
 			nullsFirst = false
 		}
-		spec.Sort = append(spec.Sort, SortSpec{Col: col, Name: name, Desc: desc, NullsFirst: nullsFirst})
+		spec.Sort = append(spec.Sort, merge.OrderBy{Col: col, Name: name, Desc: desc, NullsFirst: nullsFirst})
 	}
 	h := havingPlan{sel: sel, visible: len(sel.TargetList), consts: map[int]bool{}}
 	if sel.HavingClause != nil {
@@ -177,11 +160,11 @@ func (spec *ScatterSpec) aggregates(sel *pg.SelectStmt, names []string, shardKey
 	for i := 0; i < n; i++ {
 		rt := sel.TargetList[i].GetResTarget()
 		f := rt.Val.GetFuncCall()
-		if f == nil || !mergeableAggs[lastName(f.Funcname)] {
+		if f == nil || !mergeable(lastName(f.Funcname)) {
 			if !groups[i] && !consts[i] {
 				return "a select-list column that is neither grouped nor aggregated, across shards"
 			}
-			spec.Output = append(spec.Output, OutputCol{Group: i, Const: consts[i]})
+			spec.Output = append(spec.Output, merge.OutCol{Group: i, Const: consts[i]})
 			continue
 		}
 		name := lastName(f.Funcname)
@@ -194,17 +177,14 @@ func (spec *ScatterSpec) aggregates(sel *pg.SelectStmt, names []string, shardKey
 		case len(f.Args) != 1 || !shardKey(f.Args[0]):
 			return "count(DISTINCT ...) of anything but the shard key of the only sharded table, across shards"
 		}
-		out := OutputCol{Group: -1, Agg: name, Col: i}
-		if name == "every" {
-			out.Agg = "bool_and"
-		}
+		agg := &merge.Agg{Kind: mergeableAggs[name], Col: i}
 		if name == "avg" {
 			count := &pg.FuncCall{Funcname: []*pg.Node{{Node: &pg.Node_String_{String_: &pg.String{Sval: "count"}}}}, Args: f.Args, AggFilter: f.AggFilter}
 			f.Funcname = []*pg.Node{{Node: &pg.Node_String_{String_: &pg.String{Sval: "sum"}}}}
 			sel.TargetList = append(sel.TargetList, &pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Val: &pg.Node{Node: &pg.Node_FuncCall{FuncCall: count}}}}})
-			out.CountCol = len(sel.TargetList) - 1
+			agg.CountCol = len(sel.TargetList) - 1
 		}
-		spec.Output = append(spec.Output, out)
+		spec.Output = append(spec.Output, merge.OutCol{Group: -1, Agg: agg})
 	}
 	return ""
 }
@@ -321,7 +301,7 @@ func intConst(v int64) *pg.Node {
 func containsAggregate(n *pg.Node) bool {
 	found := false
 	walk(n, func(m any) bool {
-		if f, ok := m.(*pg.FuncCall); ok && mergeableAggs[lastName(f.Funcname)] {
+		if f, ok := m.(*pg.FuncCall); ok && mergeable(lastName(f.Funcname)) {
 			found = true
 		}
 		_, sub := m.(*pg.SubLink)

@@ -4,24 +4,26 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/shardgate/shardgate/merge"
 )
 
 // condString spells a Cond compactly, output column n as $n.
-func condString(c Cond) string {
+func condString(c merge.Cond) string {
 	var args []string
 	for _, a := range c.Args {
 		args = append(args, condString(a))
 	}
 	switch c.Op {
-	case CondAnd:
+	case merge.CondAnd:
 		return "and(" + strings.Join(args, ", ") + ")"
-	case CondOr:
+	case merge.CondOr:
 		return "or(" + strings.Join(args, ", ") + ")"
-	case CondNot:
+	case merge.CondNot:
 		return "not(" + args[0] + ")"
-	case CondIsNull:
+	case merge.CondIsNull:
 		return fmt.Sprintf("isnull($%d)", c.L)
-	case CondValue:
+	case merge.CondValue:
 		return fmt.Sprintf("$%d", c.L)
 	}
 	return fmt.Sprintf("$%d %s $%d", c.L, c.Cmp, c.R)

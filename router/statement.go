@@ -6,6 +6,7 @@ import (
 
 	pg "github.com/pganalyze/pg_query_go/v5"
 
+	"github.com/shardgate/shardgate/merge"
 	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/topology"
 )
@@ -292,6 +293,6 @@ func analyzeCopy(t *topology.Topology, c *pg.CopyStmt) *Statement {
 	}
 	st := scatter(rel.Relname, table)
 	st.Role = RoleReplica
-	st.Scatter = &ScatterSpec{Limit: -1, CopyOut: true, CopyHeader: header}
+	st.Scatter = &ScatterSpec{Spec: merge.Spec{Limit: -1}, CopyOut: true, CopyHeader: header}
 	return st
 }

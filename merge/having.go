@@ -1,11 +1,6 @@
-package proxy
+package merge
 
-import (
-	"fmt"
-
-	"github.com/shardgate/shardgate/merge"
-	"github.com/shardgate/shardgate/router"
-)
+import "fmt"
 
 // truth is a value of SQL's three-valued logic.
 type truth int8
@@ -16,8 +11,9 @@ const (
 	yes
 )
 
-// having keeps the combined rows for which cond is true, as HAVING does.
-func having(cond *router.Cond, cols []merge.Column, rows []merge.Row) ([]merge.Row, error) {
+// having keeps the combined rows for which cond is true, as HAVING does,
+// in place.
+func having(cond *Cond, cols []Column, rows []Row) ([]Row, error) {
 	kept := rows[:0]
 	for _, r := range rows {
 		t, err := eval(cond, cols, r)
@@ -31,13 +27,13 @@ func having(cond *router.Cond, cols []merge.Column, rows []merge.Row) ([]merge.R
 	return kept, nil
 }
 
-func eval(c *router.Cond, cols []merge.Column, r merge.Row) (truth, error) {
+func eval(c *Cond, cols []Column, r Row) (truth, error) {
 	switch c.Op {
-	case router.CondAnd, router.CondOr:
+	case CondAnd, CondOr:
 		// AND is false if any argument is, OR true if any is; otherwise
 		// either is unknown if any argument is.
 		decisive, res := no, yes
-		if c.Op == router.CondOr {
+		if c.Op == CondOr {
 			decisive, res = yes, no
 		}
 		for i := range c.Args {
@@ -53,7 +49,7 @@ func eval(c *router.Cond, cols []merge.Column, r merge.Row) (truth, error) {
 			}
 		}
 		return res, nil
-	case router.CondNot:
+	case CondNot:
 		t, err := eval(&c.Args[0], cols, r)
 		switch t {
 		case yes:
@@ -62,22 +58,22 @@ func eval(c *router.Cond, cols []merge.Column, r merge.Row) (truth, error) {
 			t = yes
 		}
 		return t, err
-	case router.CondIsNull:
+	case CondIsNull:
 		return asTruth(r[c.L] == nil), nil
-	case router.CondValue:
+	case CondValue:
 		if r[c.L] == nil {
 			return unknown, nil
 		}
-		if cols[c.L].TypeOID != merge.OIDBool {
+		if cols[c.L].TypeOID != OIDBool {
 			return unknown, fmt.Errorf("HAVING reads %s of type OID %d as a boolean", cols[c.L].Name, cols[c.L].TypeOID)
 		}
-		n, err := merge.Compare(cols[c.L], r[c.L], []byte("t"))
+		n, err := Compare(cols[c.L], r[c.L], []byte("t"))
 		return asTruth(n == 0), err
-	case router.CondCompare:
+	case CondCompare:
 		if r[c.L] == nil || r[c.R] == nil {
 			return unknown, nil
 		}
-		n, err := merge.CompareAcross(cols[c.L], r[c.L], cols[c.R], r[c.R])
+		n, err := CompareAcross(cols[c.L], r[c.L], cols[c.R], r[c.R])
 		if err != nil {
 			return unknown, err
 		}
