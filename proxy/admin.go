@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/shardgate/shardgate/backend"
 	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/topology"
 )
@@ -99,18 +100,18 @@ func (c *client) adminAction(word string) error {
 	case "PAUSE":
 		ctx, cancel := context.WithTimeout(c.ctx, 60*time.Second)
 		defer cancel()
-		for _, n := range s.rt.Load().nodes() {
-			if err := n.pool.Pause(ctx); err != nil {
+		for _, n := range s.rt.Load().backends.Nodes() {
+			if err := n.Pool().Pause(ctx); err != nil {
 				return err
 			}
 		}
 	case "RESUME":
-		for _, n := range s.rt.Load().nodes() {
-			n.pool.Resume()
+		for _, n := range s.rt.Load().backends.Nodes() {
+			n.Pool().Resume()
 		}
 	case "RECONNECT":
-		for _, n := range s.rt.Load().nodes() {
-			n.pool.Reconnect()
+		for _, n := range s.rt.Load().backends.Nodes() {
+			n.Pool().Reconnect()
 		}
 	default:
 		return fmt.Errorf("unknown command %q: try SHOW HELP", word)
@@ -135,17 +136,17 @@ func (c *client) adminShow(what string) error {
 		cols, rows = []string{"version"}, [][]string{{"shardgate " + Version}}
 	case "POOLS":
 		cols = []string{"database", "user", "cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login", "maxwait", "maxwait_us", "pool_mode", "shard", "role", "sv_open", "paused"}
-		for _, n := range rt.nodes() {
-			st := n.pool.Stats()
+		for _, n := range rt.backends.Nodes() {
+			st := n.Pool().Stats()
 			rows = append(rows, []string{rt.cfg.Database, "", itoa(st.Active), itoa(st.Waiting), itoa(st.Active), itoa(st.Idle), "0", "0", itoa(st.Open - st.Active - st.Idle),
-				itoa(int(st.MaxWait / time.Second)), itoa(int(st.MaxWait % time.Second / time.Microsecond)), rt.cfg.Pool.Mode, topo.Shards[n.shard].Name, n.healthColumns(rt)[0], itoa(st.Open), strconv.FormatBool(st.Paused)})
+				itoa(int(st.MaxWait / time.Second)), itoa(int(st.MaxWait % time.Second / time.Microsecond)), rt.cfg.Pool.Mode, topo.Shards[n.Shard()].Name, healthColumns(rt.backends, n)[0], itoa(st.Open), strconv.FormatBool(st.Paused)})
 		}
 	case "STATS":
 		cols = []string{"database", "total_xact_count", "total_query_count", "total_received", "total_sent", "total_xact_time", "total_query_time", "total_wait_time", "avg_xact_time", "avg_query_time", "shard", "role"}
-		for _, n := range rt.nodes() {
-			st := n.pool.Stats()
+		for _, n := range rt.backends.Nodes() {
+			st := n.Pool().Stats()
 			rows = append(rows, []string{rt.cfg.Database, i64(st.Xacts), i64(st.Queries), i64(st.Received), i64(st.Sent),
-				us(st.XactTime), us(st.QueryTime), us(st.WaitTime), us(avg(st.XactTime, st.Xacts)), us(avg(st.QueryTime, st.Queries)), topo.Shards[n.shard].Name, n.healthColumns(rt)[0]})
+				us(st.XactTime), us(st.QueryTime), us(st.WaitTime), us(avg(st.XactTime, st.Xacts)), us(avg(st.QueryTime, st.Queries)), topo.Shards[n.Shard()].Name, healthColumns(rt.backends, n)[0]})
 		}
 	case "CLIENTS":
 		cols = []string{"type", "user", "database", "state", "addr", "port", "connect_time", "request_time", "tls", "application_name", "shard"}
@@ -166,37 +167,37 @@ func (c *client) adminShow(what string) error {
 		s.clientsMu.Unlock()
 	case "SERVERS":
 		cols = []string{"type", "user", "database", "state", "addr", "port", "connect_time", "request_time", "remote_pid", "shard", "role", "healthy", "lag_bytes", "lag_seconds", "banned_until"}
-		for _, n := range rt.nodes() {
-			servers := n.pool.Servers()
+		for _, n := range rt.backends.Nodes() {
+			servers := n.Pool().Servers()
 			for _, sv := range servers {
 				host, port := splitAddr(sv.Addr)
-				rows = append(rows, append([]string{"S", "", rt.cfg.Database, sv.State, host, port, stamp(sv.ConnectTime), stamp(sv.RequestTime), strconv.FormatUint(uint64(sv.PID), 10), topo.Shards[n.shard].Name},
-					n.healthColumns(rt)...))
+				rows = append(rows, append([]string{"S", "", rt.cfg.Database, sv.State, host, port, stamp(sv.ConnectTime), stamp(sv.RequestTime), strconv.FormatUint(uint64(sv.PID), 10), topo.Shards[n.Shard()].Name},
+					healthColumns(rt.backends, n)...))
 			}
-			if len(servers) == 0 && n.banned() {
+			if len(servers) == 0 && n.Banned() {
 				// A banned server's connections are closed: one row says so.
 				host, port := "", ""
-				if u, err := url.Parse(n.dsn); err == nil {
+				if u, err := url.Parse(n.DSN()); err == nil {
 					host, port = u.Hostname(), u.Port()
 				}
-				rows = append(rows, append([]string{"S", "", rt.cfg.Database, "banned", host, port, "", "", "0", topo.Shards[n.shard].Name},
-					n.healthColumns(rt)...))
+				rows = append(rows, append([]string{"S", "", rt.cfg.Database, "banned", host, port, "", "", "0", topo.Shards[n.Shard()].Name},
+					healthColumns(rt.backends, n)...))
 			}
 		}
 	case "SHARDS":
 		// One row per server: the primary, then its replicas.
 		cols = []string{"shard", "primary", "replicas", "ranges", "pool_size", "sv_active", "sv_idle", "cl_waiting", "server", "role", "healthy", "lag_bytes", "lag_seconds", "banned_until", "lsn"}
-		for _, n := range rt.nodes() {
-			sh := topo.Shards[n.shard]
+		for _, n := range rt.backends.Nodes() {
+			sh := topo.Shards[n.Shard()]
 			var ranges []string
 			for _, r := range topo.Ranges {
-				if r.Shard == n.shard {
+				if r.Shard == n.Shard() {
 					ranges = append(ranges, r.Range.String())
 				}
 			}
-			st := n.pool.Stats()
-			rows = append(rows, append([]string{sh.Name, topology.RedactDSN(sh.Primary), strconv.Itoa(len(sh.Replicas)), strings.Join(ranges, " "), itoa(rt.cfg.Pool.Size), itoa(st.Active), itoa(st.Idle), itoa(st.Waiting), topology.RedactDSN(n.dsn)},
-				append(n.healthColumns(rt), formatLSN(n.lsn.Load()))...))
+			st := n.Pool().Stats()
+			rows = append(rows, append([]string{sh.Name, topology.RedactDSN(sh.Primary), strconv.Itoa(len(sh.Replicas)), strings.Join(ranges, " "), itoa(rt.cfg.Pool.Size), itoa(st.Active), itoa(st.Idle), itoa(st.Waiting), topology.RedactDSN(n.DSN())},
+				append(healthColumns(rt.backends, n), backend.FormatLSN(n.LSN()))...))
 		}
 	case "CONFIG":
 		cols, rows = []string{"key", "value", "changeable"}, configRows(rt)
@@ -212,7 +213,7 @@ func (c *client) adminShow(what string) error {
 	return nil
 }
 
-func configRows(rt *runtime) [][]string {
+func configRows(rt *config) [][]string {
 	cfg, pc := rt.cfg, rt.cfg.Pool
 	return [][]string{
 		{"listen", cfg.Listen, "no"},

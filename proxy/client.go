@@ -18,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/shardgate/shardgate/backend"
 	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/pool"
 	"github.com/shardgate/shardgate/router"
@@ -52,7 +53,7 @@ const (
 // client is one frontend connection and its session state.
 type client struct {
 	srv  *Server
-	rt   *runtime // config as of this client's startup
+	rt   *config // config as of this client's startup
 	conn net.Conn
 	rd   *bufio.Reader
 	id   uint64 // for logs
@@ -98,9 +99,9 @@ type client struct {
 	savepoint bool                // the transaction has made a savepoint
 
 	// Replica reads and read-your-writes.
-	heldNode     *node    // replica node the held connection came from, nil for a primary
-	ranOnReplica bool     // the current request was served by a replica (slow-query log)
-	ryw          []uint64 // by shard: WAL position of the client's last write (rywNone: unknown)
+	heldNode     *backend.Node // replica node the held connection came from, nil for a primary
+	ranOnReplica bool          // the current request was served by a replica (slow-query log)
+	ryw          []uint64      // by shard: WAL position of the client's last write (rywNone: unknown)
 	capture      captureMode
 	captured     uint64 // LSN read by a capture op in the last send
 

@@ -461,7 +461,7 @@ func (c *client) copyColumns(sc *pool.Conn, in *router.CopyIn) ([]string, error)
 
 // acquireAll takes a primary connection of each shard, and says from which
 // pools for releaseAll.
-func (c *client) acquireAll(rt *runtime, shards []int) ([]*pool.Conn, []*pool.Pool, *pgerr.Error) {
+func (c *client) acquireAll(rt *config, shards []int) ([]*pool.Conn, []*pool.Pool, *pgerr.Error) {
 	conns := make([]*pool.Conn, len(shards))
 	pools := make([]*pool.Pool, len(shards))
 	for i, shard := range shards {

@@ -146,7 +146,7 @@ func (c *client) execute(plan router.Plan, u unit) error {
 	case router.TargetAny:
 		plan.Shard = c.srv.anyShard()
 	}
-	if c.state == txIdle && u.query == nil && !c.batch.executes() && c.batch.synced() && c.srv.rt.Load().primary(plan.Shard).down() {
+	if c.state == txIdle && u.query == nil && !c.batch.executes() && c.batch.synced() && c.srv.rt.Load().backends.Primary(plan.Shard).Down() {
 		// A prepare (Parse/Describe) executes nothing: with the primary
 		// down a replica answers it, so drivers can still prepare reads.
 		plan.Role = router.RoleReplica
@@ -154,7 +154,7 @@ func (c *client) execute(plan router.Plan, u unit) error {
 	if plan.Role == router.RoleReplica && c.state == txIdle && c.readsReplicas() && (u.query != nil || c.batch.synced()) {
 		// A replica that cannot be connected to is banned and the read
 		// picks again, so it lands on another replica or the primary.
-		for range len(c.srv.rt.Load().replicas[plan.Shard]) + 1 {
+		for range len(c.srv.rt.Load().backends.Replicas(plan.Shard)) + 1 {
 			n, rerr := c.pickRead(plan.Shard)
 			if rerr != nil {
 				return c.refuse(rerr)
@@ -174,7 +174,7 @@ func (c *client) execute(plan router.Plan, u unit) error {
 			if errors.Is(err, pool.ErrWaitTimeout) || c.ctx.Err() != nil {
 				return c.refuse(acquireError(err))
 			}
-			n.ban(c.srv, err)
+			n.Ban(err)
 		}
 	}
 	if err := c.acquire(plan.Shard); err != nil {
@@ -391,11 +391,11 @@ func (c *client) banHeld(err error) {
 		return // a slow answer or a lost client says nothing of the server's health
 	}
 	if n := c.heldNode; n != nil {
-		n.ban(c.srv, err)
+		n.Ban(err)
 		return
 	}
-	if rt := c.srv.rt.Load(); c.heldShard < len(rt.primaries) && rt.primary(c.heldShard).pool == c.heldPool {
-		rt.primary(c.heldShard).ban(c.srv, err)
+	if b := c.srv.rt.Load().backends; c.heldShard < b.Shards() && b.Primary(c.heldShard).Pool() == c.heldPool {
+		b.Primary(c.heldShard).Ban(err)
 	}
 }
 
@@ -430,7 +430,7 @@ func (c *client) serverLost(err error) error {
 func (c *client) broadcast(u unit) error {
 	var chosen []byte
 	failed := false
-	for shard := range c.srv.rt.Load().primaries {
+	for shard := range c.srv.rt.Load().backends.Shards() {
 		if err := c.acquire(shard); err != nil {
 			return c.refuse(acquireError(err))
 		}

@@ -182,9 +182,7 @@ pool:
 		f.Fatal(err)
 	}
 	f.Cleanup(func() {
-		for _, n := range s.rt.Load().nodes() {
-			n.close()
-		}
+		s.rt.Load().backends.Close()
 	})
 	return s
 }

@@ -74,7 +74,7 @@ func (c *client) releaseHeld() {
 	c.heldPool.RecordXact(time.Since(c.txStart))
 	c.activeShard.Store(-1)
 	if c.heldNode != nil {
-		c.heldNode.outstanding.Add(-1)
+		c.heldNode.Returned()
 		c.heldNode = nil
 	}
 	if c.mode == modeSession && !c.held.Broken() {

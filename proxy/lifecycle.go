@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/shardgate/shardgate/backend"
 	"github.com/shardgate/shardgate/topology"
 )
 
@@ -56,22 +57,17 @@ func (s *Server) Apply(cfg *topology.Config) error {
 	if err != nil {
 		return err
 	}
-	rt, err := newRuntime(cfg)
+	rt, err := newConfig(cfg)
 	if err != nil {
 		return err
 	}
-	if err := rt.openPools(old, s.metrics); err != nil {
+	if rt.backends, err = backend.New(cfg, old.backends, s.backendDeps()); err != nil {
 		return err
 	}
 	s.router.SetTopology(topo)
 	s.rt.Store(rt)
-	rt.startMonitors(s)
-	kept := rt.nodes()
-	for _, n := range old.nodes() {
-		if !slices.Contains(kept, n) {
-			n.close() // lent connections close as they come back
-		}
-	}
+	rt.backends.Start()
+	old.backends.CloseExcept(rt.backends) // lent connections close as they come back
 	s.log.Info("configuration reloaded", "pool_size", cfg.Pool.Size, "mode", cfg.Pool.Mode)
 	return nil
 }

@@ -60,20 +60,20 @@ func (nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (nc nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	rt := nc.s.rt.Load()
-	for _, n := range rt.nodes() {
-		shard := rt.cfg.Shards[n.shard].Name
-		st := n.pool.Stats()
+	for _, n := range rt.backends.Nodes() {
+		shard := rt.cfg.Shards[n.Shard()].Name
+		st := n.Pool().Stats()
 		gauge := func(d *prometheus.Desc, v float64, extra ...string) {
-			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{shard, n.role(), n.name}, extra...)...)
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{shard, n.Role(), n.Name()}, extra...)...)
 		}
 		gauge(descPoolConns, float64(st.Active), "active")
 		gauge(descPoolConns, float64(st.Idle), "idle")
 		gauge(descPoolWaiting, float64(st.Waiting))
-		gauge(descServerUp, boolValue(n.healthy.Load()))
-		gauge(descBanned, boolValue(n.banned()))
-		if n.replica {
-			ch <- prometheus.MustNewConstMetric(descLagSeconds, prometheus.GaugeValue, float64(n.lagMicros.Load())/1e6, shard, n.name)
-			ch <- prometheus.MustNewConstMetric(descLagBytes, prometheus.GaugeValue, float64(n.lagBytes.Load()), shard, n.name)
+		gauge(descServerUp, boolValue(n.Healthy()))
+		gauge(descBanned, boolValue(n.Banned()))
+		if n.Replica() {
+			ch <- prometheus.MustNewConstMetric(descLagSeconds, prometheus.GaugeValue, n.LagSeconds(), shard, n.Name())
+			ch <- prometheus.MustNewConstMetric(descLagBytes, prometheus.GaugeValue, float64(n.LagBytes()), shard, n.Name())
 		}
 	}
 }

@@ -127,7 +127,7 @@ func (c *client) inheritToken() {
 		return
 	}
 	if c.ryw == nil {
-		c.ryw = make([]uint64, len(c.srv.rt.Load().primaries))
+		c.ryw = make([]uint64, c.srv.rt.Load().backends.Shards())
 	}
 	c.ryw = c.srv.tokens.merge(token, c.ryw)
 }

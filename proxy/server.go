@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/shardgate/shardgate/backend"
 	"github.com/shardgate/shardgate/metrics"
 	"github.com/shardgate/shardgate/router"
 	"github.com/shardgate/shardgate/topology"
@@ -26,7 +27,7 @@ const planCacheSize = 10000
 
 // Server accepts clients and owns the pools. One Server serves one config.
 type Server struct {
-	rt        atomic.Pointer[runtime]
+	rt        atomic.Pointer[config]
 	cancels   cancelRegistry
 	decisions *decisionLog
 	tokens    *tokenStore // shardgate.session read-your-writes positions
@@ -34,8 +35,6 @@ type Server struct {
 	log       *slog.Logger
 	metrics   *metrics.Metrics
 
-	nextAny     atomic.Uint32
-	nextReplica atomic.Uint32
 	nextConn    atomic.Uint64
 	clientCount atomic.Int64 // connections open, logging in or not
 	loggedIn    atomic.Int64 // logged-in clients: what max_client_conn bounds
@@ -54,7 +53,6 @@ type Server struct {
 	draining   atomic.Bool
 	configPath string
 	reloadMu   sync.Mutex
-	promoteMu  sync.Mutex // serialises replica promotions
 }
 
 type param struct{ name, value string }
@@ -65,7 +63,7 @@ func New(cfg *topology.Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	rt, err := newRuntime(cfg)
+	rt, err := newConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -78,15 +76,20 @@ func New(cfg *topology.Config, log *slog.Logger) (*Server, error) {
 		clients:   make(map[*client]struct{}),
 	}
 	s.registerStateMetrics()
-	if err := rt.openPools(nil, s.metrics); err != nil {
+	if rt.backends, err = backend.New(cfg, nil, s.backendDeps()); err != nil {
 		return nil, err
 	}
 	s.rt.Store(rt)
-	rt.startMonitors(s)
+	rt.backends.Start()
 	return s, nil
 }
 
 func (s *Server) topo() *topology.Topology { return s.router.Topology() }
+
+// backendDeps is what the server's backends use of it.
+func (s *Server) backendDeps() backend.Deps {
+	return backend.Deps{Log: s.log, Metrics: s.metrics}
+}
 
 // Router exposes the router, e.g. for the admin console and tests.
 func (s *Server) Router() *router.Router { return s.router }
@@ -126,7 +129,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		s.metrics.ClientsAccepted.Inc()
 		if tc, ok := conn.(*net.TCPConn); ok {
-			tc.SetKeepAliveConfig(keepAlive(s.rt.Load().cfg.Pool))
+			tc.SetKeepAliveConfig(backend.KeepAlive(s.rt.Load().cfg.Pool))
 		}
 		c := newClient(s, conn, s.nextConn.Add(1))
 		var evicted net.Conn
@@ -158,24 +161,12 @@ func (s *Server) shutdown() {
 	}
 	s.clientsMu.Unlock()
 	s.wg.Wait()
-	for _, n := range s.rt.Load().nodes() {
-		n.close()
-	}
+	s.rt.Load().backends.Close()
 }
 
-// anyShard spreads statements any shard can answer across shards, passing
-// over shards whose primary is down while another's is up.
-func (s *Server) anyShard() int {
-	rt := s.rt.Load()
-	n := len(rt.primaries)
-	first := int(s.nextAny.Add(1) % uint32(n))
-	for i := range n {
-		if shard := (first + i) % n; !rt.primary(shard).down() {
-			return shard
-		}
-	}
-	return first
-}
+// anyShard picks the shard for a statement any shard can answer; see
+// backend.Set.AnyShard.
+func (s *Server) anyShard() int { return s.rt.Load().backends.AnyShard() }
 
 // newBackendKey gives a client the key it will cancel its queries with.
 func (s *Server) newBackendKey(c *client) backendKey {
@@ -217,7 +208,7 @@ func (s *Server) serverParams(ctx context.Context) ([]param, error) {
 	if s.params != nil {
 		return s.params, nil
 	}
-	p := s.rt.Load().primary(0).pool
+	p := s.rt.Load().backends.Primary(0).Pool()
 	sc, err := p.Acquire(ctx)
 	if err != nil {
 		return nil, err

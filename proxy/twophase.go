@@ -198,7 +198,7 @@ func (s *Server) Recover(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read decision log: %w", err)
 	}
-	for i := range rt.primaries {
+	for i := range rt.backends.Shards() {
 		p, err := rt.primaryPool(i)
 		if err != nil {
 			return err

@@ -1,4 +1,4 @@
-package proxy
+package backend
 
 import (
 	"context"
@@ -24,7 +24,7 @@ const replayQuery = "SELECT pg_last_wal_replay_lsn()"
 
 // wantReplay notes that a read needed replica n to have replayed lsn, so
 // its monitor refreshes n's position until it has.
-func (n *node) wantReplay(lsn uint64) {
+func (n *Node) wantReplay(lsn uint64) {
 	for {
 		cur := n.wanted.Load()
 		if cur >= lsn {
@@ -44,7 +44,7 @@ func (n *node) wantReplay(lsn uint64) {
 // idle waits for the next probe, reporting false when the node stops.
 // Meanwhile, while reads wait for n to replay further, it re-reads n's
 // replay position every replayPoll on the monitor's connection.
-func (n *node) idle(base context.Context, conn *pgconn.PgConn, interval, timeout time.Duration) bool {
+func (n *Node) idle(base context.Context, conn *pgconn.PgConn, interval, timeout time.Duration) bool {
 	due := time.NewTimer(interval)
 	defer due.Stop()
 	for {
@@ -67,7 +67,7 @@ func (n *node) idle(base context.Context, conn *pgconn.PgConn, interval, timeout
 }
 
 // refreshReplay reads n's replay position.
-func (n *node) refreshReplay(base context.Context, conn *pgconn.PgConn, timeout time.Duration) error {
+func (n *Node) refreshReplay(base context.Context, conn *pgconn.PgConn, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(base, timeout)
 	defer cancel()
 	results, err := conn.Exec(ctx, replayQuery).ReadAll()
@@ -77,7 +77,7 @@ func (n *node) refreshReplay(base context.Context, conn *pgconn.PgConn, timeout 
 	if len(results) != 1 || len(results[0].Rows) != 1 || results[0].Rows[0][0] == nil {
 		return errors.New("no replay position")
 	}
-	lsn, err := parseLSN(string(results[0].Rows[0][0]))
+	lsn, err := ParseLSN(string(results[0].Rows[0][0]))
 	if err != nil {
 		return err
 	}
