@@ -23,6 +23,7 @@ type rounds struct {
 	b       EndToEnd
 	pgbench string
 	script  string
+	cpu     cpuClock
 	logf    logFunc
 }
 
@@ -32,8 +33,8 @@ func (r rounds) writeScript() error {
 }
 
 // run warms the targets up, then measures them in b.Rounds rounds: their
-// latency together, then each one's throughput, odd rounds proxy first so
-// that neither side always runs right after the other.
+// latency together, then each one's throughput, every other round in
+// reverse order so that no target always runs right after another.
 func (r rounds) run(ctx context.Context, targets ...target) (map[string][]sample, error) {
 	if _, err := latencyP50(ctx, targets, r.b.Rows, 300*time.Millisecond); err != nil {
 		return nil, fmt.Errorf("warm-up: %w", err)
@@ -53,16 +54,20 @@ func (r rounds) run(ctx context.Context, targets ...target) (map[string][]sample
 		if i%2 == 1 {
 			slices.Reverse(order)
 		}
-		tps := map[string]float64{}
+		runs := map[string]throughputRun{}
 		for _, t := range order {
-			if tps[t.name], err = r.throughput(ctx, t.dsn, r.b.ThroughputDuration); err != nil {
+			if runs[t.name], err = r.measureThroughput(ctx, t, r.b.ThroughputDuration); err != nil {
 				return nil, fmt.Errorf("round %d, %s throughput: %w", i+1, t.name, err)
 			}
 		}
 		line := fmt.Sprintf("round %d/%d:", i+1, r.b.Rounds)
 		for j, t := range targets {
-			out[t.name] = append(out[t.name], sample{p50: p50[j], tps: tps[t.name]})
-			line += fmt.Sprintf("  %s p50 %.0f µs, %.0f tps", t.name, us(p50[j]), tps[t.name])
+			run := runs[t.name]
+			out[t.name] = append(out[t.name], sample{p50: p50[j], tps: run.tps, cpuPerTxn: run.cpuPerTxn})
+			line += fmt.Sprintf("  %s p50 %.0f µs, %.0f tps", t.name, us(p50[j]), run.tps)
+			if t.pid != 0 {
+				line += fmt.Sprintf(", %.1f µs CPU/txn", us(run.cpuPerTxn))
+			}
 		}
 		r.logf("%s", line)
 	}
@@ -126,16 +131,83 @@ func pointQuery(ctx context.Context, conn *pgx.Conn, id int64) (time.Duration, e
 	return took, nil
 }
 
-var tpsLine = regexp.MustCompile(`(?m)^tps = ([0-9.]+) \(without initial connection time\)`)
+// throughputRun is one pgbench run against one target.
+type throughputRun struct {
+	tps       float64
+	cpuPerTxn time.Duration // the proxy's; 0 for a target without one
+}
+
+// measureThroughput runs pgbench against t and, when t is a proxy process,
+// divides the CPU time the proxy used meanwhile by the transactions. CPU per
+// transaction moves much less with the machine's load than tps does, since
+// it does not count the time the proxy waited for a core.
+func (r rounds) measureThroughput(ctx context.Context, t target, d time.Duration) (throughputRun, error) {
+	var before time.Duration
+	if t.pid != 0 {
+		var err error
+		if before, err = r.cpu.processCPU(t.pid); err != nil {
+			return throughputRun{}, err
+		}
+	}
+	res, err := r.throughput(ctx, t.dsn, d)
+	if err != nil || t.pid == 0 {
+		return throughputRun{tps: res.tps}, err
+	}
+	after, err := r.cpu.processCPU(t.pid)
+	if err != nil {
+		return throughputRun{}, err
+	}
+	return throughputRun{tps: res.tps, cpuPerTxn: perTxn(after-before, res.txns)}, nil
+}
+
+// perTxn divides cpu by txns; 0 for no transactions.
+func perTxn(cpu time.Duration, txns int64) time.Duration {
+	if txns <= 0 {
+		return 0
+	}
+	return cpu / time.Duration(txns)
+}
+
+// pgbenchResult is what a pgbench run reported.
+type pgbenchResult struct {
+	tps  float64
+	txns int64
+}
+
+var (
+	tpsLine  = regexp.MustCompile(`(?m)^tps = ([0-9.]+) \(without initial connection time\)`)
+	txnsLine = regexp.MustCompile(`(?m)^number of transactions actually processed: ([0-9]+)`)
+)
+
+// parsePgbench reads tps and the transaction count from pgbench's summary.
+func parsePgbench(out []byte) (pgbenchResult, error) {
+	m := tpsLine.FindSubmatch(out)
+	if m == nil {
+		return pgbenchResult{}, fmt.Errorf("no tps line in pgbench's output:\n%s", tail(out, 10))
+	}
+	tps, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil {
+		return pgbenchResult{}, fmt.Errorf("pgbench tps: %w", err)
+	}
+	m = txnsLine.FindSubmatch(out)
+	if m == nil {
+		return pgbenchResult{}, fmt.Errorf("no transaction count in pgbench's output:\n%s", tail(out, 10))
+	}
+	txns, err := strconv.ParseInt(string(m[1]), 10, 64)
+	if err != nil {
+		return pgbenchResult{}, fmt.Errorf("pgbench transactions: %w", err)
+	}
+	return pgbenchResult{tps: tps, txns: txns}, nil
+}
 
 // throughput runs pgbench with b.Clients clients and prepared statements
-// for d (whole seconds) and returns its tps. pgbench rather than Go clients:
-// it needs less CPU per query, which leaves more of this small machine's CPU
-// to the proxy and so shows more of the proxy's own cost.
-func (r rounds) throughput(ctx context.Context, dsn string, d time.Duration) (float64, error) {
+// for d (whole seconds). pgbench rather than Go clients: it needs less CPU
+// per query, which leaves more of this small machine's CPU to the proxy and
+// so shows more of the proxy's own cost.
+func (r rounds) throughput(ctx context.Context, dsn string, d time.Duration) (pgbenchResult, error) {
 	host, port, db, err := hostPort(dsn)
 	if err != nil {
-		return 0, err
+		return pgbenchResult{}, err
 	}
 	threads := min(r.b.Clients, runtime.NumCPU())
 	cmd := exec.CommandContext(ctx, r.pgbench, "-n", "-M", "prepared", "-f", r.script,
@@ -143,13 +215,9 @@ func (r rounds) throughput(ctx context.Context, dsn string, d time.Duration) (fl
 		"-h", host, "-p", port, "-U", "postgres", db)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return 0, fmt.Errorf("pgbench: %w\n%s", err, tail(out, 10))
+		return pgbenchResult{}, fmt.Errorf("pgbench: %w\n%s", err, tail(out, 10))
 	}
-	m := tpsLine.FindSubmatch(out)
-	if m == nil {
-		return 0, fmt.Errorf("no tps line in pgbench's output:\n%s", tail(out, 10))
-	}
-	return strconv.ParseFloat(string(m[1]), 64)
+	return parsePgbench(out)
 }
 
 // tail is the last n lines of out.
