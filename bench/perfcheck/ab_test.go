@@ -168,3 +168,33 @@ func TestCPUCheck(t *testing.T) {
 		t.Errorf("table:\n%s", out.String())
 	}
 }
+
+func orderNames(ts []target) string {
+	var names []string
+	for _, t := range ts {
+		names = append(names, t.name)
+	}
+	return strings.Join(names, " ")
+}
+
+// TestRoundOrder: with one proxy, plain alternation (as before -baseline
+// existed); with two, each proxy runs first of the pair, and follows direct,
+// in as many rounds of every four as the other.
+func TestRoundOrder(t *testing.T) {
+	d, n, o := target{name: "d"}, target{name: "n"}, target{name: "o"}
+	for i, want := range []string{"d n", "n d", "d n", "n d"} {
+		if got := orderNames(roundOrder([]target{d, n}, i)); got != want {
+			t.Errorf("one proxy, round %d: %q, want %q", i, got, want)
+		}
+	}
+	for i, want := range []string{"d n o", "n o d", "d o n", "o n d", "d n o"} {
+		if got := orderNames(roundOrder([]target{d, n, o}, i)); got != want {
+			t.Errorf("two proxies, round %d: %q, want %q", i, got, want)
+		}
+	}
+	targets := []target{d, n, o}
+	roundOrder(targets, 3)
+	if orderNames(targets) != "d n o" {
+		t.Error("roundOrder modified its argument")
+	}
+}
