@@ -4,10 +4,11 @@ GOFMT       ?= $(shell $(GO) env GOROOT)/bin/gofmt
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 DEV_FLAGS   ?=
 LOADTEST_FLAGS ?=
+BASELINE    ?=
 FUZZTIME    ?= 60s
 
 .DEFAULT_GOAL := help
-.PHONY: help build test dev lint fuzz bench perf-check loadtest soak compose-check clean
+.PHONY: help build test dev lint fuzz bench perf-check perf-ab loadtest soak compose-check clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -41,6 +42,10 @@ bench: build ## pgbench: direct Postgres vs PgBouncer vs shardgate (1 shard), ~5
 
 perf-check: build ## performance budget (<2 min): shardgate vs direct Postgres and router benchmarks against bench/budget.yaml
 	$(GO) run ./bench/perfcheck -budget bench/budget.yaml -bin bin/shardgate -go $(GO)
+
+perf-ab: build ## A/B in one run (~2 min): bin/shardgate vs an old binary, e.g. make perf-ab BASELINE=/tmp/old-shardgate
+	@test -n "$(BASELINE)" || { echo "perf-ab: set BASELINE to the old shardgate binary, e.g. make perf-ab BASELINE=/tmp/old-shardgate"; exit 2; }
+	$(GO) run ./bench/perfcheck -budget bench/budget.yaml -bin bin/shardgate -baseline $(BASELINE) -skip-micro
 
 loadtest: build ## social-app load test on a 2-shard sandbox, ~3 min; writes bench/results/loadtest.md and .svg
 	$(GO) run ./bench/loadtest $(LOADTEST_FLAGS)

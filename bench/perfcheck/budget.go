@@ -17,8 +17,9 @@ import (
 // Budget is bench/budget.yaml: how to measure and what counts as a
 // regression.
 type Budget struct {
-	EndToEnd EndToEnd `yaml:"end_to_end"`
-	Micro    Micro    `yaml:"micro"`
+	EndToEnd EndToEnd        `yaml:"end_to_end"`
+	Baseline *BaselineLimits `yaml:"baseline"` // optional; enforced only with -baseline
+	Micro    Micro           `yaml:"micro"`
 }
 
 // EndToEnd is the side-by-side run: the same prepared point select straight
@@ -33,6 +34,14 @@ type EndToEnd struct {
 	Clients            int           `yaml:"clients"`
 	MaxP50Ratio        float64       `yaml:"max_p50_latency_ratio"`
 	MinTPSRatio        float64       `yaml:"min_tps_ratio"`
+}
+
+// BaselineLimits budget the A/B comparison of the measured binary with a
+// -baseline binary: new/old ratios of paired rounds. A zero limit is not
+// checked, so a team can budget CPU per transaction alone.
+type BaselineLimits struct {
+	MinTPSRatio       float64 `yaml:"min_tps_ratio"`
+	MaxCPUPerTxnRatio float64 `yaml:"max_cpu_per_txn_ratio"`
 }
 
 // Micro is the router's and topology's Go benchmarks.
@@ -92,6 +101,10 @@ func (b Budget) validate() error {
 		"end_to_end.throughput_duration must be whole seconds (pgbench -T), got %s", e.ThroughputDuration)
 	check(e.MaxP50Ratio > 0, "end_to_end.max_p50_latency_ratio must be positive")
 	check(e.MinTPSRatio > 0, "end_to_end.min_tps_ratio must be positive")
+	if bl := b.Baseline; bl != nil {
+		check(bl.MinTPSRatio >= 0 && bl.MaxCPUPerTxnRatio >= 0, "baseline: ratios must not be negative")
+		check(bl.MinTPSRatio > 0 || bl.MaxCPUPerTxnRatio > 0, "baseline: set min_tps_ratio or max_cpu_per_txn_ratio (or remove the section)")
+	}
 	m := b.Micro
 	if _, err := time.ParseDuration(m.Benchtime); err != nil && !strings.HasSuffix(m.Benchtime, "x") {
 		errs = append(errs, fmt.Errorf("micro.benchtime %q: want a duration or Nx", m.Benchtime))
@@ -115,11 +128,14 @@ type Check struct {
 	Format   string // for Measured and Limit, e.g. "%.2f"
 	Detail   string // the raw numbers behind a ratio
 	Absent   bool   // nothing was measured: always a failure
+	Info     bool   // reported, not budgeted: Limit is ignored
 }
 
 // OK says whether the measurement is within budget.
 func (c Check) OK() bool {
 	switch {
+	case c.Info:
+		return true
 	case c.Absent:
 		return false
 	case c.AtLeast:
@@ -136,8 +152,12 @@ func (c Check) Value() string {
 	return fmt.Sprintf(c.Format, c.Measured)
 }
 
-// Budget renders the limit with its direction, e.g. "<= 2.50".
+// Budget renders the limit with its direction, e.g. "<= 2.50", or "-"
+// when there is none.
 func (c Check) Budget() string {
+	if c.Info {
+		return "-"
+	}
 	op := "<="
 	if c.AtLeast {
 		op = ">="

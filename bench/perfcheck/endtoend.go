@@ -22,19 +22,30 @@ import (
 type target struct {
 	name string
 	dsn  string
+	pid  int // the proxy process; 0 for PostgreSQL itself
 }
 
 // sample is one round's measurement of one target.
 type sample struct {
-	p50 time.Duration
-	tps float64
+	p50       time.Duration
+	tps       float64
+	cpuPerTxn time.Duration // the proxy's CPU per pgbench transaction; 0 for direct
 }
 
-// runEndToEnd starts a one-shard sandbox and a `shardgate serve` process in
-// front of it, measures both in alternating rounds and returns the two ratio
-// checks. One shard keeps the comparison exact: direct and proxied queries
-// hit the same PostgreSQL and the same rows.
-func runEndToEnd(ctx context.Context, b EndToEnd, bin string, logf logFunc) ([]Check, error) {
+// Target names: the ratio checks compare newName with directName, and the
+// A/B table newName with baselineName.
+const (
+	directName   = "direct"
+	newName      = "shardgate"
+	baselineName = "baseline"
+)
+
+// runEndToEnd starts a one-shard sandbox and a `bin serve` process in front
+// of it (and a `baseline serve` process when baseline is not empty), and
+// measures them all in alternating rounds. One shard keeps the comparison
+// exact: direct and proxied queries hit the same PostgreSQL and the same
+// rows. The samples are keyed by target name.
+func runEndToEnd(ctx context.Context, b EndToEnd, bin, baseline string, logf logFunc) (map[string][]sample, error) {
 	pgbench, err := findPgbench()
 	if err != nil {
 		return nil, err
@@ -46,24 +57,30 @@ func runEndToEnd(ctx context.Context, b EndToEnd, bin string, logf logFunc) ([]C
 	defer remove()
 	dir := c.Dir
 	logf("started a 1-shard sandbox (no replicas) in %s", dir)
-	direct := target{"direct", c.Shards[0].Primary.DSN(c.Database)}
-	if err := load(ctx, direct.dsn, b.Rows); err != nil {
+	targets := []target{{name: directName, dsn: c.Shards[0].Primary.DSN(c.Database)}}
+	if err := load(ctx, targets[0].dsn, b.Rows); err != nil {
 		return nil, fmt.Errorf("loading users: %w", err)
 	}
-	proxyDSN, stop, err := startProxy(ctx, bin, dir, c)
-	if err != nil {
-		return nil, err
+	bins := map[string]string{newName: bin}
+	names := []string{newName}
+	if baseline != "" {
+		bins[baselineName] = baseline
+		names = append(names, baselineName)
 	}
-	defer stop()
-	r := rounds{b: b, pgbench: pgbench, script: filepath.Join(dir, "select.sql"), logf: logf}
+	for _, name := range names {
+		p, err := startProxy(ctx, name, bins[name], dir, c)
+		if err != nil {
+			return nil, err
+		}
+		defer p.stop()
+		logf("%s: %s serve, pid %d", name, bins[name], p.pid)
+		targets = append(targets, target{name: name, dsn: p.dsn, pid: p.pid})
+	}
+	r := rounds{b: b, pgbench: pgbench, script: filepath.Join(dir, "select.sql"), cpu: newCPUClock(), logf: logf}
 	if err := r.writeScript(); err != nil {
 		return nil, err
 	}
-	samples, err := r.run(ctx, direct, target{"shardgate", proxyDSN})
-	if err != nil {
-		return nil, err
-	}
-	return ratioChecks(b, samples), nil
+	return r.run(ctx, targets...)
 }
 
 // load inserts users 1..rows and analyses them, so that both targets read
@@ -85,38 +102,46 @@ func load(ctx context.Context, dsn string, rows int) error {
 	return nil
 }
 
+// proxyProcess is a running `shardgate serve`.
+type proxyProcess struct {
+	dsn  string
+	pid  int
+	stop func()
+}
+
 // startProxy runs `bin serve` on the sandbox's config in its own process,
 // so that the proxy and the load generators do not share a Go runtime (and
-// its scheduler and GC), and returns its DSN and a function that stops it.
-func startProxy(ctx context.Context, bin, dir string, c *sandbox.Cluster) (dsn string, stop func(), err error) {
+// its scheduler and GC), and so that its CPU time is its own. name keeps
+// its config and log apart from another proxy's in dir.
+func startProxy(ctx context.Context, name, bin, dir string, c *sandbox.Cluster) (proxyProcess, error) {
 	addr, err := loadgen.FreeAddr()
 	if err != nil {
-		return "", nil, err
+		return proxyProcess{}, err
 	}
 	metricsAddr, err := loadgen.FreeAddr()
 	if err != nil {
-		return "", nil, err
+		return proxyProcess{}, err
 	}
 	// Metrics on, as in production, so the budget covers what they cost.
 	yaml := fmt.Appendf(c.ConfigYAML(addr), "metrics_listen: %s\n", metricsAddr)
-	cfg := filepath.Join(dir, "shardgate.yaml")
+	cfg := filepath.Join(dir, name+".yaml")
 	if err := os.WriteFile(cfg, yaml, 0o644); err != nil {
-		return "", nil, err
+		return proxyProcess{}, err
 	}
-	logPath := filepath.Join(dir, "shardgate.log")
+	logPath := filepath.Join(dir, name+".log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
-		return "", nil, err
+		return proxyProcess{}, err
 	}
 	cmd := exec.Command(bin, "serve", "--config", cfg, "--log-level", "warn")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
-		return "", nil, fmt.Errorf("start %s: %w", bin, err)
+		return proxyProcess{}, fmt.Errorf("start %s: %w", bin, err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait(); logFile.Close() }()
-	stop = func() {
+	stop := func() {
 		// SIGINT stops at once (SIGTERM would drain); kill if it hangs.
 		cmd.Process.Signal(syscall.SIGINT)
 		select {
@@ -129,9 +154,10 @@ func startProxy(ctx context.Context, bin, dir string, c *sandbox.Cluster) (dsn s
 	if err := loadgen.WaitListening(ctx, addr, exited); err != nil {
 		stop()
 		out, _ := os.ReadFile(logPath)
-		return "", nil, fmt.Errorf("%s serve: %w\n%s", bin, err, out)
+		return proxyProcess{}, fmt.Errorf("%s serve: %w\n%s", bin, err, out)
 	}
-	return "postgres://postgres@" + addr + "/" + c.Database + "?sslmode=disable", stop, nil
+	dsn := "postgres://postgres@" + addr + "/" + c.Database + "?sslmode=disable"
+	return proxyProcess{dsn: dsn, pid: cmd.Process.Pid, stop: stop}, nil
 }
 
 // findPgbench looks on PATH, then where Debian installs PostgreSQL 15.
@@ -160,8 +186,8 @@ func hostPort(dsn string) (host, port, db string, err error) {
 // drops a round that a burst of other work on the machine hit.
 func ratioChecks(b EndToEnd, s map[string][]sample) []Check {
 	var p50, tps, dp50, pp50, dtps, ptps []float64
-	for i := range s["direct"] {
-		d, p := s["direct"][i], s["shardgate"][i]
+	for i := range s[directName] {
+		d, p := s[directName][i], s[newName][i]
 		p50 = append(p50, float64(p.p50)/float64(d.p50))
 		tps = append(tps, p.tps/d.tps)
 		dp50, pp50 = append(dp50, us(d.p50)), append(pp50, us(p.p50))
@@ -176,6 +202,23 @@ func ratioChecks(b EndToEnd, s map[string][]sample) []Check {
 		Measured: median(tps), Limit: b.MinTPSRatio, AtLeast: true, Format: "%.2f",
 		Detail: fmt.Sprintf("%d clients, median %.0f tps direct, %.0f tps shardgate", b.Clients, median(dtps), median(ptps)),
 	}}
+}
+
+// cpuCheck reports, without a limit, the proxy's median CPU per transaction
+// over the rounds' pgbench runs.
+func cpuCheck(b EndToEnd, s []sample) Check {
+	return Check{
+		Metric: "shardgate CPU µs/txn", Measured: median(cpuPerTxnUs(s)), Format: "%.1f", Info: true,
+		Detail: fmt.Sprintf("proxy process utime+stime / pgbench transactions, %d clients", b.Clients),
+	}
+}
+
+func cpuPerTxnUs(s []sample) []float64 {
+	out := make([]float64, len(s))
+	for i, x := range s {
+		out[i] = us(x.cpuPerTxn)
+	}
+	return out
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

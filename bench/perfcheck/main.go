@@ -12,6 +12,12 @@
 // it runs the router's Go benchmarks and budgets their ns/op (generously)
 // and allocs/op (exactly). It prints a table and exits 1 if anything is over
 // budget, 2 if it could not measure. See bench/README.md.
+//
+// With -baseline OLD it also runs OLD serve beside the measured binary and
+// compares the two in the same interleaved rounds (tps, proxy CPU per
+// transaction, p50), which is how a refactoring shows it costs nothing:
+//
+//	go run ./bench/perfcheck -bin bin/shardgate -baseline /tmp/old-shardgate -skip-micro
 package main
 
 import (
@@ -40,6 +46,7 @@ func run() int {
 	goCmd := flag.String("go", "go", "go command for the benchmarks")
 	skipE2E := flag.Bool("skip-e2e", false, "only run the Go benchmarks (no PostgreSQL needed)")
 	skipMicro := flag.Bool("skip-micro", false, "only run the side-by-side benchmark")
+	baseline := flag.String("baseline", "", "a second shardgate binary (the old one) to compare -bin with in the same run")
 	timeout := flag.Duration("timeout", 4*time.Minute, "give up after this long (a hung run must not hang CI)")
 	flag.Parse()
 
@@ -51,18 +58,28 @@ func run() int {
 	if err != nil {
 		return fatal(err)
 	}
+	if *baseline != "" && *skipE2E {
+		return fatal(fmt.Errorf("-baseline compares end to end: it cannot go with -skip-e2e"))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 
 	var checks []Check
+	var ab *ABResult
 	if !*skipE2E {
-		c, err := runEndToEnd(ctx, b.EndToEnd, *bin, logf)
+		s, err := runEndToEnd(ctx, b.EndToEnd, *bin, *baseline, logf)
 		if err != nil {
 			return fatal(fmt.Errorf("side-by-side benchmark: %w", err))
 		}
-		checks = append(checks, c...)
+		checks = append(checks, ratioChecks(b.EndToEnd, s)...)
+		checks = append(checks, cpuCheck(b.EndToEnd, s[newName]))
+		if *baseline != "" {
+			a := compareAB(b.EndToEnd, s[baselineName], s[newName])
+			ab = &a
+			checks = append(checks, abChecks(b.Baseline, a)...)
+		}
 	}
 	if !*skipMicro {
 		c, err := runMicro(ctx, b.Micro, *goCmd, logf)
@@ -72,6 +89,10 @@ func run() int {
 		checks = append(checks, c...)
 	}
 	printTable(os.Stdout, checks)
+	if ab != nil {
+		fmt.Println()
+		printAB(os.Stdout, *ab, b.EndToEnd.Rounds, *baseline, *bin)
+	}
 	fmt.Printf("\nperf-check took %.0fs (budget file %s)\n", time.Since(start).Seconds(), *budgetPath)
 	if failed := Failed(checks); len(failed) > 0 {
 		fmt.Printf("perf-check: FAIL: over budget: %s\n", strings.Join(failed, "; "))
@@ -86,7 +107,10 @@ func printTable(w io.Writer, checks []Check) {
 	fmt.Fprintln(tw, "metric\tmeasured\tbudget\tresult\tdetail")
 	for _, c := range checks {
 		result := "ok"
-		if !c.OK() {
+		switch {
+		case c.Info:
+			result = "info"
+		case !c.OK():
 			result = "FAIL"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Metric, c.Value(), c.Budget(), result, c.Detail)

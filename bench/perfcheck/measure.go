@@ -23,6 +23,7 @@ type rounds struct {
 	b       EndToEnd
 	pgbench string
 	script  string
+	cpu     cpuClock
 	logf    logFunc
 }
 
@@ -32,8 +33,7 @@ func (r rounds) writeScript() error {
 }
 
 // run warms the targets up, then measures them in b.Rounds rounds: their
-// latency together, then each one's throughput, odd rounds proxy first so
-// that neither side always runs right after the other.
+// latency together, then each one's throughput, in roundOrder.
 func (r rounds) run(ctx context.Context, targets ...target) (map[string][]sample, error) {
 	if _, err := latencyP50(ctx, targets, r.b.Rows, 300*time.Millisecond); err != nil {
 		return nil, fmt.Errorf("warm-up: %w", err)
@@ -45,28 +45,53 @@ func (r rounds) run(ctx context.Context, targets ...target) (map[string][]sample
 	}
 	out := map[string][]sample{}
 	for i := range r.b.Rounds {
-		p50, err := latencyP50(ctx, targets, r.b.Rows, r.b.LatencyDuration)
+		order := roundOrder(targets, i)
+		p50s, err := latencyP50(ctx, order, r.b.Rows, r.b.LatencyDuration)
 		if err != nil {
 			return nil, fmt.Errorf("round %d latency: %w", i+1, err)
 		}
-		order := slices.Clone(targets)
-		if i%2 == 1 {
-			slices.Reverse(order)
+		p50 := map[string]time.Duration{}
+		for j, t := range order {
+			p50[t.name] = p50s[j]
 		}
-		tps := map[string]float64{}
+		runs := map[string]throughputRun{}
 		for _, t := range order {
-			if tps[t.name], err = r.throughput(ctx, t.dsn, r.b.ThroughputDuration); err != nil {
+			if runs[t.name], err = r.measureThroughput(ctx, t, r.b.ThroughputDuration); err != nil {
 				return nil, fmt.Errorf("round %d, %s throughput: %w", i+1, t.name, err)
 			}
 		}
 		line := fmt.Sprintf("round %d/%d:", i+1, r.b.Rounds)
-		for j, t := range targets {
-			out[t.name] = append(out[t.name], sample{p50: p50[j], tps: tps[t.name]})
-			line += fmt.Sprintf("  %s p50 %.0f µs, %.0f tps", t.name, us(p50[j]), tps[t.name])
+		for _, t := range targets {
+			run := runs[t.name]
+			out[t.name] = append(out[t.name], sample{p50: p50[t.name], tps: run.tps, cpuPerTxn: run.cpuPerTxn})
+			line += fmt.Sprintf("  %s p50 %.0f µs, %.0f tps", t.name, us(p50[t.name]), run.tps)
+			if t.pid != 0 {
+				line += fmt.Sprintf(", %.1f µs CPU/txn", us(run.cpuPerTxn))
+			}
 		}
 		r.logf("%s", line)
 	}
 	return out, nil
+}
+
+// roundOrder is the order in which round i measures the targets: which one
+// runs first, and in the latency phase which one's query follows which.
+// targets[0] (direct) goes first in even rounds and last in odd ones, and
+// the others (the proxies) swap every two rounds. With one proxy that is
+// plain alternation. With two, a plain reversal would leave the first proxy
+// always in the middle and the second always right after it, and in the A/A
+// test (a binary against a copy of itself) that alone made the first look
+// about 4 % faster; this way each proxy takes each place equally often in
+// every four rounds.
+func roundOrder(targets []target, i int) []target {
+	proxies := slices.Clone(targets[1:])
+	if (i/2)%2 == 1 {
+		slices.Reverse(proxies)
+	}
+	if i%2 == 0 {
+		return append([]target{targets[0]}, proxies...)
+	}
+	return append(proxies, targets[0])
 }
 
 // latencyP50 runs the prepared point select with random ids on one
@@ -126,16 +151,83 @@ func pointQuery(ctx context.Context, conn *pgx.Conn, id int64) (time.Duration, e
 	return took, nil
 }
 
-var tpsLine = regexp.MustCompile(`(?m)^tps = ([0-9.]+) \(without initial connection time\)`)
+// throughputRun is one pgbench run against one target.
+type throughputRun struct {
+	tps       float64
+	cpuPerTxn time.Duration // the proxy's; 0 for a target without one
+}
+
+// measureThroughput runs pgbench against t and, when t is a proxy process,
+// divides the CPU time the proxy used meanwhile by the transactions. CPU per
+// transaction moves much less with the machine's load than tps does, since
+// it does not count the time the proxy waited for a core.
+func (r rounds) measureThroughput(ctx context.Context, t target, d time.Duration) (throughputRun, error) {
+	var before time.Duration
+	if t.pid != 0 {
+		var err error
+		if before, err = r.cpu.processCPU(t.pid); err != nil {
+			return throughputRun{}, err
+		}
+	}
+	res, err := r.throughput(ctx, t.dsn, d)
+	if err != nil || t.pid == 0 {
+		return throughputRun{tps: res.tps}, err
+	}
+	after, err := r.cpu.processCPU(t.pid)
+	if err != nil {
+		return throughputRun{}, err
+	}
+	return throughputRun{tps: res.tps, cpuPerTxn: perTxn(after-before, res.txns)}, nil
+}
+
+// perTxn divides cpu by txns; 0 for no transactions.
+func perTxn(cpu time.Duration, txns int64) time.Duration {
+	if txns <= 0 {
+		return 0
+	}
+	return cpu / time.Duration(txns)
+}
+
+// pgbenchResult is what a pgbench run reported.
+type pgbenchResult struct {
+	tps  float64
+	txns int64
+}
+
+var (
+	tpsLine  = regexp.MustCompile(`(?m)^tps = ([0-9.]+) \(without initial connection time\)`)
+	txnsLine = regexp.MustCompile(`(?m)^number of transactions actually processed: ([0-9]+)`)
+)
+
+// parsePgbench reads tps and the transaction count from pgbench's summary.
+func parsePgbench(out []byte) (pgbenchResult, error) {
+	m := tpsLine.FindSubmatch(out)
+	if m == nil {
+		return pgbenchResult{}, fmt.Errorf("no tps line in pgbench's output:\n%s", tail(out, 10))
+	}
+	tps, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil {
+		return pgbenchResult{}, fmt.Errorf("pgbench tps: %w", err)
+	}
+	m = txnsLine.FindSubmatch(out)
+	if m == nil {
+		return pgbenchResult{}, fmt.Errorf("no transaction count in pgbench's output:\n%s", tail(out, 10))
+	}
+	txns, err := strconv.ParseInt(string(m[1]), 10, 64)
+	if err != nil {
+		return pgbenchResult{}, fmt.Errorf("pgbench transactions: %w", err)
+	}
+	return pgbenchResult{tps: tps, txns: txns}, nil
+}
 
 // throughput runs pgbench with b.Clients clients and prepared statements
-// for d (whole seconds) and returns its tps. pgbench rather than Go clients:
-// it needs less CPU per query, which leaves more of this small machine's CPU
-// to the proxy and so shows more of the proxy's own cost.
-func (r rounds) throughput(ctx context.Context, dsn string, d time.Duration) (float64, error) {
+// for d (whole seconds). pgbench rather than Go clients: it needs less CPU
+// per query, which leaves more of this small machine's CPU to the proxy and
+// so shows more of the proxy's own cost.
+func (r rounds) throughput(ctx context.Context, dsn string, d time.Duration) (pgbenchResult, error) {
 	host, port, db, err := hostPort(dsn)
 	if err != nil {
-		return 0, err
+		return pgbenchResult{}, err
 	}
 	threads := min(r.b.Clients, runtime.NumCPU())
 	cmd := exec.CommandContext(ctx, r.pgbench, "-n", "-M", "prepared", "-f", r.script,
@@ -143,13 +235,9 @@ func (r rounds) throughput(ctx context.Context, dsn string, d time.Duration) (fl
 		"-h", host, "-p", port, "-U", "postgres", db)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return 0, fmt.Errorf("pgbench: %w\n%s", err, tail(out, 10))
+		return pgbenchResult{}, fmt.Errorf("pgbench: %w\n%s", err, tail(out, 10))
 	}
-	m := tpsLine.FindSubmatch(out)
-	if m == nil {
-		return 0, fmt.Errorf("no tps line in pgbench's output:\n%s", tail(out, 10))
-	}
-	return strconv.ParseFloat(string(m[1]), 64)
+	return parsePgbench(out)
 }
 
 // tail is the last n lines of out.
