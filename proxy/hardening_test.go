@@ -439,7 +439,7 @@ func TestFrozenServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	client := dialPlain(t, dsn)
-	waitReplicaRead(t, client, 1)
+	waitReplicaRow(t, client, 1) // a replica without the row would answer no rows before the freeze
 	const stall = 10 * time.Second
 
 	// freezeDuring runs query on client, freezes server once the query is

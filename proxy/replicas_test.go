@@ -17,12 +17,17 @@ import (
 // (a server in recovery) answered it.
 func onReplica(t *testing.T, conn *pgx.Conn, key int64) bool {
 	t.Helper()
-	var rec bool
-	var n int64
-	if err := conn.QueryRow(t.Context(), "SELECT pg_is_in_recovery(), count(*) FROM users WHERE id = $1", key).Scan(&rec, &n); err != nil {
+	rec, _ := readKey(t, conn, key)
+	return rec
+}
+
+// readKey reads key's row count and whether a replica answered.
+func readKey(t *testing.T, conn *pgx.Conn, key int64) (replica bool, rows int64) {
+	t.Helper()
+	if err := conn.QueryRow(t.Context(), "SELECT pg_is_in_recovery(), count(*) FROM users WHERE id = $1", key).Scan(&replica, &rows); err != nil {
 		t.Fatal(err)
 	}
-	return rec
+	return replica, rows
 }
 
 func dialPlain(t *testing.T, dsn string) *pgx.Conn {
@@ -39,10 +44,26 @@ func dialPlain(t *testing.T, dsn string) *pgx.Conn {
 // first probes must mark the replicas healthy.
 func waitReplicaRead(t *testing.T, conn *pgx.Conn, key int64) {
 	t.Helper()
+	waitRead(t, conn, key, false)
+}
+
+// waitReplicaRow is waitReplicaRead for a key whose row the replica must
+// also have replayed.
+func waitReplicaRow(t *testing.T, conn *pgx.Conn, key int64) {
+	t.Helper()
+	waitRead(t, conn, key, true)
+}
+
+func waitRead(t *testing.T, conn *pgx.Conn, key int64, needRow bool) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for !onReplica(t, conn, key) {
+	for {
+		replica, rows := readKey(t, conn, key)
+		if replica && (rows > 0 || !needRow) {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no read of key %d reached a replica within 10s", key)
+			t.Fatalf("no read of key %d reached a replica that has its row (need row: %v) within 10s", key, needRow)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
