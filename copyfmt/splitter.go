@@ -135,7 +135,23 @@ const DefaultMaxRow = 1<<30 - 2
 // End at CopyDone. It keeps only the data of the incomplete last line.
 // A Splitter is not safe for concurrent use.
 type Splitter struct {
-	// configuration
+	opt splitOptions
+
+	buf      []byte
+	start    int // start of the current line in buf
+	pos      int // next byte of the current line to read
+	verified int // buf[:verified] passed the encoding check
+	eof      bool
+	done     bool // no more rows: end marker, or the data ended
+	err      error
+
+	line lineState
+
+	keyBuf, tmpBuf []byte
+}
+
+// splitOptions is a Splitter's configuration, fixed by NewSplitter.
+type splitOptions struct {
 	csv     bool
 	delim   byte
 	quote   byte
@@ -153,24 +169,16 @@ type Splitter struct {
 	maxRow  int
 	// bytes that stop the fast scan of a line, and of a field
 	textStop, outStop, inStop, fieldStop stopSet
+}
 
-	buf      []byte
-	start    int // start of the current line in buf
-	pos      int // next byte of the current line to read
-	verified int // buf[:verified] passed the encoding check
-	eof      bool
-	done     bool // no more rows: end marker, or the data ended
-	err      error
-
-	// CopyReadLineText's state, kept across Writes
+// lineState is CopyReadLineText's state, kept across Writes.
+type lineState struct {
 	inLine     bool
 	inQuote    bool
 	lastWasEsc bool
 	eol        eolType
 	lineno     int64
 	headerDone bool
-
-	keyBuf, tmpBuf []byte
 }
 
 // NewSplitter returns a Splitter for data with the given options. columns
@@ -203,7 +211,7 @@ func NewSplitter(opt Options, columns []string, keyCol int) (*Splitter, error) {
 	if enc == "" {
 		enc = "UTF8"
 	}
-	s := &Splitter{
+	s := &Splitter{opt: splitOptions{
 		csv:     opt.CSV,
 		delim:   opt.Delimiter,
 		quote:   opt.Quote,
@@ -216,29 +224,29 @@ func NewSplitter(opt Options, columns []string, keyCol int) (*Splitter, error) {
 		utf8:    enc == "UTF8",
 		encName: enc,
 		maxRow:  DefaultMaxRow,
-	}
+	}}
 	if opt.MaxRow > 0 {
-		s.maxRow = opt.MaxRow
+		s.opt.maxRow = opt.MaxRow
 	}
-	if s.escape != s.quote {
-		s.lineEsc = s.escape
+	if s.opt.escape != s.opt.quote {
+		s.opt.lineEsc = s.opt.escape
 	}
 	for _, c := range opt.ForceNotNull {
-		s.keyFNN = s.keyFNN || c == columns[keyCol]
+		s.opt.keyFNN = s.opt.keyFNN || c == columns[keyCol]
 	}
 	for _, c := range opt.ForceNull {
-		s.keyFN = s.keyFN || c == columns[keyCol]
+		s.opt.keyFN = s.opt.keyFN || c == columns[keyCol]
 	}
-	s.textStop.set('\n', '\r', '\\')
-	s.outStop.set('\n', '\r', s.quote)
-	s.inStop.set('\n', '\r', s.quote)
-	if s.lineEsc != 0 {
-		s.inStop.set('\n', '\r', s.quote, s.lineEsc)
+	s.opt.textStop.set('\n', '\r', '\\')
+	s.opt.outStop.set('\n', '\r', s.opt.quote)
+	s.opt.inStop.set('\n', '\r', s.opt.quote)
+	if s.opt.lineEsc != 0 {
+		s.opt.inStop.set('\n', '\r', s.opt.quote, s.opt.lineEsc)
 	}
-	if s.csv {
-		s.fieldStop.set(s.delim, s.quote)
+	if s.opt.csv {
+		s.opt.fieldStop.set(s.opt.delim, s.opt.quote)
 	} else {
-		s.fieldStop.set(s.delim, '\\')
+		s.opt.fieldStop.set(s.opt.delim, '\\')
 	}
 	return s, nil
 }
@@ -278,27 +286,27 @@ func (s *Splitter) Next() (row Row, ok bool, err error) {
 	if s.done {
 		return Row{}, false, nil
 	}
-	if !s.inLine {
+	if !s.line.inLine {
 		if s.start >= len(s.buf) && !s.eof {
 			return Row{}, false, nil
 		}
-		s.inLine = true
-		s.lineno++
+		s.line.inLine = true
+		s.line.lineno++
 		s.pos = s.start
-		s.inQuote, s.lastWasEsc = false, false
+		s.line.inQuote, s.line.lastWasEsc = false, false
 	}
 	end, ok, err := s.scan()
 	if err != nil {
 		return s.fail(err)
 	}
 	if !ok {
-		if len(s.buf)-s.start > s.maxRow {
+		if len(s.buf)-s.start > s.opt.maxRow {
 			return s.fail(&Error{Code: CodeProgramLimitExceeded, Message: "COPY line too long",
-				Detail: fmt.Sprintf("A line of COPY data may be at most %d bytes.", s.maxRow), Line: s.lineno})
+				Detail: fmt.Sprintf("A line of COPY data may be at most %d bytes.", s.opt.maxRow), Line: s.line.lineno})
 		}
 		return Row{}, false, nil
 	}
-	s.inLine = false
+	s.line.inLine = false
 	line := s.buf[s.start:end.cend]
 	raw := s.buf[s.start:end.rend]
 	s.start = end.rend
@@ -306,9 +314,9 @@ func (s *Splitter) Next() (row Row, ok bool, err error) {
 		s.done = true
 		s.buf = s.buf[:s.start] // drop whatever followed the end marker
 	}
-	if s.header && !s.headerDone {
-		s.headerDone = true
-		if s.match {
+	if s.opt.header && !s.line.headerDone {
+		s.line.headerDone = true
+		if s.opt.match {
 			if err := s.matchHeader(line); err != nil {
 				return s.fail(err)
 			}
@@ -316,7 +324,7 @@ func (s *Splitter) Next() (row Row, ok bool, err error) {
 		if len(raw) == 0 {
 			return Row{}, false, nil
 		}
-		return Row{Raw: raw, Line: s.lineno, Header: true}, true, nil
+		return Row{Raw: raw, Line: s.line.lineno, Header: true}, true, nil
 	}
 	if end.last && len(line) == 0 {
 		return Row{}, false, nil
@@ -325,7 +333,7 @@ func (s *Splitter) Next() (row Row, ok bool, err error) {
 	if err != nil {
 		return s.fail(err)
 	}
-	return Row{Raw: raw, Key: key, Null: null, Line: s.lineno}, true, nil
+	return Row{Raw: raw, Key: key, Null: null, Line: s.line.lineno}, true, nil
 }
 
 // End tells the Splitter the data is complete (CopyDone) and returns the
@@ -345,7 +353,7 @@ func (s *Splitter) Done() bool { return s.done }
 
 func (s *Splitter) fail(err error) (Row, bool, error) {
 	if e, ok := err.(*Error); ok && e.Line == 0 {
-		e.Line = s.lineno
+		e.Line = s.line.lineno
 	}
 	s.err = err
 	s.buf, s.start, s.pos, s.verified = nil, 0, 0, 0
@@ -369,16 +377,16 @@ func (s *Splitter) scan() (end lineEnd, ok bool, err error) {
 	lim := s.verified
 	for {
 		// Skip bytes that neither end the line nor change the state.
-		if !s.csv {
-			i = s.textStop.skip(b, i, lim)
+		if !s.opt.csv {
+			i = s.opt.textStop.skip(b, i, lim)
 		} else if i != s.start { // the first byte may start \.
-			if s.inQuote {
-				if j := s.inStop.skip(b, i, lim); j > i {
-					s.lastWasEsc = false
+			if s.line.inQuote {
+				if j := s.opt.inStop.skip(b, i, lim); j > i {
+					s.line.lastWasEsc = false
 					i = j
 				}
 			} else {
-				i = s.outStop.skip(b, i, lim)
+				i = s.opt.outStop.skip(b, i, lim)
 			}
 		}
 		if i >= lim {
@@ -398,8 +406,8 @@ func (s *Splitter) scan() (end lineEnd, ok bool, err error) {
 		prev := i
 		c := b[i]
 		i++
-		savedQuote, savedEsc := s.inQuote, s.lastWasEsc
-		if s.csv {
+		savedQuote, savedEsc := s.line.inQuote, s.line.lastWasEsc
+		if s.opt.csv {
 			// Look ahead before the state changes, as PostgreSQL does.
 			if c == '\\' || c == '\r' {
 				st, err := s.ensure(i)
@@ -411,22 +419,22 @@ func (s *Splitter) scan() (end lineEnd, ok bool, err error) {
 					return end, false, nil
 				}
 			}
-			if s.inQuote && c == s.lineEsc {
-				s.lastWasEsc = !s.lastWasEsc
+			if s.line.inQuote && c == s.opt.lineEsc {
+				s.line.lastWasEsc = !s.line.lastWasEsc
 			}
-			if c == s.quote && !s.lastWasEsc {
-				s.inQuote = !s.inQuote
+			if c == s.opt.quote && !s.line.lastWasEsc {
+				s.line.inQuote = !s.line.inQuote
 			}
-			if c != s.lineEsc {
-				s.lastWasEsc = false
+			if c != s.opt.lineEsc {
+				s.line.lastWasEsc = false
 			}
-			if s.inQuote && (c == '\n' && s.eol == eolNL || c == '\r' && s.eol != eolNL) {
-				s.lineno++
+			if s.line.inQuote && (c == '\n' && s.line.eol == eolNL || c == '\r' && s.line.eol != eolNL) {
+				s.line.lineno++
 			}
 		}
 
-		if c == '\r' && (!s.csv || !s.inQuote) {
-			if s.eol == eolUnknown || s.eol == eolCRNL {
+		if c == '\r' && (!s.opt.csv || !s.line.inQuote) {
+			if s.line.eol == eolUnknown || s.line.eol == eolCRNL {
 				st, err := s.ensure(i)
 				if err != nil {
 					return end, false, err
@@ -437,26 +445,26 @@ func (s *Splitter) scan() (end lineEnd, ok bool, err error) {
 				}
 				if st == avail && b[i] == '\n' {
 					i++
-					s.eol = eolCRNL
+					s.line.eol = eolCRNL
 				} else {
-					if s.eol == eolCRNL {
+					if s.line.eol == eolCRNL {
 						return end, false, s.crError()
 					}
-					s.eol = eolCR
+					s.line.eol = eolCR
 				}
-			} else if s.eol == eolNL {
+			} else if s.line.eol == eolNL {
 				return end, false, s.crError()
 			}
 			return lineEnd{cend: prev, rend: i}, true, nil
 		}
-		if c == '\n' && (!s.csv || !s.inQuote) {
-			if s.eol == eolCR || s.eol == eolCRNL {
+		if c == '\n' && (!s.opt.csv || !s.line.inQuote) {
+			if s.line.eol == eolCR || s.line.eol == eolCRNL {
 				return end, false, s.nlError()
 			}
-			s.eol = eolNL
+			s.line.eol = eolNL
 			return lineEnd{cend: prev, rend: i}, true, nil
 		}
-		if c == '\\' && (!s.csv || prev == s.start) {
+		if c == '\\' && (!s.opt.csv || prev == s.start) {
 			st, err := s.ensure(i)
 			if err != nil {
 				return end, false, err
@@ -469,7 +477,7 @@ func (s *Splitter) scan() (end lineEnd, ok bool, err error) {
 				return lineEnd{cend: n, rend: n, last: true}, true, nil
 			}
 			if b[i] != '.' {
-				if !s.csv {
+				if !s.opt.csv {
 					i++ // the escaped byte, whatever it is
 				}
 				continue
@@ -481,18 +489,18 @@ func (s *Splitter) scan() (end lineEnd, ok bool, err error) {
 				return end, false, err
 			}
 			if st == needMore {
-				s.pos, s.inQuote, s.lastWasEsc = prev, savedQuote, savedEsc
+				s.pos, s.line.inQuote, s.line.lastWasEsc = prev, savedQuote, savedEsc
 				return end, false, nil
 			}
-			if s.eol == eolCRNL {
+			if s.line.eol == eolCRNL {
 				j++
 				if c2 == '\n' {
-					if !s.csv {
+					if !s.opt.csv {
 						return end, false, s.dataError("end-of-copy marker does not match previous newline style")
 					}
 					continue // not the marker: go on after the backslash
 				} else if c2 != '\r' {
-					if !s.csv {
+					if !s.opt.csv {
 						return end, false, s.dataError("end-of-copy marker corrupt")
 					}
 					continue
@@ -502,17 +510,17 @@ func (s *Splitter) scan() (end lineEnd, ok bool, err error) {
 					return end, false, err
 				}
 				if st == needMore {
-					s.pos, s.inQuote, s.lastWasEsc = prev, savedQuote, savedEsc
+					s.pos, s.line.inQuote, s.line.lastWasEsc = prev, savedQuote, savedEsc
 					return end, false, nil
 				}
 			}
 			if c2 != '\r' && c2 != '\n' {
-				if !s.csv {
+				if !s.opt.csv {
 					return end, false, s.dataError("end-of-copy marker corrupt")
 				}
 				continue
 			}
-			if s.eol == eolNL && c2 != '\n' || s.eol == eolCRNL && c2 != '\n' || s.eol == eolCR && c2 != '\r' {
+			if s.line.eol == eolNL && c2 != '\n' || s.line.eol == eolCRNL && c2 != '\n' || s.line.eol == eolCR && c2 != '\r' {
 				return end, false, s.dataError("end-of-copy marker does not match previous newline style")
 			}
 			return lineEnd{cend: prev, rend: prev, last: true}, true, nil
@@ -585,19 +593,19 @@ func (s *Splitter) ensure(i int) (int, error) {
 	}
 	// buf[i] starts an invalid or incomplete character.
 	l, rem := 1, n-i
-	if s.utf8 {
+	if s.opt.utf8 {
 		l = utf8Len(s.buf[i])
 	}
 	if l > rem && !s.eof {
 		return needMore, nil
 	}
-	return 0, s.encodingError(s.encName, s.buf[i:], l)
+	return 0, s.encodingError(s.opt.encName, s.buf[i:], l)
 }
 
 // verify advances s.verified over the valid characters that follow it.
 func (s *Splitter) verify() {
 	b, v := s.buf, s.verified
-	if !s.utf8 {
+	if !s.opt.utf8 {
 		if j := bytes.IndexByte(b[v:], 0); j >= 0 {
 			s.verified = v + j
 		} else {
@@ -717,34 +725,34 @@ func (s *Splitter) encodingError(enc string, b []byte, l int) *Error {
 	}
 	return &Error{Code: CodeCharacterNotInRepert,
 		Message: fmt.Sprintf("invalid byte sequence for encoding \"%s\": %s", enc, msg),
-		Line:    s.lineno}
+		Line:    s.line.lineno}
 }
 
 func (s *Splitter) dataError(msg string) *Error {
-	return &Error{Code: CodeBadCopyFileFormat, Message: msg, Line: s.lineno}
+	return &Error{Code: CodeBadCopyFileFormat, Message: msg, Line: s.line.lineno}
 }
 
 func (s *Splitter) crError() *Error {
-	if s.csv {
+	if s.opt.csv {
 		return &Error{Code: CodeBadCopyFileFormat, Message: "unquoted carriage return found in data",
-			Hint: "Use quoted CSV field to represent carriage return.", Line: s.lineno}
+			Hint: "Use quoted CSV field to represent carriage return.", Line: s.line.lineno}
 	}
 	return &Error{Code: CodeBadCopyFileFormat, Message: "literal carriage return found in data",
-		Hint: `Use "\r" to represent carriage return.`, Line: s.lineno}
+		Hint: `Use "\r" to represent carriage return.`, Line: s.line.lineno}
 }
 
 func (s *Splitter) nlError() *Error {
-	if s.csv {
+	if s.opt.csv {
 		return &Error{Code: CodeBadCopyFileFormat, Message: "unquoted newline found in data",
-			Hint: "Use quoted CSV field to represent newline.", Line: s.lineno}
+			Hint: "Use quoted CSV field to represent newline.", Line: s.line.lineno}
 	}
 	return &Error{Code: CodeBadCopyFileFormat, Message: "literal newline found in data",
-		Hint: `Use "\n" to represent newline.`, Line: s.lineno}
+		Hint: `Use "\n" to represent newline.`, Line: s.line.lineno}
 }
 
 // lineError is an error PostgreSQL raises with the line in its context.
 func (s *Splitter) lineError(line []byte, e *Error) *Error {
-	e.Line = s.lineno
+	e.Line = s.line.lineno
 	e.LineText = printout(line)
 	e.ShowLine = true
 	return e
@@ -786,32 +794,32 @@ type field struct {
 // field count against the columns, and returns the key field.
 func (s *Splitter) keyField(line []byte) (key []byte, null bool, err error) {
 	special := byte('\\')
-	if s.csv {
-		special = s.quote
+	if s.opt.csv {
+		special = s.opt.quote
 	}
 	if bytes.IndexByte(line, special) < 0 {
 		// No escapes or quotes: the fields are what lies between delimiters.
-		if nf := bytes.Count(line, []byte{s.delim}) + 1; nf != len(s.cols) {
+		if nf := bytes.Count(line, []byte{s.opt.delim}) + 1; nf != len(s.opt.cols) {
 			return s.countError(line, nf)
 		}
 		p := 0
-		for range s.key {
-			p += bytes.IndexByte(line[p:], s.delim) + 1
+		for range s.opt.key {
+			p += bytes.IndexByte(line[p:], s.opt.delim) + 1
 		}
 		key = line[p:]
-		if j := bytes.IndexByte(key, s.delim); j >= 0 {
+		if j := bytes.IndexByte(key, s.opt.delim); j >= 0 {
 			key = key[:j]
 		}
-		return s.keyNull(line, key, bytes.Equal(key, s.null))
+		return s.keyNull(line, key, bytes.Equal(key, s.opt.null))
 	}
 
 	nf, p, n := 0, 0, len(line)
 	for {
 		// A field with no escape or quote needs no more than its end.
-		j := s.fieldStop.skip(line, p, n)
-		if j >= n || line[j] == s.delim {
-			if nf == s.key {
-				key, null = line[p:j], bytes.Equal(line[p:j], s.null)
+		j := s.opt.fieldStop.skip(line, p, n)
+		if j >= n || line[j] == s.opt.delim {
+			if nf == s.opt.key {
+				key, null = line[p:j], bytes.Equal(line[p:j], s.opt.null)
 			}
 			nf++
 			if j >= n {
@@ -820,9 +828,9 @@ func (s *Splitter) keyField(line []byte) (key []byte, null bool, err error) {
 			p = j + 1
 			continue
 		}
-		want := nf == s.key
+		want := nf == s.opt.key
 		var f field
-		if s.csv {
+		if s.opt.csv {
 			f, err = s.csvField(line, p, want)
 		} else {
 			f, err = s.textField(line, p, want)
@@ -839,7 +847,7 @@ func (s *Splitter) keyField(line []byte) (key []byte, null bool, err error) {
 		}
 		p = f.next
 	}
-	if nf != len(s.cols) {
+	if nf != len(s.opt.cols) {
 		return s.countError(line, nf)
 	}
 	return s.keyNull(line, key, null)
@@ -847,18 +855,18 @@ func (s *Splitter) keyField(line []byte) (key []byte, null bool, err error) {
 
 // countError is NextCopyFrom's error for a line of nf fields.
 func (s *Splitter) countError(line []byte, nf int) ([]byte, bool, error) {
-	if nf > len(s.cols) {
+	if nf > len(s.opt.cols) {
 		return nil, false, s.lineError(line, errorf(CodeBadCopyFileFormat, "extra data after last expected column"))
 	}
-	return nil, false, s.lineError(line, errorf(CodeBadCopyFileFormat, "missing data for column \"%s\"", s.cols[nf]))
+	return nil, false, s.lineError(line, errorf(CodeBadCopyFileFormat, "missing data for column \"%s\"", s.opt.cols[nf]))
 }
 
 // keyNull applies FORCE_NOT_NULL and FORCE_NULL to the key field.
 func (s *Splitter) keyNull(line, key []byte, null bool) ([]byte, bool, error) {
-	if s.csv {
-		if null && s.keyFNN {
-			key, null = s.null, false
-		} else if !null && s.keyFN && bytes.Equal(key, s.null) {
+	if s.opt.csv {
+		if null && s.opt.keyFNN {
+			key, null = s.opt.null, false
+		} else if !null && s.opt.keyFN && bytes.Equal(key, s.opt.null) {
 			null = true
 		}
 	}
@@ -875,13 +883,13 @@ func (s *Splitter) keyNull(line, key []byte, null bool) ([]byte, bool, error) {
 // check of de-escaped bytes.
 func (s *Splitter) textField(line []byte, p int, want bool) (field, error) {
 	n := len(line)
-	j := p + indexEither(line[p:], s.delim, '\\')
+	j := p + indexEither(line[p:], s.opt.delim, '\\')
 	if j < p {
 		j = n
 	}
-	if j >= n || line[j] == s.delim { // no escapes: the value is the raw field
+	if j >= n || line[j] == s.opt.delim { // no escapes: the value is the raw field
 		raw := line[p:j]
-		return field{val: raw, null: bytes.Equal(raw, s.null), found: j < n, next: j + 1}, nil
+		return field{val: raw, null: bytes.Equal(raw, s.opt.null), found: j < n, next: j + 1}, nil
 	}
 
 	out := s.tmpBuf[:0]
@@ -898,7 +906,7 @@ func (s *Splitter) textField(line []byte, p int, want bool) (field, error) {
 		}
 		c := line[cur]
 		cur++
-		if c == s.delim {
+		if c == s.opt.delim {
 			f.found = true
 			break
 		}
@@ -954,7 +962,7 @@ func (s *Splitter) textField(line []byte, p int, want bool) (field, error) {
 		s.tmpBuf = out
 	}
 	f.val, f.next = out, cur
-	f.null = bytes.Equal(line[p:end], s.null)
+	f.null = bytes.Equal(line[p:end], s.opt.null)
 	if !f.null && nonASCII {
 		// pg_verifymbstr in the server encoding, taken to be UTF8.
 		if v := validUTF8Prefix(out); v < len(out) {
@@ -996,13 +1004,13 @@ func hexVal(c byte) byte {
 // value is only built when want.
 func (s *Splitter) csvField(line []byte, p int, want bool) (field, error) {
 	n := len(line)
-	j := p + indexEither(line[p:], s.delim, s.quote)
+	j := p + indexEither(line[p:], s.opt.delim, s.opt.quote)
 	if j < p {
 		j = n
 	}
-	if j >= n || line[j] == s.delim { // unquoted
+	if j >= n || line[j] == s.opt.delim { // unquoted
 		raw := line[p:j]
-		return field{val: raw, null: bytes.Equal(raw, s.null), found: j < n, next: j + 1}, nil
+		return field{val: raw, null: bytes.Equal(raw, s.opt.null), found: j < n, next: j + 1}, nil
 	}
 
 	out := s.keyBuf[:0]
@@ -1018,11 +1026,11 @@ outer:
 			}
 			c := line[cur]
 			cur++
-			if c == s.delim {
+			if c == s.opt.delim {
 				f.found = true
 				break outer
 			}
-			if c == s.quote {
+			if c == s.opt.quote {
 				sawQuote = true
 				break
 			}
@@ -1036,8 +1044,8 @@ outer:
 			}
 			c := line[cur]
 			cur++
-			if c == s.escape && cur < n {
-				if nc := line[cur]; nc == s.escape || nc == s.quote {
+			if c == s.opt.escape && cur < n {
+				if nc := line[cur]; nc == s.opt.escape || nc == s.opt.quote {
 					if want {
 						out = append(out, nc)
 					}
@@ -1045,7 +1053,7 @@ outer:
 					continue
 				}
 			}
-			if c == s.quote {
+			if c == s.opt.quote {
 				break
 			}
 			if want {
@@ -1058,7 +1066,7 @@ outer:
 		f.val = out
 	}
 	f.next = cur
-	f.null = !sawQuote && bytes.Equal(line[p:end], s.null)
+	f.null = !sawQuote && bytes.Equal(line[p:end], s.opt.null)
 	return f, nil
 }
 
@@ -1071,7 +1079,7 @@ func (s *Splitter) matchHeader(line []byte) error {
 	for {
 		var f field
 		var err error
-		if s.csv {
+		if s.opt.csv {
 			f, err = s.csvField(line, p, true)
 		} else {
 			f, err = s.textField(line, p, true)
@@ -1086,14 +1094,14 @@ func (s *Splitter) matchHeader(line []byte) error {
 		}
 		p = f.next
 	}
-	if len(names) != len(s.cols) {
+	if len(names) != len(s.opt.cols) {
 		return s.lineError(line, errorf(CodeBadCopyFileFormat,
-			"wrong number of fields in header line: got %d, expected %d", len(names), len(s.cols)))
+			"wrong number of fields in header line: got %d, expected %d", len(names), len(s.opt.cols)))
 	}
-	for i, col := range s.cols {
+	for i, col := range s.opt.cols {
 		if nulls[i] {
 			return s.lineError(line, errorf(CodeBadCopyFileFormat,
-				"column name mismatch in header line field %d: got null value (\"%s\"), expected \"%s\"", i+1, s.null, col))
+				"column name mismatch in header line field %d: got null value (\"%s\"), expected \"%s\"", i+1, s.opt.null, col))
 		}
 		// namestrcmp: strncmp(name, value, NAMEDATALEN)
 		got := names[i]

@@ -152,16 +152,16 @@ func (c *client) adminShow(what string) error {
 		cols = []string{"type", "user", "database", "state", "addr", "port", "connect_time", "request_time", "tls", "application_name", "shard"}
 		s.clientsMu.Lock()
 		for cl := range s.clients {
-			info := cl.info.Load()
+			info := cl.shown.info.Load()
 			if info == nil {
 				continue // still starting up
 			}
 			host, port := splitAddr(cl.conn.RemoteAddr().String())
 			state, shard := "idle", ""
-			if i := cl.activeShard.Load(); i >= 0 && int(i) < len(topo.Shards) {
+			if i := cl.shown.activeShard.Load(); i >= 0 && int(i) < len(topo.Shards) {
 				state, shard = "active", topo.Shards[i].Name
 			}
-			rows = append(rows, []string{"C", info.user, info.database, state, host, port, stamp(info.connected), stamp(time.Unix(0, cl.lastRequest.Load())),
+			rows = append(rows, []string{"C", info.user, info.database, state, host, port, stamp(info.connected), stamp(time.Unix(0, cl.shown.lastRequest.Load())),
 				strconv.FormatBool(cl.tls), info.application, shard})
 		}
 		s.clientsMu.Unlock()

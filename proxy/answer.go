@@ -6,7 +6,7 @@ import "github.com/shardgate/shardgate/router"
 // psycopg 3 and JDBC send it, Parse/Bind/Execute/Sync) without a server, when
 // every statement in it can be answered locally. It reports whether it did.
 func (c *client) answerBatchTx() bool {
-	if c.held != nil || !c.batchTxLocal() {
+	if c.tx.held != nil || !c.batchTxLocal() {
 		return false
 	}
 	c.answerBatch(func() { c.out = appendEmpty(c.out, 'n') }, func(current *prepared) bool {
@@ -28,8 +28,8 @@ func (c *client) answerBatch(describe func(), execute func(current *prepared) bo
 	bi := 0
 	var current *prepared
 	failed := false
-	for _, m := range c.batch.msgs {
-		body := c.batch.body(m)
+	for _, m := range c.ext.batch.msgs {
+		body := c.ext.batch.body(m)
 		if failed && m.typ != 'S' {
 			continue
 		}
@@ -37,7 +37,7 @@ func (c *client) answerBatch(describe func(), execute func(current *prepared) bo
 		case 'P':
 			c.out = appendEmpty(c.out, '1')
 			if name, _, _ := cstring(body); len(name) > 0 {
-				b := c.bound[bi]
+				b := c.ext.bound[bi]
 				bi++
 				c.remember(b.clientName, b.prep)
 			}
@@ -64,11 +64,11 @@ func (c *client) answerBatch(describe func(), execute func(current *prepared) bo
 // batchTxLocal reports whether every Execute in the batch runs transaction
 // control the proxy can answer in turn, simulating the state changes.
 func (c *client) batchTxLocal() bool {
-	state, pendingLen, settingsLen := c.state, len(c.pending), len(c.txSettings)
-	session, tx := c.sessionHint, c.txHint
+	state, pendingLen, settingsLen := c.tx.state, len(c.tx.pending), len(c.sess.txSettings)
+	session, tx := c.sess.sessionHint, c.sess.txHint
 	defer func() {
-		c.state, c.pending, c.txSettings = state, c.pending[:pendingLen], c.txSettings[:settingsLen]
-		c.sessionHint, c.txHint = session, tx
+		c.tx.state, c.tx.pending, c.sess.txSettings = state, c.tx.pending[:pendingLen], c.sess.txSettings[:settingsLen]
+		c.sess.sessionHint, c.sess.txHint = session, tx
 	}()
 	executed, local := false, true
 	c.walkBatch(func(typ byte, current *prepared, _ []byte) bool {
@@ -96,8 +96,8 @@ func (c *client) walkBatch(fn func(typ byte, current *prepared, bindRest []byte)
 	bi := 0
 	var current *prepared
 	var bindRest []byte
-	for _, m := range c.batch.msgs {
-		body := c.batch.body(m)
+	for _, m := range c.ext.batch.msgs {
+		body := c.ext.batch.body(m)
 		switch m.typ {
 		case 'P':
 			if name, _, _ := cstring(body); len(name) > 0 {

@@ -13,6 +13,20 @@ import (
 	"github.com/shardgate/shardgate/router"
 )
 
+// extended is the client's extended-protocol state: the unnamed statement,
+// the batch being built up to Sync, and the last Bind decoded.
+type extended struct {
+	unnamed   prepared
+	batch     batch
+	bound     []boundStmt
+	params    [][]byte
+	formats   []int16
+	results   []int16  // result format codes of the last Bind
+	ops       []op     // reused per round trip
+	willHave  []string // server-side names the batch being built prepares
+	willClose []string // server-side names it closes to make room
+}
+
 // batch holds extended-protocol messages up to Sync or Flush: routing needs
 // the Bind parameters before the first byte goes to a server.
 type batch struct {
@@ -88,19 +102,19 @@ func newPrepared(rest []byte, a *router.Analysis) *prepared {
 // remember registers a client's named statement, making the map on first
 // use: most clients never prepare a named statement.
 func (c *client) remember(name string, p *prepared) {
-	if c.stmts == nil {
-		c.stmts = make(map[string]*prepared)
+	if c.sess.stmts == nil {
+		c.sess.stmts = make(map[string]*prepared)
 	}
-	c.stmts[name] = p
+	c.sess.stmts[name] = p
 }
 
 // lookup finds a statement by client name, newest Parse in the batch first.
-func (c *client) lookup(name string) *prepared { return c.lookupAt(name, len(c.bound)) }
+func (c *client) lookup(name string) *prepared { return c.lookupAt(name, len(c.ext.bound)) }
 
 func (c *client) runBatch() error {
 	defer func() {
-		c.batch.reset()
-		c.bound = c.bound[:0]
+		c.ext.batch.reset()
+		c.ext.bound = c.ext.bound[:0]
 	}()
 	plan, perr := c.planBatch()
 	if perr != nil {
@@ -122,8 +136,8 @@ func (c *client) runBatch() error {
 func (c *client) planBatch() (router.Plan, *pgerr.Error) {
 	plan := router.Plan{Target: router.TargetAny}
 	bound := false
-	for _, m := range c.batch.msgs {
-		body := c.batch.body(m)
+	for _, m := range c.ext.batch.msgs {
+		body := c.ext.batch.body(m)
 		switch m.typ {
 		case 'P':
 			if err := c.planParse(body); err != nil {
@@ -168,11 +182,11 @@ func (c *client) planParse(body []byte) *pgerr.Error {
 		return &pgerr.Error{Code: pgerr.CodeSyntaxError, Message: "cannot insert multiple commands into a prepared statement"}
 	}
 	if len(name) == 0 {
-		c.unnamed.parse = append(c.unnamed.parse[:0], body...)
-		c.unnamed.analysis = a
+		c.ext.unnamed.parse = append(c.ext.unnamed.parse[:0], body...)
+		c.ext.unnamed.analysis = a
 		return nil
 	}
-	c.bound = append(c.bound, boundStmt{clientName: string(name), prep: newPrepared(rest, a)})
+	c.ext.bound = append(c.ext.bound, boundStmt{clientName: string(name), prep: newPrepared(rest, a)})
 	return nil
 }
 
@@ -193,7 +207,7 @@ func (c *client) planBind(body []byte) (router.Plan, *pgerr.Error) {
 	if err := c.decodeBind(rest); err != nil {
 		return router.Plan{}, err
 	}
-	plan := c.srv.router.RouteHinted(p.analysis, c.params, c.formats, c.hint())
+	plan := c.srv.router.RouteHinted(p.analysis, c.ext.params, c.ext.formats, c.hint())
 	if plan.Explain != nil {
 		return plan, &pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "EXPLAIN (SHARDGATE) needs the simple query protocol"}
 	}
@@ -216,14 +230,14 @@ func (c *client) decodeBind(b []byte) *pgerr.Error {
 	if len(b) < 2*n+2 {
 		return bad
 	}
-	c.formats = c.formats[:0]
+	c.ext.formats = c.ext.formats[:0]
 	for i := 0; i < n; i++ {
-		c.formats = append(c.formats, int16(binary.BigEndian.Uint16(b[2*i:])))
+		c.ext.formats = append(c.ext.formats, int16(binary.BigEndian.Uint16(b[2*i:])))
 	}
 	b = b[2*n:]
 	n = int(binary.BigEndian.Uint16(b))
 	b = b[2:]
-	c.params = c.params[:0]
+	c.ext.params = c.ext.params[:0]
 	for i := 0; i < n; i++ {
 		if len(b) < 4 {
 			return bad
@@ -231,13 +245,13 @@ func (c *client) decodeBind(b []byte) *pgerr.Error {
 		size := int32(binary.BigEndian.Uint32(b))
 		b = b[4:]
 		if size < 0 {
-			c.params = append(c.params, nil)
+			c.ext.params = append(c.ext.params, nil)
 			continue
 		}
 		if int(size) > len(b) {
 			return bad
 		}
-		c.params = append(c.params, b[:size:size])
+		c.ext.params = append(c.ext.params, b[:size:size])
 		b = b[size:]
 	}
 	if len(b) < 2 {
@@ -247,9 +261,9 @@ func (c *client) decodeBind(b []byte) *pgerr.Error {
 	if len(b) < 2+2*n {
 		return bad
 	}
-	c.results = c.results[:0]
+	c.ext.results = c.ext.results[:0]
 	for i := 0; i < n; i++ {
-		c.results = append(c.results, int16(binary.BigEndian.Uint16(b[2+2*i:])))
+		c.ext.results = append(c.ext.results, int16(binary.BigEndian.Uint16(b[2+2*i:])))
 	}
 	return nil
 }
@@ -289,17 +303,17 @@ func (c *client) describe(p router.Plan) string {
 // the batch.
 func (c *client) lookupAt(name string, n int) *prepared {
 	if name == "" {
-		if c.unnamed.analysis == nil {
+		if c.ext.unnamed.analysis == nil {
 			return nil
 		}
-		return &c.unnamed
+		return &c.ext.unnamed
 	}
 	for i := n - 1; i >= 0; i-- {
-		if c.bound[i].clientName == name {
-			return c.bound[i].prep
+		if c.ext.bound[i].clientName == name {
+			return c.ext.bound[i].prep
 		}
 	}
-	return c.stmts[name]
+	return c.sess.stmts[name]
 }
 
 // appendRenamed re-encodes a Bind or Describe with a server-side statement
@@ -321,14 +335,14 @@ func serverNameOr(p *prepared, clientName []byte) string {
 // serverHas reports whether sc has p prepared, or will once the batch
 // being built reaches it, and marks it used by this batch.
 func (c *client) serverHas(sc *pool.Conn, p *prepared) bool {
-	if slices.Contains(c.willClose, p.serverName) {
-		return slices.Contains(c.willHave, p.serverName) // closed, then prepared again
+	if slices.Contains(c.ext.willClose, p.serverName) {
+		return slices.Contains(c.ext.willHave, p.serverName) // closed, then prepared again
 	}
 	if _, ok := sc.Prepared[p.serverName]; ok {
 		sc.Prepared[p.serverName] = sc.Batch
 		return true
 	}
-	return slices.Contains(c.willHave, p.serverName)
+	return slices.Contains(c.ext.willHave, p.serverName)
 }
 
 // makeRoom closes sc's least recently used statement when preparing one
@@ -339,19 +353,19 @@ func (c *client) serverHas(sc *pool.Conn, p *prepared) bool {
 // earlier error in the batch makes the server skip it, and the statement
 // then stays.
 func (c *client) makeRoom(sc *pool.Conn, ops []op) []op {
-	if len(sc.Prepared)-len(c.willClose)+len(c.willHave) < c.rt.cfg.Pool.PreparedStatements {
+	if len(sc.Prepared)-len(c.ext.willClose)+len(c.ext.willHave) < c.rt.cfg.Pool.PreparedStatements {
 		return ops
 	}
 	victim, oldest := "", sc.Batch
 	for name, used := range sc.Prepared {
-		if used < oldest && !slices.Contains(c.willClose, name) {
+		if used < oldest && !slices.Contains(c.ext.willClose, name) {
 			victim, oldest = name, used
 		}
 	}
 	if victim == "" {
 		return ops
 	}
-	c.willClose = append(c.willClose, victim)
+	c.ext.willClose = append(c.ext.willClose, victim)
 	body := append(append([]byte{'S'}, victim...), 0)
 	c.sout = appendMessage(c.sout, 'C', body)
 	return append(ops, op{typ: 'C', drop: true, closing: victim})
@@ -360,7 +374,7 @@ func (c *client) makeRoom(sc *pool.Conn, ops []op) []op {
 // buildBatch turns the batch into bytes for sc in c.sout, rewriting
 // statement names and preparing statements sc lacks, and returns the ops.
 func (c *client) buildBatch(sc *pool.Conn, ops []op) []op {
-	c.willHave, c.willClose = c.willHave[:0], c.willClose[:0]
+	c.ext.willHave, c.ext.willClose = c.ext.willHave[:0], c.ext.willClose[:0]
 	sc.Batch++
 	unnamedSent := false
 	ensure := func(p *prepared) {
@@ -368,23 +382,23 @@ func (c *client) buildBatch(sc *pool.Conn, ops []op) []op {
 			return
 		}
 		ops = c.makeRoom(sc, ops)
-		c.willHave = append(c.willHave, p.serverName)
+		c.ext.willHave = append(c.ext.willHave, p.serverName)
 		c.sout = appendMessage(c.sout, 'P', p.parse)
 		ops = append(ops, op{typ: 'P', drop: true, prepared: p})
 	}
 	bi := 0
 	skipping := false // after an error the proxy raised, Postgres would skip to Sync
-	for _, m := range c.batch.msgs {
+	for _, m := range c.ext.batch.msgs {
 		if skipping && m.typ != 'S' {
 			if m.typ == 'P' {
-				if name, _, _ := cstring(c.batch.body(m)); len(name) > 0 {
+				if name, _, _ := cstring(c.ext.batch.body(m)); len(name) > 0 {
 					bi++
 				}
 			}
 			continue
 		}
 		skipping = false
-		body := c.batch.body(m)
+		body := c.ext.batch.body(m)
 		switch m.typ {
 		case 'P':
 			name, _, _ := cstring(body)
@@ -394,9 +408,9 @@ func (c *client) buildBatch(sc *pool.Conn, ops []op) []op {
 				ops = append(ops, op{typ: 'P'})
 				continue
 			}
-			b := c.bound[bi]
+			b := c.ext.bound[bi]
 			bi++
-			if _, exists := c.stmts[b.clientName]; exists {
+			if _, exists := c.sess.stmts[b.clientName]; exists {
 				ops = append(ops, op{typ: 'P', err: &pgerr.Error{Code: "42P05", Message: fmt.Sprintf("prepared statement %q already exists", b.clientName)}})
 				skipping = true
 				continue
@@ -406,7 +420,7 @@ func (c *client) buildBatch(sc *pool.Conn, ops []op) []op {
 				continue
 			}
 			ops = c.makeRoom(sc, ops)
-			c.willHave = append(c.willHave, b.prep.serverName)
+			c.ext.willHave = append(c.ext.willHave, b.prep.serverName)
 			c.sout = appendMessage(c.sout, 'P', b.prep.parse)
 			ops = append(ops, op{typ: 'P', prepared: b.prep, clientName: b.clientName})
 		case 'B':
@@ -414,8 +428,8 @@ func (c *client) buildBatch(sc *pool.Conn, ops []op) []op {
 			head := body[:len(portal)+1]
 			stmt, rest, _ := cstring(rest)
 			if len(stmt) == 0 {
-				if !unnamedSent && c.unnamed.parse != nil {
-					c.sout = appendMessage(c.sout, 'P', c.unnamed.parse)
+				if !unnamedSent && c.ext.unnamed.parse != nil {
+					c.sout = appendMessage(c.sout, 'P', c.ext.unnamed.parse)
 					ops = append(ops, op{typ: 'P', drop: true})
 					unnamedSent = true
 				}

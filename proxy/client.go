@@ -18,10 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
-	"github.com/shardgate/shardgate/backend"
 	"github.com/shardgate/shardgate/pgerr"
-	"github.com/shardgate/shardgate/pool"
-	"github.com/shardgate/shardgate/router"
 )
 
 // txState is the client's transaction as the proxy sees it. Transaction
@@ -50,33 +47,26 @@ const (
 	flushThreshold = 32 << 10
 )
 
-// client is one frontend connection and its session state.
+// client is one frontend connection: the socket and its buffers, and the
+// state of its session, its transaction and its extended-protocol batch,
+// each a struct of its own.
 type client struct {
-	srv  *Server
-	rt   *config // config as of this client's startup
-	conn net.Conn
-	rd   *bufio.Reader
-	id   uint64 // for logs
-	ctx  context.Context
-	raw  net.Conn // the accepted socket, under TLS if any: other goroutines may close it
-	tls  bool
-	// loginSlot is the client's place in the server's login queue until
-	// it has logged in; loggedIn: it holds a max_client_conn slot.
-	loginSlot *list.Element
-	loggedIn  bool
-	admin     bool // an admin console session
-	// handshaking: a TLS handshake is under way, so a plaintext error
-	// would only garble it.
-	handshaking bool
-	deadline    bool        // a read deadline is armed
-	idleRead    atomic.Bool // blocked reading while idle: a drain may wake it
+	srv   *Server
+	rt    *config // config as of this client's startup
+	conn  net.Conn
+	rd    *bufio.Reader
+	id    uint64 // for logs
+	ctx   context.Context
+	raw   net.Conn // the accepted socket, under TLS if any: other goroutines may close it
+	tls   bool
+	admin bool   // an admin console session
+	mode  string // pool mode, as of startup
+	entry loginState
+	shown shownState
 
-	// For SHOW CLIENTS, read by other goroutines.
-	info        atomic.Pointer[clientInfo]
-	activeShard atomic.Int32 // shard of the held connection, -1 if none
-	lastRequest atomic.Int64 // unix nanoseconds
-	key         backendKey
-	target      cancelTarget // the server connection to cancel, while one runs
+	deadline bool         // a read deadline is armed
+	idleRead atomic.Bool  // blocked reading while idle: a drain may wake it
+	target   cancelTarget // the server connection to cancel, while one runs
 
 	in      []byte // last frontend message body
 	out     []byte // pending bytes for the client
@@ -84,50 +74,29 @@ type client struct {
 	sout    []byte // pending bytes for a server
 	peeked  int    // bytes of the server reader still to discard
 
-	state     txState
-	mode      string     // pool mode, as of startup
-	held      *pool.Conn // server connection for the current transaction
-	heldShard int
-	heldPool  *pool.Pool
-	txStart   time.Time
-	session   map[int]sessionConn // session mode: the client's connections by shard
-	midBatch  bool                // extended batch flushed but not yet synced: keep held
-	srvStatus byte                // server's last ReadyForQuery status while held
-	pending   []byte              // deferred transaction start, a simple query text
-	txBegin   []byte              // the transaction's BEGIN, for shards it reaches later
-	branches  []branch            // the transaction's other shards (two_phase_commit)
-	savepoint bool                // the transaction has made a savepoint
+	sess sessionState
+	tx   transaction
+	ext  extended
+}
 
-	// Replica reads and read-your-writes.
-	heldNode     *backend.Node // replica node the held connection came from, nil for a primary
-	ranOnReplica bool          // the current request was served by a replica (slow-query log)
-	ryw          []uint64      // by shard: WAL position of the client's last write (rywNone: unknown)
-	capture      captureMode
-	captured     uint64 // LSN read by a capture op in the last send
+// loginState is the client's progress through startup and authentication.
+type loginState struct {
+	// loginSlot is the client's place in the server's login queue until
+	// it has logged in; loggedIn: it holds a max_client_conn slot.
+	loginSlot *list.Element
+	loggedIn  bool
+	// handshaking: a TLS handshake is under way, so a plaintext error
+	// would only garble it.
+	handshaking bool
+}
 
-	ops       []op     // reused per round trip
-	willHave  []string // server-side names the batch being built prepares
-	willClose []string // server-side names it closes to make room
-
-	// Session settings: what the client has SET (and started with), the
-	// SETs of the open transaction, and whether it ended in ROLLBACK.
-	settings   map[string]string
-	baseline   map[string]string
-	txSettings []*router.Setting
-	rolledBack bool
-	syncBuf    []byte
-
-	norm        router.Scratch
-	sessionHint *router.Hint // SET shardgate.*
-	txHint      *router.Hint // SET LOCAL shardgate.*, until the transaction ends // simple-query normalisation buffers
-
-	stmts   map[string]*prepared
-	unnamed prepared
-	batch   batch
-	bound   []boundStmt
-	params  [][]byte
-	formats []int16
-	results []int16 // result format codes of the last Bind
+// shownState is what other goroutines read: SHOW CLIENTS and cancel
+// requests.
+type shownState struct {
+	info        atomic.Pointer[clientInfo]
+	activeShard atomic.Int32 // shard of the held connection, -1 if none
+	lastRequest atomic.Int64 // unix nanoseconds
+	key         backendKey
 }
 
 func newClient(s *Server, conn net.Conn, id uint64) *client {
@@ -142,7 +111,7 @@ func newClient(s *Server, conn net.Conn, id uint64) *client {
 	}
 	conn = countingConn{conn, s.metrics.ClientBytesReceived, s.metrics.ClientBytesSent}
 	c.conn, c.rd = conn, bufio.NewReaderSize(conn, clientReadBuffer)
-	c.activeShard.Store(-1)
+	c.shown.activeShard.Store(-1)
 	return c
 }
 
@@ -154,8 +123,8 @@ func (c *client) serve(ctx context.Context) {
 		// other client; its server connections are closed, not reused.
 		if r := recover(); r != nil {
 			c.log().Error("client session panicked", "panic", r, "stack", string(debug.Stack()))
-			if c.held != nil {
-				c.held.MarkBroken()
+			if c.tx.held != nil {
+				c.tx.held.MarkBroken()
 			}
 		}
 	}()
@@ -175,17 +144,17 @@ func (c *client) serve(ctx context.Context) {
 }
 
 func (c *client) close() {
-	if c.loggedIn {
+	if c.entry.loggedIn {
 		c.srv.loggedIn.Add(-1)
 	}
-	if c.key != (backendKey{}) {
-		c.srv.cancels.remove(c.key)
+	if c.shown.key != (backendKey{}) {
+		c.srv.cancels.remove(c.shown.key)
 	}
-	if c.held != nil {
+	if c.tx.held != nil {
 		// Mid-transaction disconnect: the server connection's state is
 		// unknown to the pool, so it is not reused.
-		c.held.MarkBroken()
-		for _, b := range c.branches {
+		c.tx.held.MarkBroken()
+		for _, b := range c.tx.branches {
 			b.sc.MarkBroken()
 		}
 		c.endBranches()
@@ -198,7 +167,7 @@ func (c *client) close() {
 // startup packet, TLS handshake and authentication, and leaves the login
 // queue either way.
 func (c *client) login() (bool, error) {
-	defer c.srv.logins.done(c.loginSlot)
+	defer c.srv.logins.done(c.entry.loginSlot)
 	timeout := time.Duration(c.rt.cfg.Pool.ClientLoginTimeout)
 	if timeout > 0 {
 		c.conn.SetDeadline(time.Now().Add(timeout))
@@ -206,7 +175,7 @@ func (c *client) login() (bool, error) {
 	ok, err := c.startup()
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		c.log().Info("closing client: login took too long", "timeout", timeout, "addr", c.conn.RemoteAddr())
-		if !c.handshaking {
+		if !c.entry.handshaking {
 			c.conn.SetWriteDeadline(time.Now().Add(time.Second))
 			return false, c.fatal("57014", fmt.Sprintf("canceling authentication due to timeout (client_login_timeout %s)", timeout))
 		}
@@ -266,11 +235,11 @@ func (c *client) accept(msg *pgproto3.StartupMessage, code uint32) (bool, error)
 	}
 	// Counted once authenticated: a login stalled before that holds no
 	// slot a real client needs (see loginQueue).
-	c.loggedIn = true
+	c.entry.loggedIn = true
 	if n, max := c.srv.loggedIn.Add(1), c.rt.cfg.Pool.MaxClientConn; n > int64(max) {
 		return false, c.fatal("53300", fmt.Sprintf("no more connections allowed (max_client_conn %d)", max))
 	}
-	c.info.Store(&clientInfo{user: user, database: db, application: msg.Parameters["application_name"], connected: time.Now()})
+	c.shown.info.Store(&clientInfo{user: user, database: db, application: msg.Parameters["application_name"], connected: time.Now()})
 	if db == adminDatabase {
 		if !c.rt.admin[user] {
 			return false, c.fatal("28000", fmt.Sprintf("user %q is not an admin user (admin_users)", user))
@@ -282,8 +251,8 @@ func (c *client) accept(msg *pgproto3.StartupMessage, code uint32) (bool, error)
 		c.log().Warn("startup: cannot fetch server parameters", "err", err)
 		return false, c.fatal("08006", "shardgate could not reach shard "+c.srv.topo().Shards[0].Name+": "+clientText(err))
 	}
-	c.baseline = startupSettings(msg.Parameters, params)
-	c.settings = maps.Clone(c.baseline)
+	c.sess.baseline = startupSettings(msg.Parameters, params)
+	c.sess.settings = maps.Clone(c.sess.baseline)
 	if minor := code & 0xffff; minor > 0 {
 		c.out = appendNegotiateProtocol(c.out, msg.Parameters)
 	}
@@ -295,10 +264,10 @@ func (c *client) accept(msg *pgproto3.StartupMessage, code uint32) (bool, error)
 		}
 		c.out = appendParameterStatus(c.out, p.name, value)
 	}
-	c.key = c.srv.newBackendKey(c)
+	c.shown.key = c.srv.newBackendKey(c)
 	c.out = append(c.out, 'K', 0, 0, 0, 12)
-	c.out = binary.BigEndian.AppendUint32(c.out, c.key.pid)
-	c.out = binary.BigEndian.AppendUint32(c.out, c.key.secret)
+	c.out = binary.BigEndian.AppendUint32(c.out, c.shown.key.pid)
+	c.out = binary.BigEndian.AppendUint32(c.out, c.shown.key.secret)
 	c.out = appendReadyForQuery(c.out, 'I')
 	return true, c.flush()
 }
@@ -345,7 +314,7 @@ func (c *client) flush() error {
 
 func (c *client) loop() error {
 	for {
-		idle := c.state == txIdle && c.held == nil
+		idle := c.tx.state == txIdle && c.tx.held == nil
 		if idle && c.srv.draining.Load() {
 			return c.fatal("57P01", "terminating connection: shardgate is shutting down")
 		}
@@ -356,7 +325,7 @@ func (c *client) loop() error {
 		c.idleRead.Store(idle)
 		typ, body, err := c.readMessage()
 		c.idleRead.Store(false)
-		c.lastRequest.Store(time.Now().UnixNano())
+		c.shown.lastRequest.Store(time.Now().UnixNano())
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				if c.srv.draining.Load() {
@@ -373,14 +342,14 @@ func (c *client) loop() error {
 		case 'Q':
 			err = c.simpleQuery(body)
 		case 'P', 'B', 'D', 'E', 'C':
-			if max := c.rt.cfg.Pool.MaxPacketSize; len(c.batch.buf)+len(body) > max {
+			if max := c.rt.cfg.Pool.MaxPacketSize; len(c.ext.batch.buf)+len(body) > max {
 				// The batch is held until Sync to be routed whole, so its
 				// size is what one message's would be.
 				return c.fatal("54000", fmt.Sprintf("extended-protocol messages before Sync exceed max_packet_size (%d bytes)", max))
 			}
-			c.batch.add(typ, body)
+			c.ext.batch.add(typ, body)
 		case 'H', 'S':
-			c.batch.add(typ, body)
+			c.ext.batch.add(typ, body)
 			err = c.runBatch()
 		case 'X':
 			return nil
@@ -424,10 +393,10 @@ func (c *client) readLimited(limit int, limitName string) (byte, []byte, error) 
 func (c *client) shrinkBuffers() {
 	// Between round trips what was sent to servers and read from them is
 	// dead; the client's output and a deferred BEGIN may not be.
-	c.sout, c.scratch, c.syncBuf = shrink(c.sout[:0]), shrink(c.scratch[:0]), shrink(c.syncBuf[:0])
-	c.out, c.pending = shrink(c.out), shrink(c.pending)
-	if len(c.batch.msgs) == 0 {
-		c.batch.buf = shrink(c.batch.buf)
+	c.sout, c.scratch, c.sess.syncBuf = shrink(c.sout[:0]), shrink(c.scratch[:0]), shrink(c.sess.syncBuf[:0])
+	c.out, c.tx.pending = shrink(c.out), shrink(c.tx.pending)
+	if len(c.ext.batch.msgs) == 0 {
+		c.ext.batch.buf = shrink(c.ext.batch.buf)
 	}
 }
 
@@ -435,7 +404,7 @@ func (c *client) shrinkBuffers() {
 // the wait for the client's next message.
 func (c *client) setReadDeadline() {
 	d := time.Duration(c.rt.cfg.Pool.ClientIdleTimeout)
-	if c.state != txIdle {
+	if c.tx.state != txIdle {
 		d = time.Duration(c.rt.cfg.Pool.IdleTransactionTimeout)
 	}
 	switch {
@@ -451,7 +420,7 @@ func (c *client) setReadDeadline() {
 // idleTimeout disconnects a client that sat idle too long, with the
 // SQLSTATE Postgres's own idle timeouts use.
 func (c *client) idleTimeout() error {
-	if c.state != txIdle {
+	if c.tx.state != txIdle {
 		c.log().Info("closing client idle in transaction", "timeout", time.Duration(c.rt.cfg.Pool.IdleTransactionTimeout))
 		return c.fatal("25P03", "terminating connection due to idle-in-transaction timeout (idle_transaction_timeout)")
 	}
@@ -465,11 +434,11 @@ func (c *client) log() *slog.Logger { return c.srv.log.With("conn", c.id) }
 
 // status is the ReadyForQuery status the client should see now.
 func (c *client) status() byte {
-	switch c.state {
+	switch c.tx.state {
 	case txPending:
 		return 'T'
 	case txActive:
-		return c.srvStatus
+		return c.tx.srvStatus
 	case txFailed:
 		return 'E'
 	}

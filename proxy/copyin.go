@@ -404,7 +404,7 @@ func (c *client) copyBranches(shards []int) ([]*pool.Conn, [][]byte, error) {
 		}
 		conns[i], starts[i] = sc, append([]byte{}, start...) // not nil: no BEGIN of its own
 	}
-	c.state, c.srvStatus, c.pending = txActive, 'T', c.pending[:0]
+	c.tx.state, c.tx.srvStatus, c.tx.pending = txActive, 'T', c.tx.pending[:0]
 	return conns, starts, nil
 }
 

@@ -30,31 +30,31 @@ var errSavepointAcross = &pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Messa
 
 // canJoin reports whether the open transaction may take in another shard.
 func (c *client) canJoin() bool {
-	return c.srv.rt.Load().cfg.TwoPhaseCommit && !c.midBatch && c.srvStatus == 'T' && !c.savepoint
+	return c.srv.rt.Load().cfg.TwoPhaseCommit && !c.tx.midBatch && c.tx.srvStatus == 'T' && !c.tx.savepoint
 }
 
 // switchTo makes shard's branch the held connection, parking the current
 // one, and runs u there; a shard new to the transaction starts it first.
 func (c *client) switchTo(shard int, u unit) error {
-	c.branches = append(c.branches, branch{c.held, c.heldShard, c.heldPool})
-	c.held = nil
-	for i, b := range c.branches {
+	c.tx.branches = append(c.tx.branches, branch{c.tx.held, c.tx.heldShard, c.tx.heldPool})
+	c.tx.held = nil
+	for i, b := range c.tx.branches {
 		if b.shard == shard {
-			c.held, c.heldShard, c.heldPool = b.sc, b.shard, b.pool
-			c.branches = append(c.branches[:i], c.branches[i+1:]...)
-			c.activeShard.Store(int32(shard))
+			c.tx.held, c.tx.heldShard, c.tx.heldPool = b.sc, b.shard, b.pool
+			c.tx.branches = append(c.tx.branches[:i], c.tx.branches[i+1:]...)
+			c.shown.activeShard.Store(int32(shard))
 			return c.runHeld(u)
 		}
 	}
 	if err := c.acquire(shard); err != nil {
 		// Back to the shard it was on, so the refusal rolls back every branch.
-		last := c.branches[len(c.branches)-1]
-		c.branches = c.branches[:len(c.branches)-1]
-		c.held, c.heldShard, c.heldPool = last.sc, last.shard, last.pool
+		last := c.tx.branches[len(c.tx.branches)-1]
+		c.tx.branches = c.tx.branches[:len(c.tx.branches)-1]
+		c.tx.held, c.tx.heldShard, c.tx.heldPool = last.sc, last.shard, last.pool
 		return c.refuse(acquireError(err))
 	}
-	c.state = txPending
-	c.pending = append(c.pending[:0], c.txBegin...)
+	c.tx.state = txPending
+	c.tx.pending = append(c.tx.pending[:0], c.tx.begin...)
 	return c.runHeld(u)
 }
 
@@ -62,12 +62,12 @@ func (c *client) switchTo(shard int, u unit) error {
 // shards: every branch commits (atomically, in two phases) or none does.
 func (c *client) finishBranches(plan router.Plan, u unit) error {
 	tag := c.txTag(plan)
-	if c.srvStatus == 'E' {
+	if c.tx.srvStatus == 'E' {
 		tag = "ROLLBACK"
 	}
 	conns := c.branchConns()
 	errMsg := c.settle(conns, tag == "ROLLBACK")
-	c.settleSettings(c.held, errMsg == nil && tag == "COMMIT")
+	c.settleSettings(c.tx.held, errMsg == nil && tag == "COMMIT")
 	c.endBranches()
 	if u.query != nil {
 		if errMsg != nil {
@@ -91,29 +91,29 @@ func (c *client) finishBranches(plan router.Plan, u unit) error {
 
 // branchConns lists every connection of the transaction, the held one last.
 func (c *client) branchConns() []*pool.Conn {
-	conns := make([]*pool.Conn, 0, len(c.branches)+1)
-	for _, b := range c.branches {
+	conns := make([]*pool.Conn, 0, len(c.tx.branches)+1)
+	for _, b := range c.tx.branches {
 		conns = append(conns, b.sc)
 	}
-	return append(conns, c.held)
+	return append(conns, c.tx.held)
 }
 
 // endBranches releases every connection of a finished transaction and
 // leaves the client idle.
 func (c *client) endBranches() {
 	c.releaseBranches()
-	c.state, c.pending, c.txHint, c.savepoint, c.midBatch = txIdle, c.pending[:0], nil, false, false
+	c.tx.state, c.tx.pending, c.sess.txHint, c.tx.savepoint, c.tx.midBatch = txIdle, c.tx.pending[:0], nil, false, false
 	c.releaseHeld()
 }
 
 // dropBranches rolls back and releases the parked branches, when the held
 // connection's transaction ended some other way (an error, a lost server).
 func (c *client) dropBranches() {
-	if len(c.branches) == 0 {
+	if len(c.tx.branches) == 0 {
 		return
 	}
-	conns := make([]*pool.Conn, len(c.branches))
-	for i, b := range c.branches {
+	conns := make([]*pool.Conn, len(c.tx.branches))
+	for i, b := range c.tx.branches {
 		conns[i] = b.sc
 	}
 	c.parallel(conns, func(_ int, sc *pool.Conn) { simple(sc, "ROLLBACK") })
@@ -123,13 +123,13 @@ func (c *client) dropBranches() {
 // releaseBranches returns the parked branches' connections, keeping the
 // held one held.
 func (c *client) releaseBranches() {
-	held, shard, p := c.held, c.heldShard, c.heldPool
-	for _, b := range c.branches {
-		c.held, c.heldShard, c.heldPool = b.sc, b.shard, b.pool
+	held, shard, p := c.tx.held, c.tx.heldShard, c.tx.heldPool
+	for _, b := range c.tx.branches {
+		c.tx.held, c.tx.heldShard, c.tx.heldPool = b.sc, b.shard, b.pool
 		c.releaseHeld()
 	}
-	c.branches = c.branches[:0]
-	c.held, c.heldShard, c.heldPool = held, shard, p
+	c.tx.branches = c.tx.branches[:0]
+	c.tx.held, c.tx.heldShard, c.tx.heldPool = held, shard, p
 }
 
 // settle ends the transaction open on every conn and returns the error the

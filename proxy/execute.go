@@ -25,7 +25,7 @@ func (c *client) simpleQuery(body []byte) error {
 	if n := len(sql); n > 0 && sql[n-1] == 0 {
 		sql = sql[:n-1]
 	}
-	a, params, _ := c.srv.router.AnalyzeSimple(sql, &c.norm)
+	a, params, _ := c.srv.router.AnalyzeSimple(sql, &c.sess.norm)
 	plan := c.srv.router.RouteHinted(a, params, nil, c.hint())
 	if plan.Explain != nil {
 		return c.explain(plan.Explain, params)
@@ -50,7 +50,7 @@ func (c *client) simpleQuery(body []byte) error {
 // txTag is the tag Postgres gives a transaction-control statement: COMMIT
 // of a failed transaction reports ROLLBACK.
 func (c *client) txTag(plan router.Plan) string {
-	if plan.Tx == router.TxCommit && c.state == txFailed {
+	if plan.Tx == router.TxCommit && c.tx.state == txFailed {
 		return "ROLLBACK"
 	}
 	return plan.Tag
@@ -61,33 +61,33 @@ func (c *client) txTag(plan router.Plan) string {
 // statement picks the shard; everything said before that point travels
 // with it.
 func (c *client) answerTx(plan router.Plan, sql []byte) bool {
-	if plan.HintSet != nil && c.state != txFailed {
+	if plan.HintSet != nil && c.tx.state != txFailed {
 		c.applyHintSet(plan.HintSet)
 		return true
 	}
-	if c.held != nil {
+	if c.tx.held != nil {
 		return false
 	}
 	op := plan.Tx
 	switch {
-	case op == router.TxBegin && c.state == txIdle:
-		c.state = txPending
-		c.pending = append(c.pending[:0], sql...)
-		c.txBegin = append(c.txBegin[:0], sql...)
-	case op == router.TxOther && c.state == txPending:
-		c.pending = append(append(c.pending, ';'), sql...)
-		c.savepoint = c.savepoint || plan.Tag == "SAVEPOINT"
+	case op == router.TxBegin && c.tx.state == txIdle:
+		c.tx.state = txPending
+		c.tx.pending = append(c.tx.pending[:0], sql...)
+		c.tx.begin = append(c.tx.begin[:0], sql...)
+	case op == router.TxOther && c.tx.state == txPending:
+		c.tx.pending = append(append(c.tx.pending, ';'), sql...)
+		c.tx.savepoint = c.tx.savepoint || plan.Tag == "SAVEPOINT"
 		if plan.Set != nil {
-			c.txSettings = append(c.txSettings, plan.Set)
+			c.sess.txSettings = append(c.sess.txSettings, plan.Set)
 		}
-	case (op == router.TxCommit || op == router.TxRollback) && (c.state == txPending || c.state == txFailed):
-		if op == router.TxCommit && c.state == txPending {
+	case (op == router.TxCommit || op == router.TxRollback) && (c.tx.state == txPending || c.tx.state == txFailed):
+		if op == router.TxCommit && c.tx.state == txPending {
 			c.settleSettings(nil, true) // nothing ran, but its SETs count
 		} else {
 			c.settleSettings(nil, false)
 		}
-		c.state = txIdle
-		c.pending = c.pending[:0]
+		c.tx.state = txIdle
+		c.tx.pending = c.tx.pending[:0]
 	default:
 		return false
 	}
@@ -99,8 +99,8 @@ func (c *client) execute(plan router.Plan, u unit) error {
 	if c.srv.rt.Load().cfg.LogMinDuration > 0 {
 		defer c.logIfSlow(time.Now(), plan, u)
 	}
-	c.ranOnReplica = false
-	if c.state == txFailed && plan.Target != router.TargetError {
+	c.tx.ranOnReplica = false
+	if c.tx.state == txFailed && plan.Target != router.TargetError {
 		return c.refuse(errAborted)
 	}
 	c.planCapture(plan)
@@ -122,18 +122,18 @@ func (c *client) execute(plan router.Plan, u unit) error {
 	if plan.Target == router.TargetNone {
 		plan.Target = router.TargetAny // e.g. COMMIT outside a transaction: let Postgres warn
 	}
-	if c.held != nil {
+	if c.tx.held != nil {
 		return c.inTransaction(plan, u)
 	}
-	if c.state == txPending && u.query == nil && !c.batch.executes() && c.batch.synced() {
+	if c.tx.state == txPending && u.query == nil && !c.ext.batch.executes() && c.ext.batch.synced() {
 		return c.describeOutside()
 	}
 	switch plan.Target {
 	case router.TargetAll:
-		if c.state == txPending && c.canSpread() {
+		if c.tx.state == txPending && c.canSpread() {
 			return c.everyShardInTransaction(plan, u)
 		}
-		if c.state == txPending {
+		if c.tx.state == txPending {
 			return c.refuse(c.crossShard(plan))
 		}
 		c.wroteEverywhere()
@@ -146,12 +146,12 @@ func (c *client) execute(plan router.Plan, u unit) error {
 	case router.TargetAny:
 		plan.Shard = c.srv.anyShard()
 	}
-	if c.state == txIdle && u.query == nil && !c.batch.executes() && c.batch.synced() && c.srv.rt.Load().backends.Primary(plan.Shard).Down() {
+	if c.tx.state == txIdle && u.query == nil && !c.ext.batch.executes() && c.ext.batch.synced() && c.srv.rt.Load().backends.Primary(plan.Shard).Down() {
 		// A prepare (Parse/Describe) executes nothing: with the primary
 		// down a replica answers it, so drivers can still prepare reads.
 		plan.Role = router.RoleReplica
 	}
-	if plan.Role == router.RoleReplica && c.state == txIdle && c.readsReplicas() && (u.query != nil || c.batch.synced()) {
+	if plan.Role == router.RoleReplica && c.tx.state == txIdle && c.readsReplicas() && (u.query != nil || c.ext.batch.synced()) {
 		// A replica that cannot be connected to is banned and the read
 		// picks again, so it lands on another replica or the primary.
 		for range len(c.srv.rt.Load().backends.Replicas(plan.Shard)) + 1 {
@@ -168,7 +168,7 @@ func (c *client) execute(plan router.Plan, u unit) error {
 					return err
 				}
 				c.srv.metrics.ReadRetries.Inc()
-				c.ranOnReplica = false
+				c.tx.ranOnReplica = false
 				continue
 			}
 			if errors.Is(err, pool.ErrWaitTimeout) || c.ctx.Err() != nil {
@@ -186,10 +186,10 @@ func (c *client) execute(plan router.Plan, u unit) error {
 // inTransaction runs a unit inside the transaction the held connection
 // carries, taking in another shard when the config allows it.
 func (c *client) inTransaction(plan router.Plan, u unit) error {
-	if len(c.branches) > 0 {
+	if len(c.tx.branches) > 0 {
 		switch {
 		case plan.Tx == router.TxCommit || plan.Tx == router.TxRollback:
-			c.capture = captureNone
+			c.sess.capture = captureNone
 			if plan.Tx == router.TxCommit {
 				c.wroteEverywhere()
 			}
@@ -199,16 +199,16 @@ func (c *client) inTransaction(plan router.Plan, u unit) error {
 		}
 	}
 	if plan.Tx == router.TxOther && plan.Tag == "SAVEPOINT" {
-		c.savepoint = true
+		c.tx.savepoint = true
 	}
 	switch {
-	case plan.Target == router.TargetShard && plan.Shard != c.heldShard && c.srvStatus == 'E':
+	case plan.Target == router.TargetShard && plan.Shard != c.tx.heldShard && c.tx.srvStatus == 'E':
 		return c.refuse(errAborted)
-	case plan.Target == router.TargetShard && plan.Shard != c.heldShard && c.canJoin():
+	case plan.Target == router.TargetShard && plan.Shard != c.tx.heldShard && c.canJoin():
 		return c.switchTo(plan.Shard, u)
 	case plan.Target == router.TargetAll && c.canSpread():
 		return c.everyShardInTransaction(plan, u)
-	case plan.Target == router.TargetShard && plan.Shard != c.heldShard, plan.Target == router.TargetAll:
+	case plan.Target == router.TargetShard && plan.Shard != c.tx.heldShard, plan.Target == router.TargetAll:
 		return c.refuse(c.crossShard(plan))
 	}
 	return c.runHeld(u)
@@ -234,9 +234,9 @@ func clientText(err error) string {
 
 func (c *client) crossShard(plan router.Plan) *pgerr.Error {
 	t := c.srv.topo()
-	held := t.Shards[c.heldShard].Name
+	held := t.Shards[c.tx.heldShard].Name
 	const joinHint = "With two_phase_commit: true, statements for several shards join the transaction."
-	if c.held == nil {
+	if c.tx.held == nil {
 		return &pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "a statement for every shard cannot run inside a transaction block", Hint: joinHint}
 	}
 	if plan.Target == router.TargetAll {
@@ -252,7 +252,7 @@ func (c *client) crossShard(plan router.Plan) *pgerr.Error {
 // refuse answers a unit with an error without running it. Inside a
 // transaction block the error aborts the transaction, as in Postgres.
 func (c *client) refuse(e *pgerr.Error) error {
-	if c.state == txPending || c.state == txActive {
+	if c.tx.state == txPending || c.tx.state == txActive {
 		if err := c.abort(); err != nil {
 			return err
 		}
@@ -266,27 +266,27 @@ func (c *client) refuse(e *pgerr.Error) error {
 // abort rolls back the server side of the transaction and leaves the client
 // in the failed state until it says ROLLBACK.
 func (c *client) abort() error {
-	c.pending = c.pending[:0]
-	c.txHint = nil
+	c.tx.pending = c.tx.pending[:0]
+	c.sess.txHint = nil
 	c.settleSettings(nil, false)
-	c.state = txFailed
-	if c.held == nil {
+	c.tx.state = txFailed
+	if c.tx.held == nil {
 		return nil
 	}
 	c.sout = c.sout[:0]
 	var ops []op
-	if c.midBatch { // finish the half-sent batch so the ROLLBACK is read
+	if c.tx.midBatch { // finish the half-sent batch so the ROLLBACK is read
 		c.sout = appendEmpty(c.sout, 'S')
 		ops = append(ops, op{typ: 'S', drop: true})
-		c.midBatch = false
+		c.tx.midBatch = false
 	}
 	c.sout = appendMessage(c.sout, 'Q', []byte("ROLLBACK\x00"))
 	ops = append(ops, op{typ: 'Q', drop: true})
 	var sink []byte // the client never sees the rollback's answer
-	_, err := c.send(c.held, ops, &sink, false)
+	_, err := c.send(c.tx.held, ops, &sink, false)
 	c.dropBranches()
 	c.releaseHeld()
-	c.savepoint = false
+	c.tx.savepoint = false
 	return err
 }
 
@@ -294,9 +294,9 @@ func (c *client) abort() error {
 // the deferred transaction start when withPending is set.
 func (c *client) encode(sc *pool.Conn, u unit, withPending bool) []op {
 	c.sout = c.sout[:0]
-	ops := c.syncSettings(sc, c.ops[:0])
-	if withPending && c.state == txPending {
-		c.sout = appendMessage(c.sout, 'Q', append(c.pending, 0))
+	ops := c.syncSettings(sc, c.ext.ops[:0])
+	if withPending && c.tx.state == txPending {
+		c.sout = appendMessage(c.sout, 'Q', append(c.tx.pending, 0))
 		ops = append(ops, op{typ: 'Q', drop: true})
 	}
 	if u.query != nil {
@@ -305,7 +305,7 @@ func (c *client) encode(sc *pool.Conn, u unit, withPending bool) []op {
 	} else {
 		ops = c.buildBatch(sc, ops)
 	}
-	c.ops = ops
+	c.ext.ops = ops
 	return ops
 }
 
@@ -322,17 +322,17 @@ var errRetryRead = errors.New("replica failed before answering")
 // errRetryRead instead of an error to the client when the server failed
 // before any of its answer was relayed.
 func (c *client) runHeldOn(u unit, retryable bool) error {
-	sc := c.held
+	sc := c.tx.held
 	ops, piped := c.pipelineCapture(u, c.encode(sc, u, true))
-	c.captured = 0
+	c.sess.captured = 0
 	res, err := c.send(sc, ops, &c.out, true)
 	if err != nil {
 		c.banHeld(err)
-		c.capture = captureNone
+		c.sess.capture = captureNone
 		c.dropBranches()
 		c.releaseHeld()
-		c.state, c.savepoint = txIdle, false
-		c.pending = c.pending[:0]
+		c.tx.state, c.tx.savepoint = txIdle, false
+		c.tx.pending = c.tx.pending[:0]
 		c.settleSettings(nil, false)
 		if retryable && !res.answered && !errors.Is(err, errClientWrite) && !errors.Is(err, pool.ErrQueryTimeout) {
 			c.log().Info("retrying a read elsewhere: its replica failed before answering", "err", err)
@@ -340,25 +340,25 @@ func (c *client) runHeldOn(u unit, retryable bool) error {
 		}
 		return c.serverLost(err)
 	}
-	c.pending = c.pending[:0]
+	c.tx.pending = c.tx.pending[:0]
 	switch res.status {
 	case 0: // flushed batch without Sync: the server is mid-batch
-		c.midBatch, c.state = true, txActive
+		c.tx.midBatch, c.tx.state = true, txActive
 	case 'I':
 		c.dropBranches() // the transaction ended on this shard alone
-		c.midBatch = false
-		c.state, c.savepoint = txIdle, false
-		c.txHint = nil
-		if len(c.txSettings) > 0 {
-			c.settleSettings(sc, !res.sawError && !c.rolledBack)
+		c.tx.midBatch = false
+		c.tx.state, c.tx.savepoint = txIdle, false
+		c.sess.txHint = nil
+		if len(c.sess.txSettings) > 0 {
+			c.settleSettings(sc, !res.sawError && !c.sess.rolledBack)
 		}
 		c.settleCapture(sc, piped)
 		c.releaseHeld()
 	default:
-		c.midBatch = false
-		c.state, c.srvStatus = txActive, res.status
+		c.tx.midBatch = false
+		c.tx.state, c.tx.srvStatus = txActive, res.status
 	}
-	c.capture = captureNone
+	c.sess.capture = captureNone
 	return c.flush()
 }
 
@@ -370,7 +370,7 @@ func (c *client) describeOutside() error {
 	if err := c.acquire(c.srv.anyShard()); err != nil {
 		return c.refuse(acquireError(err))
 	}
-	sc := c.held
+	sc := c.tx.held
 	res, err := c.send(sc, c.encode(sc, unit{}, false), &c.out, true)
 	if err == nil && res.status != 'I' {
 		err = fmt.Errorf("describe left the server in state %q", res.status)
@@ -387,15 +387,15 @@ func (c *client) describeOutside() error {
 // banHeld bans the server of the held connection after an I/O error on it
 // (not one writing to the client).
 func (c *client) banHeld(err error) {
-	if errors.Is(err, errClientWrite) || errors.Is(err, pool.ErrQueryTimeout) || c.held == nil {
+	if errors.Is(err, errClientWrite) || errors.Is(err, pool.ErrQueryTimeout) || c.tx.held == nil {
 		return // a slow answer or a lost client says nothing of the server's health
 	}
-	if n := c.heldNode; n != nil {
+	if n := c.tx.heldNode; n != nil {
 		n.Ban(err)
 		return
 	}
-	if b := c.srv.rt.Load().backends; c.heldShard < b.Shards() && b.Primary(c.heldShard).Pool() == c.heldPool {
-		b.Primary(c.heldShard).Ban(err)
+	if b := c.srv.rt.Load().backends; c.tx.heldShard < b.Shards() && b.Primary(c.tx.heldShard).Pool() == c.tx.heldPool {
+		b.Primary(c.tx.heldShard).Ban(err)
 	}
 }
 
@@ -405,7 +405,7 @@ func (c *client) serverLost(err error) error {
 	if errors.Is(err, errClientWrite) {
 		return err
 	}
-	shard := c.srv.topo().Shards[c.heldShard].Name
+	shard := c.srv.topo().Shards[c.tx.heldShard].Name
 	e := &pgerr.Error{Code: "08006", Message: "shardgate: connection to shard " + shard + " lost: " + err.Error()}
 	var limit *pgerr.Error
 	if errors.As(err, &limit) {
@@ -434,7 +434,7 @@ func (c *client) broadcast(u unit) error {
 		if err := c.acquire(shard); err != nil {
 			return c.refuse(acquireError(err))
 		}
-		sc := c.held
+		sc := c.tx.held
 		var sink []byte
 		res, err := c.send(sc, c.encode(sc, u, false), &sink, false)
 		if err == nil && res.status != 'I' {

@@ -106,7 +106,7 @@ func FuzzSession(f *testing.F) {
 func runScripted(t *testing.T, s *Server, data []byte) {
 	conn := &scriptedConn{in: bytes.NewReader(data)}
 	c := newClient(s, conn, 1)
-	c.loginSlot, _ = s.logins.add(conn, 1<<20)
+	c.entry.loginSlot, _ = s.logins.add(conn, 1<<20)
 	panics := s.log.Handler().(*panicCatcher)
 	before := panics.n.Load()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

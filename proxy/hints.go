@@ -9,27 +9,27 @@ import (
 // hint is the routing hint in force: the transaction's (SET LOCAL
 // shardgate.*), else the session's.
 func (c *client) hint() *router.Hint {
-	if c.txHint != nil {
-		return c.txHint
+	if c.sess.txHint != nil {
+		return c.sess.txHint
 	}
-	return c.sessionHint
+	return c.sess.sessionHint
 }
 
 // applyHintSet keeps SET [LOCAL] shardgate.<name>; the router validated it.
 // SET LOCAL outside a transaction does nothing, as in Postgres.
 func (c *client) applyHintSet(h *router.HintSetting) {
 	if h.Local {
-		if c.state == txIdle {
+		if c.tx.state == txIdle {
 			return
 		}
-		base := c.txHint
+		base := c.sess.txHint
 		if base == nil {
-			base = c.sessionHint
+			base = c.sess.sessionHint
 		}
-		c.txHint, _ = c.srv.router.ParseSessionHint(base, h.Name, h.Value)
+		c.sess.txHint, _ = c.srv.router.ParseSessionHint(base, h.Name, h.Value)
 		return
 	}
-	c.sessionHint, _ = c.srv.router.ParseSessionHint(c.sessionHint, h.Name, h.Value)
+	c.sess.sessionHint, _ = c.srv.router.ParseSessionHint(c.sess.sessionHint, h.Name, h.Value)
 	if h.Name == "session" {
 		c.inheritToken()
 	}

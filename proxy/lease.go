@@ -24,9 +24,9 @@ const (
 // acquire makes a connection of shard the held one.
 func (c *client) acquire(shard int) error {
 	if sc := c.sessionConn(shard); sc != nil {
-		c.held, c.heldShard, c.heldPool = sc, shard, c.session[shard].pool
-		c.txStart = time.Now()
-		c.activeShard.Store(int32(shard))
+		c.tx.held, c.tx.heldShard, c.tx.heldPool = sc, shard, c.tx.sessionConns[shard].pool
+		c.tx.started = time.Now()
+		c.shown.activeShard.Store(int32(shard))
 		return nil
 	}
 	p, err := c.srv.rt.Load().primaryPool(shard)
@@ -41,14 +41,14 @@ func (c *client) acquire(shard int) error {
 		}
 		return err
 	}
-	c.held, c.heldShard, c.heldPool = sc, shard, p
-	c.txStart = time.Now()
-	c.activeShard.Store(int32(shard))
+	c.tx.held, c.tx.heldShard, c.tx.heldPool = sc, shard, p
+	c.tx.started = time.Now()
+	c.shown.activeShard.Store(int32(shard))
 	if c.mode == modeSession {
-		if c.session == nil {
-			c.session = make(map[int]sessionConn)
+		if c.tx.sessionConns == nil {
+			c.tx.sessionConns = make(map[int]sessionConn)
 		}
-		c.session[shard] = sessionConn{sc, p}
+		c.tx.sessionConns[shard] = sessionConn{sc, p}
 	}
 	return nil
 }
@@ -59,7 +59,7 @@ type sessionConn struct {
 }
 
 func (c *client) sessionConn(shard int) *pool.Conn {
-	if s, ok := c.session[shard]; ok && !s.sc.Broken() {
+	if s, ok := c.tx.sessionConns[shard]; ok && !s.sc.Broken() {
 		return s.sc
 	}
 	return nil
@@ -68,28 +68,28 @@ func (c *client) sessionConn(shard int) *pool.Conn {
 // releaseHeld ends the client's use of the held connection: back to the
 // pool, or kept for the session.
 func (c *client) releaseHeld() {
-	if c.held == nil {
+	if c.tx.held == nil {
 		return
 	}
-	c.heldPool.RecordXact(time.Since(c.txStart))
-	c.activeShard.Store(-1)
-	if c.heldNode != nil {
-		c.heldNode.Returned()
-		c.heldNode = nil
+	c.tx.heldPool.RecordXact(time.Since(c.tx.started))
+	c.shown.activeShard.Store(-1)
+	if c.tx.heldNode != nil {
+		c.tx.heldNode.Returned()
+		c.tx.heldNode = nil
 	}
-	if c.mode == modeSession && !c.held.Broken() {
-		c.held = nil
+	if c.mode == modeSession && !c.tx.held.Broken() {
+		c.tx.held = nil
 		return
 	}
-	delete(c.session, c.heldShard)
-	c.heldPool.Release(c.held)
-	c.held = nil
+	delete(c.tx.sessionConns, c.tx.heldShard)
+	c.tx.heldPool.Release(c.tx.held)
+	c.tx.held = nil
 }
 
 // releaseSession returns a disconnecting session-mode client's connections
 // after DISCARD ALL, so the next client finds a clean session.
 func (c *client) releaseSession() {
-	for shard, s := range c.session {
+	for shard, s := range c.tx.sessionConns {
 		c.sout = appendMessage(c.sout[:0], 'Q', []byte("DISCARD ALL\x00"))
 		var sink []byte
 		if res, err := c.send(s.sc, []op{{typ: 'Q', drop: true}}, &sink, false); err != nil || res.status != 'I' || res.sawError {
@@ -98,6 +98,6 @@ func (c *client) releaseSession() {
 		clear(s.sc.Prepared)
 		clear(s.sc.Settings)
 		s.pool.Release(s.sc)
-		delete(c.session, shard)
+		delete(c.tx.sessionConns, shard)
 	}
 }

@@ -77,11 +77,11 @@ func (c *client) negotiateTLS() error {
 		return errors.New("unencrypted data after SSLRequest")
 	}
 	tc := tls.Server(c.conn, c.rt.tls)
-	c.handshaking = true
+	c.entry.handshaking = true
 	if err := tc.HandshakeContext(c.ctx); err != nil {
 		return fmt.Errorf("tls handshake: %w", err)
 	}
-	c.handshaking = false
+	c.entry.handshaking = false
 	c.conn, c.tls = tc, true
 	c.rd.Reset(tc)
 	return nil

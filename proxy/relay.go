@@ -125,10 +125,10 @@ func (c *client) send(sc *pool.Conn, ops []op, sink *[]byte, stream bool) (res r
 		if !o.drop {
 			*sink = append(*sink, msg...)
 		} else if o.capture && typ == 'D' {
-			c.captured = dataRowLSN(msg)
+			c.sess.captured = dataRowLSN(msg)
 		}
-		if typ == 'C' && len(c.txSettings) > 0 {
-			c.rolledBack = bytes.HasPrefix(msg[5:], []byte("ROLLBACK"))
+		if typ == 'C' && len(c.sess.txSettings) > 0 {
+			c.sess.rolledBack = bytes.HasPrefix(msg[5:], []byte("ROLLBACK"))
 		}
 		if terminal(o.typ, typ) {
 			switch typ {
@@ -165,7 +165,7 @@ func (c *client) answerFake(o *op, sink *[]byte) bool {
 	if o.fake == '1' {
 		c.remember(o.clientName, o.prepared)
 	} else if o.forget {
-		delete(c.stmts, o.clientName)
+		delete(c.sess.stmts, o.clientName)
 	}
 	return false
 }

@@ -34,8 +34,8 @@ func (c *client) readsReplicas() bool {
 func (c *client) pickRead(shard int) (*backend.Node, *pgerr.Error) {
 	cfg := c.rt.cfg
 	var need uint64
-	if cfg.Consistency == "read_your_writes" && c.ryw != nil {
-		need = c.ryw[shard]
+	if cfg.Consistency == "read_your_writes" && c.sess.ryw != nil {
+		need = c.sess.ryw[shard]
 	}
 	return c.srv.rt.Load().backends.PickRead(shard, need, backend.ReadPolicyOf(cfg))
 }
@@ -43,11 +43,11 @@ func (c *client) pickRead(shard int) (*backend.Node, *pgerr.Error) {
 // recordWrite remembers the primary's WAL position after the client's write
 // on shard.
 func (c *client) recordWrite(shard int, lsn uint64) {
-	if c.ryw == nil {
-		c.ryw = make([]uint64, c.srv.rt.Load().backends.Shards())
+	if c.sess.ryw == nil {
+		c.sess.ryw = make([]uint64, c.srv.rt.Load().backends.Shards())
 	}
-	if shard < len(c.ryw) {
-		c.ryw[shard] = lsn
+	if shard < len(c.sess.ryw) {
+		c.sess.ryw[shard] = lsn
 	}
 	c.shareWrite(shard, lsn)
 }
@@ -120,49 +120,49 @@ func (c *client) rywOn() bool {
 
 // planCapture decides, before a unit runs, how its write position is learnt.
 func (c *client) planCapture(plan router.Plan) {
-	c.capture = captureNone
+	c.sess.capture = captureNone
 	if !c.rywOn() || plan.Role == router.RoleReplica || plan.Tx == router.TxRollback {
 		return
 	}
-	if (c.state == txIdle && c.held == nil) || plan.Tx == router.TxCommit {
-		c.capture = capturePipeline
+	if (c.tx.state == txIdle && c.tx.held == nil) || plan.Tx == router.TxCommit {
+		c.sess.capture = capturePipeline
 	} else {
-		c.capture = captureAfter
+		c.sess.capture = captureAfter
 	}
 }
 
 // pipelineCapture appends the LSN query to the unit just encoded when the
 // unit should leave the primary idle.
 func (c *client) pipelineCapture(u unit, ops []op) ([]op, bool) {
-	if c.capture != capturePipeline || c.heldNode != nil || (u.query == nil && !c.batch.synced()) {
+	if c.sess.capture != capturePipeline || c.tx.heldNode != nil || (u.query == nil && !c.ext.batch.synced()) {
 		return ops, false
 	}
 	c.sout = appendMessage(c.sout, 'Q', lsnQueryMsg)
 	ops = append(ops, op{typ: 'Q', drop: true, capture: true})
-	c.ops = ops
+	c.ext.ops = ops
 	return ops, true
 }
 
 // settleCapture records the write position after a unit left the primary
 // idle: the pipelined answer, or one asked for now.
 func (c *client) settleCapture(sc *pool.Conn, piped bool) {
-	mode := c.capture
-	c.capture = captureNone
-	if mode == captureNone || c.heldNode != nil {
+	mode := c.sess.capture
+	c.sess.capture = captureNone
+	if mode == captureNone || c.tx.heldNode != nil {
 		return
 	}
-	lsn := c.captured
+	lsn := c.sess.captured
 	if !piped || lsn == 0 {
 		c.sout = appendMessage(c.sout[:0], 'Q', lsnQueryMsg)
-		c.captured = 0
+		c.sess.captured = 0
 		var sink []byte
 		res, err := c.send(sc, []op{{typ: 'Q', drop: true, capture: true}}, &sink, false)
-		lsn = c.captured
+		lsn = c.sess.captured
 		if err != nil || res.status != 'I' || lsn == 0 {
 			lsn = rywNone
 		}
 	}
-	c.recordWrite(c.heldShard, lsn)
+	c.recordWrite(c.tx.heldShard, lsn)
 }
 
 // acquireReplica makes a connection of replica n the held one.
@@ -171,10 +171,10 @@ func (c *client) acquireReplica(n *backend.Node) error {
 	if err != nil {
 		return err
 	}
-	c.held, c.heldShard, c.heldPool, c.heldNode = sc, n.Shard(), n.Pool(), n
-	c.ranOnReplica = true
-	c.txStart = time.Now()
-	c.activeShard.Store(int32(n.Shard()))
+	c.tx.held, c.tx.heldShard, c.tx.heldPool, c.tx.heldNode = sc, n.Shard(), n.Pool(), n
+	c.tx.ranOnReplica = true
+	c.tx.started = time.Now()
+	c.shown.activeShard.Store(int32(n.Shard()))
 	return nil
 }
 

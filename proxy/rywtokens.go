@@ -114,10 +114,10 @@ func (s *tokenStore) len() int {
 
 // sessionToken is the client's shardgate.session, or "".
 func (c *client) sessionToken() string {
-	if c.sessionHint == nil {
+	if c.sess.sessionHint == nil {
 		return ""
 	}
-	return c.sessionHint.Session
+	return c.sess.sessionHint.Session
 }
 
 // inheritToken gives the client the write positions of its session token.
@@ -126,10 +126,10 @@ func (c *client) inheritToken() {
 	if token == "" || c.srv.tokens == nil {
 		return
 	}
-	if c.ryw == nil {
-		c.ryw = make([]uint64, c.srv.rt.Load().backends.Shards())
+	if c.sess.ryw == nil {
+		c.sess.ryw = make([]uint64, c.srv.rt.Load().backends.Shards())
 	}
-	c.ryw = c.srv.tokens.merge(token, c.ryw)
+	c.sess.ryw = c.srv.tokens.merge(token, c.sess.ryw)
 }
 
 // shareWrite merges a write the client recorded into its session token's

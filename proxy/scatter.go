@@ -108,7 +108,7 @@ func (c *client) answerMerged(spec *router.ScatterSpec, desc *pgproto3.RowDescri
 // toClientFormats re-encodes text result columns in the binary format where
 // the client's Bind asked for binary, with pgx's codecs for the types.
 func (c *client) toClientFormats(desc *pgproto3.RowDescription, rows []merge.Row) error {
-	formats := c.results // planBatch decoded the batch's one Bind
+	formats := c.ext.results // planBatch decoded the batch's one Bind
 	types := pgtype.NewMap()
 	for col := range desc.Fields {
 		if paramFormat(formats, col) != 1 {

@@ -133,7 +133,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		c := newClient(s, conn, s.nextConn.Add(1))
 		var evicted net.Conn
-		c.loginSlot, evicted = s.logins.add(conn, s.rt.Load().cfg.Pool.MaxClientConn)
+		c.entry.loginSlot, evicted = s.logins.add(conn, s.rt.Load().cfg.Pool.MaxClientConn)
 		if evicted != nil {
 			s.log.Warn("too many connections logging in: closing the oldest", "max_client_conn", s.rt.Load().cfg.Pool.MaxClientConn, "addr", evicted.RemoteAddr())
 			evicted.Close()

@@ -61,8 +61,8 @@ func applySetting(settings map[string]string, s *router.Setting, base map[string
 // syncSettings appends to c.sout what brings sc's settings in line with the
 // client's, as one simple query whose answer is dropped.
 func (c *client) syncSettings(sc *pool.Conn, ops []op) []op {
-	q := appendSettingsSync(c.syncBuf[:0], c.settings, sc)
-	c.syncBuf = q
+	q := appendSettingsSync(c.sess.syncBuf[:0], c.sess.settings, sc)
+	c.sess.syncBuf = q
 	if len(q) == 0 {
 		return ops
 	}
@@ -100,24 +100,24 @@ func appendSettingsSync(q []byte, settings map[string]string, sc *pool.Conn) []b
 func (c *client) setting(plan router.Plan, u unit) error {
 	s := plan.Set
 	switch {
-	case s.Discard && c.state != txIdle:
+	case s.Discard && c.tx.state != txIdle:
 		return c.refuse(&pgerr.Error{Code: "25001", Message: "DISCARD ALL cannot run inside a transaction block"})
 	case s.Discard:
-		applySetting(c.settings, s, c.baseline)
-		clear(c.stmts)
+		applySetting(c.sess.settings, s, c.sess.baseline)
+		clear(c.sess.stmts)
 		c.out = appendCommandComplete(c.out, "DISCARD ALL")
 		c.out = appendReadyForQuery(c.out, c.status())
 		return c.flush()
-	case c.state == txFailed:
+	case c.tx.state == txFailed:
 		return c.refuse(errAborted)
-	case c.held != nil:
-		c.txSettings = append(c.txSettings, s)
+	case c.tx.held != nil:
+		c.sess.txSettings = append(c.sess.txSettings, s)
 		return c.runHeld(u)
 	}
 	if err := c.acquire(c.srv.anyShard()); err != nil {
 		return c.refuse(acquireError(err))
 	}
-	c.txSettings = append(c.txSettings, s)
+	c.sess.txSettings = append(c.sess.txSettings, s)
 	return c.runHeld(u)
 }
 
@@ -125,12 +125,12 @@ func (c *client) setting(plan router.Plan, u unit) error {
 // on sc: kept if it committed, dropped (the server undid them) if not.
 func (c *client) settleSettings(sc *pool.Conn, committed bool) {
 	if committed {
-		for _, s := range c.txSettings {
-			applySetting(c.settings, s, c.baseline)
+		for _, s := range c.sess.txSettings {
+			applySetting(c.sess.settings, s, c.sess.baseline)
 			applySetting(sc.Settings, s, nil)
 		}
 	}
-	c.txSettings = c.txSettings[:0]
+	c.sess.txSettings = c.sess.txSettings[:0]
 }
 
 // request is what goes to a shard: when synced, a first query whose
@@ -145,7 +145,7 @@ type request struct {
 // withSettings puts before req the SETs that bring sc to the client's
 // settings, then start (BEGIN, or nothing), as one query.
 func withSettings(c *client, sc *pool.Conn, start, req []byte) request {
-	q := append(appendSettingsSync(nil, c.settings, sc), start...)
+	q := append(appendSettingsSync(nil, c.sess.settings, sc), start...)
 	if len(q) == 0 {
 		return request{bytes: req}
 	}

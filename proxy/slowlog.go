@@ -22,7 +22,7 @@ func (c *client) logIfSlow(began time.Time, plan router.Plan, u unit) {
 	}
 	c.srv.metrics.SlowQueries.Inc()
 	role := "primary"
-	if c.ranOnReplica {
+	if c.tx.ranOnReplica {
 		role = "replica"
 	}
 	c.log().Warn("slow query",
@@ -40,7 +40,7 @@ func (c *client) shardNames(plan router.Plan) string {
 	case router.TargetShard:
 		return t.Shards[plan.Shard].Name
 	case router.TargetAny:
-		return t.Shards[c.heldShard].Name
+		return t.Shards[c.tx.heldShard].Name
 	}
 	var names []string
 	for _, i := range plan.Shards.Slice() {

@@ -57,13 +57,13 @@ func (c *client) splitBatch() ([]router.InsertPart, [][]byte, *pgerr.Error) {
 			oids = append(oids, binary.BigEndian.Uint32(oidBytes[2+4*i:]))
 		}
 	}
-	parts, rerr := c.srv.router.SplitInsert(string(query), c.params, c.formats)
+	parts, rerr := c.srv.router.SplitInsert(string(query), c.ext.params, c.ext.formats)
 	if rerr != nil {
 		return nil, nil, rerr
 	}
 	reqs := make([][]byte, len(parts))
 	for i, p := range parts {
-		values, formats := p.Bind(c.params, c.formats)
+		values, formats := p.Bind(c.ext.params, c.ext.formats)
 		parse := append(append([]byte{0}, p.SQL...), 0)
 		parse = binary.BigEndian.AppendUint16(parse, uint16(len(p.Params)))
 		for _, ci := range p.Params {
@@ -74,7 +74,7 @@ func (c *client) splitBatch() ([]router.InsertPart, [][]byte, *pgerr.Error) {
 			parse = binary.BigEndian.AppendUint32(parse, oid)
 		}
 		out := appendMessage(nil, 'P', parse)
-		out = appendMessage(out, 'B', appendBindBody(values, formats, c.results))
+		out = appendMessage(out, 'B', appendBindBody(values, formats, c.ext.results))
 		out = appendMessage(out, 'D', []byte{'P', 0})
 		out = appendMessage(out, 'E', []byte{0, 0, 0, 0, 0})
 		reqs[i] = appendEmpty(out, 'S')

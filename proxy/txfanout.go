@@ -23,15 +23,15 @@ var errWriteInTransaction = &pgerr.Error{
 }
 
 // inTransactionBlock reports whether the client has a transaction block open.
-func (c *client) inTransactionBlock() bool { return c.state != txIdle || c.held != nil }
+func (c *client) inTransactionBlock() bool { return c.tx.state != txIdle || c.tx.held != nil }
 
 // canSpread reports whether the open transaction may run a statement on
 // several shards now.
 func (c *client) canSpread() bool {
-	if !c.srv.rt.Load().cfg.TwoPhaseCommit || c.savepoint || c.midBatch {
+	if !c.srv.rt.Load().cfg.TwoPhaseCommit || c.tx.savepoint || c.tx.midBatch {
 		return false
 	}
-	return c.held == nil || c.srvStatus == 'T'
+	return c.tx.held == nil || c.tx.srvStatus == 'T'
 }
 
 // writeInTransaction runs reqs[i] on the transaction's branch on
@@ -146,7 +146,7 @@ func (c *client) runOnBranches(shards []int, reqs [][]byte) ([]shardAnswer, erro
 		}
 		conns[i], starts[i] = sc, start
 	}
-	c.state, c.srvStatus, c.pending = txActive, 'T', c.pending[:0]
+	c.tx.state, c.tx.srvStatus, c.tx.pending = txActive, 'T', c.tx.pending[:0]
 	answers := make([]shardAnswer, len(conns))
 	budget := c.gatherBudget()
 	c.parallel(conns, func(i int, sc *pool.Conn) {
@@ -176,20 +176,20 @@ func (c *client) runOnBranches(shards []int, reqs [][]byte) ([]shardAnswer, erro
 // transaction there: the deferred BEGIN and what came with it for the
 // first shard, the client's BEGIN for the others.
 func (c *client) branchOf(shard int) (sc *pool.Conn, start []byte, err error) {
-	if c.held != nil && c.heldShard == shard {
-		return c.held, nil, nil
+	if c.tx.held != nil && c.tx.heldShard == shard {
+		return c.tx.held, nil, nil
 	}
-	for _, b := range c.branches {
+	for _, b := range c.tx.branches {
 		if b.shard == shard {
 			return b.sc, nil, nil
 		}
 	}
-	if c.held == nil {
-		start = append([]byte{}, c.pending...)
+	if c.tx.held == nil {
+		start = append([]byte{}, c.tx.pending...)
 		if err := c.acquire(shard); err != nil {
 			return nil, nil, err
 		}
-		return c.held, append(start, ';'), nil
+		return c.tx.held, append(start, ';'), nil
 	}
 	p, err := c.srv.rt.Load().primaryPool(shard)
 	if err == nil {
@@ -198,6 +198,6 @@ func (c *client) branchOf(shard int) (sc *pool.Conn, start []byte, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	c.branches = append(c.branches, branch{sc, shard, p})
-	return sc, append(append([]byte{}, c.txBegin...), ';'), nil
+	c.tx.branches = append(c.tx.branches, branch{sc, shard, p})
+	return sc, append(append([]byte{}, c.tx.begin...), ';'), nil
 }
