@@ -9,14 +9,16 @@ package auth
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/shardgate/shardgate/pgerr"
 )
 
 // SQLSTATEs used in *Error.
 const (
-	codeInvalidPassword      = "28P01" // invalid_password
-	codeInvalidAuthorization = "28000" // invalid_authorization_specification
-	codeProtocolViolation    = "08P01" // protocol_violation
-	codeFeatureNotSupported  = "0A000" // feature_not_supported
+	codeInvalidPassword      = pgerr.CodeInvalidPassword      // invalid_password
+	codeInvalidAuthorization = pgerr.CodeInvalidAuthorization // invalid_authorization_specification
+	codeProtocolViolation    = pgerr.CodeProtocolViolation    // protocol_violation
+	codeFeatureNotSupported  = pgerr.CodeFeatureNotSupported  // feature_not_supported
 )
 
 // Methods, as named in the config.

@@ -40,7 +40,7 @@ func (n *Node) usable(p ReadPolicy) bool {
 
 // errNoReplica is what primary_reads: never answers when no replica is usable.
 func errNoReplica(shard string) *pgerr.Error {
-	return &pgerr.Error{Code: "08006", Message: fmt.Sprintf("shardgate: no usable replica for shard %s (primary_reads: never)", shard)}
+	return &pgerr.Error{Code: pgerr.CodeConnectionFailure, Message: fmt.Sprintf("shardgate: no usable replica for shard %s (primary_reads: never)", shard)}
 }
 
 // PickRead chooses the server for a replica-eligible read on shard that

@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	pg "github.com/pganalyze/pg_query_go/v5"
+
+	"github.com/shardgate/shardgate/pgerr"
 )
 
 // Options are the COPY FROM format options that matter for splitting the
@@ -40,12 +42,12 @@ type Options struct {
 
 // SQLSTATEs this package reports.
 const (
-	CodeBadCopyFileFormat     = "22P04" // bad_copy_file_format
-	CodeCharacterNotInRepert  = "22021" // character_not_in_repertoire
-	CodeFeatureNotSupported   = "0A000" // feature_not_supported
-	CodeInvalidParameterValue = "22023" // invalid_parameter_value
-	CodeSyntaxError           = "42601" // syntax_error
-	CodeProgramLimitExceeded  = "54000" // program_limit_exceeded
+	CodeBadCopyFileFormat     = pgerr.CodeBadCopyFileFormat        // bad_copy_file_format
+	CodeCharacterNotInRepert  = pgerr.CodeCharacterNotInRepertoire // character_not_in_repertoire
+	CodeFeatureNotSupported   = pgerr.CodeFeatureNotSupported      // feature_not_supported
+	CodeInvalidParameterValue = pgerr.CodeInvalidParameterValue    // invalid_parameter_value
+	CodeSyntaxError           = pgerr.CodeSyntaxError              // syntax_error
+	CodeProgramLimitExceeded  = pgerr.CodeProgramLimitExceeded     // program_limit_exceeded
 )
 
 // FromStmt reads the format options of a parsed COPY ... FROM statement,

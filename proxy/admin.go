@@ -31,7 +31,7 @@ type clientInfo struct {
 func (c *client) adminLoop() error {
 	for {
 		if c.srv.draining.Load() {
-			return c.fatal("57P01", "terminating connection: shardgate is shutting down")
+			return c.fatal(pgerr.CodeAdminShutdown, "terminating connection: shardgate is shutting down")
 		}
 		c.idleRead.Store(true) // a drain may wake it
 		typ, body, err := c.readMessage()
@@ -85,7 +85,7 @@ func (c *client) adminCommand(sql string) {
 		err = fmt.Errorf("unknown command %q: try SHOW HELP", sql)
 	}
 	if err != nil {
-		c.out = appendError(c.out, &pgerr.Error{Code: "42601", Message: err.Error()})
+		c.out = appendError(c.out, &pgerr.Error{Code: pgerr.CodeSyntaxError, Message: err.Error()})
 	}
 	c.out = appendReadyForQuery(c.out, 'I')
 }

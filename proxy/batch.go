@@ -411,7 +411,7 @@ func (c *client) buildBatch(sc *pool.Conn, ops []op) []op {
 			b := c.ext.bound[bi]
 			bi++
 			if _, exists := c.sess.stmts[b.clientName]; exists {
-				ops = append(ops, op{typ: 'P', err: &pgerr.Error{Code: "42P05", Message: fmt.Sprintf("prepared statement %q already exists", b.clientName)}})
+				ops = append(ops, op{typ: 'P', err: &pgerr.Error{Code: pgerr.CodeDuplicatePreparedStatement, Message: fmt.Sprintf("prepared statement %q already exists", b.clientName)}})
 				skipping = true
 				continue
 			}

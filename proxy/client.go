@@ -177,7 +177,7 @@ func (c *client) login() (bool, error) {
 		c.log().Info("closing client: login took too long", "timeout", timeout, "addr", c.conn.RemoteAddr())
 		if !c.entry.handshaking {
 			c.conn.SetWriteDeadline(time.Now().Add(time.Second))
-			return false, c.fatal("57014", fmt.Sprintf("canceling authentication due to timeout (client_login_timeout %s)", timeout))
+			return false, c.fatal(pgerr.CodeQueryCanceled, fmt.Sprintf("canceling authentication due to timeout (client_login_timeout %s)", timeout))
 		}
 		return false, err
 	}
@@ -211,7 +211,7 @@ func (c *client) startup() (bool, error) {
 			c.srv.cancel(body)
 			return false, nil
 		case code>>16 != 3:
-			return false, c.fatal("0A000", fmt.Sprintf("unsupported frontend protocol %d.%d: server supports 3.0", code>>16, code&0xffff))
+			return false, c.fatal(pgerr.CodeFeatureNotSupported, fmt.Sprintf("unsupported frontend protocol %d.%d: server supports 3.0", code>>16, code&0xffff))
 		}
 		var msg pgproto3.StartupMessage
 		if err := msg.Decode(body); err != nil {
@@ -228,7 +228,7 @@ func (c *client) accept(msg *pgproto3.StartupMessage, code uint32) (bool, error)
 		db = user
 	}
 	if db != c.rt.cfg.Database && db != adminDatabase {
-		return false, c.fatal("3D000", fmt.Sprintf("database %q does not exist", db))
+		return false, c.fatal(pgerr.CodeInvalidCatalogName, fmt.Sprintf("database %q does not exist", db))
 	}
 	if err := c.authenticate(user); err != nil {
 		return false, err
@@ -237,19 +237,19 @@ func (c *client) accept(msg *pgproto3.StartupMessage, code uint32) (bool, error)
 	// slot a real client needs (see loginQueue).
 	c.entry.loggedIn = true
 	if n, max := c.srv.loggedIn.Add(1), c.rt.cfg.Pool.MaxClientConn; n > int64(max) {
-		return false, c.fatal("53300", fmt.Sprintf("no more connections allowed (max_client_conn %d)", max))
+		return false, c.fatal(pgerr.CodeTooManyConnections, fmt.Sprintf("no more connections allowed (max_client_conn %d)", max))
 	}
 	c.shown.info.Store(&clientInfo{user: user, database: db, application: msg.Parameters["application_name"], connected: time.Now()})
 	if db == adminDatabase {
 		if !c.rt.admin[user] {
-			return false, c.fatal("28000", fmt.Sprintf("user %q is not an admin user (admin_users)", user))
+			return false, c.fatal(pgerr.CodeInvalidAuthorization, fmt.Sprintf("user %q is not an admin user (admin_users)", user))
 		}
 		return c.acceptAdmin()
 	}
 	params, err := c.srv.serverParams(c.ctx)
 	if err != nil {
 		c.log().Warn("startup: cannot fetch server parameters", "err", err)
-		return false, c.fatal("08006", "shardgate could not reach shard "+c.srv.topo().Shards[0].Name+": "+clientText(err))
+		return false, c.fatal(pgerr.CodeConnectionFailure, "shardgate could not reach shard "+c.srv.topo().Shards[0].Name+": "+clientText(err))
 	}
 	c.sess.baseline = startupSettings(msg.Parameters, params)
 	c.sess.settings = maps.Clone(c.sess.baseline)
@@ -316,7 +316,7 @@ func (c *client) loop() error {
 	for {
 		idle := c.tx.state == txIdle && c.tx.held == nil
 		if idle && c.srv.draining.Load() {
-			return c.fatal("57P01", "terminating connection: shardgate is shutting down")
+			return c.fatal(pgerr.CodeAdminShutdown, "terminating connection: shardgate is shutting down")
 		}
 		if idle {
 			c.shrinkBuffers()
@@ -345,7 +345,7 @@ func (c *client) loop() error {
 			if max := c.rt.cfg.Pool.MaxPacketSize; len(c.ext.batch.buf)+len(body) > max {
 				// The batch is held until Sync to be routed whole, so its
 				// size is what one message's would be.
-				return c.fatal("54000", fmt.Sprintf("extended-protocol messages before Sync exceed max_packet_size (%d bytes)", max))
+				return c.fatal(pgerr.CodeProgramLimitExceeded, fmt.Sprintf("extended-protocol messages before Sync exceed max_packet_size (%d bytes)", max))
 			}
 			c.ext.batch.add(typ, body)
 		case 'H', 'S':
@@ -422,10 +422,10 @@ func (c *client) setReadDeadline() {
 func (c *client) idleTimeout() error {
 	if c.tx.state != txIdle {
 		c.log().Info("closing client idle in transaction", "timeout", time.Duration(c.rt.cfg.Pool.IdleTransactionTimeout))
-		return c.fatal("25P03", "terminating connection due to idle-in-transaction timeout (idle_transaction_timeout)")
+		return c.fatal(pgerr.CodeIdleInTransactionTimeout, "terminating connection due to idle-in-transaction timeout (idle_transaction_timeout)")
 	}
 	c.log().Info("closing idle client", "timeout", time.Duration(c.rt.cfg.Pool.ClientIdleTimeout))
-	return c.fatal("57P05", "terminating connection due to idle-session timeout (client_idle_timeout)")
+	return c.fatal(pgerr.CodeIdleSessionTimeout, "terminating connection due to idle-session timeout (client_idle_timeout)")
 }
 
 // log is the server's logger with this client's id on every line. It is

@@ -150,7 +150,7 @@ func (c *client) streamCopyIn(split *copySplit, sp *copyfmt.Splitter, conns []*p
 		case 'f':
 			msg, _, _ := cstring(body)
 			c.abandonCopy(conns, nil, string(msg))
-			return c.refuse(&pgerr.Error{Code: "57014", Message: "COPY from stdin failed: " + string(msg)})
+			return c.refuse(&pgerr.Error{Code: pgerr.CodeQueryCanceled, Message: "COPY from stdin failed: " + string(msg)})
 		case 'H', 'S':
 			// Ignored during COPY, as Postgres does.
 		default:
@@ -204,7 +204,7 @@ func (s *copySplit) route(row copyfmt.Row) *pgerr.Error {
 		return nil
 	}
 	if row.Null {
-		return &pgerr.Error{Code: "23502", Message: fmt.Sprintf("null value in column %q of relation %q violates not-null constraint", s.in.Key, s.in.Table),
+		return &pgerr.Error{Code: pgerr.CodeNotNullViolation, Message: fmt.Sprintf("null value in column %q of relation %q violates not-null constraint", s.in.Key, s.in.Table),
 			Detail: "shardgate routes every row by its shard key.", Where: s.where(row.Line, row.Key)}
 	}
 	at, err := s.topo.Place(s.in.KeyType, string(row.Key))
@@ -230,7 +230,7 @@ func splitterError(err error, table string) *pgerr.Error {
 	if errors.As(err, &e) {
 		return &pgerr.Error{Code: e.Code, Message: e.Message, Detail: e.Detail, Hint: e.Hint, Where: e.Context(table)}
 	}
-	return &pgerr.Error{Code: "22P04", Message: err.Error()}
+	return &pgerr.Error{Code: pgerr.CodeBadCopyFileFormat, Message: err.Error()}
 }
 
 // flushFull sends every batch that reached copyBatch bytes.

@@ -152,7 +152,7 @@ func (c *client) settle(conns []*pool.Conn, rollback bool) []byte {
 	failed := firstMessage(prepared)
 	if failed == nil {
 		if err := c.srv.decisions.commit(gid); err != nil {
-			failed = appendError(nil, &pgerr.Error{Code: "58030", Message: "shardgate: cannot log the commit decision: " + err.Error()})
+			failed = appendError(nil, &pgerr.Error{Code: pgerr.CodeIOError, Message: "shardgate: cannot log the commit decision: " + err.Error()})
 		}
 	}
 	if failed != nil {
@@ -168,7 +168,7 @@ func (c *client) settle(conns []*pool.Conn, rollback bool) []byte {
 	}
 	if msg := firstMessage(c.each(conns, func(int) string { return "COMMIT PREPARED '" + gid + "'" })); msg != nil {
 		c.log().Error("commit decided but not finished on every shard; recovery will finish it", "gid", gid)
-		return appendError(nil, &pgerr.Error{Code: "08006", Message: fmt.Sprintf("shardgate: transaction %s is committed but a shard did not confirm; it finishes when that shard is reachable", gid)})
+		return appendError(nil, &pgerr.Error{Code: pgerr.CodeConnectionFailure, Message: fmt.Sprintf("shardgate: transaction %s is committed but a shard did not confirm; it finishes when that shard is reachable", gid)})
 	}
 	return nil
 }

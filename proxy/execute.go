@@ -18,7 +18,7 @@ type unit struct {
 
 var errStatementMode = &pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "transaction blocks are not allowed in statement pooling mode"}
 
-var errAborted = &pgerr.Error{Code: "25P02", Message: "current transaction is aborted, commands ignored until end of transaction block"}
+var errAborted = &pgerr.Error{Code: pgerr.CodeInFailedTransaction, Message: "current transaction is aborted, commands ignored until end of transaction block"}
 
 func (c *client) simpleQuery(body []byte) error {
 	sql := body
@@ -216,9 +216,9 @@ func (c *client) inTransaction(plan router.Plan, u unit) error {
 
 func acquireError(err error) *pgerr.Error {
 	if errors.Is(err, pool.ErrWaitTimeout) {
-		return &pgerr.Error{Code: "53300", Message: "shardgate: " + err.Error()}
+		return &pgerr.Error{Code: pgerr.CodeTooManyConnections, Message: "shardgate: " + err.Error()}
 	}
-	return &pgerr.Error{Code: "08006", Message: "shardgate: " + clientText(err)}
+	return &pgerr.Error{Code: pgerr.CodeConnectionFailure, Message: "shardgate: " + clientText(err)}
 }
 
 // clientText is what a client is told of a server connection failure: a
@@ -406,7 +406,7 @@ func (c *client) serverLost(err error) error {
 		return err
 	}
 	shard := c.srv.topo().Shards[c.tx.heldShard].Name
-	e := &pgerr.Error{Code: "08006", Message: "shardgate: connection to shard " + shard + " lost: " + err.Error()}
+	e := &pgerr.Error{Code: pgerr.CodeConnectionFailure, Message: "shardgate: connection to shard " + shard + " lost: " + err.Error()}
 	var limit *pgerr.Error
 	if errors.As(err, &limit) {
 		// The proxy gave up on the server's answer itself (a limit).
@@ -416,7 +416,7 @@ func (c *client) serverLost(err error) error {
 		return c.flush()
 	}
 	if errors.Is(err, pool.ErrQueryTimeout) {
-		e = &pgerr.Error{Code: "57014", Message: fmt.Sprintf("canceling statement due to query_timeout: shard %s did not answer within %s", shard, time.Duration(c.rt.cfg.Pool.QueryTimeout))}
+		e = &pgerr.Error{Code: pgerr.CodeQueryCanceled, Message: fmt.Sprintf("canceling statement due to query_timeout: shard %s did not answer within %s", shard, time.Duration(c.rt.cfg.Pool.QueryTimeout))}
 	}
 	c.log().Warn("server connection lost", "shard", shard, "err", err)
 	c.srv.metrics.ProxyError(e.Code)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/shardgate/shardgate/auth"
 	"github.com/shardgate/shardgate/backend"
+	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/pool"
 	"github.com/shardgate/shardgate/topology"
 )
@@ -91,7 +92,7 @@ func (c *client) negotiateTLS() error {
 // server connection is spent on it.
 func (c *client) authenticate(user string) error {
 	if c.rt.cfg.TLS.Mode == "require" && !c.tls {
-		return c.fatal("28000", "SSL required")
+		return c.fatal(pgerr.CodeInvalidAuthorization, "SSL required")
 	}
 	var cbind []byte
 	if c.tls {

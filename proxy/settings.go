@@ -101,7 +101,7 @@ func (c *client) setting(plan router.Plan, u unit) error {
 	s := plan.Set
 	switch {
 	case s.Discard && c.tx.state != txIdle:
-		return c.refuse(&pgerr.Error{Code: "25001", Message: "DISCARD ALL cannot run inside a transaction block"})
+		return c.refuse(&pgerr.Error{Code: pgerr.CodeActiveTransaction, Message: "DISCARD ALL cannot run inside a transaction block"})
 	case s.Discard:
 		applySetting(c.sess.settings, s, c.sess.baseline)
 		clear(c.sess.stmts)

@@ -264,8 +264,8 @@ func (c *client) streamFailure(err error) []byte {
 	case errors.As(err, &se):
 		return se.msg
 	case errors.As(err, &lost):
-		c.srv.metrics.ProxyError("08006")
-		return appendError(nil, &pgerr.Error{Code: "08006", Message: "shardgate: server connection lost: " + err.Error()})
+		c.srv.metrics.ProxyError(pgerr.CodeConnectionFailure)
+		return appendError(nil, &pgerr.Error{Code: pgerr.CodeConnectionFailure, Message: "shardgate: server connection lost: " + err.Error()})
 	}
 	c.srv.metrics.ProxyError(pgerr.CodeFeatureNotSupported) // a shard's rows out of the merge's order
 	return appendError(nil, &pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "shardgate cannot merge this result: " + err.Error()})

@@ -165,7 +165,7 @@ func simple(sc *pool.Conn, sql string) []byte {
 	a := readAnswer(sc, appendMessage(nil, 'Q', append([]byte(sql), 0)), false)
 	if a.err != nil {
 		sc.MarkBroken()
-		return appendError(nil, &pgerr.Error{Code: "08006", Message: "shardgate: " + a.err.Error()})
+		return appendError(nil, &pgerr.Error{Code: pgerr.CodeConnectionFailure, Message: "shardgate: " + a.err.Error()})
 	}
 	return a.errMsg
 }

@@ -37,21 +37,21 @@ func (h *Hint) set(t *topology.Topology, name, value string) *pgerr.Error {
 		h.ShardKey = value
 	case "shard":
 		if _, ok := t.ShardIndex(value); !ok && value != "" {
-			return errorf("22023", "shardgate hint: unknown shard %q", value)
+			return errorf(pgerr.CodeInvalidParameterValue, "shardgate hint: unknown shard %q", value)
 		}
 		h.Shard = value
 	case "role":
 		if value != "primary" && value != "replica" && value != "" {
-			return errorf("22023", "shardgate hint: role must be primary or replica, got %q", value)
+			return errorf(pgerr.CodeInvalidParameterValue, "shardgate hint: role must be primary or replica, got %q", value)
 		}
 		h.Role = value
 	case "session":
 		if len(value) > MaxSessionToken {
-			return errorf("22023", "shardgate.session: token is %d bytes, at most %d allowed", len(value), MaxSessionToken)
+			return errorf(pgerr.CodeInvalidParameterValue, "shardgate.session: token is %d bytes, at most %d allowed", len(value), MaxSessionToken)
 		}
 		h.Session = value
 	default:
-		return errorf("22023", "shardgate hint: unknown setting %q (want shard_key, shard, role or session)", name)
+		return errorf(pgerr.CodeInvalidParameterValue, "shardgate hint: unknown setting %q (want shard_key, shard, role or session)", name)
 	}
 	return nil
 }
@@ -71,10 +71,10 @@ func commentHint(t *topology.Topology, sql string) (*Hint, *pgerr.Error) {
 	for _, pair := range strings.FieldsFunc(sql[i+len(open):i+end], func(r rune) bool { return r == ' ' || r == ',' || r == '\t' || r == '\n' }) {
 		name, value, ok := strings.Cut(pair, "=")
 		if !ok {
-			return nil, errorf("22023", "shardgate hint: want name=value, got %q", pair)
+			return nil, errorf(pgerr.CodeInvalidParameterValue, "shardgate hint: want name=value, got %q", pair)
 		}
 		if name == "session" {
-			return nil, errorf("22023", "shardgate hint: session is a session setting, not a comment hint")
+			return nil, errorf(pgerr.CodeInvalidParameterValue, "shardgate hint: session is a session setting, not a comment hint")
 		}
 		if err := h.set(t, name, strings.Trim(value, `'"`)); err != nil {
 			return nil, err

@@ -112,7 +112,7 @@ func keyShard(t *topology.Topology, table string, kt topology.KeyType, ref KeyRe
 	case ref.Param > len(params):
 		return 0, errorf(pgerr.CodeUndefinedParameter, "there is no parameter $%d", ref.Param)
 	case params[ref.Param-1] == nil:
-		return 0, errorf("22004", "the shard key of %s is NULL", table)
+		return 0, errorf(pgerr.CodeNullValueNotAllowed, "the shard key of %s is NULL", table)
 	default:
 		at, err = place(t, kt, params[ref.Param-1], paramFormat(formats, ref.Param-1) == 1)
 	}

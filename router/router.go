@@ -202,7 +202,7 @@ func route(t *topology.Topology, a *Analysis, params [][]byte, formats []int16, 
 		switch s := a.Stmts[0]; s.Class {
 		case ClassHint:
 			if s.Hint.Local && s.Hint.Name == "session" {
-				err := &pgerr.Error{Code: "0A000", Message: "SET LOCAL shardgate.session is not supported: use SET shardgate.session"}
+				err := &pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "SET LOCAL shardgate.session is not supported: use SET shardgate.session"}
 				return Plan{Target: TargetError, Err: err, Reason: err.Message}
 			}
 			if s.Hint.Value != "" {
