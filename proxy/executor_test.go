@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/shardgate/shardgate/merge"
 	"github.com/shardgate/shardgate/pgerr"
 )
 
@@ -299,5 +300,65 @@ func TestExecutorBroadcastWriteShardLost(t *testing.T) {
 		if !slices.Equal(f.sent, []string{"UPDATE t SET v = 1", "ROLLBACK"}) {
 			t.Errorf("%s was sent %q, want the write rolled back", f.name, f.sent)
 		}
+	}
+}
+
+// inDoubt answers the list of prepared transactions with gids, and fails
+// the resolution of failGid.
+func inDoubt(failGid string, gids ...string) func(string) shardAnswer {
+	return func(sql string) shardAnswer {
+		if strings.HasPrefix(sql, "SELECT gid") {
+			a := shardAnswer{tag: fmt.Sprintf("SELECT %d", len(gids))}
+			for _, g := range gids {
+				a.rows = append(a.rows, merge.Row{[]byte(g)})
+			}
+			return a
+		}
+		if failGid != "" && strings.Contains(sql, failGid) {
+			return shardAnswer{errMsg: appendError(nil, &pgerr.Error{Code: "42704", Message: "scripted failure"})}
+		}
+		return shardAnswer{tag: "OK"}
+	}
+}
+
+func TestResolveInDoubt(t *testing.T) {
+	fakes, _, _, _ := newFakes(1)
+	f := fakes[0]
+	f.answer = inDoubt("", gidPrefix+"a", gidPrefix+"b")
+	var resolved []string
+	err := resolveInDoubt(f, map[string]bool{gidPrefix + "a": true}, func(gid, action string) {
+		resolved = append(resolved, action+" "+gid)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"COMMIT PREPARED '" + gidPrefix + "a'", "ROLLBACK PREPARED '" + gidPrefix + "b'"}
+	if !slices.Equal(f.sent[1:], want) {
+		t.Errorf("shard was sent %q, want the list then %q", f.sent, want)
+	}
+	if len(resolved) != 2 {
+		t.Errorf("resolved %q, want both", resolved)
+	}
+}
+
+func TestResolveInDoubtStopsOnFailure(t *testing.T) {
+	fakes, _, _, _ := newFakes(1)
+	f := fakes[0]
+	f.answer = inDoubt(gidPrefix+"a", gidPrefix+"a", gidPrefix+"b")
+	err := resolveInDoubt(f, map[string]bool{}, func(string, string) { t.Error("a failed resolution was reported as resolved") })
+	if err == nil || !strings.Contains(err.Error(), "ROLLBACK PREPARED "+gidPrefix+"a failed") {
+		t.Fatalf("error %v, want the failed ROLLBACK PREPARED", err)
+	}
+	if len(f.sent) != 2 {
+		t.Errorf("shard was sent %q, want nothing after the failure", f.sent)
+	}
+}
+
+func TestResolveInDoubtListFails(t *testing.T) {
+	fakes, _, _, _ := newFakes(1)
+	f := fakes[0]
+	f.answer = failOn("SELECT gid", "42501")
+	if err := resolveInDoubt(f, nil, func(string, string) {}); err == nil {
+		t.Fatal("a failed list of prepared transactions was not reported")
 	}
 }

@@ -171,23 +171,35 @@ func (s *Server) Recover(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		a := readAnswer(sc, appendMessage(nil, 'Q', []byte("SELECT gid FROM pg_prepared_xacts WHERE gid LIKE '"+gidPrefix+"%' AND database = current_database()\x00")), false)
-		for _, row := range a.rows {
-			gid := string(row[0])
-			action := "ROLLBACK PREPARED"
-			if decided[gid] {
-				action = "COMMIT PREPARED"
-			}
-			if msg := simple(asShard(sc), action+" '"+gid+"'"); msg != nil {
-				p.Release(sc)
-				return fmt.Errorf("shard %s: %s %s failed", rt.cfg.Shards[i].Name, action, gid)
-			}
-			s.log.Info("resolved in-doubt transaction", "shard", rt.cfg.Shards[i].Name, "gid", gid, "action", action)
-		}
+		shard := rt.cfg.Shards[i].Name
+		err = resolveInDoubt(asShard(sc), decided, func(gid, action string) {
+			s.log.Info("resolved in-doubt transaction", "shard", shard, "gid", gid, "action", action)
+		})
 		p.Release(sc)
-		if a.err != nil || a.errMsg != nil {
-			return fmt.Errorf("shard %s: cannot list prepared transactions", rt.cfg.Shards[i].Name)
+		if err != nil {
+			return fmt.Errorf("shard %s: %w", shard, err)
 		}
+	}
+	return nil
+}
+
+// resolveInDoubt commits the shard's prepared transactions that decided
+// holds, rolls back its other ones, and calls resolved after each.
+func resolveInDoubt(sc shardConn, decided map[string]bool, resolved func(gid, action string)) error {
+	a := sc.exchange(appendMessage(nil, 'Q', []byte("SELECT gid FROM pg_prepared_xacts WHERE gid LIKE '"+gidPrefix+"%' AND database = current_database()\x00")), false)
+	for _, row := range a.rows {
+		gid := string(row[0])
+		action := "ROLLBACK PREPARED"
+		if decided[gid] {
+			action = "COMMIT PREPARED"
+		}
+		if msg := simple(sc, action+" '"+gid+"'"); msg != nil {
+			return fmt.Errorf("%s %s failed", action, gid)
+		}
+		resolved(gid, action)
+	}
+	if a.err != nil || a.errMsg != nil {
+		return errors.New("cannot list prepared transactions")
 	}
 	return nil
 }
