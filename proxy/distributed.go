@@ -1,10 +1,6 @@
 package proxy
 
 import (
-	"crypto/rand"
-	"encoding/hex"
-	"fmt"
-
 	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/pool"
 	"github.com/shardgate/shardgate/router"
@@ -116,7 +112,7 @@ func (c *client) dropBranches() {
 	for i, b := range c.tx.branches {
 		conns[i] = b.sc
 	}
-	c.parallel(conns, func(_ int, sc *pool.Conn) { simple(sc, "ROLLBACK") })
+	c.parallel(conns, func(_ int, sc *pool.Conn) { simple(asShard(sc), "ROLLBACK") })
 	c.releaseBranches()
 }
 
@@ -133,59 +129,7 @@ func (c *client) releaseBranches() {
 }
 
 // settle ends the transaction open on every conn and returns the error the
-// client should see, if any. rollback (or a failure on any shard) rolls
-// back everywhere. With two_phase_commit and several shards, every shard
-// prepares, the decision is logged durably, and only then do they commit:
-// after a crash Recover finishes what the log decided.
+// client should see, if any (executor.settle).
 func (c *client) settle(conns []*pool.Conn, rollback bool) []byte {
-	if rollback {
-		c.parallel(conns, func(_ int, sc *pool.Conn) { simple(sc, "ROLLBACK") })
-		return nil
-	}
-	if len(conns) == 1 || !c.srv.rt.Load().cfg.TwoPhaseCommit {
-		return firstMessage(c.each(conns, func(int) string { return "COMMIT" }))
-	}
-	var b [8]byte
-	rand.Read(b[:])
-	gid := gidPrefix + hex.EncodeToString(b[:])
-	prepared := c.each(conns, func(int) string { return "PREPARE TRANSACTION '" + gid + "'" })
-	failed := firstMessage(prepared)
-	if failed == nil {
-		if err := c.srv.decisions.commit(gid); err != nil {
-			failed = appendError(nil, &pgerr.Error{Code: pgerr.CodeIOError, Message: "shardgate: cannot log the commit decision: " + err.Error()})
-		}
-	}
-	if failed != nil {
-		c.each(conns, func(i int) string {
-			// A failed PREPARE has already ended its transaction; this
-			// ROLLBACK only warns.
-			if prepared[i] != nil {
-				return "ROLLBACK"
-			}
-			return "ROLLBACK PREPARED '" + gid + "'"
-		})
-		return failed
-	}
-	if msg := firstMessage(c.each(conns, func(int) string { return "COMMIT PREPARED '" + gid + "'" })); msg != nil {
-		c.log().Error("commit decided but not finished on every shard; recovery will finish it", "gid", gid)
-		return appendError(nil, &pgerr.Error{Code: pgerr.CodeConnectionFailure, Message: fmt.Sprintf("shardgate: transaction %s is committed but a shard did not confirm; it finishes when that shard is reachable", gid)})
-	}
-	return nil
-}
-
-// each runs the statement sql(i) on every conns[i] at once and returns
-// each one's ErrorResponse (nil when it succeeded).
-func (c *client) each(conns []*pool.Conn, sql func(i int) string) [][]byte {
-	msgs := make([][]byte, len(conns))
-	c.parallel(conns, func(i int, sc *pool.Conn) { msgs[i] = simple(sc, sql(i)) })
-	return msgs
-}
-
-func firstMessage(msgs [][]byte) []byte {
-	for _, m := range msgs {
-		if m != nil {
-			return m
-		}
-	}
-	return nil
+	return c.executor().settle(shardConns(conns), rollback)
 }

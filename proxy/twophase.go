@@ -6,11 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 
-	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/pool"
 	"github.com/shardgate/shardgate/router"
 )
@@ -99,22 +97,13 @@ func (c *client) writeOnShards(shards []int, reqs [][]byte, u unit, same bool) e
 		return c.refuse(aerr)
 	}
 	defer releaseAll(pools, conns)
-	answers := make([]shardAnswer, len(conns))
-	c.parallel(conns, func(i int, sc *pool.Conn) {
-		r := withSettings(c, sc, []byte("BEGIN"), reqs[i])
-		answers[i] = readAnswer(sc, r.bytes, r.synced)
-		if answers[i].err != nil {
-			sc.MarkBroken()
-		}
-	})
-	failed := firstFailure(answers)
-	if failed != nil && failed.err != nil {
-		c.settle(conns, true)
-		return c.serverLost(failed.err)
+	begun := make([]request, len(conns))
+	for i, sc := range conns {
+		begun[i] = withSettings(c, sc, []byte("BEGIN"), reqs[i])
 	}
-	errMsg := c.settle(conns, failed != nil)
-	if failed != nil {
-		errMsg = failed.errMsg
+	answers, errMsg, lost := c.executor().write(shardConns(conns), begun)
+	if lost != nil {
+		return c.serverLost(lost)
 	}
 	if errMsg != nil {
 		c.out = append(c.out, errMsg...)
@@ -159,34 +148,9 @@ func releaseAll(pools []*pool.Pool, conns []*pool.Conn) {
 	}
 }
 
-// simple runs one statement and returns its ErrorResponse, if any; an I/O
-// failure marks the connection broken.
-func simple(sc *pool.Conn, sql string) []byte {
-	a := readAnswer(sc, appendMessage(nil, 'Q', append([]byte(sql), 0)), false)
-	if a.err != nil {
-		sc.MarkBroken()
-		return appendError(nil, &pgerr.Error{Code: pgerr.CodeConnectionFailure, Message: "shardgate: " + a.err.Error()})
-	}
-	return a.errMsg
-}
-
-// answerWrite sums the shards' row counts into one command tag ("UPDATE
-// 5", "INSERT 0 5": the count is the last word) and gathers RETURNING rows.
+// answerWrite answers a write on several shards as one (sumWrites).
 func (c *client) answerWrite(answers []shardAnswer, u unit) error {
-	verb, total := "", 0
-	var all shardAnswer
-	for _, a := range answers {
-		if i := strings.LastIndexByte(a.tag, ' '); i > 0 {
-			n, _ := strconv.Atoi(a.tag[i+1:])
-			verb, total = a.tag[:i], total+n
-		}
-		all.rows = append(all.rows, a.rows...)
-		if a.desc != nil {
-			all.desc = a.desc
-		}
-	}
-	all.tag = fmt.Sprintf("%s %d", verb, total)
-	return c.answerShard(all, u)
+	return c.answerShard(sumWrites(answers), u)
 }
 
 // Recover resolves shardgate's in-doubt prepared transactions on every
@@ -207,23 +171,35 @@ func (s *Server) Recover(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		a := readAnswer(sc, appendMessage(nil, 'Q', []byte("SELECT gid FROM pg_prepared_xacts WHERE gid LIKE '"+gidPrefix+"%' AND database = current_database()\x00")), false)
-		for _, row := range a.rows {
-			gid := string(row[0])
-			action := "ROLLBACK PREPARED"
-			if decided[gid] {
-				action = "COMMIT PREPARED"
-			}
-			if msg := simple(sc, action+" '"+gid+"'"); msg != nil {
-				p.Release(sc)
-				return fmt.Errorf("shard %s: %s %s failed", rt.cfg.Shards[i].Name, action, gid)
-			}
-			s.log.Info("resolved in-doubt transaction", "shard", rt.cfg.Shards[i].Name, "gid", gid, "action", action)
-		}
+		shard := rt.cfg.Shards[i].Name
+		err = resolveInDoubt(asShard(sc), decided, func(gid, action string) {
+			s.log.Info("resolved in-doubt transaction", "shard", shard, "gid", gid, "action", action)
+		})
 		p.Release(sc)
-		if a.err != nil || a.errMsg != nil {
-			return fmt.Errorf("shard %s: cannot list prepared transactions", rt.cfg.Shards[i].Name)
+		if err != nil {
+			return fmt.Errorf("shard %s: %w", shard, err)
 		}
+	}
+	return nil
+}
+
+// resolveInDoubt commits the shard's prepared transactions that decided
+// holds, rolls back its other ones, and calls resolved after each.
+func resolveInDoubt(sc shardConn, decided map[string]bool, resolved func(gid, action string)) error {
+	a := sc.exchange(appendMessage(nil, 'Q', []byte("SELECT gid FROM pg_prepared_xacts WHERE gid LIKE '"+gidPrefix+"%' AND database = current_database()\x00")), false)
+	for _, row := range a.rows {
+		gid := string(row[0])
+		action := "ROLLBACK PREPARED"
+		if decided[gid] {
+			action = "COMMIT PREPARED"
+		}
+		if msg := simple(sc, action+" '"+gid+"'"); msg != nil {
+			return fmt.Errorf("%s %s failed", action, gid)
+		}
+		resolved(gid, action)
+	}
+	if a.err != nil || a.errMsg != nil {
+		return errors.New("cannot list prepared transactions")
 	}
 	return nil
 }
