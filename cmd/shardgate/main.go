@@ -56,7 +56,7 @@ func rootCmd() *cobra.Command {
 		return pprof.StartCPUProfile(f)
 	}
 	root.PersistentPostRun = func(*cobra.Command, []string) { pprof.StopCPUProfile() }
-	root.AddCommand(serveCmd(), devCmd(), routeCmd(), checkCmd(), versionCmd())
+	root.AddCommand(serveCmd(), devCmd(), routeCmd(), checkCmd(), reshardCmd(), versionCmd())
 	return root
 }
 
