@@ -3,6 +3,7 @@ package reshard
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -39,13 +40,7 @@ func Preflight(ctx context.Context, cfg *topology.Config, p Plan) ([]string, err
 		c.walLevel(s.name, s.conn)
 		c.inDoubt(s.name, s.conn)
 	}
-	tables := slices.Sorted(func(yield func(string) bool) {
-		for name := range cfg.Tables {
-			if !yield(name) {
-				return
-			}
-		}
-	})
+	tables := slices.Sorted(maps.Keys(cfg.Tables))
 	for _, name := range tables {
 		c.replicable(p.Source, src, name, cfg.Tables[name].ShardKey)
 	}
