@@ -1,0 +1,192 @@
+package reshard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/shardgate/shardgate/copyfmt"
+	"github.com/shardgate/shardgate/topology"
+)
+
+// Snapshot is the source as of a logical replication slot's consistent
+// point: the copy reads exactly that state, and the catch-up streams the
+// slot's changes from there, so no write is missed or applied twice. The
+// exported snapshot lives as long as the replication connection that made
+// it runs nothing else: Close it once every table is copied.
+type Snapshot struct {
+	Slot  string
+	Name  string // for SET TRANSACTION SNAPSHOT
+	Point pglogrepl.LSN
+	repl  *pgconn.PgConn
+}
+
+// OpenSnapshot creates the logical replication slot slot (pgoutput) on the
+// server at dsn and exports its snapshot.
+func OpenSnapshot(ctx context.Context, dsn, slot string) (*Snapshot, error) {
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	cfg.RuntimeParams["replication"] = "database"
+	repl, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("replication connection to the source: %w", err)
+	}
+	res, err := pglogrepl.CreateReplicationSlot(ctx, repl, slot, "pgoutput",
+		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "EXPORT_SNAPSHOT"})
+	if err != nil {
+		repl.Close(context.Background())
+		return nil, fmt.Errorf("create replication slot %s: %w", slot, err)
+	}
+	point, err := pglogrepl.ParseLSN(res.ConsistentPoint)
+	if err != nil {
+		repl.Close(context.Background())
+		return nil, fmt.Errorf("slot %s: consistent point %q: %w", slot, res.ConsistentPoint, err)
+	}
+	return &Snapshot{Slot: slot, Name: res.SnapshotName, Point: point, repl: repl}, nil
+}
+
+// Close ends the exported snapshot; the slot stays for the catch-up.
+func (s *Snapshot) Close(ctx context.Context) error { return s.repl.Close(ctx) }
+
+// CopyTable copies, as of snap, the rows of table whose shard key moves
+// under p from the server at srcDSN to the one at dstDSN, whose table must
+// exist, and returns how many it copied. Rows stream through in COPY text
+// format and are filtered in Go, by the function the proxy routes by:
+// PostgreSQL has no xxhash64.
+func CopyTable(ctx context.Context, snap *Snapshot, srcDSN, dstDSN string, p Plan, table string, t topology.TableConfig) (int64, error) {
+	src, err := pgx.Connect(ctx, srcDSN)
+	if err != nil {
+		return 0, fmt.Errorf("connect to the source: %w", err)
+	}
+	defer src.Close(context.Background())
+	dst, err := pgx.Connect(ctx, dstDSN)
+	if err != nil {
+		return 0, fmt.Errorf("connect to the target: %w", err)
+	}
+	defer dst.Close(context.Background())
+
+	tx, err := src.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+snap.Name+"'"); err != nil {
+		return 0, fmt.Errorf("use snapshot %s: %w", snap.Name, err)
+	}
+	name := pgx.Identifier{table}.Sanitize()
+	split, err := newRowFilter(ctx, tx, name, t, p)
+	if err != nil {
+		return 0, err
+	}
+	pr, pw := io.Pipe()
+	copied := make(chan error, 1)
+	go func() {
+		_, err := dst.PgConn().CopyFrom(ctx, pr, "COPY "+name+" FROM STDIN")
+		pr.CloseWithError(err) // unblocks the source side if the target fails
+		copied <- err
+	}()
+	split.out = pw
+	_, err = src.PgConn().CopyTo(ctx, split, "COPY (SELECT * FROM "+name+") TO STDOUT")
+	if err == nil {
+		err = split.end()
+	}
+	pw.CloseWithError(err)
+	if cerr := <-copied; err == nil && cerr != nil {
+		err = fmt.Errorf("COPY into the target: %w", cerr)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("copy %s: %w", table, err)
+	}
+	return split.rows, nil
+}
+
+// rowFilter is an io.Writer for COPY TO data that passes on the rows whose
+// key moves.
+type rowFilter struct {
+	sp   *copyfmt.Splitter
+	kt   topology.KeyType
+	plan Plan
+	out  io.Writer
+	buf  []byte
+	rows int64
+}
+
+func newRowFilter(ctx context.Context, tx pgx.Tx, name string, t topology.TableConfig, p Plan) (*rowFilter, error) {
+	rows, err := tx.Query(ctx, "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum", name)
+	if err != nil {
+		return nil, err
+	}
+	columns, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("columns of %s: %w", name, err)
+	}
+	key := -1
+	for i, c := range columns {
+		if c == t.ShardKey {
+			key = i
+		}
+	}
+	if key < 0 {
+		return nil, fmt.Errorf("table %s has no column %s", name, t.ShardKey)
+	}
+	sp, err := copyfmt.NewSplitter(copyfmt.Options{Null: `\N`}, columns, key)
+	if err != nil {
+		return nil, err
+	}
+	kt := t.KeyType
+	if kt == "" {
+		kt = topology.KeyBigint
+	}
+	return &rowFilter{sp: sp, kt: kt, plan: p}, nil
+}
+
+func (f *rowFilter) Write(data []byte) (int, error) {
+	f.sp.Write(data)
+	if err := f.drain(false); err != nil {
+		return 0, err
+	}
+	return len(data), nil
+}
+
+func (f *rowFilter) end() error { return f.drain(true) }
+
+// drain passes on the complete rows that move, a batch per Write.
+func (f *rowFilter) drain(end bool) error {
+	f.buf = f.buf[:0]
+	for {
+		row, ok, err := f.sp.Next()
+		if !ok && err == nil && end {
+			row, ok, err = f.sp.End()
+			end = false
+		}
+		if err != nil {
+			return err
+		}
+		if !ok {
+			break
+		}
+		if row.Null {
+			return errors.New("a row with a NULL shard key")
+		}
+		id, err := topology.KeyspaceID(f.kt, string(row.Key))
+		if err != nil {
+			return err
+		}
+		if f.plan.Moves(id) {
+			f.buf = append(f.buf, row.Raw...)
+			f.rows++
+		}
+	}
+	if len(f.buf) == 0 {
+		return nil
+	}
+	_, err := f.out.Write(f.buf)
+	return err
+}
