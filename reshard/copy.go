@@ -29,6 +29,9 @@ type Snapshot struct {
 // OpenSnapshot creates the logical replication slot slot (pgoutput) on the
 // server at dsn and exports its snapshot.
 func OpenSnapshot(ctx context.Context, dsn, slot string) (*Snapshot, error) {
+	if !validSlotName(slot) { // it is spliced into a replication command
+		return nil, fmt.Errorf("slot name %q: want 1 to 63 lower-case letters, digits or underscores", slot)
+	}
 	cfg, err := pgconn.ParseConfig(dsn)
 	if err != nil {
 		return nil, err
@@ -50,6 +53,19 @@ func OpenSnapshot(ctx context.Context, dsn, slot string) (*Snapshot, error) {
 		return nil, fmt.Errorf("slot %s: consistent point %q: %w", slot, res.ConsistentPoint, err)
 	}
 	return &Snapshot{Slot: slot, Name: res.SnapshotName, Point: point, repl: repl}, nil
+}
+
+// validSlotName is PostgreSQL's rule for replication slot names.
+func validSlotName(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // Close ends the exported snapshot; the slot stays for the catch-up.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,5 +83,13 @@ func TestCopyTakesTheMovingRowsAsOfTheSnapshot(t *testing.T) {
 	}
 	if rows.Err() != nil || got != len(want) {
 		t.Fatalf("target has %d rows, want %d (%v)", got, len(want), rows.Err())
+	}
+}
+
+func TestSlotNamesAreChecked(t *testing.T) {
+	for _, name := range []string{"", "Upper", "a b", "x; DROP", string(make([]byte, 64))} {
+		if _, err := OpenSnapshot(t.Context(), "postgres://x@127.0.0.1:1/app", name); err == nil || !strings.Contains(err.Error(), "slot name") {
+			t.Errorf("slot name %q: %v, want it refused before connecting", name, err)
+		}
 	}
 }
