@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -51,9 +52,12 @@ type Shard struct {
 
 // Cluster is a running sandbox; its layout is also kept in Dir/sandbox.json.
 type Cluster struct {
-	Dir      string   `json:"dir"`
-	Database string   `json:"database"`
-	Shards   []*Shard `json:"shards"`
+	Dir      string `json:"dir"`
+	Database string `json:"database"`
+	// Fast is Options.Fast of the Start that created the sandbox; shards
+	// added later get the same server settings.
+	Fast   bool     `json:"fast,omitempty"`
+	Shards []*Shard `json:"shards"`
 
 	run *runner
 	log *slog.Logger
@@ -66,9 +70,6 @@ const stateFile = "sandbox.json"
 // the data directories it created so that a retry starts clean.
 func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	began := time.Now()
-	if opts.Dir == "" {
-		return nil, errors.New("sandbox: Options.Dir is required")
-	}
 	if opts.Shards == 0 {
 		opts.Shards = 2
 	}
@@ -84,6 +85,52 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if opts.Database == "" {
 		opts.Database = "app"
 	}
+	c, err := newCluster(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := prepareDir(c.Dir, c.run.cred); err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	err = c.load()
+	switch {
+	case err == nil:
+		if len(c.Shards) != opts.Shards || len(c.Shards[0].Replicas) != opts.Replicas || c.Database != opts.Database {
+			c.log.Info("reusing existing sandbox; ignoring Shards, Replicas and Database options",
+				"dir", c.Dir, "shards", len(c.Shards), "replicas", len(c.Shards[0].Replicas), "database", c.Database)
+		}
+		err = c.restart(ctx)
+	case errors.Is(err, fs.ErrNotExist):
+		err = c.create(ctx, opts)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	c.log.Info("sandbox ready", "dir", c.Dir, "shards", len(c.Shards), "took", time.Since(began).Round(time.Millisecond))
+	return c, nil
+}
+
+// Open loads the existing sandbox in opts.Dir without starting or stopping
+// any server, e.g. to add a shard to a sandbox another process runs. Only
+// Dir, Logger and BinDir of opts matter.
+func Open(opts Options) (*Cluster, error) {
+	c, err := newCluster(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.load(); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("sandbox: no sandbox in %s (start one with shardgate dev --dir %[1]s)", c.Dir)
+		}
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	return c, nil
+}
+
+func newCluster(opts Options) (*Cluster, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("sandbox: Options.Dir is required")
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -96,67 +143,67 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
-	if err := prepareDir(dir, run.cred); err != nil {
-		return nil, fmt.Errorf("sandbox: %w", err)
-	}
-
-	c := &Cluster{Dir: dir, run: run, log: log}
-	data, err := os.ReadFile(filepath.Join(dir, stateFile))
-	switch {
-	case err == nil:
-		if err := json.Unmarshal(data, c); err != nil {
-			return nil, fmt.Errorf("sandbox: reading %s: %w", stateFile, err)
-		}
-		if len(c.Shards) == 0 {
-			return nil, fmt.Errorf("sandbox: %s lists no shards", filepath.Join(dir, stateFile))
-		}
-		c.Dir = dir // the directory may have moved since
-		for _, sh := range c.Shards {
-			sh.Primary.DataDir = filepath.Join(dir, sh.Primary.Name)
-			for _, r := range sh.Replicas {
-				r.DataDir = filepath.Join(dir, r.Name)
-			}
-		}
-		if len(c.Shards) != opts.Shards || len(c.Shards[0].Replicas) != opts.Replicas || c.Database != opts.Database {
-			log.Info("reusing existing sandbox; ignoring Shards, Replicas and Database options",
-				"dir", dir, "shards", len(c.Shards), "replicas", len(c.Shards[0].Replicas), "database", c.Database)
-		}
-		err = c.restart(ctx)
-	case errors.Is(err, fs.ErrNotExist):
-		err = c.create(ctx, opts)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("sandbox: %w", err)
-	}
-	log.Info("sandbox ready", "dir", dir, "shards", len(c.Shards), "took", time.Since(began).Round(time.Millisecond))
-	return c, nil
+	return &Cluster{Dir: dir, run: run, log: log}, nil
 }
 
-func (c *Cluster) create(ctx context.Context, opts Options) (err error) {
-	c.Database = opts.Database
-	ports, err := freePorts(opts.Shards * (1 + opts.Replicas))
+// load fills c from Dir/sandbox.json; the error wraps fs.ErrNotExist when
+// there is none.
+func (c *Cluster) load() error {
+	saved, err := readState(c.Dir)
 	if err != nil {
 		return err
 	}
-	newServer := func(name string) (*Server, error) {
-		s := &Server{Name: name, Port: ports[0], DataDir: filepath.Join(c.Dir, name)}
-		ports = ports[1:]
-		if _, err := os.Lstat(s.DataDir); !errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%s exists but %s has no %s; remove it or pick another Dir", s.DataDir, c.Dir, stateFile)
+	c.Database, c.Fast, c.Shards = saved.Database, saved.Fast, saved.Shards
+	return nil
+}
+
+// readState reads the layout saved in dir, which another process may have
+// extended (AddShard) since this one started.
+func readState(dir string) (*Cluster, error) {
+	path := filepath.Join(dir, stateFile)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var c Cluster
+	if err := json.Unmarshal(data, &c); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	if len(c.Shards) == 0 {
+		return nil, fmt.Errorf("%s lists no shards", path)
+	}
+	// The directory may have moved since.
+	for _, sh := range c.Shards {
+		sh.Primary.DataDir = filepath.Join(dir, sh.Primary.Name)
+		for _, r := range sh.Replicas {
+			r.DataDir = filepath.Join(dir, r.Name)
 		}
-		return s, nil
+	}
+	return &c, nil
+}
+
+// mergeShards returns ours followed by the shards of saved that ours lacks.
+func mergeShards(ours, saved []*Shard) []*Shard {
+	merged := slices.Clone(ours)
+	for _, sh := range saved {
+		if !slices.ContainsFunc(ours, func(o *Shard) bool { return o.Name == sh.Name }) {
+			merged = append(merged, sh)
+		}
+	}
+	return merged
+}
+
+func (c *Cluster) create(ctx context.Context, opts Options) (err error) {
+	c.Database, c.Fast = opts.Database, opts.Fast
+	perShard := 1 + opts.Replicas
+	ports, err := freePorts(opts.Shards*perShard, nil)
+	if err != nil {
+		return err
 	}
 	for i := range opts.Shards {
-		sh := &Shard{Name: fmt.Sprintf("s%d", i)}
-		if sh.Primary, err = newServer(sh.Name + "-primary"); err != nil {
+		sh, err := c.newShard(fmt.Sprintf("s%d", i), ports[i*perShard:(i+1)*perShard])
+		if err != nil {
 			return err
-		}
-		for j := range opts.Replicas {
-			r, err := newServer(fmt.Sprintf("%s-replica%d", sh.Name, j+1))
-			if err != nil {
-				return err
-			}
-			sh.Replicas = append(sh.Replicas, r)
 		}
 		c.Shards = append(c.Shards, sh)
 	}
@@ -165,45 +212,80 @@ func (c *Cluster) create(ctx context.Context, opts Options) (err error) {
 	defer func() {
 		if err != nil {
 			started.stop(c)
-			for _, s := range c.servers() {
-				os.RemoveAll(s.DataDir)
-			}
+			removeData(c.Shards)
 		}
 	}()
 
 	// initdb is CPU-bound; everything else mostly waits on PostgreSQL.
 	initdbSlots := make(chan struct{}, 2)
 	err = each(ctx, len(c.Shards), func(ctx context.Context, i int) error {
-		sh := c.Shards[i]
-		p := sh.Primary
-		initdbSlots <- struct{}{}
-		err := c.initPrimary(ctx, p, opts.Fast)
-		<-initdbSlots
-		if err != nil {
-			return err
-		}
-		if err := c.start(ctx, p, &started); err != nil {
-			return err
-		}
-		// Before the base backups, so replicas start with the database and schema.
-		if err := c.createDatabase(ctx, p, opts.Schema); err != nil {
-			return err
-		}
-		return each(ctx, len(sh.Replicas), func(ctx context.Context, j int) error {
-			r := sh.Replicas[j]
-			if err := c.initReplica(ctx, p, r, opts.Fast); err != nil {
-				return err
-			}
-			if err := c.start(ctx, r, &started); err != nil {
-				return err
-			}
-			return waitRecovery(ctx, r)
-		})
+		return c.initShard(ctx, c.Shards[i], opts.Schema, initdbSlots, &started)
 	})
 	if err != nil {
 		return err
 	}
 	return c.saveState()
+}
+
+// newShard lays out shard name on ports: the primary on the first, one
+// replica on each of the others.
+func (c *Cluster) newShard(name string, ports []int) (*Shard, error) {
+	newServer := func(name string, port int) (*Server, error) {
+		s := &Server{Name: name, Port: port, DataDir: filepath.Join(c.Dir, name)}
+		if _, err := os.Lstat(s.DataDir); !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%s exists but %s does not list it; remove it or pick another name or Dir", s.DataDir, filepath.Join(c.Dir, stateFile))
+		}
+		return s, nil
+	}
+	sh := &Shard{Name: name}
+	var err error
+	if sh.Primary, err = newServer(name+"-primary", ports[0]); err != nil {
+		return nil, err
+	}
+	for j, port := range ports[1:] {
+		r, err := newServer(fmt.Sprintf("%s-replica%d", name, j+1), port)
+		if err != nil {
+			return nil, err
+		}
+		sh.Replicas = append(sh.Replicas, r)
+	}
+	return sh, nil
+}
+
+// initShard creates sh's servers and starts them: initdb and the primary
+// (holding a slot of initdbSlots meanwhile), the Database with schema (if
+// any) on it, then a base backup of it for each replica.
+func (c *Cluster) initShard(ctx context.Context, sh *Shard, schema string, initdbSlots chan struct{}, started *startedSet) error {
+	p := sh.Primary
+	initdbSlots <- struct{}{}
+	err := c.initPrimary(ctx, p)
+	<-initdbSlots
+	if err != nil {
+		return err
+	}
+	if err := c.start(ctx, p, started); err != nil {
+		return err
+	}
+	// Before the base backups, so replicas start with the database and schema.
+	if err := c.createDatabase(ctx, p, schema); err != nil {
+		return err
+	}
+	return each(ctx, len(sh.Replicas), func(ctx context.Context, j int) error {
+		r := sh.Replicas[j]
+		if err := c.initReplica(ctx, p, r); err != nil {
+			return err
+		}
+		if err := c.start(ctx, r, started); err != nil {
+			return err
+		}
+		return waitRecovery(ctx, r)
+	})
+}
+
+func removeData(shards []*Shard) {
+	for _, s := range append(primaries(shards), replicas(shards)...) {
+		os.RemoveAll(s.DataDir)
+	}
 }
 
 // restart starts the servers of an existing sandbox that are not running.
@@ -229,12 +311,12 @@ func (c *Cluster) restart(ctx context.Context) (err error) {
 	}); err != nil {
 		return err
 	}
-	replicas := c.replicas()
-	return each(ctx, len(replicas), func(ctx context.Context, i int) error {
-		if err := bring(ctx, replicas[i]); err != nil {
+	list := replicas(c.Shards)
+	return each(ctx, len(list), func(ctx context.Context, i int) error {
+		if err := bring(ctx, list[i]); err != nil {
 			return err
 		}
-		return waitRecovery(ctx, replicas[i])
+		return waitRecovery(ctx, list[i])
 	})
 }
 
@@ -257,15 +339,35 @@ func StartTemp(ctx context.Context, prefix string, opts Options) (c *Cluster, re
 
 // Stop stops every server, replicas first so they do not log lost
 // connections to their primaries. Servers that are not running are skipped,
-// so Stop is safe to call twice.
+// so Stop is safe to call twice. Shards that another process added to Dir
+// (AddShard) since this Cluster was loaded are stopped too: Stop reads
+// sandbox.json again.
 func (c *Cluster) Stop() error {
 	ctx := context.Background()
+	shards := c.Shards
+	saved, err := readState(c.Dir)
+	switch {
+	case err == nil:
+		shards = mergeShards(shards, saved.Shards)
+	case !errors.Is(err, fs.ErrNotExist):
+		c.log.Warn("stopping only the servers this process knows of", "err", err)
+	}
 	stopAll := func(list []*Server) error {
 		return each(ctx, len(list), func(ctx context.Context, i int) error {
 			return c.stop(ctx, list[i])
 		})
 	}
-	return errors.Join(stopAll(c.replicas()), stopAll(c.primaries()))
+	return errors.Join(stopAll(replicas(shards)), stopAll(primaries(shards)))
+}
+
+// Shard returns the shard named name, or nil if there is none.
+func (c *Cluster) Shard(name string) *Shard {
+	for _, sh := range c.Shards {
+		if sh.Name == name {
+			return sh
+		}
+	}
+	return nil
 }
 
 // ConfigYAML returns a shardgate config for this cluster, listening on listen.
@@ -274,12 +376,7 @@ func (c *Cluster) ConfigYAML(listen string) []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, "listen: %s\ndatabase: %s\npool: {mode: transaction, size: 20}\nshards:\n", listen, c.Database)
 	for _, sh := range c.Shards {
-		var replicas []string
-		for _, r := range sh.Replicas {
-			replicas = append(replicas, r.url(c.Database))
-		}
-		fmt.Fprintf(&b, "  - name: %s\n    primary: %s\n    replicas: [%s]\n",
-			sh.Name, sh.Primary.url(c.Database), strings.Join(replicas, ", "))
+		b.WriteString(c.ShardYAML(sh))
 	}
 	b.WriteString("keyspace:\n")
 	for i, r := range keyRanges(len(c.Shards)) {
@@ -292,6 +389,16 @@ func (c *Cluster) ConfigYAML(listen string) []byte {
 reference_tables: [countries]
 `)
 	return []byte(b.String())
+}
+
+// ShardYAML returns sh as an entry of a shardgate config's shards list.
+func (c *Cluster) ShardYAML(sh *Shard) string {
+	var replicas []string
+	for _, r := range sh.Replicas {
+		replicas = append(replicas, r.url(c.Database))
+	}
+	return fmt.Sprintf("  - name: %s\n    primary: %s\n    replicas: [%s]\n",
+		sh.Name, sh.Primary.url(c.Database), strings.Join(replicas, ", "))
 }
 
 // keyRanges splits the keyspace evenly in Vitess notation, shard i starting
@@ -310,23 +417,23 @@ func keyRanges(n int) []string {
 	return ranges
 }
 
-func (c *Cluster) primaries() []*Server {
+func primaries(shards []*Shard) []*Server {
 	var list []*Server
-	for _, sh := range c.Shards {
+	for _, sh := range shards {
 		list = append(list, sh.Primary)
 	}
 	return list
 }
 
-func (c *Cluster) replicas() []*Server {
+func replicas(shards []*Shard) []*Server {
 	var list []*Server
-	for _, sh := range c.Shards {
+	for _, sh := range shards {
 		list = append(list, sh.Replicas...)
 	}
 	return list
 }
 
-func (c *Cluster) servers() []*Server { return append(c.primaries(), c.replicas()...) }
+func (c *Cluster) servers() []*Server { return append(primaries(c.Shards), replicas(c.Shards)...) }
 
 func (c *Cluster) saveState() error {
 	data, err := json.MarshalIndent(c, "", "  ")

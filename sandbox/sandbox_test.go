@@ -144,3 +144,86 @@ func query(ctx context.Context, t *testing.T, s *Server, sql string) string {
 	}
 	return string(results[0].Rows[0][0])
 }
+
+// TestAddShard adds a shard to a running sandbox through one Cluster and
+// stops it through another loaded before the addition, as `dev add-shard`
+// and a running `dev` do; Start must then bring the new shard back.
+func TestAddShard(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	opts := Options{
+		Dir: t.TempDir(), Shards: 1, Replicas: 1, Schema: Schema, Fast: true,
+		Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
+	}
+	c, err := Start(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Stop() })
+	loadedBefore, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	began := time.Now()
+	sh, err := c.AddShard(ctx, "s9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("AddShard (Fast, 1 replica) took %v", time.Since(began))
+	if len(sh.Replicas) != 1 || c.Shard("s9") != sh || len(c.Shards) != 2 {
+		t.Fatalf("AddShard gave %d replicas; cluster has %d shards", len(sh.Replicas), len(c.Shards))
+	}
+	p, r := sh.Primary, sh.Replicas[0]
+	if got := query(ctx, t, p, "SELECT to_regclass('public.users') IS NULL AND current_setting('fsync') = 'off'"); got != "t" {
+		t.Errorf("%s: want database app without the schema, and Fast settings (fsync off)", p.Name)
+	}
+	query(ctx, t, p, "CREATE TABLE t AS SELECT 42 AS id")
+	waitFor(ctx, t, r, "SELECT to_regclass('public.t') IS NOT NULL", "t")
+	if got := query(ctx, t, r, "SELECT count(*) FROM t WHERE id = 42"); got != "1" {
+		t.Errorf("%s: the row written on %s: count %s, want 1", r.Name, p.Name, got)
+	}
+	if _, err := c.AddShard(ctx, "s9"); err == nil || !strings.Contains(err.Error(), "shard s9 exists") {
+		t.Errorf("second AddShard s9: %v, want an error saying it exists", err)
+	}
+
+	saved, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := saved.Shard("s9"); got == nil || got.Primary.Port != p.Port || got.Replicas[0].Port != r.Port || !saved.Fast {
+		t.Fatalf("sandbox.json: s9 = %+v, fast %v", got, saved.Fast)
+	}
+
+	if err := loadedBefore.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range c.servers() {
+		if c.Running(ctx, s) {
+			t.Errorf("%s still runs after Stop of a Cluster loaded before AddShard", s.Name)
+		}
+	}
+	again, err := Start(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { again.Stop() })
+	if got := query(ctx, t, again.Shard("s9").Replicas[0], "SELECT count(*) FROM t WHERE id = 42"); got != "1" {
+		t.Errorf("s9's replica after restart: count %s, want 1", got)
+	}
+	if err := again.Stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFor polls sql on s until it returns want, for up to 5s.
+func waitFor(ctx context.Context, t *testing.T, s *Server, sql, want string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for query(ctx, t, s, sql) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %s did not return %s within 5s", s.Name, sql, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

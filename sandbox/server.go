@@ -173,10 +173,10 @@ func traversable(st os.FileInfo, cred *syscall.Credential) bool {
 	return false
 }
 
-func (c *Cluster) initPrimary(ctx context.Context, s *Server, fast bool) error {
+func (c *Cluster) initPrimary(ctx context.Context, s *Server) error {
 	c.log.Info("initdb " + s.Name)
 	args := []string{"-D", s.DataDir, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"}
-	if fast {
+	if c.Fast {
 		args = append(args, "-N")
 	}
 	if err := c.run.exec(ctx, "initdb", args...); err != nil {
@@ -200,7 +200,7 @@ max_prepared_transactions = 20
 	// synchronous_commit stays on even when fast: with fsync off a commit
 	// costs only a write, and off would hold WAL back from the replicas for
 	// up to wal_writer_delay (200 ms), far from how replicas lag in production.
-	if fast {
+	if c.Fast {
 		conf += `fsync = off
 full_page_writes = off
 shared_buffers = 16MB
@@ -209,13 +209,13 @@ shared_buffers = 16MB
 	return appendConf(s, conf)
 }
 
-func (c *Cluster) initReplica(ctx context.Context, primary, s *Server, fast bool) error {
+func (c *Cluster) initReplica(ctx context.Context, primary, s *Server) error {
 	c.log.Info("pg_basebackup "+s.Name, "from", primary.Name)
 	// A slot keeps the primary's WAL for the replica while it is stopped.
 	slot := strings.ReplaceAll(s.Name, "-", "_")
 	args := []string{"-h", "127.0.0.1", "-p", strconv.Itoa(primary.Port), "-U", "postgres",
 		"-D", s.DataDir, "-R", "-X", "stream", "-c", "fast", "-C", "-S", slot}
-	if fast {
+	if c.Fast {
 		args = append(args, "-N")
 	}
 	if err := c.run.exec(ctx, "pg_basebackup", args...); err != nil {
@@ -343,17 +343,21 @@ func wrapSQL(s *Server, err error) error {
 	return nil
 }
 
-// freePorts reserves n distinct free loopback ports. Holding all listeners
-// until the end keeps the kernel from handing out the same port twice.
-func freePorts(n int) ([]int, error) {
+// freePorts reserves n distinct free loopback ports, none in avoid (ports
+// of stopped servers, free now but taken again when they start). Holding
+// all listeners until the end keeps the kernel from handing out the same
+// port twice.
+func freePorts(n int, avoid map[int]bool) ([]int, error) {
 	var ports []int
-	for range n {
+	for len(ports) < n {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, err
 		}
 		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		if port := l.Addr().(*net.TCPAddr).Port; !avoid[port] {
+			ports = append(ports, port)
+		}
 	}
 	return ports, nil
 }
