@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -108,6 +109,22 @@ func TestDev(t *testing.T) {
 	if got := strings.TrimSpace(string(b)); got != "INSERT 0 1\nseven" {
 		t.Fatalf("psql printed %q, want the insert tag and the row read back", got)
 	}
+	if b, err := exec.Command("psql", "-X", "-At", "postgresql://postgres@"+listen+"/shardgate", "-c", "SHOW POOLS").CombinedOutput(); err != nil {
+		t.Errorf("admin console as postgres: %v\n%s", err, b)
+	}
+	// add-shard from another command while dev runs: dev must stop the new
+	// servers too.
+	added, err := runCLI(t, ctx, "dev", "add-shard", "--dir", dir, "--name", "s2", "--log-level", "warn")
+	if err != nil || !strings.Contains(added, "  - name: s2\n") {
+		t.Fatalf("add-shard: %v\n%s", err, added)
+	}
+	addedHosts := regexp.MustCompile(`(?m)^(?:primary|replica): postgres://postgres@([^/]+)/app`).FindAllStringSubmatch(added, -1)
+	if len(addedHosts) != 2 {
+		t.Fatalf("add-shard printed %d DSNs, want a primary and a replica:\n%s", len(addedHosts), added)
+	}
+	if out, err := runCLI(t, ctx, "dev", "add-shard", "--dir", dir, "--name", "s2"); err == nil || !strings.Contains(err.Error(), "shard s2 exists") {
+		t.Errorf("add-shard s2 again: %v\n%s", err, out)
+	}
 	// dev turns on metrics and pprof.
 	if body := httpGet(t, "http://"+metricsAddr+"/metrics"); !strings.Contains(body, `shardgate_queries_total{role="primary",shard="s0"}`) &&
 		!strings.Contains(body, `shardgate_queries_total{role="primary",shard="s1"}`) {
@@ -135,11 +152,19 @@ func TestDev(t *testing.T) {
 	for _, sh := range cfg.Shards {
 		for _, dsn := range append([]string{sh.Primary}, sh.Replicas...) {
 			u, _ := url.Parse(dsn)
-			if conn, err := net.DialTimeout("tcp", u.Host, time.Second); err == nil {
-				conn.Close()
-				t.Errorf("server %s still listening after dev stopped", u.Host)
-			}
+			assertClosed(t, u.Host)
 		}
+	}
+	for _, m := range addedHosts {
+		assertClosed(t, m[1])
+	}
+}
+
+func assertClosed(t *testing.T, hostPort string) {
+	t.Helper()
+	if conn, err := net.DialTimeout("tcp", hostPort, time.Second); err == nil {
+		conn.Close()
+		t.Errorf("server %s still listening after dev stopped", hostPort)
 	}
 }
 
