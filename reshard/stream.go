@@ -283,7 +283,7 @@ func (s *Stream) run(ctx context.Context, until pglogrepl.LSN) error {
 	if !validSlotName(s.Slot) || !validSlotName(s.Publication) {
 		return fmt.Errorf("slot %q, publication %q: want 1 to 63 lower-case letters, digits or underscores", s.Slot, s.Publication)
 	}
-	r := &runner{s: s, until: until, log: s.Log, rels: map[uint32]*relation{}}
+	r := &runner{s: s, until: until, log: s.Log, rels: map[uint32]*relation{}, prepared: map[string]*pgconn.StatementDescription{}}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -312,6 +312,8 @@ type runner struct {
 	src   *pgx.Conn // opened on first need
 	rels  map[uint32]*relation
 	batch batch
+	// prepared holds the target's prepared statements by their SQL.
+	prepared map[string]*pgconn.StatementDescription
 
 	// Positions: every source commit below processed is applied, queued in
 	// the batch or needs nothing; below handled, applied on the target or

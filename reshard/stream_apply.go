@@ -466,7 +466,11 @@ func (r *runner) truncate(ctx context.Context, m *pglogrepl.TruncateMessage) err
 // target in chunks inside one target transaction.
 func (r *runner) queue(ctx context.Context, rel *relation, op, sql string, vals [][]byte, oids []uint32) error {
 	r.txnKept++
-	r.batch.add(statement{rel: rel, op: op, commit: r.txnCommit}, sql, vals, oids)
+	sd, err := r.prepare(ctx, sql, oids)
+	if err != nil {
+		return r.errorf(rel, "prepare %s: %v", op, err)
+	}
+	r.batch.add(statement{rel: rel, op: op, commit: r.txnCommit, sd: sd}, sql, vals, oids)
 	if r.batch.queued() < chunkStatements {
 		return nil
 	}
@@ -478,6 +482,21 @@ type statement struct {
 	rel    *relation
 	op     string
 	commit pglogrepl.LSN
+	sd     *pgconn.StatementDescription // prepared, or nil
+}
+
+// prepare returns the statement sql prepared on the target: a change is
+// then planned once per shape, not once per row.
+func (r *runner) prepare(ctx context.Context, sql string, oids []uint32) (*pgconn.StatementDescription, error) {
+	if sd, ok := r.prepared[sql]; ok {
+		return sd, nil
+	}
+	sd, err := r.dst.PgConn().Prepare(ctx, "shardgate_"+strconv.Itoa(len(r.prepared)), sql, oids)
+	if err != nil {
+		return nil, err
+	}
+	r.prepared[sql] = sd
+	return sd, nil
 }
 
 // batch is the target transaction being built: statements queued but not
@@ -505,7 +524,11 @@ func (b *batch) add(s statement, sql string, vals [][]byte, oids []uint32) {
 			b.what = append(b.what, statement{op: "begin"})
 		}
 	}
-	b.b.ExecParams(sql, vals, oids, nil, nil)
+	if s.sd != nil {
+		b.b.ExecStatement(s.sd, vals, nil, nil)
+	} else {
+		b.b.ExecParams(sql, vals, oids, nil, nil)
+	}
 	b.what = append(b.what, s)
 	if s.rel != nil {
 		b.changes++
