@@ -43,10 +43,11 @@ type Stream struct {
 // Progress is where a Run stands.
 type Progress struct {
 	Applied   pglogrepl.LSN // every source commit below it is applied on the target
-	SourceEnd pglogrepl.LSN // the furthest source WAL position the slot has reported
+	SourceEnd pglogrepl.LSN // the source's WAL position (asked at most every 500 ms) or the slot's, if further
 	LagBytes  uint64        // SourceEnd - Applied
 	// Lag is the age of the commit of the oldest source transaction
-	// received but not yet applied: 0 when caught up.
+	// received but not applied; in the report after a batch, of the
+	// batch's oldest (the delay it was applied with). 0 when caught up.
 	Lag time.Duration
 	// Txns and Changes count, for this Run, the source transactions with
 	// a change to apply and the row changes applied.
@@ -71,6 +72,8 @@ const (
 	// A slot stays active for a moment after the previous Run's connection
 	// closes; a new Run waits that long for it.
 	slotBusyWait = 10 * time.Second
+	// How often a Run with OnProgress asks the source for its WAL position.
+	sourceEndEvery = 500 * time.Millisecond
 )
 
 // textSettings make the text forms the source sends and the target parses
@@ -328,6 +331,7 @@ type runner struct {
 	pendingSince   time.Time     // commit time of the oldest source transaction not yet applied
 	lastRecv       time.Time     // last message received or probe sent
 	lastStatus     time.Time
+	endAsked       time.Time // when the source was last asked for its WAL position
 	txns, changes  int64
 }
 
@@ -560,7 +564,7 @@ func (r *runner) keepalive(ctx context.Context, k pglogrepl.PrimaryKeepaliveMess
 			return false, err
 		}
 	}
-	r.report()
+	r.report(ctx, r.pendingSince)
 	return false, nil
 }
 
@@ -637,11 +641,12 @@ func (r *runner) flush(ctx context.Context) error {
 		r.changes += int64(changes)
 		r.log.Debug("applied", "txns", txns, "changes", changes, "position", r.processed)
 	}
+	since := r.pendingSince
 	r.handled, r.pendingSince = r.processed, time.Time{}
 	if err := r.status(false); err != nil {
 		return err
 	}
-	r.report()
+	r.report(ctx, since)
 	return nil
 }
 
@@ -658,18 +663,32 @@ func (r *runner) finish(ctx context.Context) error {
 		return err
 	}
 	r.stored = r.handled
-	r.report()
+	r.report(ctx, time.Time{})
 	return nil
 }
 
-func (r *runner) report() {
+// report tells OnProgress where the stream stands. Lag is measured from
+// since: after a batch, the commit of its oldest transaction (the delay it
+// was applied with); otherwise that of the oldest one pending.
+func (r *runner) report(ctx context.Context, since time.Time) {
 	if r.s.OnProgress == nil {
 		return
 	}
+	// The slot reports positions it has decoded to; while it decodes a
+	// backlog, only the source knows how much WAL lies ahead.
+	if time.Since(r.endAsked) >= sourceEndEvery {
+		r.endAsked = time.Now()
+		var end string
+		if err := r.src.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&end); err != nil {
+			r.log.Debug("source WAL position", "err", err)
+		} else if lsn, err := pglogrepl.ParseLSN(end); err == nil {
+			r.sourceEnd = max(r.sourceEnd, lsn)
+		}
+	}
 	p := Progress{Applied: r.handled, SourceEnd: max(r.sourceEnd, r.handled), Txns: r.txns, Changes: r.changes}
 	p.LagBytes = uint64(p.SourceEnd - p.Applied)
-	if !r.pendingSince.IsZero() {
-		p.Lag = max(time.Since(r.pendingSince), 0)
+	if !since.IsZero() {
+		p.Lag = max(time.Since(since), 0)
 	}
 	r.s.OnProgress(p)
 }

@@ -144,12 +144,14 @@ func query(t testing.TB, dsn, sql string, dest ...any) {
 }
 
 // catchUp runs s until the source's current position and returns the
-// last progress it reported.
-func catchUp(t testing.TB, s *Stream) Progress {
+// last progress it reported and the largest lag of any report.
+func catchUp(t testing.TB, s *Stream) (last, peak Progress) {
 	t.Helper()
 	until := walPosition(t, s.SourceDSN)
-	var last Progress
-	s.OnProgress = func(p Progress) { last = p }
+	s.OnProgress = func(p Progress) {
+		last = p
+		peak.LagBytes, peak.Lag = max(peak.LagBytes, p.LagBytes), max(peak.Lag, p.Lag)
+	}
 	defer func() { s.OnProgress = nil }()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -160,7 +162,7 @@ func catchUp(t testing.TB, s *Stream) Progress {
 	if err != nil || applied < until {
 		t.Fatalf("applied position %s after running until %s (%v)", applied, until, err)
 	}
-	return last
+	return last, peak
 }
 
 // rowsOf returns the rows of a query's first column (key) and row text.
@@ -233,6 +235,7 @@ func TestStreamAppliesTheRangeOfShardedTables(t *testing.T) {
 		map[string]topology.TableConfig{"st_rows": {ShardKey: "k"}}, nil)
 	src := s.SourceDSN
 	execAll(t, src,
+		"INSERT INTO st_rows SELECT k, 4, 'bulk' FROM generate_series(1, 9000) k", // one transaction, in chunks
 		"INSERT INTO st_rows SELECT k, 1, 'a' || k FROM generate_series(1, 300) k",
 		"INSERT INTO st_rows SELECT k, 2, NULL FROM generate_series(1, 50) k",
 		"INSERT INTO st_other SELECT generate_series(1, 100)",
@@ -240,12 +243,15 @@ func TestStreamAppliesTheRangeOfShardedTables(t *testing.T) {
 		"DELETE FROM st_rows WHERE k % 5 = 0",
 		"BEGIN", "UPDATE st_rows SET v = 'c' WHERE k % 7 = 0", "DELETE FROM st_rows WHERE k % 11 = 0", "COMMIT",
 	)
-	first := catchUp(t, s)
-	if want := wantRange(t, s, "SELECT k * 10 + id, st_rows::text FROM st_rows", func(k int64) int64 { return k / 10 }); len(want) < 50 || len(want) > 250 {
+	last, peak := catchUp(t, s)
+	if want := wantRange(t, s, "SELECT k * 10 + id, st_rows::text FROM st_rows", func(k int64) int64 { return k / 10 }); len(want) < 3000 || len(want) > 6500 {
 		t.Fatalf("%d of the rows are in the range: the test needs both kinds", len(want))
 	}
-	if first.Changes == 0 || first.Txns == 0 || first.Lag != 0 || first.LagBytes != 0 {
-		t.Errorf("progress after catching up: %+v", first)
+	if last.Changes < 4500 || last.Txns != 6 || last.LagBytes > 1<<20 {
+		t.Errorf("progress after catching up: %+v", last)
+	}
+	if peak.LagBytes == 0 || peak.Lag == 0 {
+		t.Errorf("largest lag while catching up: %d bytes, %s; want the backlog seen", peak.LagBytes, peak.Lag)
 	}
 	if n := len(rowsOf(t, s.TargetDSN, "SELECT id, ''::text FROM st_other")); n != 0 {
 		t.Errorf("target has %d rows of st_other, a table the stream does not take", n)
@@ -264,7 +270,8 @@ func TestStreamAppliesTheRangeOfShardedTables(t *testing.T) {
 			t.Fatalf("no key moves %s: %v", kind, kinds)
 		}
 	}
-	execAll(t, src, "UPDATE st_rows SET k = k + 1000, v = 'moved' WHERE k BETWEEN 201 AND 260",
+	execAll(t, src, "DELETE FROM st_rows WHERE id = 4 AND k > 300",
+		"UPDATE st_rows SET k = k + 1000, v = 'moved' WHERE k BETWEEN 201 AND 260",
 		"UPDATE st_rows SET id = 3 WHERE k BETWEEN 100 AND 120 AND id = 1") // the key stays, the primary key changes
 	catchUp(t, s)
 	wantRange(t, s, "SELECT k * 10 + id, st_rows::text FROM st_rows", func(k int64) int64 { return k / 10 })
@@ -310,21 +317,32 @@ func TestStreamKeepsUnchangedToastColumns(t *testing.T) {
 
 func TestStreamAppliesReferenceTablesInFull(t *testing.T) {
 	s := newStream(t, "st_ref",
-		[]string{"CREATE TABLE st_ref (code bigint PRIMARY KEY, name text)", "CREATE TABLE st_refsharded (id bigint PRIMARY KEY)"},
-		[]string{"st_ref", "st_refsharded"},
-		map[string]topology.TableConfig{"st_refsharded": {ShardKey: "id"}}, []string{"st_ref"})
+		[]string{"CREATE TABLE st_ref (code bigint PRIMARY KEY, name text)", "CREATE TABLE st_refsharded (id bigint PRIMARY KEY)",
+			"CREATE TABLE st_refnokey (code bigint, name text)", "ALTER TABLE st_refnokey REPLICA IDENTITY FULL"},
+		[]string{"st_ref", "st_refsharded", "st_refnokey"},
+		map[string]topology.TableConfig{"st_refsharded": {ShardKey: "id"}}, []string{"st_ref", "st_refnokey"})
 	src := s.SourceDSN
 	execAll(t, src,
 		"INSERT INTO st_ref SELECT i, 'name ' || i FROM generate_series(1, 100) i",
 		"UPDATE st_ref SET name = 'renamed' WHERE code % 4 = 0",
 		"UPDATE st_ref SET code = code + 1000 WHERE code % 10 = 1",
 		"DELETE FROM st_ref WHERE code % 9 = 0",
+		// Without a key, rows are found by all their columns, and one of
+		// two equal rows is deleted or updated as on the source.
+		"INSERT INTO st_refnokey VALUES (1, 'twin'), (1, 'twin'), (2, NULL), (3, 'x'), (3, 'x')",
+		"DELETE FROM st_refnokey WHERE ctid = (SELECT min(ctid) FROM st_refnokey WHERE code = 1)",
+		"UPDATE st_refnokey SET name = 'named' WHERE code = 2",
+		"UPDATE st_refnokey SET name = 'y' WHERE ctid = (SELECT min(ctid) FROM st_refnokey WHERE code = 3)",
 	)
 	catchUp(t, s)
 	const rows = "SELECT code, st_ref::text FROM st_ref"
 	want, got := rowsOf(t, src, rows), rowsOf(t, s.TargetDSN, rows)
 	if !maps.Equal(want, got) || len(want) < 80 {
 		t.Fatalf("target has %d rows of st_ref, source %d, or they differ", len(got), len(want))
+	}
+	const nokey = "SELECT 0, string_agg(st_refnokey::text, ' ' ORDER BY st_refnokey::text) FROM st_refnokey"
+	if got := rowsOf(t, s.TargetDSN, nokey)[0]; got != "(1,twin) (2,named) (3,x) (3,y)" {
+		t.Errorf("target st_refnokey: %s", got)
 	}
 
 	execAll(t, src, "TRUNCATE st_ref", "INSERT INTO st_ref VALUES (7, 'after the truncate')")
@@ -528,6 +546,29 @@ func increments(dsn string, rows, txns int) error {
 	return nil
 }
 
+// TestStreamErrorNamesTableAndTransaction: a change the target refuses
+// stops the stream with the table and the source transaction, and the
+// target keeps none of that transaction.
+func TestStreamErrorNamesTableAndTransaction(t *testing.T) {
+	s := newStream(t, "st_refused", []string{"CREATE TABLE st_refused (id bigint PRIMARY KEY, n int)"},
+		[]string{"st_refused"}, map[string]topology.TableConfig{"st_refused": {ShardKey: "id"}}, nil)
+	execAll(t, s.TargetDSN, "ALTER TABLE st_refused ADD CHECK (n < 100)")
+	execAll(t, s.SourceDSN, "INSERT INTO st_refused SELECT i, i FROM generate_series(1, 200) i")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := s.Run(ctx, walPosition(t, s.SourceDSN))
+	if err == nil || !strings.Contains(err.Error(), "table st_refused") || !strings.Contains(err.Error(), "source transaction committed at ") ||
+		!strings.Contains(err.Error(), "23514") {
+		t.Fatalf("Run: %v, want the check violation with its table and transaction", err)
+	}
+	if got := rowsOf(t, s.TargetDSN, "SELECT id, n::text FROM st_refused"); len(got) != 0 {
+		t.Fatalf("target kept %d rows of a transaction it refused", len(got))
+	}
+	if applied, err := Applied(ctx, s.TargetDSN, s.Slot); err != nil || applied != 0 {
+		t.Fatalf("applied position %s (%v), want none", applied, err)
+	}
+}
+
 func TestStreamRefusesBadNames(t *testing.T) {
 	s := &Stream{Slot: "Bad Name", Publication: "ok", SourceDSN: "postgres://x@127.0.0.1:1/app", TargetDSN: "postgres://x@127.0.0.1:1/app"}
 	if err := s.Run(t.Context(), 0); err == nil || !strings.Contains(err.Error(), "Bad Name") {
@@ -538,13 +579,20 @@ func TestStreamRefusesBadNames(t *testing.T) {
 	}
 }
 
-// BenchmarkStreamInserts measures applied changes per second for
-// transactions of 10 inserted rows, all in the range.
+// BenchmarkStreamInserts measures applied changes per second for 10,000
+// rows inserted in transactions of 1, 10 or 1,000 rows, all in the range:
+// the time of a Run that catches up with them, from its start.
 func BenchmarkStreamInserts(b *testing.B) {
-	s := newStream(b, "st_bench", []string{"CREATE TABLE st_bench (id bigint PRIMARY KEY, v text, n int)"},
-		[]string{"st_bench"}, map[string]topology.TableConfig{"st_bench": {ShardKey: "id"}}, nil)
+	for _, perTxn := range []int{1, 10, 1000} {
+		b.Run(fmt.Sprintf("rows=%d", perTxn), func(b *testing.B) { benchmarkInserts(b, perTxn) })
+	}
+}
+
+func benchmarkInserts(b *testing.B, perTxn int) {
+	name := fmt.Sprintf("st_bench%d", perTxn)
+	s := newStream(b, name, []string{"CREATE TABLE " + name + " (id bigint PRIMARY KEY, v text, n int)"},
+		[]string{name}, map[string]topology.TableConfig{name: {ShardKey: "id"}}, nil)
 	s.Range = topology.KeyRange{EndMax: true}
-	const perTxn = 10
 	rows := 0
 	var took time.Duration
 	var changes int64
@@ -555,8 +603,8 @@ func BenchmarkStreamInserts(b *testing.B) {
 			b.Fatal(err)
 		}
 		var sb strings.Builder
-		for range 1000 {
-			fmt.Fprintf(&sb, "BEGIN; INSERT INTO st_bench SELECT g, 'value ' || g, 0 FROM generate_series(%d, %d) g; COMMIT;", rows+1, rows+perTxn)
+		for range 10000 / perTxn {
+			fmt.Fprintf(&sb, "BEGIN; INSERT INTO %s SELECT g, 'value ' || g, 0 FROM generate_series(%d, %d) g; COMMIT;", name, rows+1, rows+perTxn)
 			rows += perTxn
 		}
 		if _, err := conn.Exec(context.Background(), sb.String()).ReadAll(); err != nil {
@@ -565,7 +613,7 @@ func BenchmarkStreamInserts(b *testing.B) {
 		conn.Close(context.Background())
 		b.StartTimer()
 		began := time.Now()
-		p := catchUp(b, s)
+		p, _ := catchUp(b, s)
 		took += time.Since(began)
 		changes += p.Changes
 	}
