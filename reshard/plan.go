@@ -11,23 +11,29 @@ import (
 	"github.com/shardgate/shardgate/topology"
 )
 
-// Plan is one reshard: the keys of Moving leave shard Source for Target. A
-// split moves the upper part of an existing range, a move all of it. Like
-// Vitess, shardgate moves keys only onto a new shard (one the config does
-// not have yet), so the target's rows are exactly the moved ones and
-// verifying them is a comparison, not a search.
+// Plan is one reshard: every key of the source shard's range From leaves it
+// for new shards, one Part each. As in Vitess, the source shard leaves the
+// layout at cutover: it still holds the moved rows until complete, and a
+// scatter query that reached it would see them twice. Keys move only onto
+// new shards (ones the config does not have yet), so a target's rows are
+// exactly its part's and verifying them is a comparison, not a search.
 type Plan struct {
 	Source string
-	Target topology.ShardConfig
-	From   topology.KeyRange // the keyspace entry that changes
-	Moving topology.KeyRange // the keys that move: all of From, or its upper part
+	From   topology.KeyRange // the source's only keyspace entry
+	Parts  []Part            // tile From in key order
 }
 
-// Split plans moving the keys of rangeSpec from at upwards to the new shard to;
-// the keys below at stay where they are. at is a keyspace bound in the
-// notation of ranges ("c0" is 0xc000000000000000).
-func Split(cfg *topology.Config, rangeSpec, at string, to topology.ShardConfig) (Plan, error) {
-	p, err := plan(cfg, rangeSpec, to)
+// Part is the keys of Range going to Target.
+type Part struct {
+	Range  topology.KeyRange
+	Target topology.ShardConfig
+}
+
+// Split plans moving the keys of rangeSpec below at to lower and the rest
+// to upper. at is a keyspace bound in the notation of ranges ("c0" is
+// 0xc000000000000000).
+func Split(cfg *topology.Config, rangeSpec, at string, lower, upper topology.ShardConfig) (Plan, error) {
+	p, err := plan(cfg, rangeSpec, lower, upper)
 	if err != nil {
 		return Plan{}, err
 	}
@@ -38,7 +44,10 @@ func Split(cfg *topology.Config, rangeSpec, at string, to topology.ShardConfig) 
 	if !p.From.Contains(bound.Start) || bound.Start == p.From.Start {
 		return Plan{}, fmt.Errorf("split point %s is not inside range %s", at, p.From)
 	}
-	p.Moving = topology.KeyRange{Start: bound.Start, End: p.From.End, EndMax: p.From.EndMax}
+	p.Parts = []Part{
+		{Range: topology.KeyRange{Start: p.From.Start, End: bound.Start}, Target: lower},
+		{Range: topology.KeyRange{Start: bound.Start, End: p.From.End, EndMax: p.From.EndMax}, Target: upper},
+	}
 	return p, nil
 }
 
@@ -48,11 +57,11 @@ func Move(cfg *topology.Config, rangeSpec string, to topology.ShardConfig) (Plan
 	if err != nil {
 		return Plan{}, err
 	}
-	p.Moving = p.From
+	p.Parts = []Part{{Range: p.From, Target: to}}
 	return p, nil
 }
 
-func plan(cfg *topology.Config, rangeSpec string, to topology.ShardConfig) (Plan, error) {
+func plan(cfg *topology.Config, rangeSpec string, targets ...topology.ShardConfig) (Plan, error) {
 	from, err := topology.ParseKeyRange(rangeSpec)
 	if err != nil {
 		return Plan{}, fmt.Errorf("range %q: %w", rangeSpec, err)
@@ -62,15 +71,28 @@ func plan(cfg *topology.Config, rangeSpec string, to topology.ShardConfig) (Plan
 		return Plan{}, err
 	}
 	source := cfg.Keyspace[i].Shard
-	switch {
-	case to.Name == source:
-		return Plan{}, fmt.Errorf("range %s is already on shard %s", from, to.Name)
-	case slices.ContainsFunc(cfg.Shards, func(s topology.ShardConfig) bool { return s.Name == to.Name }):
-		return Plan{}, fmt.Errorf("shard %s already owns a range: keys move only onto a new shard", to.Name)
-	case to.Primary == "":
-		return Plan{}, fmt.Errorf("new shard %s needs a primary DSN", to.Name)
+	for j, r := range cfg.Keyspace {
+		if j != i && r.Shard == source {
+			return Plan{}, fmt.Errorf("shard %s also owns range %s: a reshard moves all of a shard's keys, so that the copy it keeps until complete is never queried (reshard one shard per range)", source, r.Range)
+		}
 	}
-	return Plan{Source: source, Target: to, From: from}, nil
+	seen := map[string]bool{}
+	for _, to := range targets {
+		switch {
+		case to.Name == "":
+			return Plan{}, errors.New("a target shard needs a name")
+		case to.Name == source:
+			return Plan{}, fmt.Errorf("range %s is already on shard %s", from, to.Name)
+		case slices.ContainsFunc(cfg.Shards, func(s topology.ShardConfig) bool { return s.Name == to.Name }):
+			return Plan{}, fmt.Errorf("shard %s is already in the config: keys move only onto a new shard", to.Name)
+		case seen[to.Name]:
+			return Plan{}, fmt.Errorf("shard %s is named twice: each part of a split needs its own new shard", to.Name)
+		case to.Primary == "":
+			return Plan{}, fmt.Errorf("new shard %s needs a primary DSN", to.Name)
+		}
+		seen[to.Name] = true
+	}
+	return Plan{Source: source, From: from}, nil
 }
 
 // entryOf finds the keyspace entry that is exactly r.
@@ -89,35 +111,33 @@ func entryOf(cfg *topology.Config, r topology.KeyRange) (int, error) {
 	return 0, fmt.Errorf("range %s is not in the keyspace (its ranges: %v)", r, ranges)
 }
 
-// Apply returns a copy of cfg with the keyspace after the reshard, checked
-// as the proxy would check it. cfg is not changed.
+// Apply returns a copy of cfg with the layout after the reshard, checked as
+// the proxy would check it; cfg is not changed. The first target takes the
+// source's place in the shard list and the others are appended, so every
+// other shard keeps its position: running proxies switch without
+// renumbering what their clients hold.
 func (p Plan) Apply(cfg *topology.Config) (*topology.Config, error) {
 	i, err := entryOf(cfg, p.From)
 	if err != nil {
 		return nil, err
 	}
+	pos := slices.IndexFunc(cfg.Shards, func(s topology.ShardConfig) bool { return s.Name == p.Source })
+	if pos < 0 {
+		return nil, fmt.Errorf("source shard %s is not in the config", p.Source)
+	}
 	next := *cfg
-	next.Shards = append(slices.Clone(cfg.Shards), p.Target)
-	next.Keyspace = slices.Clone(cfg.Keyspace)
-	moved := topology.RangeConfig{Range: p.Moving.String(), Shard: p.Target.Name}
-	if p.Moving == p.From {
-		next.Keyspace[i] = moved
-	} else {
-		kept := topology.RangeConfig{Range: topology.KeyRange{Start: p.From.Start, End: p.Moving.Start}.String(), Shard: p.Source}
-		next.Keyspace = slices.Replace(next.Keyspace, i, i+1, kept, moved)
+	next.Shards = slices.Clone(cfg.Shards)
+	next.Shards[pos] = p.Parts[0].Target
+	var moved []topology.RangeConfig
+	for j, part := range p.Parts {
+		if j > 0 {
+			next.Shards = append(next.Shards, part.Target)
+		}
+		moved = append(moved, topology.RangeConfig{Range: part.Range.String(), Shard: part.Target.Name})
 	}
-	// A source left without a range leaves the layout, as Vitess retires
-	// the shards it split; its rows stay on the server until complete.
-	if !slices.ContainsFunc(next.Keyspace, func(r topology.RangeConfig) bool { return r.Shard == p.Source }) {
-		next.Shards = slices.DeleteFunc(next.Shards, func(s topology.ShardConfig) bool { return s.Name == p.Source })
-	}
+	next.Keyspace = slices.Replace(slices.Clone(cfg.Keyspace), i, i+1, moved...)
 	if _, err := topology.New(&next); err != nil {
 		return nil, errors.Join(errors.New("the keyspace after the reshard is invalid"), err)
 	}
 	return &next, nil
 }
-
-// Moves reports whether the key with keyspace id id is one that moves.
-// Row filtering during the copy and the change stream asks this of every
-// row's topology.KeyspaceID, the function the proxy routes by.
-func (p Plan) Moves(id uint64) bool { return p.Moving.Contains(id) }

@@ -13,7 +13,7 @@ import (
 )
 
 // Preflight checks, before anything is touched, that the source and the
-// target of p can take the reshard, and returns every reason they cannot,
+// targets of p can take the reshard, and returns every reason they cannot,
 // each a sentence a DBA can act on. An error means a server could not be
 // asked. It reads only: nothing is created or changed.
 func Preflight(ctx context.Context, cfg *topology.Config, p Plan) ([]string, error) {
@@ -26,26 +26,16 @@ func Preflight(ctx context.Context, cfg *topology.Config, p Plan) ([]string, err
 		return nil, fmt.Errorf("connect to the primary of source shard %s: %w", p.Source, err)
 	}
 	defer src.Close(context.Background())
-	dst, err := pgx.Connect(ctx, p.Target.Primary)
-	if err != nil {
-		return nil, fmt.Errorf("connect to the primary of target shard %s: %w", p.Target.Name, err)
-	}
-	defer dst.Close(context.Background())
-
 	c := &checker{ctx: ctx}
-	for _, s := range []struct {
-		name string
-		conn *pgx.Conn
-	}{{"source shard " + p.Source, src}, {"target shard " + p.Target.Name, dst}} {
-		c.walLevel(s.name, s.conn)
-		c.inDoubt(s.name, s.conn)
-	}
+	c.walLevel("source shard "+p.Source, src)
+	c.inDoubt("source shard "+p.Source, src)
 	tables := slices.Sorted(maps.Keys(cfg.Tables))
 	for _, name := range tables {
 		c.replicable(p.Source, src, name, cfg.Tables[name].ShardKey)
 	}
-	for _, name := range append(tables, cfg.ReferenceTables...) {
-		c.empty(p.Target.Name, dst, name)
+	all := append(slices.Clone(tables), cfg.ReferenceTables...)
+	for _, part := range p.Parts {
+		c.target(part.Target, all)
 	}
 	return c.problems, c.err
 }
@@ -117,6 +107,24 @@ FROM pg_class c WHERE c.oid = to_regclass($1)`
 		c.problem("source shard %s: table %s has no primary key; resharding needs one to apply updates and deletes", shard, table)
 	case !keyInPK && identity != "f":
 		c.problem("source shard %s: the primary key of table %s does not contain its shard key %s; add it to the key or ALTER TABLE %s REPLICA IDENTITY FULL", shard, table, key, table)
+	}
+}
+
+// target checks a new shard's primary.
+func (c *checker) target(to topology.ShardConfig, tables []string) {
+	if c.err != nil {
+		return
+	}
+	dst, err := pgx.Connect(c.ctx, to.Primary)
+	if err != nil {
+		c.err = fmt.Errorf("connect to the primary of target shard %s: %w", to.Name, err)
+		return
+	}
+	defer dst.Close(context.Background())
+	c.walLevel("target shard "+to.Name, dst)
+	c.inDoubt("target shard "+to.Name, dst)
+	for _, name := range tables {
+		c.empty(to.Name, dst, name)
 	}
 }
 

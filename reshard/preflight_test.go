@@ -73,7 +73,7 @@ func exec(t *testing.T, dsn string, sqls ...string) {
 
 func preflight(t *testing.T, cfg *topology.Config, to topology.ShardConfig) []string {
 	t.Helper()
-	p, err := Split(cfg, "80-", "c0", to)
+	p, err := Move(cfg, "80-", to)
 	if err != nil {
 		t.Fatal(err)
 	}

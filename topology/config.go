@@ -184,16 +184,16 @@ type PoolConfig struct {
 // ShardConfig is one shard: a primary and its read replicas, each a
 // postgres:// or postgresql:// URL.
 type ShardConfig struct {
-	Name     string   `yaml:"name"`
-	Primary  string   `yaml:"primary"`
-	Replicas []string `yaml:"replicas"`
+	Name     string   `yaml:"name" json:"name"`
+	Primary  string   `yaml:"primary" json:"primary"`
+	Replicas []string `yaml:"replicas" json:"replicas,omitempty"`
 }
 
 // RangeConfig assigns a key range, in Vitess notation (see ParseKeyRange),
 // to a shard.
 type RangeConfig struct {
-	Range string `yaml:"range"`
-	Shard string `yaml:"shard"`
+	Range string `yaml:"range" json:"range"`
+	Shard string `yaml:"shard" json:"shard"`
 }
 
 // TableConfig is a sharded table.
