@@ -33,6 +33,9 @@ func Preflight(ctx context.Context, cfg *topology.Config, p Plan) ([]string, err
 	for _, name := range tables {
 		c.replicable(p.Source, src, name, cfg.Tables[name].ShardKey)
 	}
+	for _, name := range cfg.ReferenceTables {
+		c.replicable(p.Source, src, name, "")
+	}
 	all := append(slices.Clone(tables), cfg.ReferenceTables...)
 	for _, part := range p.Parts {
 		c.target(part.Target, all)
@@ -103,9 +106,11 @@ FROM pg_class c WHERE c.oid = to_regclass($1)`
 		return
 	}
 	switch {
+	case !hasPK && identity == "f" && key == "":
+		// A reference table needs only its rows' identity.
 	case !hasPK:
 		c.problem("source shard %s: table %s has no primary key; resharding needs one to apply updates and deletes", shard, table)
-	case !keyInPK && identity != "f":
+	case key != "" && !keyInPK && identity != "f":
 		c.problem("source shard %s: the primary key of table %s does not contain its shard key %s; add it to the key or ALTER TABLE %s REPLICA IDENTITY FULL", shard, table, key, table)
 	}
 }

@@ -132,3 +132,14 @@ func TestPreflightRefusesInDoubtTransactions(t *testing.T) {
 	cfg, to := liveConfig(t, map[string]string{"users": "id"})
 	wantProblems(t, preflight(t, cfg, to), "source shard s1: 1 in-doubt prepared transaction")
 }
+
+// A reference table is streamed in full: it needs a row identity too.
+func TestPreflightRefusesAReferenceTableWithoutIdentity(t *testing.T) {
+	src := cluster.Shards[1].Primary.DSN(cluster.Database)
+	exec(t, src, "CREATE TABLE pf_refnopk (code text)")
+	cfg, to := liveConfig(t, map[string]string{"users": "id"})
+	cfg.ReferenceTables = append(cfg.ReferenceTables, "pf_refnopk")
+	wantProblems(t, preflight(t, cfg, to), "table pf_refnopk has no primary key")
+	exec(t, src, "ALTER TABLE pf_refnopk REPLICA IDENTITY FULL")
+	wantProblems(t, preflight(t, cfg, to))
+}
