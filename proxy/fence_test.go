@@ -34,8 +34,10 @@ func fenceProxy(t *testing.T, table, mode string, edit func(*topology.Config)) (
 	}
 	t.Cleanup(stop)
 	app := appConn(t, addr)
-	if _, err := app.Exec(t.Context(), fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s (id bigint PRIMARY KEY, v text)", table), pgx.QueryExecModeSimpleProtocol); err != nil {
-		t.Fatal(err)
+	for _, ddl := range []string{"DROP TABLE IF EXISTS %s", "CREATE TABLE %s (id bigint PRIMARY KEY, v text)"} {
+		if _, err := app.Exec(t.Context(), fmt.Sprintf(ddl, table), pgx.QueryExecModeSimpleProtocol); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return addr, adminConn(t, addr)
 }
@@ -161,7 +163,10 @@ func TestFenceQueuesWrites(t *testing.T) {
 	mustConsole(t, admin, "RESHARD FENCE 's1'")
 
 	writer, txWriter := appConn(t, addr), appConn(t, addr)
-	write := async(func() error { _, err := writer.Exec(ctx, "INSERT INTO fence_b (id, v) VALUES ($1, 'queued')", k1); return err })
+	write := async(func() error {
+		_, err := writer.Exec(ctx, "INSERT INTO fence_b (id, v) VALUES ($1, 'queued')", k1)
+		return err
+	})
 	inTx := async(func() error {
 		return pgx.BeginFunc(ctx, txWriter, func(tx pgx.Tx) error {
 			_, err := tx.Exec(ctx, "UPDATE fence_b SET v = 'tx' WHERE id = $1", k2)
