@@ -49,6 +49,7 @@ func errNoReplica(shard string) *pgerr.Error {
 // error refuses the read.
 func (s *Set) PickRead(shard int, need uint64, p ReadPolicy) (*Node, *pgerr.Error) {
 	reps := s.replicas[shard]
+	need = max(need, s.floors[shard])
 	var deadline time.Time
 	for {
 		best, anyUsable := s.bestReplica(reps, p, need)

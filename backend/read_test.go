@@ -209,3 +209,27 @@ func TestPickReadSharesTies(t *testing.T) {
 		}
 	}
 }
+
+// TestReadFloor: a replica below its shard's read floor serves no read,
+// whatever the read needs; the floor outlives a reload that keeps the
+// primary.
+func TestReadFloor(t *testing.T) {
+	cfg := testConfig(topology.ShardConfig{Name: "s0", Primary: dsnA, Replicas: []string{dsnB}})
+	s := newTestSet(t, cfg, nil)
+	s.SetReadFloor(0, 200)
+	s.SetReadFloor(0, 150) // a lower floor does not lower it
+	rep := s.replicas[0][0]
+	policy := ReadPolicy{PrimaryReads: "fallback"}
+	replicaState{healthy: true, lsn: 199}.apply(rep)
+	if n, err := s.PickRead(0, 0, policy); n != nil || err != nil {
+		t.Fatalf("replica below the floor picked: %v, %v", n, err)
+	}
+	replicaState{healthy: true, lsn: 200}.apply(rep)
+	if n, err := s.PickRead(0, 0, policy); n != rep || err != nil {
+		t.Fatalf("replica at the floor not picked: %v, %v", n, err)
+	}
+	reloaded := newTestSet(t, cfg, s)
+	if reloaded.ReadFloor(0) != 200 {
+		t.Fatalf("floor after a reload keeping the primary: %d", reloaded.ReadFloor(0))
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +32,9 @@ type Set struct {
 
 	primaries []*Node   // configured primary, by shard index; see Primary
 	replicas  [][]*Node // by shard index, in config order
+	// floors: by shard index, the position a replica must have replayed
+	// before it serves any read (SetReadFloor); 0: none.
+	floors []uint64
 
 	// Shared with the Set this one replaces, so promotions stay serialised
 	// and round-robin carries on across reloads.
@@ -57,8 +61,34 @@ func New(cfg *topology.Config, old *Set, deps Deps) (*Set, error) {
 	if err := s.openPools(old); err != nil {
 		return nil, err
 	}
+	s.floors = make([]uint64, len(s.primaries))
+	if old != nil {
+		// A floor outlives reloads while the shard keeps its primary.
+		for i, n := range s.primaries {
+			if i < len(old.primaries) && old.primaries[i] == n {
+				s.floors[i] = old.floors[i]
+			}
+		}
+	}
 	return s, nil
 }
+
+// shardName is the shard part of the node's name ("s0" of "s0/replica1").
+func (n *Node) shardName() string {
+	name, _, _ := strings.Cut(n.name, "/")
+	return name
+}
+
+// SetReadFloor makes shard's replicas serve reads only once they have
+// replayed lsn: after a reshard switched the shard to new servers, a
+// replica behind the switch point would miss writes made before it. Call
+// it before the Set serves.
+func (s *Set) SetReadFloor(shard int, lsn uint64) {
+	s.floors[shard] = max(s.floors[shard], lsn)
+}
+
+// ReadFloor is shard's read floor (SetReadFloor); 0: none.
+func (s *Set) ReadFloor(shard int) uint64 { return s.floors[shard] }
 
 // openPools gives s a node per server, reusing old's where it can.
 func (s *Set) openPools(old *Set) error {
@@ -69,7 +99,9 @@ func (s *Set) openPools(old *Set) error {
 	get := func(shard int, replica bool, name, dsn string) (*Node, error) {
 		pc := poolConfig(s.cfg, name, dsn)
 		for _, n := range oldNodes {
-			if n.shard == shard && n.replica == replica && n.dsn == pc.DSN && !slices.Contains(s.Nodes(), n) {
+			// A renamed shard gets new pools even on the same server: its
+			// series and the nodes' names carry the shard's name.
+			if n.shard == shard && n.replica == replica && n.dsn == pc.DSN && n.shardName() == s.cfg.Shards[shard].Name && !slices.Contains(s.Nodes(), n) {
 				n.pool.Resize(pc)
 				return n, nil
 			}

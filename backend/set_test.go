@@ -186,6 +186,23 @@ func TestNewReusesUnchangedServers(t *testing.T) {
 	}
 }
 
+// TestNewRenamedShardGetsNewNodes: a shard replaced at its index under a
+// new name (a reshard) gets nodes of its own even on the same servers.
+func TestNewRenamedShardGetsNewNodes(t *testing.T) {
+	old := newTestSet(t, testConfig(topology.ShardConfig{Name: "s0", Primary: dsnA, Replicas: []string{dsnB}}), nil)
+	s, err := New(testConfig(topology.ShardConfig{Name: "s9", Primary: dsnA, Replicas: []string{dsnB}}), old, testDeps())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.CloseExcept(old)
+	if s.primaries[0] == old.primaries[0] || s.replicas[0][0] == old.replicas[0][0] {
+		t.Fatal("a renamed shard reused the old shard's nodes")
+	}
+	if s.Primary(0).Name() != "s9/primary" {
+		t.Fatalf("new primary named %s", s.Primary(0).Name())
+	}
+}
+
 func TestNewClosesWhatItOpenedOnError(t *testing.T) {
 	old := newTestSet(t, testConfig(topology.ShardConfig{Name: "s0", Primary: dsnA}), nil)
 	_, err := New(testConfig(

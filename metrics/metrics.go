@@ -44,6 +44,8 @@ type Metrics struct {
 	ScatterQueries      prometheus.Counter
 	SlowQueries         prometheus.Counter
 	ReadRetries         prometheus.Counter
+	// FenceWait is the time statements waited behind a reshard fence.
+	FenceWait prometheus.Histogram
 }
 
 // New builds a registry with the Go runtime and process collectors and
@@ -69,12 +71,14 @@ func New() *Metrics {
 		ScatterQueries:      counter("scatter_queries_total", "Queries fanned out to several shards and merged."),
 		SlowQueries:         counter("slow_queries_total", "Client requests slower than log_min_duration."),
 		ReadRetries:         counter("read_retries_total", "Reads sent to another server after their replica failed before answering."),
+		FenceWait: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "shardgate", Name: "fence_wait_duration_seconds",
+			Help: "Time statements waited behind a reshard fence (RESHARD FENCE) before running.", Buckets: LatencyBuckets}),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.queries, m.xacts, m.toServer, m.fromServer, m.queryTime, m.xactTime, m.wait, m.errors, m.bans,
-		m.ClientsAccepted, m.ClientBytesReceived, m.ClientBytesSent, m.ScatterQueries, m.SlowQueries, m.ReadRetries,
+		m.ClientsAccepted, m.ClientBytesReceived, m.ClientBytesSent, m.ScatterQueries, m.SlowQueries, m.ReadRetries, m.FenceWait,
 	)
 	return m
 }

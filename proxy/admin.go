@@ -77,6 +77,8 @@ func (c *client) adminCommand(sql string) {
 		c.flush()
 		c.srv.Shutdown()
 		return
+	case words[0] == "RESHARD":
+		err = c.adminReshard(sql)
 	case len(words) == 2 && words[0] == "SHOW":
 		err = c.adminShow(words[1])
 	case len(words) == 1:
@@ -84,7 +86,11 @@ func (c *client) adminCommand(sql string) {
 	default:
 		err = fmt.Errorf("unknown command %q: try SHOW HELP", sql)
 	}
-	if err != nil {
+	var pe *pgerr.Error
+	switch {
+	case errors.As(err, &pe):
+		c.out = appendError(c.out, pe)
+	case err != nil:
 		c.out = appendError(c.out, &pgerr.Error{Code: pgerr.CodeSyntaxError, Message: err.Error()})
 	}
 	c.out = appendReadyForQuery(c.out, 'I')
@@ -129,7 +135,8 @@ func (c *client) adminShow(what string) error {
 	switch what {
 	case "HELP":
 		cols = []string{"command"}
-		for _, cmd := range []string{"SHOW POOLS|STATS|CLIENTS|SERVERS|SHARDS|CONFIG|ROUTER|VERSION", "RELOAD", "PAUSE", "RESUME", "RECONNECT", "SHUTDOWN"} {
+		for _, cmd := range []string{"SHOW POOLS|STATS|CLIENTS|SERVERS|SHARDS|CONFIG|ROUTER|VERSION|FENCES", "RELOAD", "PAUSE", "RESUME", "RECONNECT", "SHUTDOWN",
+			"RESHARD FENCE 'shard' [TIMEOUT ms]", "RESHARD SWITCH 'json'", "RESHARD UNFENCE", "RESHARD DDL LOCK|UNLOCK"} {
 			rows = append(rows, []string{cmd})
 		}
 	case "VERSION":
@@ -201,6 +208,8 @@ func (c *client) adminShow(what string) error {
 		}
 	case "CONFIG":
 		cols, rows = []string{"key", "value", "changeable"}, configRows(rt)
+	case "FENCES":
+		cols, rows = c.showFences()
 	case "ROUTER":
 		st := s.router.CacheStats()
 		cols = []string{"cache_size", "cache_capacity", "cache_hits", "cache_misses", "cache_hit_ratio"}

@@ -116,19 +116,22 @@ func (c *client) runBatch() error {
 		c.ext.batch.reset()
 		c.ext.bound = c.ext.bound[:0]
 	}()
-	plan, perr := c.planBatch()
-	if perr != nil {
-		return c.refuse(perr)
-	}
-	if plan.Target == router.TargetNone {
-		if c.answerBatchTx() {
-			return c.flush()
+	return c.gated(func() (router.Plan, unit, bool, error) {
+		c.ext.bound = c.ext.bound[:0] // routed again: the batch's Parses are planned afresh
+		plan, perr := c.planBatch()
+		if perr != nil {
+			return plan, unit{}, true, c.refuse(perr)
 		}
-		if plan.Set != nil {
-			return c.setting(plan, unit{})
+		if plan.Target == router.TargetNone {
+			if c.answerBatchTx() {
+				return plan, unit{}, true, c.flush()
+			}
+			if plan.Set != nil {
+				return plan, unit{}, true, c.setting(plan, unit{})
+			}
 		}
-	}
-	return c.execute(plan, unit{})
+		return plan, unit{}, false, nil
+	})
 }
 
 // planBatch routes every Bind of the batch and merges the plans: the batch
@@ -283,6 +286,7 @@ func (c *client) merge(a, b router.Plan) (router.Plan, *pgerr.Error) {
 		}
 		return a, nil
 	case a.Target == router.TargetAll && b.Target == router.TargetAll:
+		a.DDLTables = slices.Concat(a.DDLTables, b.DDLTables)
 		return a, nil
 	}
 	return a, &pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: fmt.Sprintf("statements of one batch need different shards (%s and %s); send them in separate transactions", c.describe(a), c.describe(b))}

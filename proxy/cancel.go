@@ -48,8 +48,9 @@ func (r *cancelRegistry) lookup(k backendKey) *client {
 // a statement on one shard, one per shard while a query fans out. It is
 // guarded because cancel requests come from other goroutines.
 type cancelTarget struct {
-	mu  sync.Mutex
-	scs []*pool.Conn
+	mu      sync.Mutex
+	scs     []*pool.Conn
+	waiting chan struct{} // closed by a cancel while queued behind a reshard fence
 }
 
 // set makes sc (nil: none) the only connection in use.
@@ -83,6 +84,7 @@ func (t *cancelTarget) cancel() error {
 		secret []byte
 	}
 	t.mu.Lock()
+	t.wakeWaiting()
 	targets := make([]target, len(t.scs))
 	for i, sc := range t.scs {
 		targets[i] = target{sc.ServerAddr, sc.PID, sc.SecretKey}

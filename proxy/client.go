@@ -74,9 +74,10 @@ type client struct {
 	sout    []byte // pending bytes for a server
 	peeked  int    // bytes of the server reader still to discard
 
-	sess sessionState
-	tx   transaction
-	ext  extended
+	sess  sessionState
+	tx    transaction
+	ext   extended
+	fence fenceState
 }
 
 // loginState is the client's progress through startup and authentication.
@@ -160,6 +161,7 @@ func (c *client) close() {
 		c.endBranches()
 	}
 	c.releaseSession()
+	c.leaveFences(true)
 	c.conn.Close()
 }
 
@@ -360,6 +362,7 @@ func (c *client) loop() error {
 			c.flush()
 			return fmt.Errorf("invalid frontend message type %q", typ)
 		}
+		c.leaveFences(false)
 		if err != nil {
 			return err
 		}

@@ -25,26 +25,29 @@ func (c *client) simpleQuery(body []byte) error {
 	if n := len(sql); n > 0 && sql[n-1] == 0 {
 		sql = sql[:n-1]
 	}
-	a, params, _ := c.srv.router.AnalyzeSimple(sql, &c.sess.norm)
-	plan := c.srv.router.RouteHinted(a, params, nil, c.hint())
-	if plan.Explain != nil {
-		return c.explain(plan.Explain, params)
-	}
-	if plan.Tx == router.TxBegin && c.mode == modeStatement {
-		return c.refuse(errStatementMode)
-	}
-	if plan.Target == router.TargetNone {
-		tag := c.txTag(plan)
-		if c.answerTx(plan, sql) {
-			c.out = appendCommandComplete(c.out, tag)
-			c.out = appendReadyForQuery(c.out, c.status())
-			return c.flush()
+	u := unit{query: body}
+	return c.gated(func() (router.Plan, unit, bool, error) {
+		a, params, _ := c.srv.router.AnalyzeSimple(sql, &c.sess.norm)
+		plan := c.srv.router.RouteHinted(a, params, nil, c.hint())
+		if plan.Explain != nil {
+			return plan, u, true, c.explain(plan.Explain, params)
 		}
-		if plan.Set != nil {
-			return c.setting(plan, unit{query: body})
+		if plan.Tx == router.TxBegin && c.mode == modeStatement {
+			return plan, u, true, c.refuse(errStatementMode)
 		}
-	}
-	return c.execute(plan, unit{query: body})
+		if plan.Target == router.TargetNone {
+			tag := c.txTag(plan)
+			if c.answerTx(plan, sql) {
+				c.out = appendCommandComplete(c.out, tag)
+				c.out = appendReadyForQuery(c.out, c.status())
+				return plan, u, true, c.flush()
+			}
+			if plan.Set != nil {
+				return plan, u, true, c.setting(plan, u)
+			}
+		}
+		return plan, u, false, nil
+	})
 }
 
 // txTag is the tag Postgres gives a transaction-control statement: COMMIT

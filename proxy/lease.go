@@ -23,6 +23,7 @@ const (
 
 // acquire makes a connection of shard the held one.
 func (c *client) acquire(shard int) error {
+	c.dropRetiredSession(shard)
 	if sc := c.sessionConn(shard); sc != nil {
 		c.tx.held, c.tx.heldShard, c.tx.heldPool = sc, shard, c.tx.sessionConns[shard].pool
 		c.tx.started = time.Now()
@@ -48,7 +49,7 @@ func (c *client) acquire(shard int) error {
 		if c.tx.sessionConns == nil {
 			c.tx.sessionConns = make(map[int]sessionConn)
 		}
-		c.tx.sessionConns[shard] = sessionConn{sc, p}
+		c.tx.sessionConns[shard] = sessionConn{sc, p, c.srv.fences.gen(shard)}
 	}
 	return nil
 }
@@ -56,6 +57,7 @@ func (c *client) acquire(shard int) error {
 type sessionConn struct {
 	sc   *pool.Conn
 	pool *pool.Pool
+	gen  uint64 // the shard's servers' generation (fences.gen)
 }
 
 func (c *client) sessionConn(shard int) *pool.Conn {

@@ -35,7 +35,10 @@ func (c *client) pickRead(shard int) (*backend.Node, *pgerr.Error) {
 	cfg := c.rt.cfg
 	var need uint64
 	if cfg.Consistency == "read_your_writes" && c.sess.ryw != nil {
-		need = c.sess.ryw[shard]
+		c.dropSwitchedRYW()
+		if shard < len(c.sess.ryw) {
+			need = c.sess.ryw[shard]
+		}
 	}
 	return c.srv.rt.Load().backends.PickRead(shard, need, backend.ReadPolicyOf(cfg))
 }
@@ -43,8 +46,9 @@ func (c *client) pickRead(shard int) (*backend.Node, *pgerr.Error) {
 // recordWrite remembers the primary's WAL position after the client's write
 // on shard.
 func (c *client) recordWrite(shard int, lsn uint64) {
-	if c.sess.ryw == nil {
-		c.sess.ryw = make([]uint64, c.srv.rt.Load().backends.Shards())
+	c.dropSwitchedRYW()
+	for len(c.sess.ryw) < c.srv.rt.Load().backends.Shards() {
+		c.sess.ryw = append(c.sess.ryw, 0) // first write, or shards appended by a reshard
 	}
 	if shard < len(c.sess.ryw) {
 		c.sess.ryw[shard] = lsn

@@ -31,6 +31,7 @@ type Server struct {
 	cancels   cancelRegistry
 	decisions *decisionLog
 	tokens    *tokenStore // shardgate.session read-your-writes positions
+	fences    *fences     // the reshard cutover's write gate (fence.go)
 	router    *router.Router
 	log       *slog.Logger
 	metrics   *metrics.Metrics
@@ -70,6 +71,7 @@ func New(cfg *topology.Config, log *slog.Logger) (*Server, error) {
 	s := &Server{
 		decisions: &decisionLog{path: cfg.DecisionLog},
 		tokens:    newTokenStore(tokenCapacity, tokenTTL),
+		fences:    newFences(len(cfg.Shards)),
 		router:    router.New(topo, planCacheSize),
 		log:       log,
 		metrics:   metrics.New(),

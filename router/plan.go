@@ -86,9 +86,11 @@ type Plan struct {
 	// Split: a multi-row INSERT ... VALUES whose rows are on several
 	// shards; Router.SplitInsert writes one INSERT per shard. Err still
 	// refuses it, for a proxy that does not split.
-	Split  bool
-	Reason string
-	Err    *pgerr.Error
+	Split bool
+	// DDLTables: for DDL, the tables it names (Statement.DDLTables).
+	DDLTables []string
+	Reason    string
+	Err       *pgerr.Error
 }
 
 func errorf(code, format string, args ...any) *pgerr.Error {

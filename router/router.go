@@ -258,6 +258,7 @@ func routeStatements(t *topology.Topology, a *Analysis, params [][]byte, formats
 		case ClassAll:
 			all = true
 			plan.Reason = s.Reason
+			plan.DDLTables = append(plan.DDLTables, s.DDLTables...)
 		case ClassAny:
 			if !keyedFound && !all {
 				plan.Reason = s.Reason

@@ -57,6 +57,9 @@ type Statement struct {
 	// Split: a lone INSERT ... VALUES whose every row is pinned by its own
 	// key, which SplitInsert can write as one INSERT per shard.
 	Split bool
+	// DDLTables: the tables a DDL statement names (unqualified), so the
+	// proxy can refuse DDL on tables being resharded.
+	DDLTables []string
 	// FromText marks analyses that keep values from the SQL text (SET), so
 	// they must come from the original text, never a normalised one.
 	FromText bool
@@ -107,7 +110,7 @@ func analyze(t *topology.Topology, node *pg.Node) *Statement {
 		st.FromText = true
 		return st
 	case isDDL(node):
-		return &Statement{Class: ClassAll, Role: RolePrimary, Reason: "DDL runs on every shard"}
+		return &Statement{Class: ClassAll, Role: RolePrimary, DDLTables: ddlTables(node), Reason: "DDL runs on every shard"}
 	}
 	return refused("%s is not supported by shardgate yet", statementName(node))
 }
@@ -131,6 +134,26 @@ func isDDL(node *pg.Node) bool {
 		return true
 	}
 	return false
+}
+
+// ddlTables lists the relations a DDL statement names: every RangeVar in
+// it, and the tables of a DROP TABLE, which names them as plain lists.
+func ddlTables(node *pg.Node) []string {
+	var out []string
+	if d := node.GetDropStmt(); d != nil && d.RemoveType == pg.ObjectType_OBJECT_TABLE {
+		for _, o := range d.Objects {
+			if l := o.GetList(); l != nil {
+				out = append(out, lastName(l.Items))
+			}
+		}
+	}
+	walk(node, func(m any) bool {
+		if r, ok := m.(*pg.RangeVar); ok {
+			out = append(out, r.Relname)
+		}
+		return true
+	})
+	return out
 }
 
 // statementName turns "*pg_query.Node_CopyStmt" into "COPY" for messages.
