@@ -136,7 +136,7 @@ func (c *client) adminShow(what string) error {
 	case "HELP":
 		cols = []string{"command"}
 		for _, cmd := range []string{"SHOW POOLS|STATS|CLIENTS|SERVERS|SHARDS|CONFIG|ROUTER|VERSION|FENCES", "RELOAD", "PAUSE", "RESUME", "RECONNECT", "SHUTDOWN",
-			"RESHARD FENCE 'shard' [TIMEOUT ms]", "RESHARD SWITCH 'json'", "RESHARD UNFENCE", "RESHARD DDL LOCK|UNLOCK"} {
+			"RESHARD FENCE 'shard' [TIMEOUT ms] [LEASE ms]", "RESHARD SWITCH 'json'", "RESHARD UNFENCE", "RESHARD DDL LOCK|UNLOCK"} {
 			rows = append(rows, []string{cmd})
 		}
 	case "VERSION":

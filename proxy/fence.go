@@ -39,6 +39,10 @@ const (
 	codeObjectNotInPrerequisiteState = "55000"
 	codeUndefinedObject              = "42704"
 	defaultFenceTimeout              = 10 * time.Second
+	// defaultFenceLease bounds how long fences stand when no one lifts
+	// them: a reshard tool killed mid-cutover must not leave writes
+	// queued for good.
+	defaultFenceLease = time.Minute
 )
 
 // fences is a server's write gate, by shard index. Indices are stable
@@ -61,6 +65,7 @@ type fences struct {
 	// older generation names the retired servers.
 	gens      atomic.Pointer[[]uint64]
 	ddlLocked atomic.Bool
+	lease     *time.Timer // lifts every fence when it fires; reset by each FENCE
 }
 
 func newFences(shards int) *fences {
@@ -376,8 +381,9 @@ func (t *cancelTarget) wakeWaiting() {
 
 // Fence fences shard's primary (RESHARD FENCE) and waits, up to timeout,
 // until no client holds it; past the timeout (or ctx) it lifts the fence
-// again and fails.
-func (s *Server) Fence(ctx context.Context, shard string, timeout time.Duration) error {
+// again and fails. Unless lifted first, every fence lifts itself lease
+// after the latest FENCE.
+func (s *Server) Fence(ctx context.Context, shard string, timeout, lease time.Duration) error {
 	f := s.fences
 	f.mu.Lock()
 	idx, ok := s.topo().ShardIndex(shard)
@@ -386,6 +392,13 @@ func (s *Server) Fence(ctx context.Context, shard string, timeout time.Duration)
 		return &pgerr.Error{Code: codeUndefinedObject, Message: fmt.Sprintf("shard %q does not exist", shard)}
 	}
 	f.fenced[idx] = true
+	if f.lease != nil {
+		f.lease.Stop()
+	}
+	f.lease = time.AfterFunc(lease, func() {
+		s.log.Warn("reshard: fence lease expired: lifting every fence (did the reshard command die?)", "lease", lease)
+		s.Unfence()
+	})
 	s.log.Info("reshard: shard fenced", "shard", shard, "holders", f.holders[idx])
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
@@ -420,6 +433,9 @@ func (s *Server) Unfence() {
 	f := s.fences
 	f.mu.Lock()
 	clear(f.fenced)
+	if f.lease != nil {
+		f.lease.Stop()
+	}
 	f.wakeLocked()
 	f.mu.Unlock()
 	s.log.Info("reshard: fences lifted")
@@ -438,9 +454,10 @@ type SwitchSpec struct {
 }
 
 // Switch replaces the running config's shards and keyspace (RESHARD
-// SWITCH). A shard may be replaced at its index (new name and servers) and
-// shards appended; every existing shard whose servers or ranges change
-// must be fenced and drained. Queued clients route again; fences on
+// SWITCH). A shard may be replaced at its index (new name and servers),
+// shards appended, and the last shards removed (an abort after a split
+// switches back); every existing shard whose servers or ranges change, or
+// that goes, must be fenced and drained. Queued clients route again; fences on
 // replaced shards carry over to the shards replacing them and to appended
 // ones, until UNFENCE. Switching to the layout already served does
 // nothing.
@@ -450,9 +467,6 @@ func (s *Server) Switch(spec SwitchSpec) error {
 	old := s.rt.Load()
 	cfg := *old.cfg
 	cfg.Shards, cfg.Keyspace = spec.Shards, spec.Keyspace
-	if len(cfg.Shards) < len(old.cfg.Shards) {
-		return fmt.Errorf("RESHARD SWITCH cannot remove shards (%d shards, %d running)", len(cfg.Shards), len(old.cfg.Shards))
-	}
 	topo, err := topology.New(&cfg)
 	if err != nil {
 		return err
@@ -485,8 +499,12 @@ func (s *Server) Switch(spec SwitchSpec) error {
 }
 
 // layoutChanges lists the indices whose servers are new (replaced or
-// appended) and the existing indices whose servers or ranges change.
+// appended) and the existing indices whose servers or ranges change or
+// that are removed.
 func layoutChanges(old, cfg *topology.Config) (renewed, affected []int) {
+	for i := len(cfg.Shards); i < len(old.Shards); i++ {
+		affected = append(affected, i)
+	}
 	oldRanges, newRanges := rangesByIndex(old), rangesByIndex(cfg)
 	for i, sh := range cfg.Shards {
 		switch {
@@ -554,6 +572,14 @@ func (s *Server) commitSwitch(topo *topology.Topology, rt *config, renewed []int
 		gens[i] = epoch
 		carry = carry || f.fenced[i]
 	}
+	// A removed index keeps its generation slot: were a later switch to
+	// append a shard there, what clients kept by index is from before.
+	for i := len(rt.cfg.Shards); i < len(gens); i++ {
+		if f.fenced[i] {
+			gens[i] = epoch
+			delete(f.fenced, i)
+		}
+	}
 	if carry {
 		for _, i := range renewed {
 			f.fenced[i] = true // the targets stay fenced until UNFENCE
@@ -617,24 +643,36 @@ func (c *client) showFences() ([]string, [][]string) {
 }
 
 var (
-	reFence  = regexp.MustCompile(`(?is)^RESHARD\s+FENCE\s+'([^']*)'(?:\s+TIMEOUT\s+(\d+))?$`)
+	reFence  = regexp.MustCompile(`(?is)^RESHARD\s+FENCE\s+'([^']*)'(?:\s+TIMEOUT\s+(\d+))?(?:\s+LEASE\s+(\d+))?$`)
 	reSwitch = regexp.MustCompile(`(?is)^RESHARD\s+SWITCH\s+'(.*)'$`)
 	reOther  = regexp.MustCompile(`(?is)^RESHARD\s+(UNFENCE|DDL\s+LOCK|DDL\s+UNLOCK)$`)
 )
+
+// millis reads a count of milliseconds, def when empty.
+func millis(text string, def time.Duration) (time.Duration, error) {
+	if text == "" {
+		return def, nil
+	}
+	ms, err := strconv.ParseInt(text, 10, 32)
+	if err != nil {
+		return 0, err
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
 
 // adminReshard runs a RESHARD console command.
 func (c *client) adminReshard(sql string) error {
 	sql = strings.TrimRight(strings.TrimSpace(sql), "; \n\t")
 	if m := reFence.FindStringSubmatch(sql); m != nil {
-		timeout := defaultFenceTimeout
-		if m[2] != "" {
-			ms, err := strconv.Atoi(m[2])
-			if err != nil {
-				return fmt.Errorf("RESHARD FENCE: bad TIMEOUT %q", m[2])
-			}
-			timeout = time.Duration(ms) * time.Millisecond
+		timeout, err := millis(m[2], defaultFenceTimeout)
+		if err != nil {
+			return fmt.Errorf("RESHARD FENCE: bad TIMEOUT: %w", err)
 		}
-		if err := c.srv.Fence(c.ctx, m[1], timeout); err != nil {
+		lease, err := millis(m[3], defaultFenceLease)
+		if err != nil {
+			return fmt.Errorf("RESHARD FENCE: bad LEASE: %w", err)
+		}
+		if err := c.srv.Fence(c.ctx, m[1], timeout, lease); err != nil {
 			return err
 		}
 		c.out = appendCommandComplete(c.out, "RESHARD FENCE")
@@ -659,7 +697,7 @@ func (c *client) adminReshard(sql string) error {
 	}
 	m := reOther.FindStringSubmatch(sql)
 	if m == nil {
-		return errors.New("unknown RESHARD command: RESHARD FENCE 'shard' [TIMEOUT ms] | SWITCH 'json' | UNFENCE | DDL LOCK | DDL UNLOCK")
+		return errors.New("unknown RESHARD command: RESHARD FENCE 'shard' [TIMEOUT ms] [LEASE ms] | SWITCH 'json' | UNFENCE | DDL LOCK | DDL UNLOCK")
 	}
 	switch verb := strings.Join(strings.Fields(strings.ToUpper(m[1])), " "); verb {
 	case "UNFENCE":

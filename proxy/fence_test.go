@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -461,4 +462,98 @@ func TestSwitchRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertCount(t, connectShard(t, 1), "SELECT count(*) FROM fence_g WHERE id = $1", k, 1)
+}
+
+// keyAbove is the first key from base up whose keyspace id is at least
+// bound.
+func keyAbove(t *testing.T, base int64, bound uint64) int64 {
+	for k := base; ; k++ {
+		id, err := topology.KeyspaceID(topology.KeyBigint, strconv.FormatInt(k, 10))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id >= bound {
+			return k
+		}
+	}
+}
+
+// TestSwitchAppendsThenRemoves: a split appends a shard; an abort switches
+// back, removing it, and the keys it had go back to the source.
+func TestSwitchAppendsThenRemoves(t *testing.T) {
+	const table, db = "fence_h", "fence_target_h"
+	addr, admin := fenceProxy(t, table, "transaction", nil)
+	app := appConn(t, addr)
+	target := newDatabase(t, db, table)
+	source := connectShard(t, 1)
+	s0, s1 := cluster.Shards[0], cluster.Shards[1]
+	layout := func(extra bool) string {
+		shards := []map[string]any{
+			{"name": "s0", "primary": dsn(s0.Primary, "app"), "replicas": []string{dsn(s0.Replicas[0], "app")}},
+			{"name": "s1", "primary": dsn(s1.Primary, "app"), "replicas": []string{dsn(s1.Replicas[0], "app")}},
+		}
+		keyspace := []map[string]string{{"range": "-80", "shard": "s0"}, {"range": "80-", "shard": "s1"}}
+		if extra {
+			shards = append(shards, map[string]any{"name": "s9", "primary": dsn(s1.Primary, db)})
+			keyspace = []map[string]string{{"range": "-80", "shard": "s0"}, {"range": "80-c0", "shard": "s1"}, {"range": "c0-", "shard": "s9"}}
+		}
+		b, err := json.Marshal(map[string]any{"shards": shards, "keyspace": keyspace})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "RESHARD SWITCH '" + string(b) + "'"
+	}
+	insert := fmt.Sprintf("INSERT INTO %s (id, v) VALUES ($1, 'x')", table)
+	count := fmt.Sprintf("SELECT count(*) FROM %s WHERE id = $1", table)
+
+	mustConsole(t, admin, "RESHARD FENCE 's1'")
+	mustConsole(t, admin, layout(true))
+	mustConsole(t, admin, "RESHARD UNFENCE")
+	k1 := keyAbove(t, 77_000_000, 0xc000000000000000)
+	if _, err := app.Exec(t.Context(), insert, k1); err != nil {
+		t.Fatal(err)
+	}
+	assertCount(t, target, count, k1, 1)
+
+	if err := console(t, admin, layout(false)); sqlState(err) != "55000" {
+		t.Fatalf("removing an unfenced shard: %v, want 55000", err)
+	}
+	mustConsole(t, admin, "RESHARD FENCE 's1'")
+	mustConsole(t, admin, "RESHARD FENCE 's9'")
+	mustConsole(t, admin, layout(false))
+	mustConsole(t, admin, "RESHARD UNFENCE")
+	k2 := keyAbove(t, k1+1, 0xc000000000000000)
+	if _, err := app.Exec(t.Context(), insert, k2); err != nil {
+		t.Fatal(err)
+	}
+	assertCount(t, source, count, k2, 1)
+	assertCount(t, target, count, k2, 0)
+	for _, row := range adminRows(t, admin, "SHOW SHARDS") {
+		if row["shard"] == "s9" {
+			t.Fatalf("SHOW SHARDS after removing s9 still has it: %v", row)
+		}
+	}
+}
+
+// TestFenceLeaseLiftsItself: a fence no one lifts (the reshard command
+// died) lifts itself after its lease, and the queued write runs.
+func TestFenceLeaseLiftsItself(t *testing.T) {
+	addr, admin := fenceProxy(t, "fence_i", "transaction", nil)
+	app := appConn(t, addr)
+	mustConsole(t, admin, "RESHARD FENCE 's1' TIMEOUT 1000 LEASE 400")
+	began := time.Now()
+	write := async(func() error {
+		_, err := app.Exec(t.Context(), "INSERT INTO fence_i (id, v) VALUES ($1, 'queued')", keyOn(t, 1, 78_000_000))
+		return err
+	})
+	pending(t, write, 200*time.Millisecond, "a write behind a leased fence")
+	if err := within(t, write, 5*time.Second, "the write once the lease expired"); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(began); d < 400*time.Millisecond {
+		t.Fatalf("the write ran after %s, before the 400 ms lease", d)
+	}
+	if got := fenceRow(t, admin, "s1"); got["fenced"] != "false" {
+		t.Fatalf("fence after its lease: %v", got)
+	}
 }

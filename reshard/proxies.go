@@ -31,8 +31,10 @@ func (ps Proxies) run(ctx context.Context, cmd string) error {
 	return nil
 }
 
+// fence pauses writes to shard on every proxy. The fence's lease, three
+// timeouts, outlives any cutover yet lifts it should this command die.
 func (ps Proxies) fence(ctx context.Context, shard string, timeoutMS int64) error {
-	return ps.run(ctx, fmt.Sprintf("RESHARD FENCE %s TIMEOUT %d", quote(shard), timeoutMS))
+	return ps.run(ctx, fmt.Sprintf("RESHARD FENCE %s TIMEOUT %d LEASE %d", quote(shard), timeoutMS, 3*timeoutMS))
 }
 
 // unfence is sent on the way out of every step that fenced, even a failed

@@ -86,6 +86,15 @@ reference_tables: [wf_codes]
 		t.Errorf("verify after tampering: %+v", d)
 	}
 
+	// A cutover that cannot finish in time leaves the old layout serving.
+	r.CutoverTimeout = time.Nanosecond
+	if _, err := r.Cutover(t.Context()); err == nil || !strings.Contains(err.Error(), "the old layout serves") {
+		t.Fatalf("cutover past its timeout: %v", err)
+	}
+	if unchanged, _ := topology.LoadConfig(path); st.Phase != PhaseCopied || keyspace(unchanged) != "-80=s0 80-=s1" {
+		t.Fatalf("after a cutover that timed out: phase %s, keyspace %s", st.Phase, keyspace(unchanged))
+	}
+	r.CutoverTimeout = 10 * time.Second
 	rep, err := r.Cutover(t.Context())
 	if err != nil {
 		t.Fatal(err)
