@@ -19,13 +19,13 @@ func BenchmarkCopy(b *testing.B) {
 	src := cluster.Shards[1].Primary.DSN(cluster.Database)
 	dst := cluster.Shards[2].Primary.DSN(cluster.Database)
 	const create = "CREATE TABLE IF NOT EXISTS bench_copy (id bigint PRIMARY KEY, name text, score int, at timestamptz DEFAULT now())"
-	execAll(b, src, create, "TRUNCATE bench_copy",
+	exec(b, src, create, "TRUNCATE bench_copy",
 		"INSERT INTO bench_copy (id, name, score) SELECT i, 'user number ' || i, i % 1000 FROM generate_series(1, 200000) i")
-	execAll(b, dst, create)
+	exec(b, dst, create)
 	const rows = 200000
 	b.Run("plain", func(b *testing.B) {
 		for b.Loop() {
-			execAll(b, dst, "TRUNCATE bench_copy")
+			exec(b, dst, "TRUNCATE bench_copy")
 			plainCopy(b, src, dst)
 		}
 		b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
@@ -33,14 +33,14 @@ func BenchmarkCopy(b *testing.B) {
 	all, _ := topology.ParseKeyRange("-")
 	b.Run("reshard", func(b *testing.B) {
 		for b.Loop() {
-			execAll(b, dst, "TRUNCATE bench_copy")
+			exec(b, dst, "TRUNCATE bench_copy")
 			snap, err := OpenSnapshot(context.Background(), src, "bench_copy")
 			if err != nil {
 				b.Fatal(err)
 			}
 			n, err := CopyTable(context.Background(), snap, src, dst, all, "bench_copy", topology.TableConfig{ShardKey: "id"}, nil)
 			snap.Close(context.Background())
-			execAll(b, src, "SELECT pg_drop_replication_slot('bench_copy')")
+			exec(b, src, "SELECT pg_drop_replication_slot('bench_copy')")
 			if err != nil || n != rows {
 				b.Fatalf("copied %d rows: %v", n, err)
 			}

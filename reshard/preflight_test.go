@@ -55,7 +55,7 @@ func liveConfig(t *testing.T, tables map[string]string) (*topology.Config, topol
 
 // exec runs sqls on one connection. Not under t.Context(): cleanups use
 // it too, after that context ends.
-func exec(t *testing.T, dsn string, sqls ...string) {
+func exec(t testing.TB, dsn string, sqls ...string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -84,45 +84,65 @@ func tableStatus(name string, tc TableCopy) TableStatus {
 }
 
 // streamLag: bytes between the sender's WAL position and what the
-// receiver applied; seconds since that was applied, while behind.
+// receiver applied (or, before it applied anything, the slot's start);
+// seconds since that was applied, while behind.
 func streamLag(ctx context.Context, ps *PartStatus, from, to string) error {
-	end, err := currentLSN(ctx, from)
+	var (
+		end, applied pglogrepl.LSN
+		at           time.Time
+	)
+	err := withConn(ctx, from, func(c *pgx.Conn) error {
+		var endText, slotText string
+		err := c.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text, coalesce((SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1), '')`, ps.Slot).Scan(&endText, &slotText)
+		if err != nil {
+			return err
+		}
+		if end, err = pglogrepl.ParseLSN(endText); err != nil || slotText == "" {
+			return err
+		}
+		applied, err = pglogrepl.ParseLSN(slotText)
+		return err
+	})
 	if err != nil {
 		return err
 	}
-	var (
-		applied pglogrepl.LSN
-		at      time.Time
-	)
 	err = withConn(ctx, to, func(c *pgx.Conn) error {
 		var lsn string
 		err := c.QueryRow(ctx, "SELECT lsn::text, at FROM shardgate_reshard.applied WHERE slot = $1", ps.Slot).Scan(&lsn, &at)
 		if err != nil {
 			return err
 		}
-		applied, err = pglogrepl.ParseLSN(lsn)
+		got, err := pglogrepl.ParseLSN(lsn)
+		applied = max(applied, got)
 		return err
 	})
-	if errors.Is(err, pgx.ErrNoRows) || isUndefinedTable(err) {
-		return nil // nothing applied yet
-	}
-	if err != nil {
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) && !isUndefinedTable(err) {
 		return err
 	}
 	ps.Applied = applied.String()
 	if end > applied {
 		ps.LagBytes = uint64(end - applied)
-		ps.LagSecs = math.Round(time.Since(at).Seconds()*10) / 10
+		if !at.IsZero() {
+			ps.LagSecs = math.Round(time.Since(at).Seconds()*10) / 10
+		}
 	}
 	return nil
 }
 
-// estimateRows guesses how many rows of table a part gets: the planner's
-// row count, times the part's share of the source's keys.
+// estimateRows guesses how many rows of table a part gets: the table's
+// rows, times the part's share of the source's keys. The planner's count
+// (reltuples) is -1 until the first ANALYZE and the statistics' live rows
+// may not be flushed yet; only when both know nothing is the table counted.
 func estimateRows(ctx context.Context, dsn, table string, part, from topology.KeyRange, sharded bool) int64 {
 	var n float64
+	name := pgx.Identifier{table}.Sanitize()
 	err := withConn(ctx, dsn, func(c *pgx.Conn) error {
-		return c.QueryRow(ctx, "SELECT greatest(reltuples, 0)::float8 FROM pg_class WHERE oid = to_regclass($1)", pgx.Identifier{table}.Sanitize()).Scan(&n)
+		err := c.QueryRow(ctx, `SELECT greatest(c.reltuples, s.n_live_tup, 0)::float8
+FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.oid = to_regclass($1)`, name).Scan(&n)
+		if err != nil || n > 0 {
+			return err
+		}
+		return c.QueryRow(ctx, "SELECT count(*)::float8 FROM "+name).Scan(&n)
 	})
 	if err != nil {
 		return 0

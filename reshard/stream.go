@@ -301,7 +301,7 @@ func (s *Stream) run(ctx context.Context, until pglogrepl.LSN) error {
 	if err := r.startReplication(ctx); err != nil {
 		return err
 	}
-	r.log.Info("catch-up stream started", "from", r.handled, "until", until)
+	r.log.Debug("catch-up stream started", "from", r.handled, "until", until)
 	return r.loop(ctx)
 }
 
@@ -461,7 +461,7 @@ func (r *runner) loop(ctx context.Context) error {
 			return err
 		}
 		if done {
-			r.log.Info("catch-up stream reached its stop position", "until", r.until, "applied", r.handled)
+			r.log.Debug("catch-up stream reached its stop position", "until", r.until, "applied", r.handled)
 			return nil
 		}
 	}

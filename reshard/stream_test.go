@@ -41,8 +41,8 @@ func inStreamRange(t testing.TB, key int64) bool {
 func newStream(t testing.TB, name string, ddl []string, drop []string, tables map[string]topology.TableConfig, reference []string) *Stream {
 	t.Helper()
 	src, dst := streamServers()
-	execAll(t, src, ddl...)
-	execAll(t, dst, ddl...)
+	exec(t, src, ddl...)
+	exec(t, dst, ddl...)
 	s := &Stream{Slot: name, Publication: name, SourceDSN: src, TargetDSN: dst, Tables: tables, Range: streamRange, Reference: reference}
 	published := append(slices.Sorted(maps.Keys(tables)), reference...)
 	for _, d := range drop { // tables a test keeps out of the stream are published too, to show they are ignored
@@ -54,12 +54,12 @@ func newStream(t testing.TB, name string, ddl []string, drop []string, tables ma
 	defer cancel()
 	t.Cleanup(func() {
 		dropSlot(t, src, name)
-		execAll(t, src, "DROP PUBLICATION IF EXISTS "+name)
+		exec(t, src, "DROP PUBLICATION IF EXISTS "+name)
 		for _, d := range drop {
-			execAll(t, src, "DROP TABLE IF EXISTS "+d)
-			execAll(t, dst, "DROP TABLE IF EXISTS "+d)
+			exec(t, src, "DROP TABLE IF EXISTS "+d)
+			exec(t, dst, "DROP TABLE IF EXISTS "+d)
 		}
-		execAll(t, dst, "DELETE FROM shardgate_reshard.applied WHERE slot = '"+name+"'")
+		exec(t, dst, "DELETE FROM shardgate_reshard.applied WHERE slot = '"+name+"'")
 	})
 	if err := EnsurePublication(ctx, src, name, published); err != nil {
 		t.Fatal(err)
@@ -98,23 +98,6 @@ func dropSlot(t testing.TB, dsn, slot string) {
 			return
 		}
 		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// execAll is exec for tests and benchmarks.
-func execAll(t testing.TB, dsn string, sqls ...string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	for _, sql := range sqls {
-		if _, err := conn.Exec(ctx, sql); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
 	}
 }
 
@@ -234,7 +217,7 @@ func TestStreamAppliesTheRangeOfShardedTables(t *testing.T) {
 		[]string{"st_rows", "st_other"},
 		map[string]topology.TableConfig{"st_rows": {ShardKey: "k"}}, nil)
 	src := s.SourceDSN
-	execAll(t, src,
+	exec(t, src,
 		"INSERT INTO st_rows SELECT k, 4, 'bulk' FROM generate_series(1, 9000) k", // one transaction, in chunks
 		"INSERT INTO st_rows SELECT k, 1, 'a' || k FROM generate_series(1, 300) k",
 		"INSERT INTO st_rows SELECT k, 2, NULL FROM generate_series(1, 50) k",
@@ -270,7 +253,7 @@ func TestStreamAppliesTheRangeOfShardedTables(t *testing.T) {
 			t.Fatalf("no key moves %s: %v", kind, kinds)
 		}
 	}
-	execAll(t, src, "DELETE FROM st_rows WHERE id = 4 AND k > 300",
+	exec(t, src, "DELETE FROM st_rows WHERE id = 4 AND k > 300",
 		"UPDATE st_rows SET k = k + 1000, v = 'moved' WHERE k BETWEEN 201 AND 260",
 		"UPDATE st_rows SET id = 3 WHERE k BETWEEN 100 AND 120 AND id = 1") // the key stays, the primary key changes
 	catchUp(t, s)
@@ -286,7 +269,7 @@ func TestStreamKeepsUnchangedToastColumns(t *testing.T) {
 		[]string{"st_toast"},
 		map[string]topology.TableConfig{"st_toast": {ShardKey: "id", KeyType: topology.KeyBigint}}, nil)
 	src := s.SourceDSN
-	execAll(t, src, "INSERT INTO st_toast SELECT i, (SELECT string_agg(md5(random()::text || i || j), '') FROM generate_series(1, 100) j), 0 FROM generate_series(1, 60) i")
+	exec(t, src, "INSERT INTO st_toast SELECT i, (SELECT string_agg(md5(random()::text || i || j), '') FROM generate_series(1, 100) j), 0 FROM generate_series(1, 60) i")
 	catchUp(t, s)
 	const rows = "SELECT id, id || ' ' || n || ' ' || md5(big) || ' ' || length(big) FROM st_toast"
 	if want := wantRange(t, s, rows, itself); len(want) == 0 {
@@ -301,7 +284,7 @@ func TestStreamKeepsUnchangedToastColumns(t *testing.T) {
 	if kinds["false->true"] == 0 || kinds["true->false"] == 0 || kinds["true->true"] == 0 {
 		t.Fatalf("moves %v: the test needs keys entering, leaving and staying in the range", kinds)
 	}
-	execAll(t, src,
+	exec(t, src,
 		"UPDATE st_toast SET n = n + 1",
 		"UPDATE st_toast SET id = id + 100, n = n + 1 WHERE id <= 30",
 		"UPDATE st_toast SET n = n + 1 WHERE id > 100",
@@ -322,7 +305,7 @@ func TestStreamAppliesReferenceTablesInFull(t *testing.T) {
 		[]string{"st_ref", "st_refsharded", "st_refnokey"},
 		map[string]topology.TableConfig{"st_refsharded": {ShardKey: "id"}}, []string{"st_ref", "st_refnokey"})
 	src := s.SourceDSN
-	execAll(t, src,
+	exec(t, src,
 		"INSERT INTO st_ref SELECT i, 'name ' || i FROM generate_series(1, 100) i",
 		"UPDATE st_ref SET name = 'renamed' WHERE code % 4 = 0",
 		"UPDATE st_ref SET code = code + 1000 WHERE code % 10 = 1",
@@ -345,13 +328,13 @@ func TestStreamAppliesReferenceTablesInFull(t *testing.T) {
 		t.Errorf("target st_refnokey: %s", got)
 	}
 
-	execAll(t, src, "TRUNCATE st_ref", "INSERT INTO st_ref VALUES (7, 'after the truncate')")
+	exec(t, src, "TRUNCATE st_ref", "INSERT INTO st_ref VALUES (7, 'after the truncate')")
 	catchUp(t, s)
 	if got := rowsOf(t, s.TargetDSN, rows); len(got) != 1 || got[7] != "(7,\"after the truncate\")" {
 		t.Fatalf("after TRUNCATE the target has %v", got)
 	}
 
-	execAll(t, src, "TRUNCATE st_refsharded")
+	exec(t, src, "TRUNCATE st_refsharded")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err := s.Run(ctx, walPosition(t, src))
@@ -384,8 +367,8 @@ func TestStreamStopsExactlyAtUntil(t *testing.T) {
 	s := newStream(t, "st_until", []string{"CREATE TABLE st_until (id bigint PRIMARY KEY, n int)"},
 		[]string{"st_until", "st_until_log"}, map[string]topology.TableConfig{"st_until": {ShardKey: "id"}}, nil)
 	src, dst := s.SourceDSN, s.TargetDSN
-	execAll(t, dst, logTrigger("st_until")...)
-	t.Cleanup(func() { execAll(t, dst, "DROP FUNCTION IF EXISTS st_until_log() CASCADE") })
+	exec(t, dst, logTrigger("st_until")...)
+	t.Cleanup(func() { exec(t, dst, "DROP FUNCTION IF EXISTS st_until_log() CASCADE") })
 	var in []int64
 	for k := int64(1); len(in) < 3; k++ {
 		if inStreamRange(t, k) {
@@ -395,9 +378,9 @@ func TestStreamStopsExactlyAtUntil(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
-	execAll(t, src, fmt.Sprintf("INSERT INTO st_until VALUES (%d, 1)", in[0]))
+	exec(t, src, fmt.Sprintf("INSERT INTO st_until VALUES (%d, 1)", in[0]))
 	until := walPosition(t, src)
-	execAll(t, src, fmt.Sprintf("INSERT INTO st_until VALUES (%d, 1)", in[1]))
+	exec(t, src, fmt.Sprintf("INSERT INTO st_until VALUES (%d, 1)", in[1]))
 	if err := s.Run(ctx, until); err != nil {
 		t.Fatal(err)
 	}
@@ -448,9 +431,9 @@ func TestStreamAppliesEachTransactionOnceAcrossKills(t *testing.T) {
 	s := newStream(t, "st_once", []string{"CREATE TABLE st_once (id bigint PRIMARY KEY, n int)"},
 		[]string{"st_once", "st_once_log"}, map[string]topology.TableConfig{"st_once": {ShardKey: "id"}}, nil)
 	src, dst := s.SourceDSN, s.TargetDSN
-	execAll(t, dst, logTrigger("st_once")...)
-	t.Cleanup(func() { execAll(t, dst, "DROP FUNCTION IF EXISTS st_once_log() CASCADE") })
-	execAll(t, src, fmt.Sprintf("INSERT INTO st_once SELECT i, 0 FROM generate_series(1, %d) i", rows))
+	exec(t, dst, logTrigger("st_once")...)
+	t.Cleanup(func() { exec(t, dst, "DROP FUNCTION IF EXISTS st_once_log() CASCADE") })
+	exec(t, src, fmt.Sprintf("INSERT INTO st_once SELECT i, 0 FROM generate_series(1, %d) i", rows))
 
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -552,8 +535,8 @@ func increments(dsn string, rows, txns int) error {
 func TestStreamErrorNamesTableAndTransaction(t *testing.T) {
 	s := newStream(t, "st_refused", []string{"CREATE TABLE st_refused (id bigint PRIMARY KEY, n int)"},
 		[]string{"st_refused"}, map[string]topology.TableConfig{"st_refused": {ShardKey: "id"}}, nil)
-	execAll(t, s.TargetDSN, "ALTER TABLE st_refused ADD CHECK (n < 100)")
-	execAll(t, s.SourceDSN, "INSERT INTO st_refused SELECT i, i FROM generate_series(1, 200) i")
+	exec(t, s.TargetDSN, "ALTER TABLE st_refused ADD CHECK (n < 100)")
+	exec(t, s.SourceDSN, "INSERT INTO st_refused SELECT i, i FROM generate_series(1, 200) i")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err := s.Run(ctx, walPosition(t, s.SourceDSN))

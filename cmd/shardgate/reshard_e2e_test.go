@@ -347,6 +347,15 @@ func TestReshardSplitUnderLoad(t *testing.T) {
 		}
 	}
 	e.checkPlacement(t, l)
+	// After cutover, status follows the reverse streams, which the
+	// writes on the targets since the switch are waiting in.
+	var status reshard.Status
+	if err := json.Unmarshal([]byte(e.reshard(t, "status", "--json")), &status); err != nil {
+		t.Fatal(err)
+	}
+	if status.Phase != reshard.PhaseSwitched || !strings.Contains(status.Parts[0].Slot, "_rev_") || status.Parts[0].LagBytes == 0 {
+		t.Errorf("status after cutover: %+v", status)
+	}
 
 	e.reshard(t, "complete")
 	if got := queryRows(t, e.cluster.Shard("s1").Primary.DSN("app"), "SELECT count(*) FROM posts"); got[0][0] != 0 {

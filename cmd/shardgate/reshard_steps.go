@@ -204,10 +204,14 @@ func reshardStatusCmd(o *reshardOpts) *cobra.Command {
 			}
 			fmt.Fprintf(out, "reshard %s: %s, range %s of shard %s, started %s\n", s.ID, s.Phase, s.From, s.Source, s.Started.Format(time.RFC3339))
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TARGET\tRANGE\tTABLE\tROWS\tESTIMATE\tROWS/S\tETA\tDONE")
+			fmt.Fprintln(tw, "TARGET\tRANGE\tTABLE\tROWS\tESTIMATE\tROWS/S\tETA")
 			for _, p := range s.Parts {
 				for _, t := range p.Tables {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%.0f\t%.0fs\t%v\n", p.Target, p.Range, t.Table, t.Rows, t.Estimate, t.Rate, t.ETASecs, t.Done)
+					eta := "done"
+					if !t.Done {
+						eta = fmt.Sprintf("%.0fs", t.ETASecs)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%.0f\t%s\n", p.Target, p.Range, t.Table, t.Rows, t.Estimate, t.Rate, eta)
 				}
 			}
 			tw.Flush()
