@@ -50,7 +50,10 @@ func (r *Runner) Cutover(ctx context.Context) (CutoverReport, error) {
 		err = errors.Join(err, uerr)
 	}
 	rep.WritePause = time.Since(fenced)
-	if err != nil {
+	switch {
+	case err != nil && r.State.Phase == PhaseSwitched:
+		return rep, fmt.Errorf("the proxies switched to the new layout, but: %w", err)
+	case err != nil:
 		return rep, fmt.Errorf("cutover abandoned, the old layout serves: %w", err)
 	}
 	return rep, nil

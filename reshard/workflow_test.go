@@ -160,3 +160,53 @@ func scalar(t *testing.T, dsn, sql string) string {
 	query(t, dsn, sql, &v)
 	return fmt.Sprint(v)
 }
+
+// TestAbortBeforeCutover: abort after the copy drops the slot and the
+// publication and empties the target, so the same reshard may start over.
+func TestAbortBeforeCutover(t *testing.T) {
+	src := cluster.Shards[1].Primary.DSN(cluster.Database)
+	exec(t, src, "CREATE TABLE ab_users (id bigint PRIMARY KEY, name text)",
+		"INSERT INTO ab_users SELECT i, 'u' || i FROM generate_series(1, 500) i")
+	exec(t, cluster.Shards[2].Primary.DSN(cluster.Database), "CREATE DATABASE ab_target")
+	cfg, _ := liveConfig(t, map[string]string{"ab_users": "id"})
+	cfg.ReferenceTables = nil
+	path := filepath.Join(t.TempDir(), "shardgate.yaml")
+	if err := os.WriteFile(path, []byte("database: app\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	to := topology.ShardConfig{Name: "s2", Primary: cluster.Shards[2].Primary.DSN("ab_target")}
+	p, err := Move(cfg, "80-", to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := Begin(path, cfg, p, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Runner{State: st, Config: cfg, Log: slog.New(slog.DiscardHandler), CutoverTimeout: 10 * time.Second}
+	if err := r.Copy(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := scalar(t, to.Primary, "SELECT count(*) FROM ab_users"); got == "0" {
+		t.Fatal("the copy moved no row")
+	}
+	if err := r.Abort(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := scalar(t, src, "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'shardgate_"+st.ID+"%'"); got != "0" {
+		t.Errorf("%s slots left after abort", got)
+	}
+	if got := scalar(t, src, "SELECT count(*) FROM pg_publication WHERE pubname = '"+st.Publication+"'"); got != "0" {
+		t.Errorf("the publication is left after abort")
+	}
+	if got := scalar(t, to.Primary, "SELECT count(*) FROM ab_users"); got != "0" {
+		t.Errorf("abort left %s rows on the target", got)
+	}
+	if _, ok, _ := LoadState(path); ok {
+		t.Error("abort left the state file")
+	}
+	problems, err := Preflight(t.Context(), cfg, p)
+	if err != nil || len(problems) != 0 {
+		t.Errorf("preflight after abort: %v %v", problems, err)
+	}
+}

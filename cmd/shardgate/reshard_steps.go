@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -39,6 +40,9 @@ func reshardStartCmd(o *reshardOpts, verb string) *cobra.Command {
 				return err
 			}
 			out := cmd.OutOrStdout()
+			if len(o.proxies) == 0 {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning: no --proxy: DDL through the proxies is not refused during the reshard, and cutover will need them")
+			}
 			bars := copyProgress(out, r)
 			if err := r.Copy(cmd.Context()); err != nil {
 				return err
@@ -97,6 +101,10 @@ func (o *reshardOpts) start(cmd *cobra.Command, verb, rangeSpec, at string, t *t
 	return o.newRunner(cfg, st)
 }
 
+// errNoProxy refuses a switch without the proxies: one left on the old
+// layout would write to the retired source, and complete would lose it.
+var errNoProxy = errors.New("name every proxy serving this config with --proxy ADMIN_DSN: they switch layouts together")
+
 func rangeSpecCanonical(spec string) string {
 	r, err := topology.ParseKeyRange(spec)
 	if err != nil {
@@ -106,6 +114,9 @@ func rangeSpecCanonical(spec string) string {
 }
 
 func runCutover(cmd *cobra.Command, r *reshard.Runner) error {
+	if len(r.Proxies) == 0 {
+		return errNoProxy
+	}
 	rep, err := r.Cutover(cmd.Context())
 	if err != nil {
 		return err
@@ -167,6 +178,9 @@ func reshardStepCmd(o *reshardOpts, verb string) *cobra.Command {
 			case "cutover":
 				return runCutover(cmd, r)
 			case "abort":
+				if r.State.Phase == reshard.PhaseSwitched && len(r.Proxies) == 0 {
+					return errNoProxy
+				}
 				if err := r.Abort(cmd.Context()); err != nil {
 					return err
 				}

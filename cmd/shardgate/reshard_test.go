@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shardgate/shardgate/reshard"
 	"github.com/shardgate/shardgate/topology"
@@ -81,5 +82,39 @@ func TestRewriteLayoutKeepsTheRest(t *testing.T) {
 	}
 	if info, _ := os.Stat(path); info.Mode().Perm() != 0o640 {
 		t.Errorf("mode %v, want the file's 0640 kept", info.Mode().Perm())
+	}
+}
+
+// A cutover without --proxy is refused before anything happens: a proxy
+// left on the old layout would write where complete then deletes.
+func TestReshardCutoverNeedsProxies(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "shardgate.yaml")
+	orig, err := os.ReadFile("../../testdata/config/valid.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, orig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := topology.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := reshard.Move(cfg, "80-", topology.ShardConfig{Name: "s2", Primary: "postgres://x@127.0.0.1:1/app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := reshard.Begin(path, cfg, p, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Phase = reshard.PhaseCopied
+	if err := st.Save(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCLI(t, t.Context(), "reshard", "cutover", "-c", path)
+	if err == nil || !strings.Contains(err.Error(), "--proxy") {
+		t.Fatalf("cutover without --proxy: %v\n%s", err, out)
 	}
 }
