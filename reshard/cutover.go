@@ -28,7 +28,7 @@ func (r *Runner) Cutover(ctx context.Context) (CutoverReport, error) {
 	switch r.State.Phase {
 	case PhaseSwitched: // a cutover killed after the switch: say it again
 		return rep, errors.Join(r.Proxies.switchTo(ctx, r.State.After), r.Proxies.unfence(ctx))
-	case PhaseCopied:
+	case PhaseCopied, PhaseSwitching:
 	default:
 		return rep, fmt.Errorf("the reshard is %s: cutover comes after the copy", r.State.Phase)
 	}
@@ -53,6 +53,8 @@ func (r *Runner) Cutover(ctx context.Context) (CutoverReport, error) {
 	switch {
 	case err != nil && r.State.Phase == PhaseSwitched:
 		return rep, fmt.Errorf("the proxies switched to the new layout, but: %w", err)
+	case err != nil && r.State.Phase == PhaseSwitching:
+		return rep, fmt.Errorf("some proxies may serve the new layout; run cutover again: %w", err)
 	case err != nil:
 		return rep, fmt.Errorf("cutover abandoned, the old layout serves: %w", err)
 	}
@@ -62,7 +64,7 @@ func (r *Runner) Cutover(ctx context.Context) (CutoverReport, error) {
 func (r *Runner) fencedSwitch(ctx context.Context, rep *CutoverReport) error {
 	ctx, cancel := context.WithTimeout(ctx, r.CutoverTimeout)
 	defer cancel()
-	if err := r.Proxies.fence(ctx, r.State.Source, r.CutoverTimeout.Milliseconds()); err != nil {
+	if err := r.Proxies.fence(ctx, r.State.Source, r.CutoverTimeout.Milliseconds(), r.State.Phase == PhaseSwitching); err != nil {
 		return err
 	}
 	applyBegan := time.Now()
@@ -98,11 +100,21 @@ func (r *Runner) fencedSwitch(ctx context.Context, rep *CutoverReport) error {
 		after.ReadFloor[part.Target.Name] = floor.String()
 	}
 	rep.SwitchPoint = after.ReadFloor
+	// Should this command stop while proxies switch, the state must say
+	// that some may serve the new layout: abort would otherwise empty
+	// targets that take writes.
+	r.State.Phase = PhaseSwitching
+	if err := r.save(); err != nil {
+		return err
+	}
 	if err := r.Proxies.switchTo(ctx, after); err != nil {
 		// A proxy that did switch goes back; the targets took no write,
 		// as the source stayed fenced.
-		r.Proxies.switchTo(context.WithoutCancel(ctx), r.State.Before)
-		return err
+		if berr := r.Proxies.switchTo(context.WithoutCancel(ctx), r.State.Before); berr != nil {
+			return errors.Join(err, berr) // still switching: cutover again
+		}
+		r.State.Phase = PhaseCopied
+		return errors.Join(err, r.save())
 	}
 	r.State.After = after
 	r.State.Phase = PhaseSwitched
@@ -139,7 +151,10 @@ func (r *Runner) copySequences(ctx context.Context) error {
 	for _, part := range r.State.Parts {
 		err := withConn(ctx, part.Target.Primary, func(c *pgx.Conn) error {
 			for _, s := range seqs {
-				if _, err := c.Exec(ctx, "SELECT setval(to_regclass($1), $2) WHERE to_regclass($1) IS NOT NULL", s.name, s.last); err != nil {
+				// Never backwards: a cutover run again after the switch
+				// finds targets that already handed out numbers.
+				if _, err := c.Exec(ctx, `SELECT setval(to_regclass($1), greatest($2, coalesce(s.last_value, 0)))
+FROM pg_sequences s WHERE format('%I.%I', s.schemaname, s.sequencename) = $1`, s.name, s.last); err != nil {
 					return fmt.Errorf("sequence %s: %w", s.name, err)
 				}
 			}
@@ -157,6 +172,9 @@ func (r *Runner) copySequences(ctx context.Context) error {
 // source up to date; then the proxies switch back. Either way the slots
 // and the publication go, and the targets are emptied.
 func (r *Runner) Abort(ctx context.Context) error {
+	if r.State.Phase == PhaseSwitching {
+		return errors.New("a cutover was cut short while the proxies switched: run cutover again, then abort")
+	}
 	if r.State.Phase == PhaseSwitched {
 		if err := r.switchBack(ctx); err != nil {
 			return err
@@ -180,7 +198,7 @@ func (r *Runner) switchBack(ctx context.Context) error {
 
 func (r *Runner) fencedSwitchBack(ctx context.Context) error {
 	for _, part := range r.State.Parts {
-		if err := r.Proxies.fence(ctx, part.Target.Name, r.CutoverTimeout.Milliseconds()); err != nil {
+		if err := r.Proxies.fence(ctx, part.Target.Name, r.CutoverTimeout.Milliseconds(), true); err != nil {
 			return err
 		}
 	}

@@ -33,8 +33,18 @@ func (ps Proxies) run(ctx context.Context, cmd string) error {
 
 // fence pauses writes to shard on every proxy. The fence's lease, three
 // timeouts, outlives any cutover yet lifts it should this command die.
-func (ps Proxies) fence(ctx context.Context, shard string, timeoutMS int64) error {
-	return ps.run(ctx, fmt.Sprintf("RESHARD FENCE %s TIMEOUT %d LEASE %d", quote(shard), timeoutMS, 3*timeoutMS))
+// With gone, a proxy that no longer has shard (it switched before this
+// command was cut short) counts as fenced.
+func (ps Proxies) fence(ctx context.Context, shard string, timeoutMS int64, gone bool) error {
+	cmd := fmt.Sprintf("RESHARD FENCE %s TIMEOUT %d LEASE %d", quote(shard), timeoutMS, 3*timeoutMS)
+	for _, dsn := range ps {
+		err := Proxies{dsn}.run(ctx, cmd)
+		var pe *pgconn.PgError
+		if err != nil && !(gone && errors.As(err, &pe) && pe.Code == "42704") {
+			return err
+		}
+	}
+	return nil
 }
 
 // unfence is sent on the way out of every step that fenced, even a failed

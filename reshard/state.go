@@ -18,9 +18,12 @@ import (
 type Phase string
 
 const (
-	PhaseCopying  Phase = "copying"  // schema made; parts being copied under their snapshots
-	PhaseCopied   Phase = "copied"   // every part copied: its stream catches up until cutover
-	PhaseSwitched Phase = "switched" // proxies serve the new layout; reverse streams keep the source whole
+	PhaseCopying Phase = "copying" // schema made; parts being copied under their snapshots
+	PhaseCopied  Phase = "copied"  // every part copied: its stream catches up until cutover
+	// PhaseSwitching: the proxies were being told to switch when the
+	// command stopped; some may serve the new layout. Only cutover goes on.
+	PhaseSwitching Phase = "switching"
+	PhaseSwitched  Phase = "switched" // proxies serve the new layout; reverse streams keep the source whole
 )
 
 // State is a reshard in progress, kept as JSON beside the config file

@@ -132,7 +132,11 @@ func (r *Runner) copyPart(ctx context.Context, i int) error {
 	slot := oldSlot
 	if len(done) > 0 {
 		slot = nextSlotName(oldSlot)
-	} else if err := dropSlots(ctx, src, oldSlot); err != nil { // its snapshot died with the copy
+	}
+	// The slot about to be made may exist: one whose snapshot died with
+	// the copy, or a replacement made just before a crash, before the state
+	// named it. Nothing reads either.
+	if err := dropSlots(ctx, src, slot); err != nil {
 		return err
 	}
 	snap, err := OpenSnapshot(ctx, src, slot)
@@ -245,7 +249,7 @@ func (r *Runner) stream(i int, slot string, tables []string) *Stream {
 // CatchUp runs every part's stream until it has applied what the source
 // had committed when it was called, and returns how long the pass took.
 func (r *Runner) CatchUp(ctx context.Context) (time.Duration, error) {
-	if r.State.Phase != PhaseCopied {
+	if r.State.Phase != PhaseCopied && r.State.Phase != PhaseSwitching {
 		return 0, fmt.Errorf("catch-up runs after the copy and before cutover; the reshard is %s", r.State.Phase)
 	}
 	began := time.Now()

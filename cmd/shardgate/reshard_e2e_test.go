@@ -374,6 +374,17 @@ func TestReshardAbortAfterCutover(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	e.reshard(t, "split", "--range", "80-", "--at", "c0", "--to", "s2", "--to", "s3", "--cutover-when-ready")
 	time.Sleep(time.Second) // the targets take writes
+	// A cutover cut short while the proxy switched: abort refuses, and
+	// cutover again finishes it although the proxy no longer has s1.
+	st := e.state(t)
+	st.Phase = reshard.PhaseSwitching
+	if err := st.Save(); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runCLI(t, context.Background(), "reshard", "-c", e.config, "--proxy", e.admin, "abort"); err == nil || !strings.Contains(err.Error(), "cutover again") {
+		t.Fatalf("abort while switching: %v\n%s", err, out)
+	}
+	e.reshard(t, "cutover")
 	e.reshard(t, "abort")
 	time.Sleep(500 * time.Millisecond)
 	l.finish(t)
