@@ -330,6 +330,9 @@ func (c *client) runHeldOn(u unit, retryable bool) error {
 	c.sess.captured = 0
 	res, err := c.send(sc, ops, &c.out, true)
 	if err != nil {
+		if c.tx.heldNode != nil {
+			err = replicaLost(err)
+		}
 		c.banHeld(err)
 		c.sess.capture = captureNone
 		c.dropBranches()
@@ -365,6 +368,19 @@ func (c *client) runHeldOn(u unit, retryable bool) error {
 	return c.flush()
 }
 
+// replicaLost makes a replica's FATAL a lost connection like any other: a
+// replica serves the client's reads, not its session, so the read is
+// retried elsewhere (nothing answered yet) or answered 08006, the client
+// stays, and the replica is banned, as a shutdown sends the same FATAL as
+// a terminated backend and the reads in flight must go elsewhere at once.
+func replicaLost(err error) error {
+	var fatal *serverFatal
+	if errors.As(err, &fatal) {
+		return errors.New(fatal.Error())
+	}
+	return err
+}
+
 // describeOutside runs a batch that executes nothing (Parse/Describe, as
 // drivers send to prepare) on any shard outside the deferred transaction,
 // so preparing a statement does not pin the transaction to a shard before
@@ -390,8 +406,10 @@ func (c *client) describeOutside() error {
 // banHeld bans the server of the held connection after an I/O error on it
 // (not one writing to the client).
 func (c *client) banHeld(err error) {
-	if errors.Is(err, errClientWrite) || errors.Is(err, pool.ErrQueryTimeout) || c.tx.held == nil {
-		return // a slow answer or a lost client says nothing of the server's health
+	if errors.Is(err, errClientWrite) || errors.Is(err, pool.ErrQueryTimeout) || errors.Is(err, errServerEnded) || c.tx.held == nil {
+		// A slow answer, a lost client or a server ending one session
+		// says nothing of the server's health.
+		return
 	}
 	if n := c.tx.heldNode; n != nil {
 		n.Ban(err)
@@ -403,9 +421,20 @@ func (c *client) banHeld(err error) {
 }
 
 // serverLost reports a server connection that died under a client; the
-// client stays connected, as it would through PgBouncer.
+// client stays connected, as it would through PgBouncer, unless the server
+// ended the session with a FATAL, which is relayed and ends the client's.
 func (c *client) serverLost(err error) error {
 	if errors.Is(err, errClientWrite) {
+		return err
+	}
+	var fatal *serverFatal
+	if errors.As(err, &fatal) {
+		// As Postgres would: the FATAL, unchanged, then the connection
+		// closes; the client's session state went with the server's.
+		c.out = append(c.out, fatal.msg...)
+		if ferr := c.flush(); ferr != nil {
+			return fmt.Errorf("%w: %v", errClientWrite, ferr)
+		}
 		return err
 	}
 	shard := c.srv.topo().Shards[c.tx.heldShard].Name

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -105,10 +106,11 @@ func (c *client) send(sc *pool.Conn, ops []op, sink *[]byte, stream bool) (res r
 			continue
 		case 'E':
 			if sev, text := fatalError(msg); sev != "" {
-				// The server is closing this connection: relaying the FATAL
-				// would make the client drop its own connection too.
+				// The server is closing this connection: the caller relays
+				// the FATAL as it is and ends the client's session too.
 				sc.MarkBroken()
-				return res, fmt.Errorf("server ended the connection: %s %s", sev, text)
+				sc.RecordError(errorCode(msg))
+				return res, &serverFatal{msg: bytes.Clone(msg), text: sev + " " + text}
 			}
 			if o.capture {
 				continue
@@ -233,6 +235,23 @@ func errorCode(msg []byte) string {
 	}
 	return ""
 }
+
+// serverFatal: the server ended the connection with a FATAL or PANIC
+// ErrorResponse (msg, whole). It says nothing of the server's health (a
+// pg_terminate_backend, an idle_in_transaction_session_timeout), and the
+// client's session on it is gone, as a direct client's would be.
+type serverFatal struct {
+	msg  []byte
+	text string
+}
+
+func (e *serverFatal) Error() string { return errServerEnded.Error() + ": " + e.text }
+
+func (e *serverFatal) Unwrap() error { return errServerEnded }
+
+// errServerEnded: a server ended one connection on purpose, which says
+// nothing of its health: no ban (its health checks tell if it went down).
+var errServerEnded = errors.New("server ended the connection")
 
 // fatalError returns the severity and "message (SQLSTATE code)" of an
 // ErrorResponse whose severity is FATAL or PANIC; "" for other errors.
