@@ -1,8 +1,10 @@
 package proxy_test
 
 import (
+	"context"
 	"errors"
 	"io"
+	"math"
 	"testing"
 	"time"
 
@@ -112,5 +114,48 @@ func assertClosedAfterFatal(t *testing.T, dsn string) {
 	}
 	if msg, err := fe.Receive(); !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("after the FATAL: %T %v, want the connection closed", msg, err)
+	}
+}
+
+// TestBackendPIDs: the process ids the proxy gives its clients are what a
+// server's are, positive int4 values distinct among live sessions, and a
+// cancel with one still reaches that client's query.
+func TestBackendPIDs(t *testing.T) {
+	ctx := t.Context()
+	seen := map[uint32]bool{}
+	var conns []*pgconn.PgConn
+	for range 60 {
+		c, err := pgconn.Connect(ctx, proxyDSN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(context.Background()) })
+		pid := c.PID()
+		if pid == 0 || pid > math.MaxInt32 {
+			t.Fatalf("process id %d is not a positive int4", pid)
+		}
+		if seen[pid] {
+			t.Fatalf("process id %d given to two live clients", pid)
+		}
+		seen[pid] = true
+		conns = append(conns, c)
+	}
+	victim := conns[len(conns)/2]
+	result := make(chan error, 1)
+	go func() {
+		_, err := victim.Exec(context.Background(), "SELECT pg_sleep(30)").ReadAll()
+		result <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if err := victim.CancelRequest(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-result:
+		if sqlState(err) != "57014" {
+			t.Fatalf("cancelled query: %v, want 57014", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the cancel did not reach the query")
 	}
 }
