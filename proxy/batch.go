@@ -375,6 +375,22 @@ func (c *client) makeRoom(sc *pool.Conn, ops []op) []op {
 	return append(ops, op{typ: 'C', drop: true, closing: victim})
 }
 
+// ensureBefore prepares p on sc ahead of a simple query that EXECUTEs it,
+// unless sc has it: Parse and Sync, their answers swallowed (an error
+// still reaches the client).
+func (c *client) ensureBefore(sc *pool.Conn, p *prepared, ops []op) []op {
+	c.ext.willHave, c.ext.willClose = c.ext.willHave[:0], c.ext.willClose[:0]
+	sc.Batch++
+	if c.serverHas(sc, p) {
+		return ops
+	}
+	ops = c.makeRoom(sc, ops)
+	c.ext.willHave = append(c.ext.willHave, p.serverName)
+	c.sout = appendMessage(c.sout, 'P', p.parse)
+	c.sout = appendEmpty(c.sout, 'S')
+	return append(ops, op{typ: 'P', drop: true, prepared: p}, op{typ: 'S', drop: true})
+}
+
 // buildBatch turns the batch into bytes for sc in c.sout, rewriting
 // statement names and preparing statements sc lacks, and returns the ops.
 func (c *client) buildBatch(sc *pool.Conn, ops []op) []op {

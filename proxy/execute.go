@@ -14,6 +14,8 @@ import (
 // the extended-protocol batch up to Sync (or Flush).
 type unit struct {
 	query []byte // simple Query body (SQL and its NUL); nil for a batch
+	// ensure: a statement the query EXECUTEs, prepared first where missing.
+	ensure *prepared
 }
 
 var errStatementMode = &pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "transaction blocks are not allowed in statement pooling mode"}
@@ -27,6 +29,9 @@ func (c *client) simpleQuery(body []byte) error {
 	}
 	u := unit{query: body}
 	return c.gated(func() (router.Plan, unit, bool, error) {
+		if s := sqlPrepareOf(sql); s != nil {
+			return c.sqlPrepare(s, sql)
+		}
 		a, params, _ := c.srv.router.AnalyzeSimple(sql, &c.sess.norm)
 		plan := c.srv.router.RouteHinted(a, params, nil, c.hint())
 		if plan.Explain != nil {
@@ -303,6 +308,9 @@ func (c *client) encode(sc *pool.Conn, u unit, withPending bool) []op {
 		ops = append(ops, op{typ: 'Q', drop: true})
 	}
 	if u.query != nil {
+		if u.ensure != nil {
+			ops = c.ensureBefore(sc, u.ensure, ops)
+		}
 		c.sout = appendMessage(c.sout, 'Q', u.query)
 		ops = append(ops, op{typ: 'Q'})
 	} else {
@@ -333,13 +341,7 @@ func (c *client) runHeldOn(u unit, retryable bool) error {
 		if c.tx.heldNode != nil {
 			err = replicaLost(err)
 		}
-		c.banHeld(err)
-		c.sess.capture = captureNone
-		c.dropBranches()
-		c.releaseHeld()
-		c.tx.state, c.tx.savepoint = txIdle, false
-		c.tx.pending = c.tx.pending[:0]
-		c.settleSettings(nil, false)
+		c.dropHeld(err)
 		if retryable && !res.answered && !errors.Is(err, errClientWrite) && !errors.Is(err, pool.ErrQueryTimeout) {
 			c.log().Info("retrying a read elsewhere: its replica failed before answering", "err", err)
 			return errRetryRead
@@ -366,6 +368,24 @@ func (c *client) runHeldOn(u unit, retryable bool) error {
 	}
 	c.sess.capture = captureNone
 	return c.flush()
+}
+
+// dropHeld gives up the held connection after err on it, and with it the
+// transaction it carried.
+func (c *client) dropHeld(err error) {
+	c.banHeld(err)
+	c.sess.capture = captureNone
+	c.dropBranches()
+	c.releaseHeld()
+	c.tx.state, c.tx.savepoint = txIdle, false
+	c.tx.pending = c.tx.pending[:0]
+	c.settleSettings(nil, false)
+}
+
+// heldFailed is dropHeld that answers the client.
+func (c *client) heldFailed(err error) error {
+	c.dropHeld(err)
+	return c.serverLost(err)
 }
 
 // replicaLost makes a replica's FATAL a lost connection like any other: a

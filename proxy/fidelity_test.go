@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"testing"
@@ -157,5 +158,119 @@ func TestBackendPIDs(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the cancel did not reach the query")
+	}
+}
+
+// TestSQLPrepare: SQL-level PREPARE, EXECUTE and DEALLOCATE belong to the
+// client, not to whichever server connection it has at the moment: in
+// transaction mode the statements keep working as its statements move
+// between server connections and shards, and nobody else sees them.
+func TestSQLPrepare(t *testing.T) {
+	for _, mode := range []string{"transaction", "session"} {
+		t.Run(mode, func(t *testing.T) {
+			dsn := proxyWith(t, func(c *topology.Config) {
+				c.Pool.Mode = mode
+				c.Pool.Size = 2
+			})
+			ctx := t.Context()
+			conn, err := pgconn.Connect(ctx, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(context.Background())
+			exec := func(sql string) ([]*pgconn.Result, error) { return conn.Exec(ctx, sql).ReadAll() }
+			must := func(sql string) []*pgconn.Result {
+				t.Helper()
+				res, err := exec(sql)
+				if err != nil {
+					t.Fatalf("%s: %v", sql, err)
+				}
+				return res
+			}
+			fails := func(sql, code string) {
+				t.Helper()
+				if _, err := exec(sql); sqlState(err) != code {
+					t.Fatalf("%s: got %v, want SQLSTATE %s", sql, err, code)
+				}
+			}
+			base := int64(48_000_000)
+			if mode == "session" {
+				base = 48_100_000
+			}
+			keys := keysOnShards(t, base, 20)
+			must("PREPARE ins(bigint, text) AS INSERT INTO users (id, name) VALUES ($1, $2)")
+			must("PREPARE sel (bigint) AS SELECT name FROM users WHERE id = $1;")
+			for _, k := range keys {
+				if res := must(fmt.Sprintf("EXECUTE ins(%d, 'n%d')", k, k)); res[0].CommandTag.String() != "INSERT 0 1" {
+					t.Fatalf("EXECUTE ins: tag %q", res[0].CommandTag)
+				}
+			}
+			for _, k := range keys {
+				res := must(fmt.Sprintf("EXECUTE sel(%d)", k))
+				if len(res[0].Rows) != 1 || string(res[0].Rows[0][0]) != fmt.Sprintf("n%d", k) {
+					t.Fatalf("EXECUTE sel(%d): %q", k, res[0].Rows)
+				}
+			}
+			// Declared parameter types are the statement's, as in Postgres.
+			must("PREPARE len(text) AS SELECT length($1), pg_typeof($1)::text")
+			if res := must("EXECUTE len('abcd')"); string(res[0].Rows[0][0]) != "4" || string(res[0].Rows[0][1]) != "text" {
+				t.Fatalf("EXECUTE len: %q", res[0].Rows)
+			}
+			if res := must("EXECUTE len(upper('ab'))"); string(res[0].Rows[0][0]) != "2" {
+				t.Fatalf("EXECUTE with an expression: %q", res[0].Rows)
+			}
+			fails(fmt.Sprintf("EXECUTE sel(%d + 0)", keys[0]), "0A000") // an expression cannot pick the shard
+			fails("PREPARE sel(bigint) AS SELECT 1", "42P05")
+			fails("PREPARE bad AS SELECT * FROM no_such_table", "42P01")
+			fails("EXECUTE bad", "26000")
+
+			other, err := pgconn.Connect(ctx, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer other.Close(context.Background())
+			if _, err := other.Exec(ctx, "EXECUTE sel(1)").ReadAll(); sqlState(err) != "26000" {
+				t.Fatalf("another client ran this client's statement: %v", err)
+			}
+
+			// In a transaction block; a failed one refuses them as any statement.
+			must("BEGIN")
+			must(fmt.Sprintf("EXECUTE ins(%d, 'tx')", base+100))
+			must("PREPARE in_tx AS SELECT 1")
+			must("COMMIT")
+			must("EXECUTE in_tx")
+			if res := must(fmt.Sprintf("EXECUTE sel(%d)", base+100)); len(res[0].Rows) != 1 {
+				t.Fatal("the row inserted by EXECUTE in a transaction is missing")
+			}
+			must("BEGIN")
+			fails("SELECT 1/0", "22012")
+			fails(fmt.Sprintf("EXECUTE sel(%d)", keys[0]), "25P02")
+			must("ROLLBACK")
+
+			must("DEALLOCATE sel")
+			fails(fmt.Sprintf("EXECUTE sel(%d)", keys[0]), "26000")
+			fails("DEALLOCATE sel", "26000")
+			if res := must("DEALLOCATE PREPARE ALL"); res[0].CommandTag.String() != "DEALLOCATE ALL" {
+				t.Fatalf("DEALLOCATE ALL: tag %q", res[0].CommandTag)
+			}
+			fails("EXECUTE ins(1, 'x')", "26000")
+
+			// Protocol-level statements share the namespace: pgx's reset
+			// (DEALLOCATE ALL) lets it prepare the same names again.
+			if _, err := conn.Prepare(ctx, "ps1", "SELECT $1::int + 1", nil); err != nil {
+				t.Fatal(err)
+			}
+			if res := must("EXECUTE ps1(41)"); string(res[0].Rows[0][0]) != "42" {
+				t.Fatalf("EXECUTE of a protocol-level statement: %q", res[0].Rows)
+			}
+			must("DEALLOCATE ALL")
+			if _, err := conn.Prepare(ctx, "ps1", "SELECT $1::int + 2", nil); err != nil {
+				t.Fatalf("preparing a name again after DEALLOCATE ALL: %v", err)
+			}
+			res := conn.ExecPrepared(ctx, "ps1", [][]byte{[]byte("40")}, nil, nil).Read()
+			if res.Err != nil || string(res.Rows[0][0]) != "42" {
+				t.Fatalf("the statement prepared again: %v %q", res.Err, res.Rows)
+			}
+		})
 	}
 }
