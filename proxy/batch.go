@@ -444,6 +444,7 @@ func (c *client) buildBatch(sc *pool.Conn, ops []op) []op {
 			c.sout = appendMessage(c.sout, 'P', b.prep.parse)
 			ops = append(ops, op{typ: 'P', prepared: b.prep, clientName: b.clientName})
 		case 'B':
+			server := ""
 			portal, rest, _ := cstring(body)
 			head := body[:len(portal)+1]
 			stmt, rest, _ := cstring(rest)
@@ -457,19 +458,22 @@ func (c *client) buildBatch(sc *pool.Conn, ops []op) []op {
 			} else {
 				p := c.lookupAt(string(stmt), bi)
 				ensure(p)
-				c.sout = appendRenamed(c.sout, 'B', head, serverNameOr(p, stmt), rest)
+				server = serverNameOr(p, stmt)
+				c.sout = appendRenamed(c.sout, 'B', head, server, rest)
 			}
-			ops = append(ops, op{typ: 'B'})
+			ops = append(ops, op{typ: 'B', stmt: server})
 		case 'D':
+			server := ""
 			if len(body) > 1 && body[0] == 'S' && body[1] != 0 {
 				stmt, rest, _ := cstring(body[1:])
 				p := c.lookupAt(string(stmt), bi)
 				ensure(p)
-				c.sout = appendRenamed(c.sout, 'D', body[:1], serverNameOr(p, stmt), rest)
+				server = serverNameOr(p, stmt)
+				c.sout = appendRenamed(c.sout, 'D', body[:1], server, rest)
 			} else {
 				c.sout = appendMessage(c.sout, 'D', body)
 			}
-			ops = append(ops, op{typ: 'D'})
+			ops = append(ops, op{typ: 'D', stmt: server})
 		case 'C':
 			if len(body) > 1 && body[0] == 'S' && body[1] != 0 {
 				name, _, _ := cstring(body[1:])

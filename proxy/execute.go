@@ -16,6 +16,7 @@ type unit struct {
 	query []byte // simple Query body (SQL and its NUL); nil for a batch
 	// ensure: a statement the query EXECUTEs, prepared first where missing.
 	ensure *prepared
+	retried bool // once, after a shared statement went stale
 }
 
 var errStatementMode = &pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "transaction blocks are not allowed in statement pooling mode"}
@@ -312,7 +313,11 @@ func (c *client) encode(sc *pool.Conn, u unit, withPending bool) []op {
 			ops = c.ensureBefore(sc, u.ensure, ops)
 		}
 		c.sout = appendMessage(c.sout, 'Q', u.query)
-		ops = append(ops, op{typ: 'Q'})
+		q := op{typ: 'Q'}
+		if u.ensure != nil {
+			q.stmt = u.ensure.serverName
+		}
+		ops = append(ops, q)
 	} else {
 		ops = c.buildBatch(sc, ops)
 	}
@@ -334,9 +339,26 @@ var errRetryRead = errors.New("replica failed before answering")
 // before any of its answer was relayed.
 func (c *client) runHeldOn(u unit, retryable bool) error {
 	sc := c.tx.held
+	wasIdle, mark := c.tx.state == txIdle, len(c.out)
 	ops, piped := c.pipelineCapture(u, c.encode(sc, u, true))
 	c.sess.captured = 0
 	res, err := c.send(sc, ops, &c.out, true)
+	if err == nil && len(res.stale) > 0 {
+		err = c.closeStale(sc, res)
+		if err == nil && res.retry && wasIdle && res.status == 'I' && !res.flushed && !u.retried && c.replayable(u) {
+			// The statement failed before running, in a transaction of
+			// its own that the error ended: nothing happened that the
+			// client saw.
+			c.out = c.out[:mark]
+			for _, b := range c.ext.bound {
+				if c.sess.stmts[b.clientName] == b.prep {
+					delete(c.sess.stmts, b.clientName) // its Parse runs again
+				}
+			}
+			u.retried = true
+			return c.runHeldOn(u, retryable)
+		}
+	}
 	if err != nil {
 		if c.tx.heldNode != nil {
 			err = replicaLost(err)
@@ -368,6 +390,42 @@ func (c *client) runHeldOn(u unit, retryable bool) error {
 	}
 	c.sess.capture = captureNone
 	return c.flush()
+}
+
+// closeStale closes the statements the server found stale on sc, after
+// the exchange, so their next use prepares them again. Mid-batch (no Sync
+// yet) the server would skip the Close: sc is dropped at release instead.
+func (c *client) closeStale(sc *pool.Conn, res relayResult) error {
+	if res.status == 0 {
+		sc.MarkBroken()
+		return nil
+	}
+	c.sout = c.sout[:0]
+	ops := c.ext.ops[:0]
+	for _, name := range res.stale {
+		c.sout = appendMessage(c.sout, 'C', append(append([]byte{'S'}, name...), 0))
+		ops = append(ops, op{typ: 'C', drop: true, closing: name})
+	}
+	c.sout = appendEmpty(c.sout, 'S')
+	ops = append(ops, op{typ: 'S', drop: true})
+	var sink []byte
+	_, err := c.send(sc, ops, &sink, false)
+	return err
+}
+
+// replayable reports whether u can run again as it is: a simple query, or
+// a batch with one Sync, at its end (one implicit transaction).
+func (c *client) replayable(u unit) bool {
+	if u.query != nil {
+		return true
+	}
+	syncs := 0
+	for _, m := range c.ext.batch.msgs {
+		if m.typ == 'S' {
+			syncs++
+		}
+	}
+	return syncs == 1 && c.ext.batch.synced()
 }
 
 // dropHeld gives up the held connection after err on it, and with it the

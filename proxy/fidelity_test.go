@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -272,5 +273,67 @@ func TestSQLPrepare(t *testing.T) {
 				t.Fatalf("the statement prepared again: %v %q", res.Err, res.Rows)
 			}
 		})
+	}
+}
+
+// TestStaleSharedStatements: server-side statements are shared between
+// clients, so one that went stale must not stay stale for the next user.
+// A changed result type reaches the client once (it holds the old row
+// description, and pgx expects the error, then prepares again); a type
+// that was dropped and created again is cured by preparing afresh, unseen.
+func TestStaleSharedStatements(t *testing.T) {
+	dsn := proxyWith(t, func(c *topology.Config) {
+		c.Pool.Size = 1
+		c.Consistency = "primary"
+		c.Tables["fid_stale"] = topology.TableConfig{ShardKey: "id", KeyType: topology.KeyBigint}
+	})
+	ctx := t.Context()
+	setup := dial(t, dsn, pgx.QueryExecModeSimpleProtocol, nil)
+	for _, sql := range []string{
+		"DROP TABLE IF EXISTS fid_stale",
+		"CREATE TABLE fid_stale (id bigint PRIMARY KEY, f1 int NOT NULL, f2 int NOT NULL)",
+		"INSERT INTO fid_stale (id, f1, f2) VALUES (1, 10, 20)",
+		"DROP TYPE IF EXISTS fid_mood",
+		"CREATE TYPE fid_mood AS ENUM ('sad', 'ok')",
+	} {
+		if _, err := setup.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+
+	const get = "SELECT * FROM fid_stale WHERE id = $1"
+	a := dial(t, dsn, pgx.QueryExecModeCacheStatement, nil)
+	var id, f1, f2 int
+	if err := a.QueryRow(ctx, get, 1).Scan(&id, &f1, &f2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := setup.Exec(ctx, "ALTER TABLE fid_stale DROP COLUMN f1"); err != nil {
+		t.Fatal(err)
+	}
+	err := a.QueryRow(ctx, get, 1).Scan(&id, &f2)
+	if err == nil || !strings.Contains(err.Error(), "cached plan must not change result type") {
+		t.Fatalf("after the column went: %v, want the error Postgres gives", err)
+	}
+	if err := a.QueryRow(ctx, get, 1).Scan(&id, &f2); err != nil || f2 != 20 {
+		t.Fatalf("prepared again after the error: %v (f2 %d)", err, f2)
+	}
+	b := dial(t, dsn, pgx.QueryExecModeCacheStatement, nil)
+	if err := b.QueryRow(ctx, get, 1).Scan(&id, &f2); err != nil || f2 != 20 {
+		t.Fatalf("the next client: %v (f2 %d)", err, f2)
+	}
+
+	const mood = "SELECT $1::fid_mood::text"
+	var got string
+	if err := a.QueryRow(ctx, mood, "ok").Scan(&got); err != nil || got != "ok" {
+		t.Fatalf("%s: %v %q", mood, err, got)
+	}
+	for _, sql := range []string{"DROP TYPE fid_mood", "CREATE TYPE fid_mood AS ENUM ('sad', 'ok')"} {
+		if _, err := setup.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	c := dial(t, dsn, pgx.QueryExecModeCacheStatement, nil)
+	if err := c.QueryRow(ctx, mood, "sad").Scan(&got); err != nil || got != "sad" {
+		t.Fatalf("a new client after the type was created again: %v %q", err, got)
 	}
 }
