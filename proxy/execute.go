@@ -15,7 +15,7 @@ import (
 type unit struct {
 	query []byte // simple Query body (SQL and its NUL); nil for a batch
 	// ensure: a statement the query EXECUTEs, prepared first where missing.
-	ensure *prepared
+	ensure  *prepared
 	retried bool // once, after a shared statement went stale
 }
 
