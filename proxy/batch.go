@@ -21,10 +21,11 @@ type extended struct {
 	bound     []boundStmt
 	params    [][]byte
 	formats   []int16
-	results   []int16  // result format codes of the last Bind
-	ops       []op     // reused per round trip
-	willHave  []string // server-side names the batch being built prepares
-	willClose []string // server-side names it closes to make room
+	results   []int16           // result format codes of the last Bind
+	ops       []op              // reused per round trip
+	willHave  []string          // server-side names the batch being built prepares
+	willClose []string          // server-side names it closes to make room
+	sets      []*router.Setting // the batch's SETs and RESETs
 }
 
 // batch holds extended-protocol messages up to Sync or Flush: routing needs
@@ -122,16 +123,40 @@ func (c *client) runBatch() error {
 		if perr != nil {
 			return plan, unit{}, true, c.refuse(perr)
 		}
+		u := unit{sets: c.ext.sets}
 		if plan.Target == router.TargetNone {
 			if c.answerBatchTx() {
-				return plan, unit{}, true, c.flush()
+				return plan, u, true, c.flush()
 			}
 			if plan.Set != nil {
-				return plan, unit{}, true, c.setting(plan, unit{})
+				return plan, u, true, c.setting(plan, u)
 			}
 		}
-		return plan, unit{}, false, nil
+		if perr := c.batchSettings(plan); perr != nil {
+			return plan, u, true, c.refuse(perr)
+		}
+		return plan, u, false, nil
 	})
+}
+
+// batchSettings refuses SET or RESET in a batch the proxy cannot follow:
+// one that spans shards, or whose Syncs end several transactions (one
+// could commit its SET and a later one fail).
+func (c *client) batchSettings(plan router.Plan) *pgerr.Error {
+	if len(c.ext.sets) == 0 {
+		return nil
+	}
+	syncs := 0
+	for _, m := range c.ext.batch.msgs {
+		if m.typ == 'S' {
+			syncs++
+		}
+	}
+	if (plan.Target == router.TargetShard || plan.Target == router.TargetAny) && !plan.Split && plan.CopyIn == nil && syncs <= 1 {
+		return nil
+	}
+	return &pgerr.Error{Code: pgerr.CodeFeatureNotSupported,
+		Message: "shardgate: SET and RESET in a pipeline are supported with statements on one shard up to one Sync; send this SET on its own"}
 }
 
 // planBatch routes every Bind of the batch and merges the plans: the batch
@@ -139,6 +164,7 @@ func (c *client) runBatch() error {
 func (c *client) planBatch() (router.Plan, *pgerr.Error) {
 	plan := router.Plan{Target: router.TargetAny}
 	bound := false
+	c.ext.sets = c.ext.sets[:0]
 	for _, m := range c.ext.batch.msgs {
 		body := c.ext.batch.body(m)
 		switch m.typ {
@@ -153,6 +179,9 @@ func (c *client) planBatch() (router.Plan, *pgerr.Error) {
 			}
 			if p.Tx == router.TxBegin && c.mode == modeStatement {
 				return plan, errStatementMode
+			}
+			if p.Set != nil {
+				c.ext.sets = append(c.ext.sets, p.Set)
 			}
 			if !bound {
 				plan, bound = p, true

@@ -17,6 +17,9 @@ type unit struct {
 	// ensure: a statement the query EXECUTEs, prepared first where missing.
 	ensure  *prepared
 	retried bool // once, after a shared statement went stale
+	// sets: the session SETs and RESETs the unit runs, kept for the
+	// client once its transaction commits.
+	sets []*router.Setting
 }
 
 var errStatementMode = &pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "transaction blocks are not allowed in statement pooling mode"}
@@ -340,6 +343,7 @@ var errRetryRead = errors.New("replica failed before answering")
 func (c *client) runHeldOn(u unit, retryable bool) error {
 	sc := c.tx.held
 	wasIdle, mark := c.tx.state == txIdle, len(c.out)
+	c.sess.txSettings = append(c.sess.txSettings, u.sets...)
 	ops, piped := c.pipelineCapture(u, c.encode(sc, u, true))
 	c.sess.captured = 0
 	res, err := c.send(sc, ops, &c.out, true)

@@ -337,3 +337,72 @@ func TestStaleSharedStatements(t *testing.T) {
 		t.Fatalf("a new client after the type was created again: %v %q", err, got)
 	}
 }
+
+// TestSettingsInBatches: SET, RESET and DISCARD ALL sent with the extended
+// protocol among other statements (a pgx batch, a pipeline) are the
+// client's session settings like any other: they follow it to every
+// server connection and shard, and leave no trace for the next client.
+func TestSettingsInBatches(t *testing.T) {
+	dsn := proxyWith(t, func(c *topology.Config) { c.Pool.Size = 1 })
+	ctx := t.Context()
+	keys := keysOnShards(t, 49_000_000, 20)
+	// Checked with the simple protocol: DISCARD ALL drops pgx's prepared
+	// statements, as it would on a direct connection.
+	appName := func(conn *pgx.Conn, key int64) string {
+		t.Helper()
+		var app string
+		if err := conn.QueryRow(ctx, "SELECT current_setting('application_name') FROM (SELECT 1 FROM users WHERE id = $1 UNION ALL SELECT 1) s LIMIT 1", pgx.QueryExecModeSimpleProtocol, key).Scan(&app); err != nil {
+			t.Fatal(err)
+		}
+		return app
+	}
+	sendBatch := func(conn *pgx.Conn, queue func(b *pgx.Batch)) error {
+		b := &pgx.Batch{}
+		queue(b)
+		return conn.SendBatch(ctx, b).Close()
+	}
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeExec} {
+		conn := dial(t, dsn, mode, nil)
+		err := sendBatch(conn, func(b *pgx.Batch) {
+			b.Queue("SET application_name = 'fid_batch'")
+			b.Queue("SELECT 1 FROM users WHERE id = $1", keys[0])
+		})
+		if err != nil {
+			t.Fatalf("%v: batch with a SET: %v", mode, err)
+		}
+		for _, k := range keys[:8] {
+			if app := appName(conn, k); app != "fid_batch" {
+				t.Fatalf("%v: after a SET in a batch, key %d sees application_name %q", mode, k, app)
+			}
+		}
+		other := dial(t, dsn, pgx.QueryExecModeSimpleProtocol, nil)
+		for _, k := range keys[:8] {
+			if app := appName(other, k); app == "fid_batch" {
+				t.Fatalf("%v: another client sees the batch's SET (key %d)", mode, k)
+			}
+		}
+		err = sendBatch(conn, func(b *pgx.Batch) {
+			b.Queue("SELECT 1 FROM users WHERE id = $1", keys[1])
+			b.Queue("RESET application_name")
+		})
+		if err != nil {
+			t.Fatalf("%v: batch with a RESET: %v", mode, err)
+		}
+		for _, k := range keys[:8] {
+			if app := appName(conn, k); app == "fid_batch" {
+				t.Fatalf("%v: after a RESET in a batch, key %d still sees the SET", mode, k)
+			}
+		}
+		if _, err := conn.Exec(ctx, "SET application_name = 'fid_discard'"); err != nil {
+			t.Fatal(err)
+		}
+		if err := sendBatch(conn, func(b *pgx.Batch) { b.Queue("DISCARD ALL") }); err != nil {
+			t.Fatalf("%v: DISCARD ALL in a batch: %v", mode, err)
+		}
+		for _, k := range keys[:4] {
+			if app := appName(conn, k); app == "fid_discard" {
+				t.Fatalf("%v: DISCARD ALL in a batch left the SET (key %d)", mode, k)
+			}
+		}
+	}
+}
