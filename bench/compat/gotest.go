@@ -46,7 +46,7 @@ func (s *suite) runPackage(ctx context.Context, pkg, dsn string) (*pkgResult, er
 		return nil, err
 	}
 	res := &pkgResult{Tests: map[string]*testResult{}, Listed: len(listed)}
-	todo := listed
+	todo, crashed := listed, false
 	for res.Runs < maxRuns && len(todo) > 0 && ctx.Err() == nil {
 		run, err := s.runOnce(ctx, pkg, env, todo, res.Runs == 0)
 		if err != nil {
@@ -54,7 +54,7 @@ func (s *suite) runPackage(ctx context.Context, pkg, dsn string) (*pkgResult, er
 		}
 		res.Runs++
 		maps.Copy(res.Tests, run.Tests)
-		if !run.Crashed {
+		if crashed = run.Crashed; !crashed {
 			break
 		}
 		res.Crashes = append(res.Crashes, run.Note)
@@ -63,6 +63,14 @@ func (s *suite) runPackage(ctx context.Context, pkg, dsn string) (*pkgResult, er
 		todo = slices.DeleteFunc(todo, func(name string) bool { return res.Tests[name] != nil })
 		if len(todo) == before {
 			break // no progress: nothing more to learn from rerunning
+		}
+	}
+	if crashed {
+		// Still unreached after the last binary died: they count, as never ended.
+		for _, name := range todo {
+			if res.Tests[name] == nil {
+				res.Tests[name] = &testResult{Outcome: hung, Reason: "not reached: test binaries kept dying before it"}
+			}
 		}
 	}
 	return res, ctx.Err()

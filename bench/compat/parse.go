@@ -108,34 +108,37 @@ func (b *binaryRun) add(ev testEvent) {
 	}
 }
 
-// finish marks the tests that never ended and extracts the reasons. A
-// binary's last words (the timeout or panic) are attributed by test2json to
-// the test that was running, so they are looked for there as well.
+// finish decides the tests that started and never ended and extracts the
+// reasons. A binary's last words (the timeout or panic) are attributed by
+// test2json to the test that was running, so they are looked for there too.
+// A started test counts as never ended only when it is to blame: named as
+// running by the timeout, or when nothing says who was. Parallel tests
+// paused behind the culprit stay unresolved, so they run again.
 func (b *binaryRun) finish() {
-	for name := range b.started {
-		b.Tests[name] = &testResult{Outcome: hung}
-		b.Crashed = true
-	}
 	last := b.pkgOut.String()
+	panicked := false
 	for name, t := range b.Tests {
-		out := ""
-		if o := b.output[name]; o != nil {
-			out = o.String()
-		}
-		switch {
-		case t.Outcome == fail && panicRE.MatchString(out):
-			t.Panicked, b.Crashed = true, true
-			last += out
-		case t.Outcome == hung:
+		out := b.outputOf(name)
+		if t.Outcome == fail && panicRE.MatchString(out) {
+			t.Panicked, panicked = true, true
 			last += out
 		}
 		if t.Outcome == fail || t.Outcome == skip {
 			t.Reason = reason(out)
 		}
 	}
-	if crashRE.MatchString(b.pkgOut.String()) {
-		b.Crashed = true
+	for name := range b.started {
+		last += b.outputOf(name)
 	}
+	running := runningAtTimeout(last)
+	for name := range b.started {
+		switch {
+		case running != nil && !running[name], running == nil && panicked:
+			continue
+		}
+		b.Tests[name] = &testResult{Outcome: hung}
+	}
+	b.Crashed = len(b.started) > 0 || panicked || crashRE.MatchString(b.pkgOut.String())
 	if !b.Crashed {
 		return
 	}
@@ -145,6 +148,37 @@ func (b *binaryRun) finish() {
 			t.Reason = "its test binary ended first: " + b.Note
 		}
 	}
+}
+
+func (b *binaryRun) outputOf(name string) string {
+	if o := b.output[name]; o != nil {
+		return o.String()
+	}
+	return ""
+}
+
+// runningAtTimeout returns the top-level tests go test's timeout panic
+// lists as running (paused parallel tests are not), or nil if the binary
+// did not time out.
+func runningAtTimeout(out string) map[string]bool {
+	_, after, ok := strings.Cut(out, "panic: test timed out after ")
+	if !ok {
+		return nil
+	}
+	_, list, ok := strings.Cut(after, "running tests:\n")
+	if !ok {
+		return nil
+	}
+	running := map[string]bool{}
+	for line := range strings.Lines(list) {
+		name, _, ok := strings.Cut(strings.TrimSpace(line), " (")
+		if !ok || name == "" {
+			break
+		}
+		top, _, _ := strings.Cut(name, "/")
+		running[top] = true
+	}
+	return running
 }
 
 var (

@@ -121,3 +121,28 @@ func TestTestEnvKeepsOnlyTheDatabaseVariable(t *testing.T) {
 		t.Errorf("env %q, want %q", env, want)
 	}
 }
+
+func TestParseEventsPausedParallelTestsRunAgain(t *testing.T) {
+	// TestP is a parallel test paused when TestBoom panics: not to blame.
+	stream := ev("run", "TestP", "") + ev("output", "TestP", "=== PAUSE TestP\n") +
+		ev("run", "TestBoom", "") +
+		ev("output", "TestBoom", "panic: runtime error: index out of range [0] with length 0\n") +
+		ev("fail", "TestBoom", "") + ev("fail", "", "")
+	run, err := parseEvents(strings.NewReader(stream))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.Tests["TestP"] != nil || !run.Crashed {
+		t.Errorf("TestP %+v, crashed %v: want TestP unresolved so that it runs again", run.Tests["TestP"], run.Crashed)
+	}
+	// A timeout names the tests really running; paused ones are not.
+	stream = ev("run", "TestP", "") + ev("run", "TestHang", "") +
+		ev("output", "TestHang", "panic: test timed out after 3m0s\n\trunning tests:\n\t\tTestHang (3m0s)\n\t\tTestHang/sub (3m0s)\n\ngoroutine 5 [running]:\n") +
+		ev("fail", "", "")
+	if run, err = parseEvents(strings.NewReader(stream)); err != nil {
+		t.Fatal(err)
+	}
+	if run.Tests["TestP"] != nil || run.Tests["TestHang"] == nil || run.Tests["TestHang"].Outcome != hung {
+		t.Errorf("tests %v: want only TestHang never ended", run.Tests)
+	}
+}
