@@ -4,11 +4,12 @@ GOFMT       ?= $(shell $(GO) env GOROOT)/bin/gofmt
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 DEV_FLAGS   ?=
 LOADTEST_FLAGS ?=
+COMPAT_FLAGS ?=
 BASELINE    ?=
 FUZZTIME    ?= 60s
 
 .DEFAULT_GOAL := help
-.PHONY: help build test dev lint fuzz bench perf-check perf-ab loadtest soak compose-check clean
+.PHONY: help build test dev lint fuzz bench perf-check perf-ab loadtest soak compat compose-check clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -52,6 +53,9 @@ loadtest: build ## social-app load test on a 2-shard sandbox, ~3 min; writes ben
 
 soak: build ## hostile clients, faults and churn against a bin/shardgate process, ~4 min; fails on leaks or errors; writes bench/results/soak.md
 	$(GO) run ./bench/soak -bin bin/shardgate $(SOAK_FLAGS)
+
+compat: ## pgx v5 test suite direct vs through shardgate (session, transaction) + pgbench, ~25 min; writes bench/results/compat.md; e.g. COMPAT_FLAGS="-packages github.com/jackc/pgx/v5/pgconn -modes direct,session -pgbench=false"
+	$(GO) run ./bench/compat -go $(GO) $(COMPAT_FLAGS)
 
 compose-check: ## validate docker-compose.yml
 	docker-compose config -q

@@ -1,0 +1,209 @@
+// Command compat measures how much of a real driver's own test suite passes
+// through shardgate (issue 17); `make compat` runs it:
+//
+//	go run ./bench/compat -packages github.com/jackc/pgx/v5/pgconn -modes direct,transaction -pgbench=false
+//
+// It starts a one-shard sandbox (no replicas, fsync off) and two in-process
+// proxies in front of it, one in session and one in transaction pool mode,
+// then runs the pgx v5 test suite (the version this module's go.mod
+// requires, from the module cache, built with this module's dependency
+// versions) three ways: directly against the primary, through each proxy.
+// Each package is its own `go test -json` with a timeout; when a test binary
+// dies (a panic, a hang) the tests it did not reach run again in a new one.
+// It prints pass / fail / skip per run, writes bench/results/compat.md with
+// every test that passes directly but not through the proxy, and runs
+// pgbench -i and a TPC-B run through the transaction-mode proxy.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const (
+	modeDirect      = "direct"
+	modeSession     = "session"
+	modeTransaction = "transaction"
+	pgxModule       = "github.com/jackc/pgx/v5"
+)
+
+type options struct {
+	packages []string // import paths; empty: all of pgx's
+	modes    []string
+	timeout  time.Duration
+	pgbench  bool
+	pgbenchT time.Duration
+	out      string
+	goBin    string
+}
+
+func main() {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	o, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "compat:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err = run(ctx, o, log)
+	interrupted := ctx.Err() != nil
+	stop()
+	switch {
+	case err != nil && interrupted:
+		log.Warn("interrupted; no report written", "err", err)
+		os.Exit(130)
+	case err != nil:
+		log.Error("compat run failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("compat", flag.ContinueOnError)
+	pkgs := fs.String("packages", "all", "pgx packages to test, comma-separated import paths, or \"all\" ("+pgxModule+"/...)")
+	modes := fs.String("modes", "direct,session,transaction", "runs, comma-separated: direct, session, transaction")
+	fs.DurationVar(&o.timeout, "timeout", 3*time.Minute, "go test -timeout of each test binary; a test still running then counts as never ended")
+	fs.BoolVar(&o.pgbench, "pgbench", true, "also run pgbench -i and a TPC-B run through the transaction-mode proxy")
+	fs.DurationVar(&o.pgbenchT, "pgbench-time", 10*time.Second, "length of the TPC-B run (pgbench -T)")
+	fs.StringVar(&o.out, "out", "bench/results/compat.md", "the markdown report")
+	fs.StringVar(&o.goBin, "go", "go", "the go command that builds and runs the tests")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if *pkgs != "all" {
+		o.packages = splitList(*pkgs)
+	}
+	o.modes = splitList(*modes)
+	for _, m := range o.modes {
+		if m != modeDirect && m != modeSession && m != modeTransaction {
+			return o, fmt.Errorf("-modes: unknown run %q (want direct, session, transaction)", m)
+		}
+	}
+	switch {
+	case len(o.modes) == 0:
+		return o, errors.New("-modes: name at least one run")
+	case o.timeout <= 0 || o.pgbenchT < time.Second:
+		return o, errors.New("-timeout must be positive and -pgbench-time at least 1s")
+	case o.pgbench && !slices.Contains(o.modes, modeTransaction):
+		return o, errors.New("-pgbench needs the transaction run; add it to -modes or pass -pgbench=false")
+	}
+	return o, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for f := range strings.SplitSeq(s, ",") {
+		if f = strings.TrimSpace(f); f != "" && !slices.Contains(out, f) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// run sets up the sandbox and proxies, runs everything and reports; the
+// sandbox is stopped and removed whatever happens, Ctrl-C included.
+func run(ctx context.Context, o options, log *slog.Logger) error {
+	began := time.Now()
+	dir, pgxVersion, err := moduleInfo(ctx, o.goBin)
+	if err != nil {
+		return err
+	}
+	s := &suite{goBin: o.goBin, dir: dir, timeout: o.timeout, log: log}
+	pkgs := o.packages
+	if len(pkgs) == 0 {
+		if pkgs, err = testPackages(ctx, s); err != nil {
+			return err
+		}
+	}
+	e, err := startEnv(ctx, o.modes, log)
+	if err != nil {
+		return err
+	}
+	defer e.close(log)
+	rep := &report{pgxVersion: pgxVersion, config: e.configNote, packages: pkgs, started: began,
+		runs: map[string]*modeRun{}}
+	for _, mode := range o.modes {
+		mr, err := runMode(ctx, s, e, mode, pkgs, log)
+		if err != nil {
+			return err
+		}
+		rep.modes = append(rep.modes, mode)
+		rep.runs[mode] = mr
+	}
+	if o.pgbench {
+		rep.pgbench = runPgbench(ctx, e, o.pgbenchT, log)
+	}
+	rep.elapsed = time.Since(began)
+	fmt.Print(rep.table())
+	if err := os.WriteFile(o.out, []byte(rep.markdown()), 0o644); err != nil {
+		return fmt.Errorf("writing the report: %w", err)
+	}
+	fmt.Printf("\nreport: %s (took %s)\n", o.out, rep.elapsed.Round(time.Second))
+	return nil
+}
+
+// modeRun is one run of the whole suite: every package's results.
+type modeRun struct {
+	pkgs    map[string]*pkgResult
+	elapsed time.Duration
+}
+
+func runMode(ctx context.Context, s *suite, e *env, mode string, pkgs []string, log *slog.Logger) (*modeRun, error) {
+	began := time.Now()
+	mr := &modeRun{pkgs: map[string]*pkgResult{}}
+	for _, pkg := range pkgs {
+		t := time.Now()
+		res, err := s.runPackage(ctx, pkg, e.dsn(mode))
+		if err != nil {
+			return nil, fmt.Errorf("%s run: %w", mode, err)
+		}
+		mr.pkgs[pkg] = res
+		c := res.counts()
+		log.Info("package done", "run", mode, "package", pkg, "pass", c.Pass, "fail", c.Fail, "skip", c.Skip,
+			"never_ended", c.Hung, "took", time.Since(t).Round(time.Millisecond))
+	}
+	mr.elapsed = time.Since(began)
+	return mr, nil
+}
+
+// moduleInfo returns this module's root and the pgx version it requires.
+func moduleInfo(ctx context.Context, goBin string) (dir, version string, err error) {
+	out, err := exec.CommandContext(ctx, goBin, "list", "-m", "-f", "{{.Dir}} {{.Version}}", pgxModule).Output()
+	if err != nil {
+		return "", "", fmt.Errorf("go list -m %s (run from the shardgate module): %w", pgxModule, err)
+	}
+	modDir, version, _ := strings.Cut(strings.TrimSpace(string(out)), " ")
+	root, err := exec.CommandContext(ctx, goBin, "list", "-m", "-f", "{{.Dir}}").Output()
+	if err != nil {
+		return "", "", fmt.Errorf("go list -m: %w", err)
+	}
+	if _, err := os.Stat(modDir); err != nil {
+		return "", "", fmt.Errorf("pgx %s is not in the module cache (go mod download %s): %w", version, pgxModule, err)
+	}
+	return strings.TrimSpace(string(root)), version, nil
+}
+
+// testPackages lists pgx's packages that have tests.
+func testPackages(ctx context.Context, s *suite) ([]string, error) {
+	cmd := exec.CommandContext(ctx, s.goBin, "list", "-f", "{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}}{{end}}", pgxModule+"/...")
+	cmd.Dir = s.dir
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("go list %s/...: %w", pgxModule, err)
+	}
+	return strings.Fields(string(out)), nil
+}
