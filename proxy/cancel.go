@@ -17,49 +17,31 @@ import (
 
 type backendKey struct{ pid, secret uint32 }
 
-// cancelRegistry finds clients by the key they were given. Process ids
-// are unique among live clients, as a server's are: clients use them to
-// tell sessions apart (and pass them to pg_terminate_backend).
+// cancelRegistry finds clients by the key they were given.
 type cancelRegistry struct {
 	mu      sync.Mutex
-	clients map[uint32]registered // by pid
+	clients map[backendKey]*client
 }
 
-type registered struct {
-	secret uint32
-	c      *client
-}
-
-// claim registers k for c unless another live client has its pid.
-func (r *cancelRegistry) claim(k backendKey, c *client) bool {
+func (r *cancelRegistry) add(k backendKey, c *client) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if _, taken := r.clients[k.pid]; taken {
-		return false
-	}
 	if r.clients == nil {
-		r.clients = make(map[uint32]registered)
+		r.clients = make(map[backendKey]*client)
 	}
-	r.clients[k.pid] = registered{k.secret, c}
-	return true
+	r.clients[k] = c
+	r.mu.Unlock()
 }
 
 func (r *cancelRegistry) remove(k backendKey) {
 	r.mu.Lock()
-	if e, ok := r.clients[k.pid]; ok && e.secret == k.secret {
-		delete(r.clients, k.pid)
-	}
+	delete(r.clients, k)
 	r.mu.Unlock()
 }
 
-// lookup returns the client with key k; nil unless both halves match.
 func (r *cancelRegistry) lookup(k backendKey) *client {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if e, ok := r.clients[k.pid]; ok && e.secret == k.secret {
-		return e.c
-	}
-	return nil
+	return r.clients[k]
 }
 
 // cancelTarget is the server connections a client is using now: one for
