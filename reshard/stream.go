@@ -279,6 +279,11 @@ func (s *Stream) Run(ctx context.Context, until pglogrepl.LSN) error {
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err()
 	}
+	// A dial times out at the context's deadline, a moment before the
+	// context itself says so.
+	if d, ok := ctx.Deadline(); err != nil && ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
 	return err
 }
 
