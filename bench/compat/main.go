@@ -23,11 +23,11 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"os/signal"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/shardgate/shardgate/bench/internal/program"
 )
 
 const (
@@ -47,29 +47,7 @@ type options struct {
 	goBin    string
 }
 
-func main() {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	o, err := parseFlags(os.Args[1:])
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "compat:", err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err = run(ctx, o, log)
-	interrupted := ctx.Err() != nil
-	stop()
-	switch {
-	case err != nil && interrupted:
-		log.Warn("interrupted; no report written", "err", err)
-		os.Exit(130)
-	case err != nil:
-		log.Error("compat run failed", "err", err)
-		os.Exit(1)
-	}
-}
+func main() { program.Main("compat", "compat run failed", parseFlags, run) }
 
 func parseFlags(args []string) (options, error) {
 	var o options

@@ -18,12 +18,10 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"log/slog"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
+
+	"github.com/shardgate/shardgate/bench/internal/program"
 )
 
 // options are the command line's settings.
@@ -43,29 +41,7 @@ type options struct {
 	rngSeed  uint64
 }
 
-func main() {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	o, err := parseFlags(os.Args[1:])
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "loadtest:", err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err = run(ctx, o, log)
-	interrupted := ctx.Err() != nil
-	stop()
-	switch {
-	case err != nil && interrupted:
-		log.Warn("interrupted; no report written", "err", err)
-		os.Exit(130)
-	case err != nil:
-		log.Error("load test failed", "err", err)
-		os.Exit(1)
-	}
-}
+func main() { program.Main("loadtest", "load test failed", parseFlags, run) }
 
 func parseFlags(args []string) (options, error) {
 	var o options
