@@ -36,6 +36,7 @@ const (
 	CodeInvalidText         = "22P02"
 	CodeOutOfRange          = "22003"
 	CodeUndefinedParameter  = "42P02"
+	CodeUndefinedTable      = "42P01"
 	CodeProtocolViolation   = "08P01"
 	// CodeStatementTooComplex refuses text too long or too deeply nested
 	// for the parser to take safely.

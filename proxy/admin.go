@@ -263,6 +263,7 @@ func configRows(rt *config) [][]string {
 		{"health_check_interval", time.Duration(cfg.HealthCheckInterval).String(), "yes"},
 		{"health_check_timeout", time.Duration(cfg.HealthCheckTimeout).String(), "yes"},
 		{"ban_time", time.Duration(cfg.BanTime).String(), "yes"},
+		{"default_shard", cfg.DefaultShard, "yes"},
 	}
 }
 

@@ -215,7 +215,7 @@ func (c *client) planBind(body []byte) (router.Plan, *pgerr.Error) {
 		return plan, &pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "EXPLAIN (SHARDGATE) needs the simple query protocol"}
 	}
 	if plan.Target == router.TargetError || (plan.Target == router.TargetMulti && !plan.Split && !c.broadcastAllowed(plan)) {
-		return plan, plan.Err
+		return plan, c.refusal(plan)
 	}
 	return plan, nil
 }

@@ -120,7 +120,7 @@ func (c *client) execute(plan router.Plan, u unit) error {
 		c.wroteEverywhere()
 		return c.broadcastWrite(plan, u)
 	case plan.Target == router.TargetError || plan.Target == router.TargetMulti:
-		return c.refuse(plan.Err)
+		return c.refuse(c.refusal(plan))
 	}
 	if plan.Target == router.TargetNone {
 		plan.Target = router.TargetAny // e.g. COMMIT outside a transaction: let Postgres warn

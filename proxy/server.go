@@ -168,7 +168,16 @@ func (s *Server) shutdown() {
 
 // anyShard picks the shard for a statement any shard can answer; see
 // backend.Set.AnyShard.
-func (s *Server) anyShard() int { return s.rt.Load().backends.AnyShard() }
+//
+// With a default shard, it is the default shard: statements any shard
+// could answer (catalogs, functions, sequences) see the tables the config
+// does not name, which live there.
+func (s *Server) anyShard() int {
+	if d, ok := s.topo().DefaultShard(); ok && d < s.rt.Load().backends.Shards() {
+		return d
+	}
+	return s.rt.Load().backends.AnyShard()
+}
 
 // newBackendKey gives a client the key it will cancel its queries with.
 func (s *Server) newBackendKey(c *client) backendKey {

@@ -19,6 +19,9 @@ type CopyIn struct {
 	// to every shard.
 	Key     string
 	KeyType topology.KeyType
+	// Default: a table the config does not name, whose rows all go to
+	// the default shard.
+	Default bool
 	Stmt    *pg.CopyStmt // for the format options
 }
 
@@ -38,7 +41,11 @@ func analyzeCopyIn(t *topology.Topology, c *pg.CopyStmt) *Statement {
 	case t.Reference[rel.Relname]:
 		return &Statement{Class: ClassCopyIn, Role: RolePrimary, CopyIn: in, Reason: "COPY into a reference table: every row to every shard"}
 	case !sharded:
-		return refused("table %q is not in shardgate's config: add it to tables (with its shard_key) or to reference_tables", rel.Relname)
+		if _, ok := t.DefaultShard(); ok {
+			in.Default = true
+			return &Statement{Class: ClassCopyIn, Role: RolePrimary, CopyIn: in, Reason: "COPY into " + rel.Relname + ", which the config does not name: every row to the default shard"}
+		}
+		return unknownTable(rel)
 	case len(in.Columns) > 0 && !slices.Contains(in.Columns, table.ShardKey):
 		return refused("COPY into %s must include its shard key column %s", rel.Relname, table.ShardKey)
 	}

@@ -9,11 +9,12 @@ import (
 	"github.com/shardgate/shardgate/topology"
 )
 
-// tableKind sorts the relations a statement touches.
+// tableSet sorts the relations a statement touches.
 type tableSet struct {
 	sharded   []*pg.RangeVar
 	reference []*pg.RangeVar
-	writes    bool // data-modifying CTEs or functions known to write
+	unlisted  []*pg.RangeVar // named by the config neither way: the default shard's
+	writes    bool           // data-modifying CTEs or functions known to write
 }
 
 func isSystemRelation(r *pg.RangeVar) bool {
@@ -26,9 +27,15 @@ func isSystemRelation(r *pg.RangeVar) bool {
 	return false
 }
 
-// classifyTables sorts every relation in the tree, refusing tables that the
-// config does not name: guessing where an unknown table lives would be
-// silently wrong.
+// listed reports whether the config names a table, sharded or reference.
+func listed(t *topology.Topology, name string) bool {
+	_, sharded := t.Tables[name]
+	return sharded || t.Reference[name]
+}
+
+// classifyTables sorts every relation in the tree. Without a default
+// shard, a table the config does not name is refused: guessing where it
+// lives would be silently wrong.
 func classifyTables(t *topology.Topology, root *pg.Node) (tableSet, *Statement) {
 	var ts tableSet
 	refs, writes := scanTree(root)
@@ -43,10 +50,44 @@ func classifyTables(t *topology.Topology, root *pg.Node) (tableSet, *Statement) 
 				ts.sharded = append(ts.sharded, r)
 				continue
 			}
-			return ts, refused("table %q is not in shardgate's config: add it to tables (with its shard_key) or to reference_tables", r.Relname)
+			if _, ok := t.DefaultShard(); !ok {
+				return ts, unknownTable(r)
+			}
+			ts.unlisted = append(ts.unlisted, r)
 		}
 	}
 	return ts, nil
+}
+
+// unknownTable refuses a table the config does not name, keeping it for
+// the proxy to answer 42P01 if no such relation exists.
+func unknownTable(r *pg.RangeVar) *Statement {
+	st := refused("table %q is not in shardgate's config: add it to tables (with its shard_key) or to reference_tables, or set default_shard", r.Relname)
+	st.Missing = &Relation{Schema: r.Schemaname, Name: r.Relname}
+	return st
+}
+
+// onDefault is the statement for one whose tables are all unlisted or
+// reference tables (which the default shard holds too).
+func onDefault(ts tableSet, role Role) *Statement {
+	return &Statement{Class: ClassDefault, Role: role, Reason: "table " + ts.unlisted[0].Relname + " is not in the config: the default shard"}
+}
+
+// markUnlisted records on a statement for sharded or reference tables
+// that it also names an unlisted table, which routing allows only when
+// every shard it needs is the default shard.
+func markUnlisted(st *Statement, ts tableSet) *Statement {
+	if len(ts.unlisted) == 0 || (st.Class != ClassKeyed && st.Class != ClassScatter && st.Class != ClassAll) {
+		return st
+	}
+	st.Unlisted = ts.unlisted[0].Relname
+	switch {
+	case len(ts.sharded) > 0:
+		st.Listed = ts.sharded[0].Relname
+	case len(ts.reference) > 0:
+		st.Listed = ts.reference[0].Relname
+	}
+	return st
 }
 
 func analyzeSelect(t *topology.Topology, sel *pg.SelectStmt, root *pg.Node) *Statement {
@@ -61,6 +102,9 @@ func analyzeSelect(t *topology.Topology, sel *pg.SelectStmt, root *pg.Node) *Sta
 	if len(sel.LockingClause) > 0 || ts.writes {
 		role = RolePrimary
 	}
+	if len(ts.sharded) == 0 && len(ts.unlisted) > 0 {
+		return onDefault(ts, role)
+	}
 	if len(ts.sharded) == 0 {
 		reason := "no sharded table: any shard answers the same"
 		if len(ts.reference) > 0 {
@@ -70,7 +114,7 @@ func analyzeSelect(t *topology.Topology, sel *pg.SelectStmt, root *pg.Node) *Sta
 	}
 	k := newKeyAnalysis(t)
 	top := k.selectScope(sel, nil)
-	st := keyedStatement(k, ts.sharded)
+	st := markUnlisted(keyedStatement(k, ts.sharded), ts)
 	if st.Class == ClassKeyed || st.Class == ClassScatter {
 		st.Role = role
 	}
@@ -107,7 +151,7 @@ func analyzeInsert(t *topology.Topology, ins *pg.InsertStmt, root *pg.Node) *Sta
 		}
 	}
 	k.insert(ins, nil)
-	return keyedStatement(k, ts.sharded)
+	return markUnlisted(keyedStatement(k, ts.sharded), ts)
 }
 
 func analyzeUpdate(t *topology.Topology, upd *pg.UpdateStmt, root *pg.Node) *Statement {
@@ -161,7 +205,7 @@ func analyzeWrite(t *topology.Topology, root *pg.Node, rel *pg.RangeVar, with *p
 		}
 	}
 	scopes(k)
-	return keyedStatement(k, ts.sharded)
+	return markUnlisted(keyedStatement(k, ts.sharded), ts)
 }
 
 // unshardedWrite answers writes whose target is not a sharded table:
@@ -172,9 +216,12 @@ func unshardedWrite(t *topology.Topology, ts tableSet, rel *pg.RangeVar) *Statem
 	case t.Reference[rel.Relname] && len(ts.sharded) > 0:
 		return refused("a write to reference table %q may not read sharded tables", rel.Relname)
 	case t.Reference[rel.Relname]:
-		return &Statement{Class: ClassAll, Role: RolePrimary, Broadcastable: true, Reason: "writes reference table " + rel.Relname + " on every shard"}
+		st := &Statement{Class: ClassAll, Role: RolePrimary, Broadcastable: true, Reason: "writes reference table " + rel.Relname + " on every shard"}
+		return markUnlisted(st, ts)
 	case isSystemRelation(rel):
 		return refused("writes to system catalogs are not supported")
+	case len(ts.sharded) == 0 && len(ts.unlisted) > 0:
+		return onDefault(ts, RolePrimary)
 	}
 	return nil
 }

@@ -360,6 +360,8 @@ func (k *keyAnalysis) write(rel *pg.RangeVar, from []*pg.Node, where *pg.Node, p
 func (k *keyAnalysis) insert(ins *pg.InsertStmt, parent *scope) {
 	rel := ins.Relation
 	if !k.sharded(rel) {
+		// An unlisted table's rows may still come from sharded ones.
+		k.selectScope(ins.GetSelectStmt().GetSelectStmt(), parent)
 		return
 	}
 	table := k.t.Tables[rel.Relname]

@@ -46,12 +46,13 @@ func TestNormalize(t *testing.T) {
 // TestSimpleMatchesLiteralRouting: routing a simple query through
 // normalisation gives the plan a full parse of the literal text gives.
 func TestSimpleMatchesLiteralRouting(t *testing.T) {
-	r := testRouter(t)
+	routers := caseRouters{}
 	var s Scratch
 	for _, c := range loadCases(t) {
 		if c.Params != nil {
 			continue
 		}
+		r := routers.get(t, c.Topology)
 		want := route(r.Topology(), analyzeText(r.Topology(), c.SQL), nil, nil, nil, nil)
 		a, params, _ := r.AnalyzeSimple([]byte(c.SQL), &s)
 		got := r.Route(a, params, nil)

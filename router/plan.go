@@ -89,8 +89,12 @@ type Plan struct {
 	Split bool
 	// DDLTables: for DDL, the tables it names (Statement.DDLTables).
 	DDLTables []string
-	Reason    string
-	Err       *pgerr.Error
+	// Missing: refused for naming a table the config does not name (and
+	// there is no default shard); the proxy answers 42P01 instead when no
+	// such relation exists.
+	Missing *Relation
+	Reason  string
+	Err     *pgerr.Error
 }
 
 func errorf(code, format string, args ...any) *pgerr.Error {

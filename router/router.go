@@ -189,7 +189,11 @@ func (r *Router) ExplainAnalysis(a *Analysis, params [][]byte, formats []int16, 
 			ex.Shards = append(ex.Shards, s.Name)
 		}
 	case TargetAny:
-		ex.Shards = append(ex.Shards, t.Shards[0].Name)
+		d, ok := t.DefaultShard()
+		if !ok {
+			d = 0
+		}
+		ex.Shards = append(ex.Shards, t.Shards[d].Name)
 	}
 	return ex
 }
@@ -214,7 +218,15 @@ func route(t *topology.Topology, a *Analysis, params [][]byte, formats []int16, 
 			}
 			return Plan{Target: TargetNone, Tag: s.Tag, HintSet: s.Hint, Reason: s.Reason, Role: RolePrimary}
 		case ClassCopyIn:
-			return Plan{Target: TargetAll, Shards: ShardSet(1)<<len(t.Shards) - 1, CopyIn: s.CopyIn, Role: RolePrimary, Reason: s.Reason}
+			shards := ShardSet(1)<<len(t.Shards) - 1
+			if s.CopyIn.Default {
+				d, ok := t.DefaultShard()
+				if !ok {
+					return refuse("the topology changed while the statement was routed: send it again")
+				}
+				shards = 1 << d
+			}
+			return Plan{Target: TargetAll, Shards: shards, CopyIn: s.CopyIn, Role: RolePrimary, Reason: s.Reason}
 		case ClassTx, ClassSet, ClassExplain:
 			return Plan{Target: TargetNone, Tx: s.Tx, Tag: s.Tag, Set: s.Set, HintSet: s.Hint, Explain: s.Inner, Reason: s.Reason, Role: RolePrimary}
 		}
@@ -241,14 +253,18 @@ func routeStatements(t *topology.Topology, a *Analysis, params [][]byte, formats
 	keyedFound, all := false, false
 	var shards ShardSet
 	var scatterErr *pgerr.Error
+	every := ShardSet(1)<<len(t.Shards) - 1
 	for _, s := range a.Stmts {
 		switch s.Class {
 		case ClassRefuse:
-			return Plan{Target: TargetError, Err: s.Err, Reason: s.Reason}
+			return Plan{Target: TargetError, Err: s.Err, Reason: s.Reason, Missing: s.Missing}
 		case ClassSet, ClassHint, ClassExplain, ClassCopyIn:
 			return refuse("send SET, RESET, DISCARD ALL, COPY FROM and EXPLAIN (SHARDGATE) as a statement of their own")
 		case ClassScatter:
-			shards |= ShardSet(1)<<len(t.Shards) - 1
+			if p, bad := unlistedMix(t, s, every); bad {
+				return p
+			}
+			shards |= every
 			keyedFound, scatterErr, plan.Reason = true, s.Err, s.Reason
 		case ClassTx:
 			if len(a.Stmts) > 1 && s.Tx != TxBegin && s.Tx != TxCommit && s.Tx != TxRollback {
@@ -256,6 +272,9 @@ func routeStatements(t *topology.Topology, a *Analysis, params [][]byte, formats
 			}
 			continue
 		case ClassAll:
+			if p, bad := unlistedMix(t, s, every); bad {
+				return p
+			}
 			all = true
 			plan.Reason = s.Reason
 			plan.DDLTables = append(plan.DDLTables, s.DDLTables...)
@@ -268,12 +287,29 @@ func routeStatements(t *topology.Topology, a *Analysis, params [][]byte, formats
 			if perr != nil {
 				return Plan{Target: TargetError, Err: perr, Reason: perr.Message}
 			}
+			if p, bad := unlistedMix(t, s, set); bad {
+				return p
+			}
 			shards |= set
 			keyedFound, plan.Reason = true, s.Reason
+		case ClassDefault:
+			d, ok := t.DefaultShard()
+			if !ok {
+				return refuse("the topology changed while the statement was routed: send it again")
+			}
+			shards |= 1 << d
+			keyedFound, plan.Reason = true, s.Reason
+			plan.DDLTables = append(plan.DDLTables, s.DDLTables...)
 		}
 		if s.Role == RolePrimary {
 			plan.Role = RolePrimary
 		}
+	}
+	if all && len(t.Shards) == 1 {
+		// Every shard is one shard: the statement runs there like any
+		// other, inside a transaction block too.
+		all, keyedFound, shards = false, true, every
+		plan.Role = RolePrimary
 	}
 	switch {
 	case all && keyedFound:
@@ -308,6 +344,24 @@ func routeStatements(t *topology.Topology, a *Analysis, params [][]byte, formats
 		}
 	}
 	return plan
+}
+
+// unlistedMix refuses a statement naming both a table the config does not
+// name, which lives on the default shard alone, and listed tables that
+// need shards other than the default one.
+func unlistedMix(t *topology.Topology, s *Statement, need ShardSet) (Plan, bool) {
+	if s.Unlisted == "" {
+		return Plan{}, false
+	}
+	d, ok := t.DefaultShard()
+	if ok && need&^(1<<d) == 0 {
+		return Plan{}, false
+	}
+	def := "none"
+	if ok {
+		def = t.Shards[d].Name
+	}
+	return refuse("table %q is not in shardgate's config and lives on the default shard (%s), but table %q needs shards %s: a statement may mix them only where they are all on the default shard", s.Unlisted, def, s.Listed, need.names(t)), true
 }
 
 func paramFormat(formats []int16, i int) int16 {

@@ -22,6 +22,51 @@ type routeCase struct {
 	Role   string    `yaml:"role"`
 	Error  string    `yaml:"error"`
 	Split  bool      `yaml:"split"`
+	// Topology is "" for valid.yaml, or one of caseTopologies.
+	Topology string `yaml:"topology"`
+}
+
+// caseTopologies are the other topologies cases may route over:
+// valid.yaml with default_shard s1, and a one-shard topology without and
+// with a default shard.
+var caseTopologies = map[string]func(*topology.Config){
+	"default-s1": func(c *topology.Config) { c.DefaultShard = "s1" },
+	"one": func(c *topology.Config) {
+		c.Shards = c.Shards[:1]
+		c.Keyspace = []topology.RangeConfig{{Range: "-", Shard: "s0"}}
+	},
+	"one-default": func(c *topology.Config) {
+		c.Shards = c.Shards[:1]
+		c.Keyspace = []topology.RangeConfig{{Range: "-", Shard: "s0"}}
+		c.DefaultShard = "s0"
+	},
+}
+
+// caseRouters is a router per topology the cases name.
+type caseRouters map[string]*Router
+
+func (rs caseRouters) get(t testing.TB, name string) *Router {
+	t.Helper()
+	if r := rs[name]; r != nil {
+		return r
+	}
+	cfg, err := topology.LoadConfig("../testdata/config/valid.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit, ok := caseTopologies[name]
+	if !ok && name != "" {
+		t.Fatalf("unknown case topology %q", name)
+	}
+	if ok {
+		edit(cfg)
+	}
+	topo, err := topology.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs[name] = New(topo, 1000)
+	return rs[name]
 }
 
 func testRouter(t testing.TB) *Router {
@@ -59,9 +104,10 @@ func loadCasesF(t testing.TB) []routeCase {
 }
 
 func TestRouteCases(t *testing.T) {
-	r := testRouter(t)
+	routers := caseRouters{}
 	for _, c := range loadCases(t) {
-		t.Run(c.SQL, func(t *testing.T) {
+		r := routers.get(t, c.Topology)
+		t.Run(c.Topology+" "+c.SQL, func(t *testing.T) {
 			params, formats := encodeParams(t, c.Params)
 			a, _ := r.Analyze([]byte(c.SQL))
 			plan := r.Route(a, params, formats)

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"cmp"
 	"strconv"
 	"strings"
 
@@ -25,6 +26,7 @@ const (
 	ClassHint                 // SET shardgate.*: a session or transaction routing hint
 	ClassExplain              // EXPLAIN (SHARDGATE): answered by the proxy from Inner
 	ClassCopyIn               // COPY ... FROM STDIN: rows split among the shards by the proxy
+	ClassDefault              // names only tables the config does not name (and reference tables): the default shard
 )
 
 // KeyRef is where a shard-key value comes from: a literal in the SQL text or
@@ -60,11 +62,30 @@ type Statement struct {
 	// DDLTables: the tables a DDL statement names (unqualified), so the
 	// proxy can refuse DDL on tables being resharded.
 	DDLTables []string
+	// Unlisted is a table the config does not name that a statement
+	// reaching sharded or reference tables (Listed) also names: it may run
+	// only where every shard it needs is the default shard.
+	Unlisted, Listed string
+	// Missing is the table the config does not name that got the
+	// statement refused (without default_shard), for the proxy to tell
+	// Postgres's 42P01 when no such relation exists.
+	Missing *Relation
 	// FromText marks analyses that keep values from the SQL text (SET), so
 	// they must come from the original text, never a normalised one.
 	FromText bool
 	Reason   string
 	Err      *pgerr.Error
+}
+
+// Relation is a relation as the SQL names it.
+type Relation struct{ Schema, Name string }
+
+// String is the name as Postgres quotes it in messages: schema.name.
+func (r Relation) String() string {
+	if r.Schema == "" {
+		return r.Name
+	}
+	return r.Schema + "." + r.Name
 }
 
 func refused(format string, args ...any) *Statement {
@@ -110,7 +131,7 @@ func analyze(t *topology.Topology, node *pg.Node) *Statement {
 		st.FromText = true
 		return st
 	case isDDL(node):
-		return &Statement{Class: ClassAll, Role: RolePrimary, DDLTables: ddlTables(node), Reason: "DDL runs on every shard"}
+		return analyzeDDL(t, node)
 	}
 	return refused("%s is not supported by shardgate yet", statementName(node))
 }
@@ -130,7 +151,13 @@ func isDDL(node *pg.Node) bool {
 		*pg.Node_TruncateStmt, *pg.Node_CreateSchemaStmt, *pg.Node_CreateSeqStmt, *pg.Node_AlterSeqStmt,
 		*pg.Node_ViewStmt, *pg.Node_CreateExtensionStmt, *pg.Node_CommentStmt, *pg.Node_RenameStmt,
 		*pg.Node_CreateTableAsStmt, *pg.Node_CompositeTypeStmt, *pg.Node_CreateEnumStmt,
-		*pg.Node_CreateFunctionStmt, *pg.Node_CreateTrigStmt, *pg.Node_GrantStmt:
+		*pg.Node_CreateFunctionStmt, *pg.Node_CreateTrigStmt, *pg.Node_GrantStmt,
+		*pg.Node_CreateDomainStmt, *pg.Node_CreateRangeStmt, *pg.Node_DefineStmt, *pg.Node_AlterEnumStmt,
+		*pg.Node_AlterDomainStmt, *pg.Node_AlterFunctionStmt, *pg.Node_AlterOwnerStmt, *pg.Node_AlterObjectSchemaStmt,
+		*pg.Node_CreateCastStmt, *pg.Node_AlterExtensionStmt, *pg.Node_CreatePolicyStmt, *pg.Node_AlterPolicyStmt,
+		*pg.Node_RuleStmt, *pg.Node_ReindexStmt, *pg.Node_ClusterStmt, *pg.Node_VacuumStmt,
+		*pg.Node_CreateStatsStmt, *pg.Node_RefreshMatViewStmt, *pg.Node_AlterDefaultPrivilegesStmt,
+		*pg.Node_AlterTypeStmt, *pg.Node_AlterCollationStmt, *pg.Node_CreateConversionStmt, *pg.Node_CreateOpClassStmt:
 		return true
 	}
 	return false
@@ -312,10 +339,69 @@ func analyzeCopy(t *topology.Topology, c *pg.CopyStmt) *Statement {
 	case isSystemRelation(rel) || t.Reference[rel.Relname]:
 		return &Statement{Class: ClassAny, Role: RoleReplica, Reason: "COPY of a table every shard holds"}
 	case !sharded:
-		return refused("table %q is not in shardgate's config: add it to tables (with its shard_key) or to reference_tables", rel.Relname)
+		if _, ok := t.DefaultShard(); ok {
+			return &Statement{Class: ClassDefault, Role: RoleReplica, Reason: "COPY of " + rel.Relname + ", which the config does not name: the default shard"}
+		}
+		return unknownTable(rel)
 	}
 	st := scatter(rel.Relname, table)
 	st.Role = RoleReplica
 	st.Scatter = &ScatterSpec{Spec: merge.Spec{Limit: -1}, CopyOut: true, CopyHeader: header}
 	return st
+}
+
+// analyzeDDL runs DDL on every shard, except that with a default shard,
+// DDL naming only tables the config does not name runs there alone: they
+// live nowhere else. DDL naming no table at all (types, functions,
+// extensions) still runs everywhere, as sharded tables may need it.
+func analyzeDDL(t *topology.Topology, node *pg.Node) *Statement {
+	st := &Statement{Class: ClassAll, Role: RolePrimary, DDLTables: ddlTables(node), Reason: "DDL runs on every shard"}
+	if _, ok := t.DefaultShard(); !ok {
+		return st
+	}
+	var named, unlisted string
+	for _, r := range ddlRelations(node) {
+		switch {
+		case isSystemRelation(r):
+		case listed(t, r.Relname):
+			named = cmp.Or(named, r.Relname)
+		default:
+			unlisted = cmp.Or(unlisted, r.Relname)
+		}
+	}
+	switch {
+	case unlisted != "" && named == "":
+		return &Statement{Class: ClassDefault, Role: RolePrimary, DDLTables: st.DDLTables, Reason: "DDL on " + unlisted + ", which the config does not name: the default shard"}
+	case unlisted != "":
+		st.Unlisted, st.Listed = unlisted, named
+	}
+	return st
+}
+
+// ddlRelations lists the relations a DDL statement names, with their
+// schemas: every RangeVar in it, and the relations a DROP names as lists.
+func ddlRelations(node *pg.Node) []*pg.RangeVar {
+	var out []*pg.RangeVar
+	if d := node.GetDropStmt(); d != nil {
+		switch d.RemoveType {
+		case pg.ObjectType_OBJECT_TABLE, pg.ObjectType_OBJECT_VIEW, pg.ObjectType_OBJECT_MATVIEW,
+			pg.ObjectType_OBJECT_SEQUENCE, pg.ObjectType_OBJECT_FOREIGN_TABLE:
+			for _, o := range d.Objects {
+				if items := o.GetList().GetItems(); len(items) > 0 {
+					r := &pg.RangeVar{Relname: lastName(items)}
+					if len(items) > 1 {
+						r.Schemaname = items[len(items)-2].GetString_().GetSval()
+					}
+					out = append(out, r)
+				}
+			}
+		}
+	}
+	walk(node, func(m any) bool {
+		if r, ok := m.(*pg.RangeVar); ok {
+			out = append(out, r)
+		}
+		return true
+	})
+	return out
 }

@@ -23,6 +23,11 @@ type Config struct {
 	// PostgreSQL folds to lower case.
 	Tables          map[string]TableConfig `yaml:"tables"`
 	ReferenceTables []string               `yaml:"reference_tables"`
+	// DefaultShard names the shard where tables the config does not name
+	// live (Vitess's unsharded keyspace): statements on them, temporary
+	// tables included, route there. Empty (default): such statements are
+	// refused.
+	DefaultShard string `yaml:"default_shard"`
 
 	Auth      AuthConfig      `yaml:"auth"`
 	TLS       TLSConfig       `yaml:"tls"`        // client side

@@ -372,6 +372,8 @@ keyspace:
 			[]string{`c.yaml:10: reference_tables[1]: duplicate reference table "countries"`}},
 		{"empty reference table", base + "reference_tables:\n  - \"\"\n",
 			[]string{"c.yaml:9: reference_tables[0]: table name is empty"}},
+		{"unknown default shard", base + "default_shard: s9\n",
+			[]string{`c.yaml:8: default_shard: unknown shard "s9"`}},
 		{"several problems, in file order", `shards:
   - name: s0
     primary: postgres://u@h:5432/app

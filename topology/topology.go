@@ -38,7 +38,13 @@ type Topology struct {
 	Ranges    []OwnedRange     // sorted by Start, tiling the keyspace
 	Tables    map[string]Table // sharded tables by name
 	Reference map[string]bool  // reference tables by name
+	// Default is the index in Shards of the default shard, where tables
+	// the config does not name live; -1 when there is none.
+	Default int
 }
+
+// DefaultShard returns the index of the default shard, if there is one.
+func (t *Topology) DefaultShard() (int, bool) { return t.Default, t.Default >= 0 }
 
 // New builds a Topology from cfg, validating the parts it uses (shards,
 // keyspace, tables); a config from ParseConfig always passes. Nothing in the
@@ -57,6 +63,7 @@ func New(cfg *Config) (*Topology, error) {
 		Ranges:    ranges,
 		Tables:    make(map[string]Table, len(cfg.Tables)),
 		Reference: make(map[string]bool, len(cfg.ReferenceTables)),
+		Default:   -1,
 	}
 	for i, s := range cfg.Shards {
 		t.Shards[i] = Shard{Index: i, Name: s.Name, Primary: s.Primary, Replicas: slices.Clone(s.Replicas)}
@@ -70,6 +77,9 @@ func New(cfg *Config) (*Topology, error) {
 	}
 	for _, name := range cfg.ReferenceTables {
 		t.Reference[name] = true
+	}
+	if cfg.DefaultShard != "" {
+		t.Default, _ = t.ShardIndex(cfg.DefaultShard)
 	}
 	return t, nil
 }

@@ -163,3 +163,31 @@ func TestNewRejectsInvalid(t *testing.T) {
 		})
 	}
 }
+
+// TestNewDefaultShard: default_shard resolves to its shard's index, and a
+// topology without one says so (-1), so no shard is taken for the default
+// by accident.
+func TestNewDefaultShard(t *testing.T) {
+	cfg, err := LoadConfig("../testdata/config/valid.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	topo, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i, ok := topo.DefaultShard(); ok || i != -1 {
+		t.Errorf("no default_shard: got %d, %v", i, ok)
+	}
+	cfg.DefaultShard = "s1"
+	if topo, err = New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if i, ok := topo.DefaultShard(); !ok || i != 1 {
+		t.Errorf("default_shard s1: got %d, %v", i, ok)
+	}
+	cfg.DefaultShard = "nope"
+	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), `default_shard: unknown shard "nope"`) {
+		t.Errorf("unknown default_shard: %v", err)
+	}
+}

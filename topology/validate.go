@@ -214,6 +214,9 @@ func (c *Config) checkLayout(p *problems) []OwnedRange {
 	}
 	ranges := c.checkKeyspace(p, shards)
 	c.checkTables(p)
+	if _, known := shards[c.DefaultShard]; c.DefaultShard != "" && !known {
+		p.add("default_shard", "unknown shard %q", c.DefaultShard)
+	}
 	return ranges
 }
 
