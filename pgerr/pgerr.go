@@ -57,6 +57,7 @@ const (
 	CodeInvalidAuthorization       = "28000"
 	CodeInvalidPassword            = "28P01"
 	CodeDuplicatePreparedStatement = "42P05"
+	CodeInvalidSQLStatementName    = "26000"
 	CodeIOError                    = "58030"
 	CodeNotNullViolation           = "23502"
 	CodeBadCopyFileFormat          = "22P04"

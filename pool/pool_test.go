@@ -341,6 +341,41 @@ func TestCheckBeforeReuse(t *testing.T) {
 	p.Release(fresh)
 }
 
+// TestTerminatedIdleNotLent: without a check delay, a connection whose
+// backend was terminated while idle (its FATAL waits unread) is still not
+// lent: that FATAL would reach a client that had nothing to do with it.
+func TestTerminatedIdleNotLent(t *testing.T) {
+	p := newPoolCfg(t, Config{Size: 1, CheckDelay: time.Hour})
+	c, err := p.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.stale() {
+		t.Fatal("a working idle connection reported stale")
+	}
+	p.Release(c)
+	admin, err := pgconn.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	if _, err := admin.Exec(t.Context(), fmt.Sprintf("SELECT pg_terminate_backend(%d)", c.PID)).ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	fresh, err := p.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fresh.PID == c.PID {
+		t.Fatal("lent the terminated connection")
+	}
+	if err := fresh.check(time.Second); err != nil {
+		t.Fatalf("replacement connection does not work: %v", err)
+	}
+	p.Release(fresh)
+}
+
 // TestCheckOfFrozenServer: when a server stops answering, the first idle
 // connection whose check times out fails the acquire with a ConnectError
 // (the caller can go elsewhere) and the other idle connections are

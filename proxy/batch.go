@@ -21,10 +21,11 @@ type extended struct {
 	bound     []boundStmt
 	params    [][]byte
 	formats   []int16
-	results   []int16  // result format codes of the last Bind
-	ops       []op     // reused per round trip
-	willHave  []string // server-side names the batch being built prepares
-	willClose []string // server-side names it closes to make room
+	results   []int16           // result format codes of the last Bind
+	ops       []op              // reused per round trip
+	willHave  []string          // server-side names the batch being built prepares
+	willClose []string          // server-side names it closes to make room
+	sets      []*router.Setting // the batch's SETs and RESETs
 }
 
 // batch holds extended-protocol messages up to Sync or Flush: routing needs
@@ -122,16 +123,40 @@ func (c *client) runBatch() error {
 		if perr != nil {
 			return plan, unit{}, true, c.refuse(perr)
 		}
+		u := unit{sets: c.ext.sets}
 		if plan.Target == router.TargetNone {
 			if c.answerBatchTx() {
-				return plan, unit{}, true, c.flush()
+				return plan, u, true, c.flush()
 			}
 			if plan.Set != nil {
-				return plan, unit{}, true, c.setting(plan, unit{})
+				return plan, u, true, c.setting(plan, u)
 			}
 		}
-		return plan, unit{}, false, nil
+		if perr := c.batchSettings(plan); perr != nil {
+			return plan, u, true, c.refuse(perr)
+		}
+		return plan, u, false, nil
 	})
+}
+
+// batchSettings refuses SET or RESET in a batch the proxy cannot follow:
+// one that spans shards, or whose Syncs end several transactions (one
+// could commit its SET and a later one fail).
+func (c *client) batchSettings(plan router.Plan) *pgerr.Error {
+	if len(c.ext.sets) == 0 {
+		return nil
+	}
+	syncs := 0
+	for _, m := range c.ext.batch.msgs {
+		if m.typ == 'S' {
+			syncs++
+		}
+	}
+	if (plan.Target == router.TargetShard || plan.Target == router.TargetAny) && !plan.Split && plan.CopyIn == nil && syncs <= 1 {
+		return nil
+	}
+	return &pgerr.Error{Code: pgerr.CodeFeatureNotSupported,
+		Message: "shardgate: SET and RESET in a pipeline are supported with statements on one shard up to one Sync; send this SET on its own"}
 }
 
 // planBatch routes every Bind of the batch and merges the plans: the batch
@@ -139,6 +164,7 @@ func (c *client) runBatch() error {
 func (c *client) planBatch() (router.Plan, *pgerr.Error) {
 	plan := router.Plan{Target: router.TargetAny}
 	bound := false
+	c.ext.sets = c.ext.sets[:0]
 	for _, m := range c.ext.batch.msgs {
 		body := c.ext.batch.body(m)
 		switch m.typ {
@@ -153,6 +179,9 @@ func (c *client) planBatch() (router.Plan, *pgerr.Error) {
 			}
 			if p.Tx == router.TxBegin && c.mode == modeStatement {
 				return plan, errStatementMode
+			}
+			if p.Set != nil {
+				c.ext.sets = append(c.ext.sets, p.Set)
 			}
 			if !bound {
 				plan, bound = p, true
@@ -375,6 +404,22 @@ func (c *client) makeRoom(sc *pool.Conn, ops []op) []op {
 	return append(ops, op{typ: 'C', drop: true, closing: victim})
 }
 
+// ensureBefore prepares p on sc ahead of a simple query that EXECUTEs it,
+// unless sc has it: Parse and Sync, their answers swallowed (an error
+// still reaches the client).
+func (c *client) ensureBefore(sc *pool.Conn, p *prepared, ops []op) []op {
+	c.ext.willHave, c.ext.willClose = c.ext.willHave[:0], c.ext.willClose[:0]
+	sc.Batch++
+	if c.serverHas(sc, p) {
+		return ops
+	}
+	ops = c.makeRoom(sc, ops)
+	c.ext.willHave = append(c.ext.willHave, p.serverName)
+	c.sout = appendMessage(c.sout, 'P', p.parse)
+	c.sout = appendEmpty(c.sout, 'S')
+	return append(ops, op{typ: 'P', drop: true, prepared: p}, op{typ: 'S', drop: true})
+}
+
 // buildBatch turns the batch into bytes for sc in c.sout, rewriting
 // statement names and preparing statements sc lacks, and returns the ops.
 func (c *client) buildBatch(sc *pool.Conn, ops []op) []op {
@@ -428,6 +473,7 @@ func (c *client) buildBatch(sc *pool.Conn, ops []op) []op {
 			c.sout = appendMessage(c.sout, 'P', b.prep.parse)
 			ops = append(ops, op{typ: 'P', prepared: b.prep, clientName: b.clientName})
 		case 'B':
+			server := ""
 			portal, rest, _ := cstring(body)
 			head := body[:len(portal)+1]
 			stmt, rest, _ := cstring(rest)
@@ -441,19 +487,22 @@ func (c *client) buildBatch(sc *pool.Conn, ops []op) []op {
 			} else {
 				p := c.lookupAt(string(stmt), bi)
 				ensure(p)
-				c.sout = appendRenamed(c.sout, 'B', head, serverNameOr(p, stmt), rest)
+				server = serverNameOr(p, stmt)
+				c.sout = appendRenamed(c.sout, 'B', head, server, rest)
 			}
-			ops = append(ops, op{typ: 'B'})
+			ops = append(ops, op{typ: 'B', stmt: server})
 		case 'D':
+			server := ""
 			if len(body) > 1 && body[0] == 'S' && body[1] != 0 {
 				stmt, rest, _ := cstring(body[1:])
 				p := c.lookupAt(string(stmt), bi)
 				ensure(p)
-				c.sout = appendRenamed(c.sout, 'D', body[:1], serverNameOr(p, stmt), rest)
+				server = serverNameOr(p, stmt)
+				c.sout = appendRenamed(c.sout, 'D', body[:1], server, rest)
 			} else {
 				c.sout = appendMessage(c.sout, 'D', body)
 			}
-			ops = append(ops, op{typ: 'D'})
+			ops = append(ops, op{typ: 'D', stmt: server})
 		case 'C':
 			if len(body) > 1 && body[0] == 'S' && body[1] != 0 {
 				name, _, _ := cstring(body[1:])

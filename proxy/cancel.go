@@ -17,31 +17,49 @@ import (
 
 type backendKey struct{ pid, secret uint32 }
 
-// cancelRegistry finds clients by the key they were given.
+// cancelRegistry finds clients by the key they were given. Process ids
+// are unique among live clients, as a server's are: clients use them to
+// tell sessions apart (and pass them to pg_terminate_backend).
 type cancelRegistry struct {
 	mu      sync.Mutex
-	clients map[backendKey]*client
+	clients map[uint32]registered // by pid
 }
 
-func (r *cancelRegistry) add(k backendKey, c *client) {
+type registered struct {
+	secret uint32
+	c      *client
+}
+
+// claim registers k for c unless another live client has its pid.
+func (r *cancelRegistry) claim(k backendKey, c *client) bool {
 	r.mu.Lock()
-	if r.clients == nil {
-		r.clients = make(map[backendKey]*client)
+	defer r.mu.Unlock()
+	if _, taken := r.clients[k.pid]; taken {
+		return false
 	}
-	r.clients[k] = c
-	r.mu.Unlock()
+	if r.clients == nil {
+		r.clients = make(map[uint32]registered)
+	}
+	r.clients[k.pid] = registered{k.secret, c}
+	return true
 }
 
 func (r *cancelRegistry) remove(k backendKey) {
 	r.mu.Lock()
-	delete(r.clients, k)
+	if e, ok := r.clients[k.pid]; ok && e.secret == k.secret {
+		delete(r.clients, k.pid)
+	}
 	r.mu.Unlock()
 }
 
+// lookup returns the client with key k; nil unless both halves match.
 func (r *cancelRegistry) lookup(k backendKey) *client {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.clients[k]
+	if e, ok := r.clients[k.pid]; ok && e.secret == k.secret {
+		return e.c
+	}
+	return nil
 }
 
 // cancelTarget is the server connections a client is using now: one for

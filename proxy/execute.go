@@ -14,6 +14,12 @@ import (
 // the extended-protocol batch up to Sync (or Flush).
 type unit struct {
 	query []byte // simple Query body (SQL and its NUL); nil for a batch
+	// ensure: a statement the query EXECUTEs, prepared first where missing.
+	ensure  *prepared
+	retried bool // once, after a shared statement went stale
+	// sets: the session SETs and RESETs the unit runs, kept for the
+	// client once its transaction commits.
+	sets []*router.Setting
 }
 
 var errStatementMode = &pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "transaction blocks are not allowed in statement pooling mode"}
@@ -27,6 +33,9 @@ func (c *client) simpleQuery(body []byte) error {
 	}
 	u := unit{query: body}
 	return c.gated(func() (router.Plan, unit, bool, error) {
+		if s := sqlPrepareOf(sql); s != nil {
+			return c.sqlPrepare(s, sql)
+		}
 		a, params, _ := c.srv.router.AnalyzeSimple(sql, &c.sess.norm)
 		plan := c.srv.router.RouteHinted(a, params, nil, c.hint())
 		if plan.Explain != nil {
@@ -303,8 +312,15 @@ func (c *client) encode(sc *pool.Conn, u unit, withPending bool) []op {
 		ops = append(ops, op{typ: 'Q', drop: true})
 	}
 	if u.query != nil {
+		if u.ensure != nil {
+			ops = c.ensureBefore(sc, u.ensure, ops)
+		}
 		c.sout = appendMessage(c.sout, 'Q', u.query)
-		ops = append(ops, op{typ: 'Q'})
+		q := op{typ: 'Q'}
+		if u.ensure != nil {
+			q.stmt = u.ensure.serverName
+		}
+		ops = append(ops, q)
 	} else {
 		ops = c.buildBatch(sc, ops)
 	}
@@ -326,17 +342,32 @@ var errRetryRead = errors.New("replica failed before answering")
 // before any of its answer was relayed.
 func (c *client) runHeldOn(u unit, retryable bool) error {
 	sc := c.tx.held
+	wasIdle, mark := c.tx.state == txIdle, len(c.out)
+	c.sess.txSettings = append(c.sess.txSettings, u.sets...)
 	ops, piped := c.pipelineCapture(u, c.encode(sc, u, true))
 	c.sess.captured = 0
 	res, err := c.send(sc, ops, &c.out, true)
+	if err == nil && len(res.stale) > 0 {
+		err = c.closeStale(sc, res)
+		if err == nil && res.retry && wasIdle && res.status == 'I' && !res.flushed && !u.retried && c.replayable(u) {
+			// The statement failed before running, in a transaction of
+			// its own that the error ended: nothing happened that the
+			// client saw.
+			c.out = c.out[:mark]
+			for _, b := range c.ext.bound {
+				if c.sess.stmts[b.clientName] == b.prep {
+					delete(c.sess.stmts, b.clientName) // its Parse runs again
+				}
+			}
+			u.retried = true
+			return c.runHeldOn(u, retryable)
+		}
+	}
 	if err != nil {
-		c.banHeld(err)
-		c.sess.capture = captureNone
-		c.dropBranches()
-		c.releaseHeld()
-		c.tx.state, c.tx.savepoint = txIdle, false
-		c.tx.pending = c.tx.pending[:0]
-		c.settleSettings(nil, false)
+		if c.tx.heldNode != nil {
+			err = replicaLost(err)
+		}
+		c.dropHeld(err)
 		if retryable && !res.answered && !errors.Is(err, errClientWrite) && !errors.Is(err, pool.ErrQueryTimeout) {
 			c.log().Info("retrying a read elsewhere: its replica failed before answering", "err", err)
 			return errRetryRead
@@ -365,6 +396,73 @@ func (c *client) runHeldOn(u unit, retryable bool) error {
 	return c.flush()
 }
 
+// closeStale closes the statements the server found stale on sc, after
+// the exchange, so their next use prepares them again. Mid-batch (no Sync
+// yet) the server would skip the Close: sc is dropped at release instead.
+func (c *client) closeStale(sc *pool.Conn, res relayResult) error {
+	if res.status == 0 {
+		sc.MarkBroken()
+		return nil
+	}
+	c.sout = c.sout[:0]
+	ops := c.ext.ops[:0]
+	for _, name := range res.stale {
+		c.sout = appendMessage(c.sout, 'C', append(append([]byte{'S'}, name...), 0))
+		ops = append(ops, op{typ: 'C', drop: true, closing: name})
+	}
+	c.sout = appendEmpty(c.sout, 'S')
+	ops = append(ops, op{typ: 'S', drop: true})
+	var sink []byte
+	_, err := c.send(sc, ops, &sink, false)
+	return err
+}
+
+// replayable reports whether u can run again as it is: a simple query, or
+// a batch with one Sync, at its end (one implicit transaction).
+func (c *client) replayable(u unit) bool {
+	if u.query != nil {
+		return true
+	}
+	syncs := 0
+	for _, m := range c.ext.batch.msgs {
+		if m.typ == 'S' {
+			syncs++
+		}
+	}
+	return syncs == 1 && c.ext.batch.synced()
+}
+
+// dropHeld gives up the held connection after err on it, and with it the
+// transaction it carried.
+func (c *client) dropHeld(err error) {
+	c.banHeld(err)
+	c.sess.capture = captureNone
+	c.dropBranches()
+	c.releaseHeld()
+	c.tx.state, c.tx.savepoint = txIdle, false
+	c.tx.pending = c.tx.pending[:0]
+	c.settleSettings(nil, false)
+}
+
+// heldFailed is dropHeld that answers the client.
+func (c *client) heldFailed(err error) error {
+	c.dropHeld(err)
+	return c.serverLost(err)
+}
+
+// replicaLost makes a replica's FATAL a lost connection like any other: a
+// replica serves the client's reads, not its session, so the read is
+// retried elsewhere (nothing answered yet) or answered 08006, the client
+// stays, and the replica is banned, as a shutdown sends the same FATAL as
+// a terminated backend and the reads in flight must go elsewhere at once.
+func replicaLost(err error) error {
+	var fatal *serverFatal
+	if errors.As(err, &fatal) {
+		return errors.New(fatal.Error())
+	}
+	return err
+}
+
 // describeOutside runs a batch that executes nothing (Parse/Describe, as
 // drivers send to prepare) on any shard outside the deferred transaction,
 // so preparing a statement does not pin the transaction to a shard before
@@ -390,8 +488,10 @@ func (c *client) describeOutside() error {
 // banHeld bans the server of the held connection after an I/O error on it
 // (not one writing to the client).
 func (c *client) banHeld(err error) {
-	if errors.Is(err, errClientWrite) || errors.Is(err, pool.ErrQueryTimeout) || c.tx.held == nil {
-		return // a slow answer or a lost client says nothing of the server's health
+	if errors.Is(err, errClientWrite) || errors.Is(err, pool.ErrQueryTimeout) || errors.Is(err, errServerEnded) || c.tx.held == nil {
+		// A slow answer, a lost client or a server ending one session
+		// says nothing of the server's health.
+		return
 	}
 	if n := c.tx.heldNode; n != nil {
 		n.Ban(err)
@@ -403,9 +503,20 @@ func (c *client) banHeld(err error) {
 }
 
 // serverLost reports a server connection that died under a client; the
-// client stays connected, as it would through PgBouncer.
+// client stays connected, as it would through PgBouncer, unless the server
+// ended the session with a FATAL, which is relayed and ends the client's.
 func (c *client) serverLost(err error) error {
 	if errors.Is(err, errClientWrite) {
+		return err
+	}
+	var fatal *serverFatal
+	if errors.As(err, &fatal) {
+		// As Postgres would: the FATAL, unchanged, then the connection
+		// closes; the client's session state went with the server's.
+		c.out = append(c.out, fatal.msg...)
+		if ferr := c.flush(); ferr != nil {
+			return fmt.Errorf("%w: %v", errClientWrite, ferr)
+		}
 		return err
 	}
 	shard := c.srv.topo().Shards[c.tx.heldShard].Name

@@ -3,8 +3,10 @@ package proxy
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/shardgate/shardgate/pgerr"
@@ -29,6 +31,9 @@ type op struct {
 	clientName string // register (Parse) or forget (Close) this client name
 	forget     bool
 	closing    string // a server-side statement the proxy closes to make room
+	// stmt: the shared server-side statement a Bind, Describe or EXECUTE
+	// uses, so an error saying it went stale can name it.
+	stmt string
 }
 
 // relayResult summarises one exchange.
@@ -39,6 +44,12 @@ type relayResult struct {
 	// A failed exchange that answered nothing changed nothing the client
 	// can see, so a read may be retried on another server.
 	answered bool
+	flushed  bool // part of the answer was written to the client
+	// stale: shared server-side statements the server found stale; the
+	// caller closes them there so the next use prepares them afresh.
+	// retry: all were stale for a reason a fresh Parse cures unseen.
+	stale []string
+	retry bool
 }
 
 // terminal reports whether a backend message ends the answer to a frontend
@@ -77,8 +88,10 @@ func (c *client) send(sc *pool.Conn, ops []op, sink *[]byte, stream bool) (res r
 		c.discard(sc)
 		sc.RecordQuery(len(c.sout), received, time.Since(began))
 		res.answered = flushed || len(*sink) != mark
+		res.flushed = flushed
 	}()
 	errored := false
+	bound := "" // the statement of the last Bind: an Execute's error is its
 	for i := 0; i < len(ops); {
 		o := &ops[i]
 		if o.fake != 0 || o.err != nil {
@@ -105,10 +118,11 @@ func (c *client) send(sc *pool.Conn, ops []op, sink *[]byte, stream bool) (res r
 			continue
 		case 'E':
 			if sev, text := fatalError(msg); sev != "" {
-				// The server is closing this connection: relaying the FATAL
-				// would make the client drop its own connection too.
+				// The server is closing this connection: the caller relays
+				// the FATAL as it is and ends the client's session too.
 				sc.MarkBroken()
-				return res, fmt.Errorf("server ended the connection: %s %s", sev, text)
+				sc.RecordError(errorCode(msg))
+				return res, &serverFatal{msg: bytes.Clone(msg), text: sev + " " + text}
 			}
 			if o.capture {
 				continue
@@ -116,6 +130,7 @@ func (c *client) send(sc *pool.Conn, ops []op, sink *[]byte, stream bool) (res r
 			sc.RecordError(errorCode(msg))
 			*sink = append(*sink, msg...)
 			res.sawError = true
+			res.noteStale(sc, msg, o, bound)
 			if o.typ != 'Q' { // a simple query goes on to its ReadyForQuery
 				errored = true
 				i++
@@ -132,6 +147,8 @@ func (c *client) send(sc *pool.Conn, ops []op, sink *[]byte, stream bool) (res r
 		}
 		if terminal(o.typ, typ) {
 			switch typ {
+			case '2':
+				bound = o.stmt
 			case '1':
 				c.parsed(sc, o)
 			case '3':
@@ -152,6 +169,31 @@ func (c *client) send(sc *pool.Conn, ops []op, sink *[]byte, stream bool) (res r
 		}
 	}
 	return res, nil
+}
+
+// noteStale records the shared statement an error says is stale: its plan
+// now has another result type (0A000, which the client must see, as it
+// holds the old row description) or a type it used is gone (XX000 "cache
+// lookup failed for type", cured by preparing it again, as a direct
+// session would have).
+func (res *relayResult) noteStale(sc *pool.Conn, msg []byte, o *op, bound string) {
+	name := o.stmt
+	if o.typ == 'E' {
+		name = bound
+	}
+	if _, shared := sc.Prepared[name]; !shared || name == "" {
+		return
+	}
+	code, text := errorCode(msg), errorField(msg, 'M')
+	switch {
+	case code == "XX000" && strings.HasPrefix(text, "cache lookup failed for type"):
+		res.retry = len(res.stale) == 0 || res.retry
+	case code == pgerr.CodeFeatureNotSupported && strings.HasPrefix(text, "cached plan must not change result type"):
+		res.retry = false
+	default:
+		return
+	}
+	res.stale = append(res.stale, name)
 }
 
 // answerFake emits what Postgres would have answered for an op the proxy
@@ -220,19 +262,39 @@ func (c *client) discard(sc *pool.Conn) {
 }
 
 // errorCode returns an ErrorResponse's SQLSTATE, "" if it has none.
-func errorCode(msg []byte) string {
+func errorCode(msg []byte) string { return errorField(msg, 'C') }
+
+// errorField returns one field of an ErrorResponse, "" if absent.
+func errorField(msg []byte, field byte) string {
 	for b := msg[5:]; len(b) > 1; {
 		end := bytes.IndexByte(b[1:], 0)
 		if end < 0 {
 			break
 		}
-		if b[0] == 'C' {
+		if b[0] == field {
 			return string(b[1 : 1+end])
 		}
 		b = b[2+end:]
 	}
 	return ""
 }
+
+// serverFatal: the server ended the connection with a FATAL or PANIC
+// ErrorResponse (msg, whole). It says nothing of the server's health (a
+// pg_terminate_backend, an idle_in_transaction_session_timeout), and the
+// client's session on it is gone, as a direct client's would be.
+type serverFatal struct {
+	msg  []byte
+	text string
+}
+
+func (e *serverFatal) Error() string { return errServerEnded.Error() + ": " + e.text }
+
+func (e *serverFatal) Unwrap() error { return errServerEnded }
+
+// errServerEnded: a server ended one connection on purpose, which says
+// nothing of its health: no ban (its health checks tell if it went down).
+var errServerEnded = errors.New("server ended the connection")
 
 // fatalError returns the severity and "message (SQLSTATE code)" of an
 // ErrorResponse whose severity is FATAL or PANIC; "" for other errors.

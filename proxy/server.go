@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"sort"
@@ -179,12 +180,12 @@ func (s *Server) anyShard() int {
 	return s.rt.Load().backends.AnyShard()
 }
 
-// newBackendKey gives a client the key it will cancel its queries with.
+// newBackendKey gives a client the key it will cancel its queries with. Its
+// process id is in 1..2^31-1, as a server's is: clients store it as int4.
 func (s *Server) newBackendKey(c *client) backendKey {
 	for {
-		k := backendKey{pid: rand.Uint32(), secret: rand.Uint32()}
-		if k != (backendKey{}) && s.cancels.lookup(k) == nil {
-			s.cancels.add(k, c)
+		k := backendKey{pid: 1 + rand.Uint32N(math.MaxInt32), secret: rand.Uint32()}
+		if s.cancels.claim(k, c) {
 			return k
 		}
 	}

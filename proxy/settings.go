@@ -102,23 +102,36 @@ func (c *client) setting(plan router.Plan, u unit) error {
 	switch {
 	case s.Discard && c.tx.state != txIdle:
 		return c.refuse(&pgerr.Error{Code: pgerr.CodeActiveTransaction, Message: "DISCARD ALL cannot run inside a transaction block"})
+	case s.Discard && u.query == nil && len(u.sets) == 1:
+		// Its own batch (a batch with more is refused by the server).
+		c.answerBatch(func() { c.out = appendEmpty(c.out, 'n') }, func(*prepared) bool {
+			c.discardAll(s)
+			return true
+		})
+		return c.flush()
 	case s.Discard:
-		applySetting(c.sess.settings, s, c.sess.baseline)
-		clear(c.sess.stmts)
-		c.out = appendCommandComplete(c.out, "DISCARD ALL")
+		c.discardAll(s)
 		c.out = appendReadyForQuery(c.out, c.status())
 		return c.flush()
 	case c.tx.state == txFailed:
 		return c.refuse(errAborted)
-	case c.tx.held != nil:
-		c.sess.txSettings = append(c.sess.txSettings, s)
+	}
+	if len(u.sets) == 0 {
+		u.sets = []*router.Setting{s}
+	}
+	if c.tx.held != nil {
 		return c.runHeld(u)
 	}
 	if err := c.acquire(c.srv.anyShard()); err != nil {
 		return c.refuse(acquireError(err))
 	}
-	c.sess.txSettings = append(c.sess.txSettings, s)
 	return c.runHeld(u)
+}
+
+func (c *client) discardAll(s *router.Setting) {
+	applySetting(c.sess.settings, s, c.sess.baseline)
+	clear(c.sess.stmts)
+	c.out = appendCommandComplete(c.out, "DISCARD ALL")
 }
 
 // settleSettings applies the settings made in a transaction that just ended
