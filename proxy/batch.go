@@ -26,6 +26,7 @@ type extended struct {
 	willHave  []string          // server-side names the batch being built prepares
 	willClose []string          // server-side names it closes to make room
 	sets      []*router.Setting // the batch's SETs and RESETs
+	deallocs  int               // its Binds of DEALLOCATE, answered by the proxy
 }
 
 // batch holds extended-protocol messages up to Sync or Flush: routing needs
@@ -123,6 +124,10 @@ func (c *client) runBatch() error {
 		if perr != nil {
 			return plan, unit{}, true, c.refuse(perr)
 		}
+		if c.ext.deallocs > 0 {
+			c.answerBatch(func() { c.out = appendEmpty(c.out, 'n') }, c.deallocateBound)
+			return plan, unit{}, true, c.flush()
+		}
 		u := unit{sets: c.ext.sets}
 		if plan.Target == router.TargetNone {
 			if c.answerBatchTx() {
@@ -161,10 +166,16 @@ func (c *client) batchSettings(plan router.Plan) *pgerr.Error {
 
 // planBatch routes every Bind of the batch and merges the plans: the batch
 // runs on one server, so its statements must agree on a shard.
-func (c *client) planBatch() (router.Plan, *pgerr.Error) {
-	plan := router.Plan{Target: router.TargetAny}
+func (c *client) planBatch() (plan router.Plan, perr *pgerr.Error) {
+	plan = router.Plan{Target: router.TargetAny}
 	bound := false
-	c.ext.sets = c.ext.sets[:0]
+	c.ext.sets, c.ext.deallocs = c.ext.sets[:0], 0
+	defer func() {
+		if c.ext.deallocs > 0 && bound {
+			plan = router.Plan{Target: router.TargetError}
+			perr = &pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "shardgate: send DEALLOCATE in a batch of its own"}
+		}
+	}()
 	for _, m := range c.ext.batch.msgs {
 		body := c.ext.batch.body(m)
 		switch m.typ {
@@ -173,6 +184,10 @@ func (c *client) planBatch() (router.Plan, *pgerr.Error) {
 				return plan, err
 			}
 		case 'B':
+			if c.bindsDeallocate(body) {
+				c.ext.deallocs++
+				continue
+			}
 			p, err := c.planBind(body)
 			if err != nil {
 				return plan, err

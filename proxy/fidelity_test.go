@@ -406,3 +406,40 @@ func TestSettingsInBatches(t *testing.T) {
 		}
 	}
 }
+
+// TestDeallocateInBatch: DEALLOCATE sent with the extended protocol (as
+// pipelines and pgx's non-simple modes send it) forgets the client's
+// statements like the simple-protocol one does.
+func TestDeallocateInBatch(t *testing.T) {
+	ctx := t.Context()
+	conn := connectLow(t)
+	if _, err := conn.Prepare(ctx, "fid_d1", "SELECT 1", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Prepare(ctx, "fid_d2", "SELECT 2", nil); err != nil {
+		t.Fatal(err)
+	}
+	res := conn.ExecParams(ctx, "DEALLOCATE fid_d1", nil, nil, nil, nil).Read()
+	if res.Err != nil || res.CommandTag.String() != "DEALLOCATE" {
+		t.Fatalf("DEALLOCATE fid_d1: %v %q", res.Err, res.CommandTag)
+	}
+	if res := conn.ExecParams(ctx, "DEALLOCATE fid_d1", nil, nil, nil, nil).Read(); sqlState(res.Err) != "26000" {
+		t.Fatalf("DEALLOCATE of a deallocated statement: %v, want 26000", res.Err)
+	}
+	if _, err := conn.Prepare(ctx, "fid_d1", "SELECT 11", nil); err != nil {
+		t.Fatalf("preparing the name again: %v", err)
+	}
+	res = conn.ExecParams(ctx, "DEALLOCATE ALL", nil, nil, nil, nil).Read()
+	if res.Err != nil || res.CommandTag.String() != "DEALLOCATE ALL" {
+		t.Fatalf("DEALLOCATE ALL: %v %q", res.Err, res.CommandTag)
+	}
+	for _, name := range []string{"fid_d1", "fid_d2"} {
+		if _, err := conn.Prepare(ctx, name, "SELECT 3", nil); err != nil {
+			t.Fatalf("preparing %s again after DEALLOCATE ALL: %v", name, err)
+		}
+	}
+	res = conn.ExecPrepared(ctx, "fid_d2", nil, nil, nil).Read()
+	if res.Err != nil || string(res.Rows[0][0]) != "3" {
+		t.Fatalf("the statement prepared again: %v %q", res.Err, res.Rows)
+	}
+}

@@ -214,6 +214,42 @@ func (c *client) sqlPrepare(s *sqlStmt, sql []byte) (plan router.Plan, u unit, d
 	return plan, unit{query: append(query, 0), ensure: p}, false, nil
 }
 
+// bindsDeallocate reports whether a Bind body names a DEALLOCATE.
+func (c *client) bindsDeallocate(body []byte) bool {
+	_, rest, _ := cstring(body)
+	stmt, _, _ := cstring(rest)
+	p := c.lookup(string(stmt))
+	if p == nil || !strings.EqualFold(firstWord(p.query()), "deallocate") {
+		return false
+	}
+	s := sqlPrepareOf(p.query())
+	return s != nil && s.kind == 'D'
+}
+
+// deallocateBound runs the DEALLOCATE a batch bound, for answerBatch.
+func (c *client) deallocateBound(p *prepared) bool {
+	var s *sqlStmt
+	if p != nil {
+		s = sqlPrepareOf(p.query())
+	}
+	if s == nil {
+		c.out = appendError(c.out, &pgerr.Error{Code: pgerr.CodeProtocolViolation, Message: "Execute without a DEALLOCATE bound"})
+		return false
+	}
+	if !s.all && c.sess.stmts[s.name] == nil {
+		c.out = appendError(c.out, undefinedStatement(s.name))
+		return false
+	}
+	if s.all {
+		clear(c.sess.stmts)
+		c.out = appendCommandComplete(c.out, "DEALLOCATE ALL")
+		return true
+	}
+	delete(c.sess.stmts, s.name)
+	c.out = appendCommandComplete(c.out, "DEALLOCATE")
+	return true
+}
+
 // deallocate forgets client statements; the shared server-side statements
 // stay cached for other clients, as after a protocol Close.
 func (c *client) deallocate(s *sqlStmt) error {
