@@ -540,8 +540,8 @@ func TestSwitchAppendsThenRemoves(t *testing.T) {
 func TestFenceLeaseLiftsItself(t *testing.T) {
 	addr, admin := fenceProxy(t, "fence_i", "transaction", nil)
 	app := appConn(t, addr)
+	began := time.Now() // the lease runs from the command, so measure from before it
 	mustConsole(t, admin, "RESHARD FENCE 's1' TIMEOUT 1000 LEASE 400")
-	began := time.Now()
 	write := async(func() error {
 		_, err := app.Exec(t.Context(), "INSERT INTO fence_i (id, v) VALUES ($1, 'queued')", keyOn(t, 1, 78_000_000))
 		return err
