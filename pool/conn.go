@@ -180,3 +180,19 @@ func (c *Conn) check(timeout time.Duration) error {
 		}
 	}
 }
+
+// Unbounded lifts the deadline of a connection no exchange is using, so a
+// wait for what its server says unasked (a listening session's
+// notifications) has no time limit; Wake ends such a wait. A deadline
+// Interrupt set stays.
+func (c *Conn) Unbounded() {
+	c.armed = false
+	c.Conn.SetReadDeadline(time.Time{})
+	if c.interrupt.Load() {
+		c.Conn.SetDeadline(time.Unix(1, 0))
+	}
+}
+
+// Wake fails a read blocked on the connection now, from any goroutine,
+// without consuming what it had read: the bytes stay in Reader.
+func (c *Conn) Wake() { c.Conn.SetReadDeadline(time.Unix(1, 0)) }

@@ -246,6 +246,7 @@ func configRows(rt *config) [][]string {
 		{"max_intermediate_result_size", strconv.FormatInt(cfg.MaxIntermediateResultSize, 10), "yes"},
 		{"query_timeout", time.Duration(pc.QueryTimeout).String(), "yes"},
 		{"tcp_keepalive", strconv.FormatBool(pc.TCPKeepalive), "no"},
+		{"pin_session_state", strconv.FormatBool(pc.PinSessionState), "yes"},
 		{"tcp_keepidle", time.Duration(pc.TCPKeepIdle).String(), "no"},
 		{"tcp_keepintvl", time.Duration(pc.TCPKeepInterval).String(), "no"},
 		{"tcp_keepcnt", itoa(pc.TCPKeepCount), "no"},

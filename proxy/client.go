@@ -60,9 +60,16 @@ type client struct {
 	raw   net.Conn // the accepted socket, under TLS if any: other goroutines may close it
 	tls   bool
 	admin bool   // an admin console session
-	mode  string // pool mode, as of startup
-	entry loginState
-	shown shownState
+	mode  string // pool mode, as of startup; session once pinned
+	// pinned: a transaction-mode client that keeps its server connections
+	// for session state (pin.go).
+	pinned bool
+	// listening: the client said LISTEN, on its session connection to
+	// listenShard, whose notifications are relayed while it is idle.
+	listening   bool
+	listenShard int
+	entry       loginState
+	shown       shownState
 
 	deadline bool         // a read deadline is armed
 	idleRead atomic.Bool  // blocked reading while idle: a drain may wake it
@@ -145,6 +152,9 @@ func (c *client) serve(ctx context.Context) {
 }
 
 func (c *client) close() {
+	if c.pinned {
+		c.srv.pinned.Add(-1)
+	}
 	if c.entry.loggedIn {
 		c.srv.loggedIn.Add(-1)
 	}
@@ -325,7 +335,12 @@ func (c *client) loop() error {
 		}
 		c.setReadDeadline()
 		c.idleRead.Store(idle)
+		stopRelay := func() {}
+		if idle {
+			stopRelay = c.relayNotifications()
+		}
 		typ, body, err := c.readMessage()
+		stopRelay()
 		c.idleRead.Store(false)
 		c.shown.lastRequest.Store(time.Now().UnixNano())
 		if err != nil {

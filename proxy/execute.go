@@ -20,6 +20,9 @@ type unit struct {
 	// sets: the session SETs and RESETs the unit runs, kept for the
 	// client once its transaction commits.
 	sets []*router.Setting
+	// state: the session state the unit leaves on its server, for which
+	// the client keeps that connection (see pin.go).
+	state string
 }
 
 var errStatementMode = &pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "transaction blocks are not allowed in statement pooling mode"}
@@ -114,6 +117,9 @@ func (c *client) execute(plan router.Plan, u unit) error {
 	c.tx.ranOnReplica = false
 	if c.tx.state == txFailed && plan.Target != router.TargetError {
 		return c.refuse(errAborted)
+	}
+	if perr := c.checkPin(plan.SessionState, &u); perr != nil {
+		return c.refuse(perr)
 	}
 	c.planCapture(plan)
 	switch {
@@ -341,6 +347,9 @@ var errRetryRead = errors.New("replica failed before answering")
 // errRetryRead instead of an error to the client when the server failed
 // before any of its answer was relayed.
 func (c *client) runHeldOn(u unit, retryable bool) error {
+	if u.state != "" {
+		c.keepState(u.state)
+	}
 	sc := c.tx.held
 	wasIdle, mark := c.tx.state == txIdle, len(c.out)
 	c.sess.txSettings = append(c.sess.txSettings, u.sets...)

@@ -39,6 +39,7 @@ type Server struct {
 
 	nextConn    atomic.Uint64
 	clientCount atomic.Int64 // connections open, logging in or not
+	pinned      atomic.Int64 // transaction-mode clients pinned to a server (pin.go)
 	loggedIn    atomic.Int64 // logged-in clients: what max_client_conn bounds
 	logins      loginQueue
 

@@ -231,6 +231,8 @@ var writingFunctions = map[string]bool{
 	"nextval": true, "setval": true, "pg_advisory_lock": true, "pg_advisory_xact_lock": true,
 	"pg_try_advisory_lock": true, "pg_try_advisory_xact_lock": true, "pg_advisory_unlock": true,
 	"txid_current": true, "pg_current_xact_id": true, "lo_create": true, "lo_unlink": true,
+	"pg_notify": true, "pg_advisory_lock_shared": true, "pg_try_advisory_lock_shared": true,
+	"pg_advisory_unlock_shared": true, "pg_advisory_unlock_all": true,
 }
 
 func lastName(names []*pg.Node) string {

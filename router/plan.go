@@ -93,8 +93,12 @@ type Plan struct {
 	// there is no default shard); the proxy answers 42P01 instead when no
 	// such relation exists.
 	Missing *Relation
-	Reason  string
-	Err     *pgerr.Error
+	// SessionState: what of the session the statement leaves on its
+	// server past the transaction (Statement.SessionState); a pooling
+	// proxy keeps that server for the client from then on.
+	SessionState string
+	Reason       string
+	Err          *pgerr.Error
 }
 
 func errorf(code, format string, args ...any) *pgerr.Error {

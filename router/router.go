@@ -304,6 +304,9 @@ func routeStatements(t *topology.Topology, a *Analysis, params [][]byte, formats
 		if s.Role == RolePrimary {
 			plan.Role = RolePrimary
 		}
+		if s.SessionState != "" {
+			plan.SessionState = s.SessionState
+		}
 	}
 	if all && len(t.Shards) == 1 {
 		// Every shard is one shard: the statement runs there like any

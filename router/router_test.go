@@ -22,6 +22,8 @@ type routeCase struct {
 	Role   string    `yaml:"role"`
 	Error  string    `yaml:"error"`
 	Split  bool      `yaml:"split"`
+	// State is the session state the statement leaves (Plan.SessionState).
+	State string `yaml:"state"`
 	// Topology is "" for valid.yaml, or one of caseTopologies.
 	Topology string `yaml:"topology"`
 }
@@ -133,6 +135,9 @@ func TestRouteCases(t *testing.T) {
 				if got, err := splitShards(r, c.SQL, params, formats); err != nil || got != plan.Shards {
 					t.Errorf("SplitInsert: shards %v (%v), plan has %v", got.Slice(), err, plan.Shards.Slice())
 				}
+			}
+			if plan.SessionState != c.State {
+				t.Errorf("session state %q, want %q", plan.SessionState, c.State)
 			}
 			if c.Role != plan.Role.String() {
 				t.Errorf("role %s, want %s", plan.Role, c.Role)

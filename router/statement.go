@@ -70,6 +70,10 @@ type Statement struct {
 	// statement refused (without default_shard), for the proxy to tell
 	// Postgres's 42P01 when no such relation exists.
 	Missing *Relation
+	// SessionState names the state the statement leaves on its server
+	// connection past its transaction (LISTEN, temporary tables, cursors
+	// WITH HOLD), or is empty.
+	SessionState string
 	// FromText marks analyses that keep values from the SQL text (SET), so
 	// they must come from the original text, never a normalised one.
 	FromText bool
@@ -97,7 +101,11 @@ func refused(format string, args ...any) *Statement {
 func analyze(t *topology.Topology, node *pg.Node) *Statement {
 	switch {
 	case node.GetSelectStmt() != nil:
-		return analyzeSelect(t, node.GetSelectStmt(), node)
+		st := analyzeSelect(t, node.GetSelectStmt(), node)
+		if st.Class != ClassRefuse && takesSessionLock(node) {
+			st.SessionState = stateLock
+		}
+		return st
 	case node.GetInsertStmt() != nil:
 		return analyzeInsert(t, node.GetInsertStmt(), node)
 	case node.GetUpdateStmt() != nil:
@@ -131,7 +139,14 @@ func analyze(t *topology.Topology, node *pg.Node) *Statement {
 		st.FromText = true
 		return st
 	case isDDL(node):
-		return analyzeDDL(t, node)
+		st := analyzeDDL(t, node)
+		if tempRelation(node) {
+			st.SessionState = stateTempTable
+		}
+		return st
+	}
+	if st := analyzeSession(t, node); st != nil {
+		return st
 	}
 	return refused("%s is not supported by shardgate yet", statementName(node))
 }

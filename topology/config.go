@@ -184,6 +184,12 @@ type PoolConfig struct {
 	TCPKeepIdle     Duration `yaml:"tcp_keepidle"`
 	TCPKeepInterval Duration `yaml:"tcp_keepintvl"`
 	TCPKeepCount    int      `yaml:"tcp_keepcnt"`
+	// PinSessionState: in transaction mode, a client whose statement
+	// leaves state on its server past the transaction (LISTEN, a
+	// temporary table, a cursor WITH HOLD) keeps that server connection
+	// from then on, as in session mode, rather than leak the state to
+	// other clients. Off: such statements are refused (0A000). Default on.
+	PinSessionState bool `yaml:"pin_session_state"`
 }
 
 // ShardConfig is one shard: a primary and its read replicas, each a
@@ -266,6 +272,7 @@ func defaultConfig() *Config {
 			ClientLoginTimeout:   Duration(60 * time.Second),
 			MaxPacketSize:        MaxPacketSizeLimit,
 			TCPKeepalive:         true,
+			PinSessionState:      true,
 			TCPKeepIdle:          Duration(30 * time.Second),
 			TCPKeepInterval:      Duration(10 * time.Second),
 			TCPKeepCount:         3,

@@ -66,7 +66,7 @@ tables:
 	if want := (PoolConfig{Mode: "transaction", Size: 20, QueryWaitTimeout: Duration(30 * time.Second), ReserveTimeout: Duration(5 * time.Second),
 		MaxClientConn: 10000, ServerConnectTimeout: Duration(5 * time.Second), ServerIdleTimeout: Duration(600 * time.Second),
 		ServerLifetime: Duration(time.Hour), ServerCheckDelay: Duration(30 * time.Second), PreparedStatements: 200,
-		ClientLoginTimeout: Duration(time.Minute), MaxPacketSize: 1 << 30, TCPKeepalive: true,
+		ClientLoginTimeout: Duration(time.Minute), MaxPacketSize: 1 << 30, TCPKeepalive: true, PinSessionState: true,
 		TCPKeepIdle: Duration(30 * time.Second), TCPKeepInterval: Duration(10 * time.Second), TCPKeepCount: 3}); cfg.Pool != want {
 		t.Errorf("pool %+v, want %+v", cfg.Pool, want)
 	}
