@@ -33,7 +33,7 @@ func (c *client) relayNotifications() (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := c.relayUnasked(sc); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		if err := c.relayUnasked(sc); !errors.Is(err, os.ErrDeadlineExceeded) {
 			// The server ended the session (its FATAL, if any, went
 			// to the client): so does the client's, as in Postgres.
 			sc.MarkBroken()
@@ -48,7 +48,8 @@ func (c *client) relayNotifications() (stop func()) {
 }
 
 // relayUnasked copies notifications, notices and parameter changes from
-// an idle server connection to the client until a read fails. Anything
+// an idle server connection to the client until a read fails, and returns
+// that failure (os.ErrDeadlineExceeded when woken). Anything
 // else (a FATAL, or bytes out of turn) is an error after it is relayed.
 func (c *client) relayUnasked(sc *pool.Conn) error {
 	for {
