@@ -355,7 +355,7 @@ func (c *client) runHeldOn(u unit, retryable bool) error {
 	c.sess.txSettings = append(c.sess.txSettings, u.sets...)
 	ops, piped := c.pipelineCapture(u, c.encode(sc, u, true))
 	c.sess.captured = 0
-	res, err := c.send(sc, ops, &c.out, true)
+	res, err := c.sendFrom(sc, ops, &c.out, true, c.tx.midBatch && c.tx.skipping)
 	if err == nil && len(res.stale) > 0 {
 		err = c.closeStale(sc, res)
 		if err == nil && res.retry && wasIdle && res.status == 'I' && !res.flushed && !u.retried && c.replayable(u) {
@@ -387,6 +387,7 @@ func (c *client) runHeldOn(u unit, retryable bool) error {
 	switch res.status {
 	case 0: // flushed batch without Sync: the server is mid-batch
 		c.tx.midBatch, c.tx.state = true, txActive
+		c.tx.skipping = res.skipping
 	case 'I':
 		c.dropBranches() // the transaction ended on this shard alone
 		c.tx.midBatch = false

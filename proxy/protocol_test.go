@@ -98,6 +98,91 @@ func TestPipelineWithFlush(t *testing.T) {
 	}
 }
 
+// TestPipelineFlushAfterError: after an error in a flushed batch the
+// server ignores everything up to Sync, so statements flushed after it get
+// no answer (not a hang), and the Sync ends the skipping, as in Postgres.
+func TestPipelineFlushAfterError(t *testing.T) {
+	ctx := t.Context()
+	conn := connectLow(t)
+	p := conn.StartPipeline(ctx)
+	p.SendQueryParams("SELECT 1", nil, nil, nil, nil)
+	p.SendQueryParams("SELECT 1/(3-n) FROM generate_series(1, 10) n", nil, nil, nil, nil)
+	p.SendQueryParams("SELECT 2", nil, nil, nil, nil)
+	p.SendFlushRequest()
+	if err := p.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got := pipelineValue(t, p); got != "1" {
+		t.Fatalf("first result %q, want 1", got)
+	}
+	res, err := p.GetResults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rr := res.(*pgconn.ResultReader).Read(); sqlState(rr.Err) != "22012" {
+		t.Fatalf("second result: %v, want 22012", rr.Err)
+	}
+	if res, err := p.GetResults(); res != nil || err != nil {
+		t.Fatalf("after the error: %#v, %v; want nothing until Sync", res, err)
+	}
+	p.SendQueryParams("SELECT 3", nil, nil, nil, nil)
+	p.SendFlushRequest()
+	if err := p.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := p.GetResults(); res != nil || err != nil {
+		t.Fatalf("a statement flushed while the server skips: %#v, %v; want nothing", res, err)
+	}
+	p.SendQueryParams("SELECT 4", nil, nil, nil, nil)
+	p.SendPipelineSync()
+	p.SendQueryParams("SELECT 5", nil, nil, nil, nil)
+	p.SendFlushRequest()
+	if err := p.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := p.GetResults(); err != nil {
+		t.Fatal(err)
+	} else if _, ok := res.(*pgconn.PipelineSync); !ok {
+		t.Fatalf("got %#v, want the PipelineSync", res)
+	}
+	if got := pipelineValue(t, p); got != "5" {
+		t.Fatalf("after Sync: %q, want 5", got)
+	}
+	p.SendPipelineSync()
+	if err := p.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := p.GetResults(); err != nil {
+		t.Fatal(err)
+	} else if _, ok := res.(*pgconn.PipelineSync); !ok {
+		t.Fatalf("got %#v, want the closing PipelineSync", res)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := conn.Exec(ctx, "SELECT 6").ReadAll(); err != nil || string(res[0].Rows[0][0]) != "6" {
+		t.Fatalf("after the pipeline: %v", err)
+	}
+}
+
+// pipelineValue reads the next pipeline result, one row of one column.
+func pipelineValue(t *testing.T, p *pgconn.Pipeline) string {
+	t.Helper()
+	res, err := p.GetResults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr, ok := res.(*pgconn.ResultReader)
+	if !ok {
+		t.Fatalf("got %#v, want a result", res)
+	}
+	r := rr.Read()
+	if r.Err != nil || len(r.Rows) != 1 {
+		t.Fatalf("result: %+v", r)
+	}
+	return string(r.Rows[0][0])
+}
+
 // TestNoticesReachTheClient: a COMMIT outside a transaction is answered by a
 // server with a WARNING, which must reach the client.
 func TestNoticesReachTheClient(t *testing.T) {

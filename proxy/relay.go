@@ -50,6 +50,9 @@ type relayResult struct {
 	// retry: all were stale for a reason a fresh Parse cures unseen.
 	stale []string
 	retry bool
+	// skipping: the exchange ended (Flush, no Sync) after an error, so
+	// the server ignores everything up to the next Sync.
+	skipping bool
 }
 
 // terminal reports whether a backend message ends the answer to a frontend
@@ -76,6 +79,13 @@ func terminal(sent, got byte) bool {
 // every op is answered. With stream set, *sink is c.out and is flushed to
 // the client as it fills.
 func (c *client) send(sc *pool.Conn, ops []op, sink *[]byte, stream bool) (res relayResult, err error) {
+	return c.sendFrom(sc, ops, sink, stream, false)
+}
+
+// sendFrom is send to a server that may still be skipping to Sync after
+// an error in an earlier flushed part of the batch (skipping): it answers
+// nothing before the Sync, and res.skipping says whether it still skips.
+func (c *client) sendFrom(sc *pool.Conn, ops []op, sink *[]byte, stream, skipping bool) (res relayResult, err error) {
 	if _, err := sc.Write(c.sout); err != nil {
 		sc.MarkBroken()
 		return res, fmt.Errorf("write to server: %w", err)
@@ -90,7 +100,8 @@ func (c *client) send(sc *pool.Conn, ops []op, sink *[]byte, stream bool) (res r
 		res.answered = flushed || len(*sink) != mark
 		res.flushed = flushed
 	}()
-	errored := false
+	errored := skipping
+	defer func() { res.skipping = errored && res.status == 0 }()
 	bound := "" // the statement of the last Bind: an Execute's error is its
 	for i := 0; i < len(ops); {
 		o := &ops[i]

@@ -20,6 +20,7 @@ type transaction struct {
 	started      time.Time
 	sessionConns map[int]sessionConn // session mode: the client's connections by shard
 	midBatch     bool                // extended batch flushed but not yet synced: keep held
+	skipping     bool                // midBatch after an error: the server ignores all up to Sync
 	srvStatus    byte                // server's last ReadyForQuery status while held
 	pending      []byte              // deferred transaction start, a simple query text
 	begin        []byte              // the transaction's BEGIN, for shards it reaches later
