@@ -47,11 +47,13 @@ type copySplit struct {
 	header   bool // the data starts with a header line
 }
 
+var errCopyExtended = &pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "COPY FROM through shardgate needs the simple query protocol"}
+
 func (c *client) copyIn(plan router.Plan, u unit) error {
 	in := plan.CopyIn
 	switch {
 	case u.query == nil:
-		return c.refuse(&pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "COPY FROM through shardgate needs the simple query protocol"})
+		return c.refuse(errCopyExtended)
 	case c.inTransactionBlock() && !c.canSpread():
 		return c.refuse(&pgerr.Error{Code: pgerr.CodeFeatureNotSupported,
 			Message: "COPY FROM across shards inside a transaction block needs two_phase_commit, and no savepoint in the transaction"})
@@ -504,6 +506,42 @@ func readCopyStart(sc *pool.Conn, req []byte) (ans shardAnswer) {
 				ans.errMsg = appendError(nil, &pgerr.Error{Code: pgerr.CodeProtocolViolation, Message: "shardgate: the shard did not start the COPY"})
 			}
 			return ans
+		}
+	}
+}
+
+// copyThrough relays a client's COPY FROM STDIN to the one server running
+// it, unparsed (after the server's CopyInResponse reached the client),
+// until CopyDone or CopyFail. CopyData is batched up to copyBatch bytes,
+// or until the client has sent nothing more yet.
+func (c *client) copyThrough(sc *pool.Conn) error {
+	if c.deadline { // the client's idle timeout does not bound a long COPY
+		c.conn.SetReadDeadline(time.Time{})
+		c.deadline = false
+	}
+	c.sout = c.sout[:0]
+	for {
+		typ, body, err := c.readMessage()
+		if err != nil {
+			return fmt.Errorf("client connection lost during COPY: %w", err)
+		}
+		switch typ {
+		case 'd', 'c', 'f':
+			c.sout = appendMessage(c.sout, typ, body)
+		case 'H', 'S':
+			continue // ignored during COPY, as Postgres does
+		default:
+			c.sout = appendMessage(c.sout, 'f', []byte(fmt.Sprintf("unexpected message type 0x%02X during COPY from stdin\x00", typ)))
+		}
+		done := typ != 'd'
+		if done || len(c.sout) >= copyBatch || c.rd.Buffered() == 0 {
+			if _, err := sc.Write(c.sout); err != nil {
+				return fmt.Errorf("write to server: %w", err)
+			}
+			c.sout = c.sout[:0]
+		}
+		if done {
+			return nil
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -231,4 +232,48 @@ func TestCopyInTransaction(t *testing.T) {
 		}
 		assertPostsPlaced(t, base, base+50, want)
 	}
+}
+
+// TestCopyInOneShardRelayed: a COPY FROM that one shard takes whole (a
+// table of the default shard) is relayed as sent: binary format (which
+// the proxy cannot split) works, inside a transaction block too, without
+// two_phase_commit, and a bad row rolls the block back.
+func TestCopyInOneShardRelayed(t *testing.T) {
+	_, addr := sessionStateProxy(t, true)
+	ctx := t.Context()
+	conn := connectTo(t, addr, pgx.QueryExecModeCacheStatement)
+	if _, err := conn.Exec(ctx, "CREATE TABLE copy_local (id int PRIMARY KEY, note text)"); err != nil {
+		t.Fatal(err)
+	}
+	dropOn(t, 1, "DROP TABLE IF EXISTS copy_local")
+	// pgx's CopyFrom sends FORMAT binary.
+	n, err := conn.CopyFrom(ctx, pgx.Identifier{"copy_local"}, []string{"id", "note"},
+		pgx.CopyFromSlice(1000, func(i int) ([]any, error) { return []any{i, "row " + strconv.Itoa(i)}, nil }))
+	if err != nil || n != 1000 {
+		t.Fatalf("binary COPY: %d rows, %v", n, err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, tx, "TRUNCATE copy_local")
+	if _, err := tx.Conn().PgConn().CopyFrom(ctx, strings.NewReader("1\tone\n2\ttwo\n"), "COPY copy_local FROM STDIN"); err != nil {
+		t.Fatalf("text COPY in a transaction block: %v", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	assertCount(t, conn, "SELECT count(*) FROM copy_local WHERE id > $1", 0, 2)
+
+	tx, err = conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, tx, "DELETE FROM copy_local")
+	_, err = tx.Conn().PgConn().CopyFrom(ctx, strings.NewReader("3\tthree\n3\tagain\n"), "COPY copy_local FROM STDIN")
+	if sqlState(err) != "23505" {
+		t.Fatalf("duplicate row: %v, want 23505", err)
+	}
+	tx.Rollback(ctx)
+	assertCount(t, conn, "SELECT count(*) FROM copy_local WHERE id > $1", 0, 2)
 }

@@ -123,7 +123,9 @@ func (c *client) execute(plan router.Plan, u unit) error {
 	}
 	c.planCapture(plan)
 	switch {
-	case plan.CopyIn != nil:
+	case plan.CopyIn != nil && plan.Target == router.TargetShard && u.query == nil:
+		return c.refuse(errCopyExtended)
+	case plan.CopyIn != nil && plan.Target != router.TargetShard:
 		c.wroteEverywhere()
 		return c.copyIn(plan, u)
 	case plan.Split:

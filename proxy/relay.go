@@ -127,6 +127,22 @@ func (c *client) sendFrom(sc *pool.Conn, ops []op, sink *[]byte, stream, skippin
 		case 'N', 'S', 'A': // asynchronous: notice, parameter status, notification
 			*sink = append(*sink, msg...)
 			continue
+		case 'G': // CopyInResponse: a one-shard COPY FROM STDIN
+			if !stream || o.typ != 'Q' || o.drop {
+				sc.MarkBroken()
+				return res, errors.New("COPY FROM STDIN where the proxy expected none")
+			}
+			*sink = append(*sink, msg...)
+			flushed = true
+			if err := c.flush(); err != nil {
+				sc.MarkBroken()
+				return res, fmt.Errorf("%w: %v", errClientWrite, err)
+			}
+			if err := c.copyThrough(sc); err != nil {
+				sc.MarkBroken()
+				return res, err
+			}
+			continue
 		case 'E':
 			if sev, text := fatalError(msg); sev != "" {
 				// The server is closing this connection: the caller relays

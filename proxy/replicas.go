@@ -128,7 +128,8 @@ func (c *client) planCapture(plan router.Plan) {
 	if !c.rywOn() || plan.Role == router.RoleReplica || plan.Tx == router.TxRollback {
 		return
 	}
-	if (c.tx.state == txIdle && c.tx.held == nil) || plan.Tx == router.TxCommit {
+	// A COPY FROM's data must follow it on the wire, not the LSN query.
+	if ((c.tx.state == txIdle && c.tx.held == nil) || plan.Tx == router.TxCommit) && plan.CopyIn == nil {
 		c.sess.capture = capturePipeline
 	} else {
 		c.sess.capture = captureAfter

@@ -226,6 +226,11 @@ func route(t *topology.Topology, a *Analysis, params [][]byte, formats []int16, 
 				}
 				shards = 1 << d
 			}
+			if shards.Count() == 1 {
+				// Nothing to split: the server gets the client's bytes
+				// as they are, in any format, inside a transaction too.
+				return Plan{Target: TargetShard, Shard: shards.First(), CopyIn: s.CopyIn, Role: RolePrimary, Reason: s.Reason + " (one shard: relayed as sent)"}
+			}
 			return Plan{Target: TargetAll, Shards: shards, CopyIn: s.CopyIn, Role: RolePrimary, Reason: s.Reason}
 		case ClassTx, ClassSet, ClassExplain:
 			return Plan{Target: TargetNone, Tx: s.Tx, Tag: s.Tag, Set: s.Set, HintSet: s.Hint, Explain: s.Inner, Reason: s.Reason, Role: RolePrimary}
