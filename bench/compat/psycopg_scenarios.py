@@ -90,11 +90,18 @@ def pipeline_error(dsn):
         with conn.pipeline() as p:
             c1 = conn.execute("SELECT 1")
             c2 = conn.execute("SELECT 1/0")
-            c3 = conn.execute("SELECT 3")
+            c3 = conn.cursor()
+            # psycopg reads results while it sends, so the error surfaces at
+            # the sync or already at a later execute, as timing has it.
             try:
+                c3.execute("SELECT 3")
                 p.sync()
-                raise Mismatch("sync after a failing statement raised nothing")
+                raise Mismatch("a pipeline with a failing statement raised nothing")
             except errors.DivisionByZero:
+                pass
+            try:  # ends the aborted segment if the error came before its sync
+                p.sync()
+            except errors.PipelineAborted:
                 pass
             expect("first statement's row", c1.fetchall(), [(1,)])
             try:
@@ -105,7 +112,7 @@ def pipeline_error(dsn):
             try:
                 c3.fetchall()
                 raise Mismatch("the statement after the error has a result")
-            except psycopg.ProgrammingError:
+            except psycopg.Error:
                 pass
             c4 = conn.execute("SELECT 4")
             p.sync()
