@@ -54,7 +54,7 @@ loadtest: build ## social-app load test on a 2-shard sandbox, ~3 min; writes ben
 soak: build ## hostile clients, faults and churn against a bin/shardgate process, ~4 min; fails on leaks or errors; writes bench/results/soak.md
 	$(GO) run ./bench/soak -bin bin/shardgate $(SOAK_FLAGS)
 
-compat: ## pgx v5 test suite direct vs through shardgate (session, transaction) + pgbench, ~15 min; writes bench/results/compat.md; e.g. COMPAT_FLAGS="-packages github.com/jackc/pgx/v5/pgconn -modes direct,session -pgbench=false"
+compat: ## pgx v5 test suite, psycopg 3 scenarios and pgbench (-i -s 10, -T 30) direct vs through shardgate (session, transaction), ~17 min; writes bench/results/compat.md; e.g. COMPAT_FLAGS="-packages none" (psycopg + pgbench only, ~2 min)
 	$(GO) run ./bench/compat -go $(GO) $(COMPAT_FLAGS)
 
 compose-check: ## validate docker-compose.yml

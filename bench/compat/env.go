@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,13 +28,23 @@ CREATE DOMAIN uint64 AS numeric(20,0);
 CREATE USER " tricky, ' } "" \ test user " SUPERUSER PASSWORD 'secret';
 `
 
-// pgbenchTables are sharded tables for pgbench when the config cannot
-// name a default shard; with one, they live there like any unlisted table.
+// pgbenchTables are pgbench's tables as sharded tables, named in the
+// config whether or not it has a default shard, as issue 17's acceptance
+// asks: pgbench through the proxy "with the pgbench tables configured".
 var pgbenchTables = map[string]topology.TableConfig{
 	"pgbench_accounts": {ShardKey: "aid", KeyType: topology.KeyInt},
 	"pgbench_branches": {ShardKey: "bid", KeyType: topology.KeyInt},
 	"pgbench_tellers":  {ShardKey: "tid", KeyType: topology.KeyInt},
 	"pgbench_history":  {ShardKey: "aid", KeyType: topology.KeyInt},
+}
+
+// pgbenchTablesNote names pgbenchTables and their shard keys for the report.
+func pgbenchTablesNote() string {
+	names := slices.Sorted(maps.Keys(pgbenchTables))
+	for i, n := range names {
+		names[i] = n + " by " + pgbenchTables[n].ShardKey
+	}
+	return strings.Join(names, ", ")
 }
 
 // env is the system under test: a one-shard sandbox and a proxy per pool
@@ -44,13 +56,14 @@ type env struct {
 	proxies      map[string]string // pool mode -> DSN through the proxy
 	stops        []func()
 	defaultShard bool   // the config has default_shard
+	twoPhase     bool   // the config has two_phase_commit
 	configNote   string // how the config was made, for the report
 }
 
 // startEnv starts the sandbox and one in-process proxy for each proxied
 // mode. On error it undoes what it did.
-func startEnv(ctx context.Context, modes []string, log *slog.Logger) (_ *env, err error) {
-	e := &env{proxies: map[string]string{}}
+func startEnv(ctx context.Context, modes []string, twoPhase bool, log *slog.Logger) (_ *env, err error) {
+	e := &env{proxies: map[string]string{}, twoPhase: twoPhase}
 	defer func() {
 		if err != nil {
 			e.close(log)
@@ -79,11 +92,15 @@ func startEnv(ctx context.Context, modes []string, log *slog.Logger) (_ *env, er
 		}
 		e.proxies[mode], e.stops = dsn, append(e.stops, stop)
 	}
+	if twoPhase {
+		e.configNote += "; two_phase_commit: true"
+	}
 	return e, nil
 }
 
-// config is the sandbox's config in pool mode mode, with default_shard so
-// that pgx's own tables route to the one shard. Until topology knows that
+// config is the sandbox's config in pool mode mode, with pgbench's tables
+// and default_shard so that pgx's and psycopg's own tables route to the
+// one shard. Until topology knows that
 // key, the config goes without it and the report says so: pgx's tables are
 // then refused as in issue 17.
 func (e *env) config(mode string) (*topology.Config, error) {
@@ -99,15 +116,16 @@ func (e *env) config(mode string) (*topology.Config, error) {
 		if cfg, err = topology.ParseConfig("compat.yaml", base); err != nil {
 			return nil, fmt.Errorf("proxy config: %w", err)
 		}
-		for name, t := range pgbenchTables {
-			cfg.Tables[name] = t
-		}
 		e.configNote = "no default_shard: this build's config does not know the key, so tables it does not " +
-			"name are refused; pgbench's tables are configured as sharded tables"
+			"name are refused"
 	default:
 		return nil, fmt.Errorf("proxy config: %w", err)
 	}
+	for name, t := range pgbenchTables {
+		cfg.Tables[name] = t
+	}
 	cfg.Pool.Mode = mode
+	cfg.TwoPhaseCommit = e.twoPhase
 	// Session mode holds a server connection per client: room for pgxpool's
 	// tests, below the sandbox's max_connections of 200.
 	cfg.Pool.Size = 20

@@ -2,6 +2,7 @@
 // through shardgate (issue 17); `make compat` runs it:
 //
 //	go run ./bench/compat -packages github.com/jackc/pgx/v5/pgconn -modes direct,transaction -pgbench=false
+//	go run ./bench/compat -packages none   # psycopg scenarios and pgbench only
 //
 // It starts a one-shard sandbox (no replicas, fsync off) and two in-process
 // proxies in front of it, one in session and one in transaction pool mode,
@@ -11,8 +12,10 @@
 // Each package is its own `go test -json` with a timeout; when a test binary
 // dies (a panic, a hang) the tests it did not reach run again in a new one.
 // It prints pass / fail / skip per run, writes bench/results/compat.md with
-// every test that passes directly but not through the proxy, and runs
-// pgbench -i and a TPC-B run through the transaction-mode proxy.
+// every test that passes directly but not through the proxy. It also runs
+// a psycopg 3 scenario set of its own (psycopg_scenarios.py: pipelines,
+// prepared statements, COPY, notices, cancel, ...) and pgbench -i and a
+// TPC-B run, each in every run.
 package main
 
 import (
@@ -39,10 +42,15 @@ const (
 
 type options struct {
 	packages []string // import paths; empty: all of pgx's
+	noPgx    bool     // -packages none
 	modes    []string
 	timeout  time.Duration
+	psycopg  bool
+	python   string
 	pgbench  bool
+	pgbenchS int
 	pgbenchT time.Duration
+	twoPhase bool
 	out      string
 	goBin    string
 }
@@ -52,17 +60,25 @@ func main() { program.Main("compat", "compat run failed", parseFlags, run) }
 func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("compat", flag.ContinueOnError)
-	pkgs := fs.String("packages", "all", "pgx packages to test, comma-separated import paths, or \"all\" ("+pgxModule+"/...)")
+	pkgs := fs.String("packages", "all", "pgx packages to test, comma-separated import paths, \"all\" ("+pgxModule+"/...) or \"none\"")
 	modes := fs.String("modes", "direct,session,transaction", "runs, comma-separated: direct, session, transaction")
 	fs.DurationVar(&o.timeout, "timeout", 3*time.Minute, "go test -timeout of each test binary; a test still running then counts as never ended")
-	fs.BoolVar(&o.pgbench, "pgbench", true, "also run pgbench -i and a TPC-B run through the transaction-mode proxy")
-	fs.DurationVar(&o.pgbenchT, "pgbench-time", 10*time.Second, "length of the TPC-B run (pgbench -T)")
+	fs.BoolVar(&o.psycopg, "psycopg", true, "also run the psycopg 3 scenarios (psycopg_scenarios.py) in every run")
+	fs.StringVar(&o.python, "python", "/usr/bin/python3", "the python that has psycopg 3")
+	fs.BoolVar(&o.pgbench, "pgbench", true, "also run pgbench -i and a TPC-B run in every run")
+	fs.IntVar(&o.pgbenchS, "pgbench-scale", 10, "pgbench -i -s")
+	fs.DurationVar(&o.pgbenchT, "pgbench-time", 30*time.Second, "length of the TPC-B run (pgbench -T)")
+	fs.BoolVar(&o.twoPhase, "two-phase-commit", false, "set two_phase_commit in the proxies' config")
 	fs.StringVar(&o.out, "out", "bench/results/compat.md", "the markdown report")
 	fs.StringVar(&o.goBin, "go", "go", "the go command that builds and runs the tests")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
-	if *pkgs != "all" {
+	switch *pkgs {
+	case "all":
+	case "none":
+		o.noPgx = true
+	default:
 		o.packages = splitList(*pkgs)
 	}
 	o.modes = splitList(*modes)
@@ -74,10 +90,10 @@ func parseFlags(args []string) (options, error) {
 	switch {
 	case len(o.modes) == 0:
 		return o, errors.New("-modes: name at least one run")
-	case o.timeout <= 0 || o.pgbenchT < time.Second:
-		return o, errors.New("-timeout must be positive and -pgbench-time at least 1s")
-	case o.pgbench && !slices.Contains(o.modes, modeTransaction):
-		return o, errors.New("-pgbench needs the transaction run; add it to -modes or pass -pgbench=false")
+	case o.timeout <= 0 || o.pgbenchT < time.Second || o.pgbenchS < 1:
+		return o, errors.New("-timeout must be positive, -pgbench-time at least 1s and -pgbench-scale at least 1")
+	case o.noPgx && !o.psycopg && !o.pgbench:
+		return o, errors.New("-packages none with -psycopg=false and -pgbench=false runs nothing")
 	}
 	return o, nil
 }
@@ -102,12 +118,12 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	s := &suite{goBin: o.goBin, dir: dir, timeout: o.timeout, log: log}
 	pkgs := o.packages
-	if len(pkgs) == 0 {
+	if len(pkgs) == 0 && !o.noPgx {
 		if pkgs, err = testPackages(ctx, s); err != nil {
 			return err
 		}
 	}
-	e, err := startEnv(ctx, o.modes, log)
+	e, err := startEnv(ctx, o.modes, o.twoPhase, log)
 	if err != nil {
 		return err
 	}
@@ -115,6 +131,9 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	rep := &report{pgxVersion: pgxVersion, config: e.configNote, packages: pkgs, started: began,
 		runs: map[string]*modeRun{}}
 	for _, mode := range o.modes {
+		if o.noPgx {
+			break
+		}
 		mr, err := runMode(ctx, s, e, mode, pkgs, log)
 		if err != nil {
 			return err
@@ -122,8 +141,14 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		rep.modes = append(rep.modes, mode)
 		rep.runs[mode] = mr
 	}
+	if o.psycopg {
+		rep.python = o.python
+		if rep.psycopg, err = runPsycopg(ctx, o.python, e, o.modes, log); err != nil {
+			return err
+		}
+	}
 	if o.pgbench {
-		rep.pgbench = runPgbench(ctx, e, o.pgbenchT, log)
+		rep.pgbench = runPgbench(ctx, e, o.modes, o.pgbenchS, o.pgbenchT, log)
 	}
 	rep.elapsed = time.Since(began)
 	fmt.Print(rep.table())

@@ -14,9 +14,10 @@ import (
 	"time"
 )
 
-// pgbenchResult is pgbench -i and a TPC-B run through the transaction-mode
-// proxy.
+// pgbenchResult is pgbench -i and a TPC-B run in one mode.
 type pgbenchResult struct {
+	mode       string
+	scale      int
 	initOK     bool
 	initErrors []string
 	initNote   string // what was done when init failed through the proxy
@@ -31,16 +32,27 @@ type pgbenchResult struct {
 }
 
 const (
-	pgbenchScale   = 1
 	pgbenchClients = 4
 	pgbenchThreads = 2
 )
 
-func runPgbench(ctx context.Context, e *env, dur time.Duration, log *slog.Logger) *pgbenchResult {
-	r := &pgbenchResult{duration: dur}
-	proxied := e.proxies[modeTransaction]
-	log.Info("pgbench -i through the proxy", "scale", pgbenchScale)
-	out, code, err := pgbench(ctx, proxied, 3*time.Minute, "-i", "-s", strconv.Itoa(pgbenchScale))
+// runPgbench runs pgbench -i and then TPC-B in each mode, one after the
+// other: each -i drops and loads the tables again.
+func runPgbench(ctx context.Context, e *env, modes []string, scale int, dur time.Duration, log *slog.Logger) []*pgbenchResult {
+	var out []*pgbenchResult
+	for _, mode := range modes {
+		r := pgbenchMode(ctx, e, mode, scale, dur, log)
+		log.Info("pgbench done", "run", mode, "summary", r.summary())
+		out = append(out, r)
+	}
+	return out
+}
+
+func pgbenchMode(ctx context.Context, e *env, mode string, scale int, dur time.Duration, log *slog.Logger) *pgbenchResult {
+	r := &pgbenchResult{mode: mode, scale: scale, duration: dur}
+	dsn := e.dsn(mode)
+	log.Info("pgbench -i", "run", mode, "scale", scale)
+	out, code, err := pgbench(ctx, dsn, 5*time.Minute, "-i", "-s", strconv.Itoa(scale))
 	if err != nil {
 		r.err = err
 		return r
@@ -49,13 +61,13 @@ func runPgbench(ctx context.Context, e *env, dur time.Duration, log *slog.Logger
 	if !r.initOK {
 		// Load directly so that the TPC-B run through the proxy is measured anyway.
 		r.initNote = "so the tables were loaded directly on the primary for the run below"
-		if out, code, err = pgbench(ctx, e.direct, 3*time.Minute, "-i", "-s", strconv.Itoa(pgbenchScale)); err != nil || code != 0 {
+		if out, code, err = pgbench(ctx, e.direct, 5*time.Minute, "-i", "-s", strconv.Itoa(scale)); err != nil || code != 0 {
 			r.initNote = fmt.Sprintf("and loading them directly failed too (exit %d, %v): %s", code, err, strings.Join(errorLines(out), "; "))
 			return r
 		}
 	}
-	log.Info("pgbench TPC-B through the proxy", "clients", pgbenchClients, "duration", dur)
-	out, code, err = pgbench(ctx, proxied, dur+2*time.Minute, "-c", strconv.Itoa(pgbenchClients),
+	log.Info("pgbench TPC-B", "run", mode, "clients", pgbenchClients, "duration", dur)
+	out, code, err = pgbench(ctx, dsn, dur+2*time.Minute, "-c", strconv.Itoa(pgbenchClients),
 		"-j", strconv.Itoa(pgbenchThreads), "-T", strconv.Itoa(int(dur.Seconds())))
 	if err != nil {
 		r.err = err
@@ -128,9 +140,9 @@ func (r *pgbenchResult) summary() string {
 	if r.err != nil {
 		return "could not run: " + r.err.Error()
 	}
-	init := "-i ok"
+	init := fmt.Sprintf("-i -s %d ok", r.scale)
 	if !r.initOK {
-		init = "-i FAILED"
+		init = fmt.Sprintf("-i -s %d FAILED", r.scale)
 	}
 	return fmt.Sprintf("%s; -T %d: %d transactions, %d failed, %d clients aborted, tps %s, exit %d",
 		init, int(r.duration.Seconds()), r.processed, r.failed, r.aborted, orDash(r.tps), r.exitCode)
@@ -143,24 +155,37 @@ func orDash(s string) string {
 	return s
 }
 
-func (r *pgbenchResult) markdown(b *strings.Builder) {
-	fmt.Fprintf(b, "\n## pgbench through shardgate, transaction mode\n\n")
-	if r.err != nil {
-		fmt.Fprintf(b, "Could not run: %s\n", mdCell(r.err.Error()))
+// pgbenchMD is the pgbench section: a row per run, then the errors.
+func pgbenchMD(b *strings.Builder, rs []*pgbenchResult) {
+	if len(rs) == 0 {
 		return
 	}
-	if r.initOK {
-		fmt.Fprintf(b, "`pgbench -i -s %d` through the proxy: ok.\n", pgbenchScale)
-	} else {
-		fmt.Fprintf(b, "`pgbench -i -s %d` through the proxy **failed**, %s:\n\n", pgbenchScale, r.initNote)
-		writeLines(b, r.initErrors)
+	r0 := rs[0]
+	fmt.Fprintf(b, "\n## pgbench\n\n`pgbench -i -s %d`, then `pgbench -c %d -j %d -T %d` (TPC-B), in each run; "+
+		"through shardgate the pgbench tables are configured as sharded tables (%s).\n\n",
+		r0.scale, pgbenchClients, pgbenchThreads, int(r0.duration.Seconds()), pgbenchTablesNote())
+	b.WriteString("| run | -i | transactions | failed | clients aborted | tps | exit |\n|---|---|---|---|---|---|---|\n")
+	for _, r := range rs {
+		if r.err != nil {
+			fmt.Fprintf(b, "| %s | could not run: %s | | | | | |\n", runTitle(r.mode), mdCell(r.err.Error()))
+			continue
+		}
+		init := "ok"
+		if !r.initOK {
+			init = "**FAILED**"
+		}
+		fmt.Fprintf(b, "| %s | %s | %d | **%d** | %d | %s | %d |\n", runTitle(r.mode), init, r.processed, r.failed,
+			r.aborted, orDash(r.tps), r.exitCode)
 	}
-	fmt.Fprintf(b, "\n`pgbench -c %d -j %d -T %d` (TPC-B) through the proxy: exit %d, %d transactions processed, "+
-		"**%d failed**, %d clients aborted, tps %s.\n", pgbenchClients, pgbenchThreads, int(r.duration.Seconds()),
-		r.exitCode, r.processed, r.failed, r.aborted, orDash(r.tps))
-	if len(r.runErrors) > 0 {
-		b.WriteString("\n")
-		writeLines(b, r.runErrors)
+	for _, r := range rs {
+		if r.err == nil && !r.initOK {
+			fmt.Fprintf(b, "\n%s: `pgbench -i` **failed**, %s:\n\n", runTitle(r.mode), r.initNote)
+			writeLines(b, r.initErrors)
+		}
+		if len(r.runErrors) > 0 {
+			fmt.Fprintf(b, "\n%s: errors of the TPC-B run:\n\n", runTitle(r.mode))
+			writeLines(b, r.runErrors)
+		}
 	}
 }
 
