@@ -165,6 +165,27 @@ func TestPipelineFlushAfterError(t *testing.T) {
 	}
 }
 
+// TestDeferredErrorAtSync: a deferred constraint fails when the Sync
+// commits the implicit transaction: the error answers the Sync, then
+// ReadyForQuery follows, as from Postgres, and the session goes on.
+func TestDeferredErrorAtSync(t *testing.T) {
+	_, addr := sessionStateProxy(t, true)
+	ctx := t.Context()
+	conn := connectTo(t, addr, pgx.QueryExecModeExec)
+	if _, err := conn.Exec(ctx, `CREATE TEMP TABLE deferred_t (id text PRIMARY KEY, n int NOT NULL,
+		UNIQUE (n) DEFERRABLE INITIALLY DEFERRED); INSERT INTO deferred_t VALUES ('a', 1), ('b', 2)`); err != nil {
+		t.Fatal(err)
+	}
+	r := conn.PgConn().ExecParams(ctx, "UPDATE deferred_t SET n = n + 1 WHERE id = 'a' RETURNING *", nil, nil, nil, nil).Read()
+	if sqlState(r.Err) != "23505" {
+		t.Fatalf("deferred unique violation: %v, want 23505", r.Err)
+	}
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT n FROM deferred_t WHERE id = 'a'").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("after the failed commit: n = %d, %v; want 1", n, err)
+	}
+}
+
 // pipelineValue reads the next pipeline result, one row of one column.
 func pipelineValue(t *testing.T, p *pgconn.Pipeline) string {
 	t.Helper()

@@ -158,7 +158,9 @@ func (c *client) sendFrom(sc *pool.Conn, ops []op, sink *[]byte, stream, skippin
 			*sink = append(*sink, msg...)
 			res.sawError = true
 			res.noteStale(sc, msg, o, bound)
-			if o.typ != 'Q' { // a simple query goes on to its ReadyForQuery
+			// A simple query goes on to its ReadyForQuery, and so does a
+			// Sync whose implicit COMMIT failed (a deferred constraint).
+			if o.typ != 'Q' && o.typ != 'S' {
 				errored = true
 				i++
 			}
