@@ -58,6 +58,7 @@ func (c *client) simpleQuery(body []byte) error {
 				return plan, u, true, c.setting(plan, u)
 			}
 		}
+		u.sets = plan.Sets
 		return plan, u, false, nil
 	})
 }

@@ -180,3 +180,32 @@ func TestDiscardAll(t *testing.T) {
 		t.Fatal("DISCARD ALL in a transaction block succeeded")
 	}
 }
+
+// TestSetAmongStatements: a SET among a simple query's statements counts
+// when their implicit transaction commits, and is undone with it when a
+// later statement fails, as in Postgres; the client's later statements,
+// on whichever server connection, see the outcome.
+func TestSetAmongStatements(t *testing.T) {
+	dsn := onePerShard(t)
+	conn := dial(t, dsn, pgx.QueryExecModeSimpleProtocol, nil)
+	ctx := t.Context()
+	if _, err := conn.Exec(ctx, "SET search_path = among, public; SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	other := dial(t, dsn, pgx.QueryExecModeSimpleProtocol, nil)
+	for range 5 {
+		if got := setting(t, conn, "search_path"); got != "among, public" {
+			t.Fatalf("after a committed SET among statements: %q", got)
+		}
+		if got := setting(t, other, "search_path"); got != `"$user", public` {
+			t.Fatalf("another client sees %q", got)
+		}
+	}
+	_, err := conn.Exec(ctx, "SET statement_timeout = '1ms'; SELECT pg_sleep(1)")
+	if sqlState(err) != "57014" {
+		t.Fatalf("statement timeout among statements: %v, want 57014", err)
+	}
+	if got := setting(t, conn, "statement_timeout"); got != "0" {
+		t.Fatalf("statement_timeout after its implicit transaction failed: %q, want 0", got)
+	}
+}

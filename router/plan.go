@@ -75,6 +75,7 @@ type Plan struct {
 	Tx      TxOp         // TargetNone: the transaction-control effect
 	Tag     string       // TargetNone: the command tag, for answers the proxy gives itself
 	Set     *Setting     // TargetNone: a session setting for the proxy to track
+	Sets    []*Setting   // session settings among a query's several statements
 	HintSet *HintSetting // TargetNone: SET shardgate.*, for the proxy to keep
 	Explain *Analysis    // TargetNone: EXPLAIN (SHARDGATE) of this, for the proxy to answer
 	Scatter *ScatterSpec // TargetMulti without Err: how to run and merge it

@@ -263,8 +263,16 @@ func routeStatements(t *topology.Topology, a *Analysis, params [][]byte, formats
 		switch s.Class {
 		case ClassRefuse:
 			return Plan{Target: TargetError, Err: s.Err, Reason: s.Reason, Missing: s.Missing}
-		case ClassSet, ClassHint, ClassExplain, ClassCopyIn:
-			return refuse("send SET, RESET, DISCARD ALL, COPY FROM and EXPLAIN (SHARDGATE) as a statement of their own")
+		case ClassSet:
+			if s.Set.Discard {
+				return refuse("send DISCARD ALL as a statement of its own")
+			}
+			// It runs with the rest, and counts if their implicit
+			// transaction commits: the proxy keeps it then.
+			plan.Sets = append(plan.Sets, s.Set)
+			continue
+		case ClassHint, ClassExplain, ClassCopyIn:
+			return refuse("send SET shardgate.*, COPY FROM and EXPLAIN (SHARDGATE) as a statement of their own")
 		case ClassScatter:
 			if p, bad := unlistedMix(t, s, every); bad {
 				return p
