@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"strconv"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -91,11 +92,19 @@ type boundStmt struct {
 	prep       *prepared
 }
 
-func newPrepared(rest []byte, a *router.Analysis) *prepared {
+// newPrepared names the server-side statement after its Parse body and the
+// DDL generation (Server.ddlGen): a statement keeps the parameter and result
+// types of its Parse, so one prepared after DDL must not share a server-side
+// statement prepared before it, while a client still using its old one
+// gets what Postgres gives (0A000 "cached plan must not change result type").
+func newPrepared(rest []byte, a *router.Analysis, ddlGen uint64) *prepared {
 	sum := xxhash.Sum64(rest)
 	var raw [8]byte
 	binary.BigEndian.PutUint64(raw[:], sum)
 	name := "sg_" + hex.EncodeToString(raw[:])
+	if ddlGen > 0 {
+		name += "_" + strconv.FormatUint(ddlGen, 10)
+	}
 	parse := make([]byte, 0, len(name)+1+len(rest))
 	parse = append(append(append(parse, name...), 0), rest...)
 	return &prepared{serverName: name, parse: parse, analysis: a}
@@ -233,7 +242,7 @@ func (c *client) planParse(body []byte) *pgerr.Error {
 		c.ext.unnamed.analysis = a
 		return nil
 	}
-	c.ext.bound = append(c.ext.bound, boundStmt{clientName: string(name), prep: newPrepared(rest, a)})
+	c.ext.bound = append(c.ext.bound, boundStmt{clientName: string(name), prep: newPrepared(rest, a, c.srv.ddlGen.Load())})
 	return nil
 }
 

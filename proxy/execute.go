@@ -122,6 +122,11 @@ func (c *client) execute(plan router.Plan, u unit) error {
 	if perr := c.checkPin(plan.SessionState, &u); perr != nil {
 		return c.refuse(perr)
 	}
+	if plan.DDL {
+		// Statements prepared from now until it ends may see either schema.
+		c.srv.ddlGen.Add(1)
+		defer c.srv.ddlGen.Add(1)
+	}
 	c.planCapture(plan)
 	switch {
 	case plan.CopyIn != nil && plan.Target == router.TargetShard && u.query == nil:

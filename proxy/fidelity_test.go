@@ -443,3 +443,40 @@ func TestDeallocateInBatch(t *testing.T) {
 		t.Fatalf("the statement prepared again: %v %q", res.Err, res.Rows)
 	}
 }
+
+// TestPrepareAfterDDL: a statement prepared again after DDL changed its
+// parameter types gets the new types, as from Postgres, though another
+// server-side statement with the same text predates the DDL (pgx's
+// TestStmtCacheInvalidationExec, with a pool of one connection).
+func TestPrepareAfterDDL(t *testing.T) {
+	dsn := proxyWith(t, func(c *topology.Config) {
+		c.Pool.Size = 1
+		c.Consistency = "primary"
+		c.Tables["fid_ddl"] = topology.TableConfig{ShardKey: "id", KeyType: topology.KeyBigint}
+	})
+	ctx := t.Context()
+	conn := dial(t, dsn, pgx.QueryExecModeCacheStatement, nil)
+	for _, sql := range []string{
+		"DROP TABLE IF EXISTS fid_ddl",
+		"CREATE TABLE fid_ddl (id bigint PRIMARY KEY, f1 int NOT NULL)",
+	} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	const insert = "INSERT INTO fid_ddl (id, f1) VALUES ($1, $2)"
+	if _, err := conn.Exec(ctx, insert, 1, 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "ALTER TABLE fid_ddl ALTER COLUMN f1 TYPE boolean USING f1::boolean"); err != nil {
+		t.Fatal(err)
+	}
+	// pgx still holds int4 for $2, so it fails before sending, and
+	// prepares again on the next try.
+	if _, err := conn.Exec(ctx, insert, 2, true); err == nil || !strings.Contains(err.Error(), "failed to encode args[1]") {
+		t.Fatalf("with the old description: %v, want pgx's encode error", err)
+	}
+	if _, err := conn.Exec(ctx, insert, 2, true); err != nil {
+		t.Fatalf("prepared again after the DDL: %v", err)
+	}
+}

@@ -40,8 +40,11 @@ type Server struct {
 	nextConn    atomic.Uint64
 	clientCount atomic.Int64 // connections open, logging in or not
 	pinned      atomic.Int64 // transaction-mode clients pinned to a server (pin.go)
-	loggedIn    atomic.Int64 // logged-in clients: what max_client_conn bounds
-	logins      loginQueue
+	// ddlGen counts DDL statements run, before and after each: statements
+	// prepared under another count do not share server-side statements.
+	ddlGen   atomic.Uint64
+	loggedIn atomic.Int64 // logged-in clients: what max_client_conn bounds
+	logins   loginQueue
 
 	paramsMu sync.Mutex
 	params   []param // ParameterStatus a new client sees, from a real server

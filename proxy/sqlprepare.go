@@ -313,7 +313,7 @@ func (c *client) prepareSQL(s *sqlStmt, sql []byte) error {
 		for _, o := range oids {
 			rest = binary.BigEndian.AppendUint32(rest, o)
 		}
-		c.remember(s.name, newPrepared(rest, a))
+		c.remember(s.name, newPrepared(rest, a, c.srv.ddlGen.Load()))
 		c.out = appendCommandComplete(c.out, "PREPARE")
 	}
 	c.out = appendReadyForQuery(c.out, c.status())

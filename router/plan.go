@@ -98,6 +98,7 @@ type Plan struct {
 	// server past the transaction (Statement.SessionState); a pooling
 	// proxy keeps that server for the client from then on.
 	SessionState string
+	DDL          bool // a statement changes the schema (Statement.DDL)
 	Reason       string
 	Err          *pgerr.Error
 }

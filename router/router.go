@@ -320,6 +320,7 @@ func routeStatements(t *topology.Topology, a *Analysis, params [][]byte, formats
 		if s.SessionState != "" {
 			plan.SessionState = s.SessionState
 		}
+		plan.DDL = plan.DDL || s.DDL
 	}
 	if all && len(t.Shards) == 1 {
 		// Every shard is one shard: the statement runs there like any

@@ -70,6 +70,9 @@ type Statement struct {
 	// statement refused (without default_shard), for the proxy to tell
 	// Postgres's 42P01 when no such relation exists.
 	Missing *Relation
+	// DDL: the statement changes the schema, so prepared statements may
+	// have gone stale.
+	DDL bool
 	// SessionState names the state the statement leaves on its server
 	// connection past its transaction (LISTEN, temporary tables, cursors
 	// WITH HOLD), or is empty.
@@ -140,6 +143,7 @@ func analyze(t *topology.Topology, node *pg.Node) *Statement {
 		return st
 	case isDDL(node):
 		st := analyzeDDL(t, node)
+		st.DDL = true
 		if tempRelation(node) {
 			st.SessionState = stateTempTable
 		}
