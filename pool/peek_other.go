@@ -2,5 +2,5 @@
 
 package pool
 
-// stale cannot peek without blocking here; the CheckDelay check remains.
-func (c *Conn) stale() bool { return c.Reader.Buffered() > 0 }
+// Pending cannot peek without blocking here: it sees only what Reader holds.
+func (c *Conn) Pending() bool { return c.Reader.Buffered() > 0 }

@@ -7,12 +7,13 @@ import (
 	"syscall"
 )
 
-// stale reports whether an idle connection has something to read: a server
-// says nothing unasked to an idle session but to end it (a FATAL such as
-// pg_terminate_backend's or idle_session_timeout's, then EOF), so bytes
-// waiting mean the connection is dead. It peeks without blocking or
-// consuming, and costs one system call.
-func (c *Conn) stale() bool {
+// Pending reports whether the server has said something not yet read. A
+// server says nothing unasked to an idle session but to end it (a FATAL
+// such as pg_terminate_backend's or idle_session_timeout's, then EOF), so
+// on an idle connection bytes waiting mean it is dead; during COPY FROM
+// they mean the server failed it. It peeks without blocking or consuming,
+// and costs one system call.
+func (c *Conn) Pending() bool {
 	if c.Reader.Buffered() > 0 {
 		return true
 	}

@@ -171,7 +171,7 @@ func (p *Pool) acquire(ctx context.Context) (*Conn, error) {
 			checkDelay, checkTime := p.cfg.CheckDelay, p.checkTimeLocked()
 			p.mu.Unlock()
 			if checkDelay <= 0 || time.Since(c.lastUsed) <= checkDelay {
-				if c.stale() {
+				if c.Pending() {
 					// Its server ended it while idle: the FATAL waiting
 					// there belongs to no client, so none may read it.
 					c.MarkBroken()

@@ -350,7 +350,7 @@ func TestTerminatedIdleNotLent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.stale() {
+	if c.Pending() {
 		t.Fatal("a working idle connection reported stale")
 	}
 	p.Release(c)

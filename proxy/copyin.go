@@ -512,8 +512,11 @@ func readCopyStart(sc *pool.Conn, req []byte) (ans shardAnswer) {
 
 // copyThrough relays a client's COPY FROM STDIN to the one server running
 // it, unparsed (after the server's CopyInResponse reached the client),
-// until CopyDone or CopyFail. CopyData is batched up to copyBatch bytes,
-// or until the client has sent nothing more yet.
+// until CopyDone or CopyFail, or until the server speaks: it failed the
+// COPY (a bad row), and its error and ReadyForQuery go to the client now,
+// as from Postgres, which then ignores the rest of the client's data.
+// CopyData is batched up to copyBatch bytes, or until the client has sent
+// nothing more yet.
 func (c *client) copyThrough(sc *pool.Conn) error {
 	if c.deadline { // the client's idle timeout does not bound a long COPY
 		c.conn.SetReadDeadline(time.Time{})
@@ -539,9 +542,40 @@ func (c *client) copyThrough(sc *pool.Conn) error {
 				return fmt.Errorf("write to server: %w", err)
 			}
 			c.sout = c.sout[:0]
+			if !done {
+				if failed, err := c.copyServerSays(sc); failed || err != nil {
+					return err
+				}
+			}
 		}
 		if done {
 			return nil
 		}
 	}
+}
+
+// copyServerSays relays what the server sent during a COPY FROM without
+// being asked: notices, parameter changes and notifications go to the
+// client now; anything else (its error) ends the relay of the client's
+// data and stays unread for the caller.
+func (c *client) copyServerSays(sc *pool.Conn) (failed bool, err error) {
+	for sc.Pending() {
+		hdr, err := sc.Reader.Peek(1)
+		if err != nil {
+			return false, fmt.Errorf("read from server: %w", err)
+		}
+		if t := hdr[0]; t != 'N' && t != 'S' && t != 'A' {
+			return true, nil
+		}
+		_, msg, err := c.next(sc)
+		if err != nil {
+			return false, fmt.Errorf("read from server: %w", err)
+		}
+		c.out = append(c.out, msg...)
+		c.discard(sc)
+		if err := c.flush(); err != nil {
+			return false, fmt.Errorf("%w: %v", errClientWrite, err)
+		}
+	}
+	return false, nil
 }

@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -276,4 +278,76 @@ func TestCopyInOneShardRelayed(t *testing.T) {
 	}
 	tx.Rollback(ctx)
 	assertCount(t, conn, "SELECT count(*) FROM copy_local WHERE id > $1", 0, 2)
+}
+
+// TestCopyInOneShardServerFailsMidway: the server fails a relayed COPY at
+// a bad row while the client is still sending; its error reaches the
+// client at once (pgx then stops sending), and a notice raised mid-stream
+// reaches the client before it.
+func TestCopyInOneShardServerFailsMidway(t *testing.T) {
+	_, addr := sessionStateProxy(t, true)
+	ctx := t.Context()
+	cfg, err := pgconn.ParseConfig("postgres://postgres@" + addr + "/app?sslmode=disable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	noticed := make(chan string, 10)
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { noticed <- n.Message }
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	dropOn(t, 0, "DROP FUNCTION IF EXISTS copy_note()")
+	dropOn(t, 1, "DROP FUNCTION IF EXISTS copy_note()")
+	dropOn(t, 1, "DROP TABLE IF EXISTS copy_midway") // first: cleanups run last-in first-out
+	for _, sql := range []string{
+		"CREATE TABLE copy_midway (n int)",
+		`CREATE FUNCTION copy_note() RETURNS trigger LANGUAGE plpgsql AS
+		  $$BEGIN IF NEW.n = 2 THEN RAISE NOTICE 'saw two'; END IF; RETURN NEW; END$$`,
+		"CREATE TRIGGER copy_note BEFORE INSERT ON copy_midway FOR EACH ROW EXECUTE FUNCTION copy_note()",
+	} {
+		if _, err := conn.Exec(ctx, sql).ReadAll(); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	r, w := io.Pipe()
+	defer r.Close()
+	go func() {
+		defer w.Close()
+		if _, err := io.WriteString(w, "1\n2\n"); err != nil {
+			return
+		}
+		time.Sleep(300 * time.Millisecond)
+		if _, err := io.WriteString(w, "oops\n"); err != nil {
+			return
+		}
+		for range 200 { // then keep the COPY open for 20 s
+			time.Sleep(100 * time.Millisecond)
+			if _, err := io.WriteString(w, "3\n"); err != nil {
+				return
+			}
+		}
+	}()
+	began := time.Now()
+	_, err = conn.CopyFrom(ctx, r, "COPY copy_midway FROM STDIN")
+	r.Close()
+	if sqlState(err) != "22P02" {
+		t.Fatalf("bad row: %v, want 22P02", err)
+	}
+	if d := time.Since(began); d > 5*time.Second {
+		t.Fatalf("the error took %s to arrive: the proxy waited for the client's CopyDone", d)
+	}
+	select {
+	case msg := <-noticed:
+		if msg != "saw two" {
+			t.Fatalf("notice %q", msg)
+		}
+	default:
+		t.Fatal("the notice raised mid-stream never reached the client")
+	}
+	res, err := conn.Exec(ctx, "SELECT count(*) FROM copy_midway").ReadAll()
+	if err != nil || string(res[0].Rows[0][0]) != "0" {
+		t.Fatalf("after the failed COPY: %v %v", res, err)
+	}
 }

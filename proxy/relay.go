@@ -133,6 +133,7 @@ func (c *client) sendFrom(sc *pool.Conn, ops []op, sink *[]byte, stream, skippin
 				return res, errors.New("COPY FROM STDIN where the proxy expected none")
 			}
 			*sink = append(*sink, msg...)
+			c.discard(sc) // what the server says next is unread
 			flushed = true
 			if err := c.flush(); err != nil {
 				sc.MarkBroken()
