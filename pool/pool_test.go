@@ -313,39 +313,20 @@ func TestJanitorRetiresIdleAndFillsMinSize(t *testing.T) {
 // TestCheckBeforeReuse: a connection the server closed while idle is
 // detected before it is lent, and replaced.
 func TestCheckBeforeReuse(t *testing.T) {
-	p := newPoolCfg(t, Config{Size: 1, CheckDelay: time.Millisecond})
-	c, err := p.Acquire(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Release(c)
-	admin, err := pgconn.Connect(t.Context(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(context.Background())
-	if _, err := admin.Exec(t.Context(), fmt.Sprintf("SELECT pg_terminate_backend(%d)", c.PID)).ReadAll(); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(50 * time.Millisecond)
-	fresh, err := p.Acquire(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fresh.PID == c.PID {
-		t.Fatal("lent the terminated connection")
-	}
-	if err := fresh.check(time.Second); err != nil {
-		t.Fatalf("replacement connection does not work: %v", err)
-	}
-	p.Release(fresh)
+	assertTerminatedNotLent(t, newPoolCfg(t, Config{Size: 1, CheckDelay: time.Millisecond}))
 }
 
 // TestTerminatedIdleNotLent: without a check delay, a connection whose
 // backend was terminated while idle (its FATAL waits unread) is still not
 // lent: that FATAL would reach a client that had nothing to do with it.
 func TestTerminatedIdleNotLent(t *testing.T) {
-	p := newPoolCfg(t, Config{Size: 1, CheckDelay: time.Hour})
+	assertTerminatedNotLent(t, newPoolCfg(t, Config{Size: 1, CheckDelay: time.Hour}))
+}
+
+// assertTerminatedNotLent terminates the backend of p's one idle
+// connection and checks that the next acquire gets a working new one.
+func assertTerminatedNotLent(t *testing.T, p *Pool) {
+	t.Helper()
 	c, err := p.Acquire(t.Context())
 	if err != nil {
 		t.Fatal(err)

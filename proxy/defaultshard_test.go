@@ -12,17 +12,7 @@ import (
 // connectTo opens a pgx connection through the proxy at addr.
 func connectTo(t *testing.T, addr string, mode pgx.QueryExecMode) *pgx.Conn {
 	t.Helper()
-	cfg, err := pgx.ParseConfig("postgres://postgres@" + addr + "/app?sslmode=disable")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.DefaultQueryExecMode = mode
-	conn, err := pgx.ConnectConfig(t.Context(), cfg)
-	if err != nil {
-		t.Fatalf("connect through proxy: %v", err)
-	}
-	t.Cleanup(func() { conn.Close(context.Background()) })
-	return conn
+	return dial(t, "postgres://postgres@"+addr+"/app?sslmode=disable", mode, nil)
 }
 
 // relationOn reports whether a shard's primary has the relation.

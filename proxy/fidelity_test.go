@@ -289,17 +289,12 @@ func TestStaleSharedStatements(t *testing.T) {
 	})
 	ctx := t.Context()
 	setup := dial(t, dsn, pgx.QueryExecModeSimpleProtocol, nil)
-	for _, sql := range []string{
+	execEach(t, setup,
 		"DROP TABLE IF EXISTS fid_stale",
 		"CREATE TABLE fid_stale (id bigint PRIMARY KEY, f1 int NOT NULL, f2 int NOT NULL)",
 		"INSERT INTO fid_stale (id, f1, f2) VALUES (1, 10, 20)",
 		"DROP TYPE IF EXISTS fid_mood",
-		"CREATE TYPE fid_mood AS ENUM ('sad', 'ok')",
-	} {
-		if _, err := setup.Exec(ctx, sql); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-	}
+		"CREATE TYPE fid_mood AS ENUM ('sad', 'ok')")
 
 	const get = "SELECT * FROM fid_stale WHERE id = $1"
 	a := dial(t, dsn, pgx.QueryExecModeCacheStatement, nil)
@@ -456,14 +451,7 @@ func TestPrepareAfterDDL(t *testing.T) {
 	})
 	ctx := t.Context()
 	conn := dial(t, dsn, pgx.QueryExecModeCacheStatement, nil)
-	for _, sql := range []string{
-		"DROP TABLE IF EXISTS fid_ddl",
-		"CREATE TABLE fid_ddl (id bigint PRIMARY KEY, f1 int NOT NULL)",
-	} {
-		if _, err := conn.Exec(ctx, sql); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-	}
+	execEach(t, conn, "DROP TABLE IF EXISTS fid_ddl", "CREATE TABLE fid_ddl (id bigint PRIMARY KEY, f1 int NOT NULL)")
 	const insert = "INSERT INTO fid_ddl (id, f1) VALUES ($1, $2)"
 	if _, err := conn.Exec(ctx, insert, 1, 2); err != nil {
 		t.Fatal(err)
@@ -478,5 +466,15 @@ func TestPrepareAfterDDL(t *testing.T) {
 	}
 	if _, err := conn.Exec(ctx, insert, 2, true); err != nil {
 		t.Fatalf("prepared again after the DDL: %v", err)
+	}
+}
+
+// execEach runs each statement on conn, failing the test at the first error.
+func execEach(t *testing.T, conn *pgx.Conn, sqls ...string) {
+	t.Helper()
+	for _, sql := range sqls {
+		if _, err := conn.Exec(t.Context(), sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
 	}
 }
