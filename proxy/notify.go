@@ -33,6 +33,15 @@ func (c *client) relayNotifications() (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		defer func() {
+			// Outside the client's own recover (client.serve): a bug here
+			// ends this client, never the process.
+			if r := recover(); r != nil {
+				c.log().Error("notification relay panicked", "panic", r)
+				sc.MarkBroken()
+				c.conn.Close()
+			}
+		}()
 		if err := c.relayUnasked(sc); !errors.Is(err, os.ErrDeadlineExceeded) {
 			// The server ended the session (its FATAL, if any, went
 			// to the client): so does the client's, as in Postgres.
