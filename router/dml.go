@@ -15,6 +15,7 @@ type tableSet struct {
 	reference []*pg.RangeVar
 	unlisted  []*pg.RangeVar // named by the config neither way: the default shard's
 	writes    bool           // data-modifying CTEs or functions known to write
+	locks     bool           // calls a function taking a session advisory lock
 }
 
 func isSystemRelation(r *pg.RangeVar) bool {
@@ -38,8 +39,8 @@ func listed(t *topology.Topology, name string) bool {
 // lives would be silently wrong.
 func classifyTables(t *topology.Topology, root *pg.Node) (tableSet, *Statement) {
 	var ts tableSet
-	refs, writes := scanTree(root)
-	ts.writes = writes
+	refs, writes, locks := scanTree(root)
+	ts.writes, ts.locks = writes, locks
 	for _, r := range refs {
 		switch {
 		case isSystemRelation(r):
@@ -90,7 +91,7 @@ func markUnlisted(st *Statement, ts tableSet) *Statement {
 	return st
 }
 
-func analyzeSelect(t *topology.Topology, sel *pg.SelectStmt, root *pg.Node) *Statement {
+func analyzeSelect(t *topology.Topology, sel *pg.SelectStmt, root *pg.Node) (st *Statement) {
 	if sel.IntoClause != nil {
 		return refused("SELECT INTO is not supported: use CREATE TABLE AS")
 	}
@@ -98,6 +99,11 @@ func analyzeSelect(t *topology.Topology, sel *pg.SelectStmt, root *pg.Node) *Sta
 	if bad != nil {
 		return bad
 	}
+	defer func() {
+		if ts.locks && st.Class != ClassRefuse {
+			st.SessionState = stateLock
+		}
+	}()
 	role := RoleReplica
 	if len(sel.LockingClause) > 0 || ts.writes {
 		role = RolePrimary
@@ -114,7 +120,7 @@ func analyzeSelect(t *topology.Topology, sel *pg.SelectStmt, root *pg.Node) *Sta
 	}
 	k := newKeyAnalysis(t)
 	top := k.selectScope(sel, nil)
-	st := markUnlisted(keyedStatement(k, ts.sharded), ts)
+	st = markUnlisted(keyedStatement(k, ts.sharded), ts)
 	if st.Class == ClassKeyed || st.Class == ClassScatter {
 		st.Role = role
 	}

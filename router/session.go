@@ -26,19 +26,6 @@ var sessionLocks = map[string]bool{
 	"pg_advisory_lock_shared": true, "pg_try_advisory_lock_shared": true,
 }
 
-// takesSessionLock reports whether a statement calls a function that takes
-// a session-level advisory lock.
-func takesSessionLock(node *pg.Node) bool {
-	found := false
-	walk(node, func(m any) bool {
-		if f, ok := m.(*pg.FuncCall); ok && sessionLocks[lastName(f.Funcname)] {
-			found = true
-		}
-		return !found
-	})
-	return found
-}
-
 // onOneShard classifies a statement that names no table and must run on
 // one shard to mean anything: LISTEN and NOTIFY (they meet only on one
 // server), DO and CALL (their bodies are opaque). It runs on the default

@@ -104,11 +104,7 @@ func refused(format string, args ...any) *Statement {
 func analyze(t *topology.Topology, node *pg.Node) *Statement {
 	switch {
 	case node.GetSelectStmt() != nil:
-		st := analyzeSelect(t, node.GetSelectStmt(), node)
-		if st.Class != ClassRefuse && takesSessionLock(node) {
-			st.SessionState = stateLock
-		}
-		return st
+		return analyzeSelect(t, node.GetSelectStmt(), node)
 	case node.GetInsertStmt() != nil:
 		return analyzeInsert(t, node.GetInsertStmt(), node)
 	case node.GetUpdateStmt() != nil:

@@ -151,8 +151,9 @@ func walkValue(m protoreflect.Message, fn func(any) bool) {
 
 // scanTree lists every table reference in the tree, minus references to
 // the statement's own CTEs, and reports whether anything in it writes
-// (data-modifying CTEs, functions known to write): one walk for both.
-func scanTree(root *pg.Node) (refs []*pg.RangeVar, writes bool) {
+// (data-modifying CTEs, functions known to write) and whether it takes a
+// session advisory lock: one walk for all three.
+func scanTree(root *pg.Node) (refs []*pg.RangeVar, writes, locks bool) {
 	var ctes []string
 	walk(root, func(m any) bool {
 		switch n := m.(type) {
@@ -163,7 +164,9 @@ func scanTree(root *pg.Node) (refs []*pg.RangeVar, writes bool) {
 		case *pg.InsertStmt, *pg.UpdateStmt, *pg.DeleteStmt:
 			writes = true
 		case *pg.FuncCall:
-			writes = writes || writingFunctions[lastName(n.Funcname)]
+			name := lastName(n.Funcname)
+			writes = writes || writingFunctions[name]
+			locks = locks || sessionLocks[name]
 		}
 		return true
 	})
@@ -174,5 +177,5 @@ func scanTree(root *pg.Node) (refs []*pg.RangeVar, writes bool) {
 		}
 		out = append(out, r)
 	}
-	return out, writes
+	return out, writes, locks
 }
