@@ -49,12 +49,11 @@ type copySplit struct {
 
 var errCopyExtended = &pgerr.Error{Code: pgerr.CodeFeatureNotSupported, Message: "COPY FROM through shardgate needs the simple query protocol"}
 
+// copyIn runs a COPY FROM that several shards take; execute has refused
+// one sent with the extended protocol.
 func (c *client) copyIn(plan router.Plan, u unit) error {
 	in := plan.CopyIn
-	switch {
-	case u.query == nil:
-		return c.refuse(errCopyExtended)
-	case c.inTransactionBlock() && !c.canSpread():
+	if c.inTransactionBlock() && !c.canSpread() {
 		return c.refuse(&pgerr.Error{Code: pgerr.CodeFeatureNotSupported,
 			Message: "COPY FROM across shards inside a transaction block needs two_phase_commit, and no savepoint in the transaction"})
 	}
@@ -564,7 +563,7 @@ func (c *client) copyServerSays(sc *pool.Conn) (failed bool, err error) {
 		if err != nil {
 			return false, fmt.Errorf("read from server: %w", err)
 		}
-		if t := hdr[0]; t != 'N' && t != 'S' && t != 'A' {
+		if !unasked(hdr[0]) {
 			return true, nil
 		}
 		_, msg, err := c.next(sc)

@@ -129,7 +129,7 @@ func (c *client) execute(plan router.Plan, u unit) error {
 	}
 	c.planCapture(plan)
 	switch {
-	case plan.CopyIn != nil && plan.Target == router.TargetShard && u.query == nil:
+	case plan.CopyIn != nil && u.query == nil:
 		return c.refuse(errCopyExtended)
 	case plan.CopyIn != nil && plan.Target != router.TargetShard:
 		c.wroteEverywhere()

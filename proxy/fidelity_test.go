@@ -282,11 +282,7 @@ func TestSQLPrepare(t *testing.T) {
 // description, and pgx expects the error, then prepares again); a type
 // that was dropped and created again is cured by preparing afresh, unseen.
 func TestStaleSharedStatements(t *testing.T) {
-	dsn := proxyWith(t, func(c *topology.Config) {
-		c.Pool.Size = 1
-		c.Consistency = "primary"
-		c.Tables["fid_stale"] = topology.TableConfig{ShardKey: "id", KeyType: topology.KeyBigint}
-	})
+	dsn := onePoolProxy(t, "fid_stale")
 	ctx := t.Context()
 	setup := dial(t, dsn, pgx.QueryExecModeSimpleProtocol, nil)
 	execEach(t, setup,
@@ -444,11 +440,7 @@ func TestDeallocateInBatch(t *testing.T) {
 // server-side statement with the same text predates the DDL (pgx's
 // TestStmtCacheInvalidationExec, with a pool of one connection).
 func TestPrepareAfterDDL(t *testing.T) {
-	dsn := proxyWith(t, func(c *topology.Config) {
-		c.Pool.Size = 1
-		c.Consistency = "primary"
-		c.Tables["fid_ddl"] = topology.TableConfig{ShardKey: "id", KeyType: topology.KeyBigint}
-	})
+	dsn := onePoolProxy(t, "fid_ddl")
 	ctx := t.Context()
 	conn := dial(t, dsn, pgx.QueryExecModeCacheStatement, nil)
 	execEach(t, conn, "DROP TABLE IF EXISTS fid_ddl", "CREATE TABLE fid_ddl (id bigint PRIMARY KEY, f1 int NOT NULL)")
@@ -477,4 +469,16 @@ func execEach(t *testing.T, conn *pgx.Conn, sqls ...string) {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
+}
+
+// onePoolProxy serves a proxy with one server connection per shard, reads
+// on the primaries, and the table sharded by a bigint id: every client shares
+// one connection, and with it the server-side statements.
+func onePoolProxy(t *testing.T, table string) string {
+	t.Helper()
+	return proxyWith(t, func(c *topology.Config) {
+		c.Pool.Size = 1
+		c.Consistency = "primary"
+		c.Tables[table] = topology.TableConfig{ShardKey: "id", KeyType: topology.KeyBigint}
+	})
 }

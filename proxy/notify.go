@@ -56,6 +56,10 @@ func (c *client) relayNotifications() (stop func()) {
 	}
 }
 
+// unasked reports whether a backend message type is one a server sends
+// without being asked: a notice, a parameter change, a notification.
+func unasked(typ byte) bool { return typ == 'N' || typ == 'S' || typ == 'A' }
+
 // relayUnasked copies notifications, notices and parameter changes from
 // an idle server connection to the client until a read fails, and returns
 // that failure (os.ErrDeadlineExceeded when woken). Anything
@@ -77,7 +81,7 @@ func (c *client) relayUnasked(sc *pool.Conn) error {
 			if _, err := io.CopyN(c.conn, sc.Reader, int64(n)); err != nil {
 				return fmt.Errorf("relaying a large server message: %v", err)
 			}
-			if typ != 'A' && typ != 'N' && typ != 'S' {
+			if !unasked(typ) {
 				return errors.New("server ended the idle session")
 			}
 			continue
@@ -90,9 +94,7 @@ func (c *client) relayUnasked(sc *pool.Conn) error {
 			return err
 		}
 		sc.Reader.Discard(n)
-		switch msg[0] {
-		case 'A', 'N', 'S':
-		default:
+		if !unasked(typ) {
 			return errors.New("server ended the idle session")
 		}
 	}

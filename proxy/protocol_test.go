@@ -140,11 +140,7 @@ func TestPipelineFlushAfterError(t *testing.T) {
 	if err := p.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := p.GetResults(); err != nil {
-		t.Fatal(err)
-	} else if _, ok := res.(*pgconn.PipelineSync); !ok {
-		t.Fatalf("got %#v, want the PipelineSync", res)
-	}
+	expectPipelineSync(t, p)
 	if got := pipelineValue(t, p); got != "5" {
 		t.Fatalf("after Sync: %q, want 5", got)
 	}
@@ -152,11 +148,7 @@ func TestPipelineFlushAfterError(t *testing.T) {
 	if err := p.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := p.GetResults(); err != nil {
-		t.Fatal(err)
-	} else if _, ok := res.(*pgconn.PipelineSync); !ok {
-		t.Fatalf("got %#v, want the closing PipelineSync", res)
-	}
+	expectPipelineSync(t, p)
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -183,6 +175,18 @@ func TestDeferredErrorAtSync(t *testing.T) {
 	var n int
 	if err := conn.QueryRow(ctx, "SELECT n FROM deferred_t WHERE id = 'a'").Scan(&n); err != nil || n != 1 {
 		t.Fatalf("after the failed commit: n = %d, %v; want 1", n, err)
+	}
+}
+
+// expectPipelineSync reads the next pipeline result, which must be a Sync's.
+func expectPipelineSync(t *testing.T, p *pgconn.Pipeline) {
+	t.Helper()
+	res, err := p.GetResults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := res.(*pgconn.PipelineSync); !ok {
+		t.Fatalf("got %#v, want a PipelineSync", res)
 	}
 }
 
