@@ -6,13 +6,13 @@
 # docker build --target test -t shardgate-test . && docker run --rm shardgate-test
 
 FROM golang:1.26-bookworm AS build
-ARG VERSION=dev
+ARG VERSION=
 ENV CGO_ENABLED=1
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN go build -trimpath -ldflags "-X github.com/shardgate/shardgate/proxy.Version=${VERSION}" -o bin/shardgate ./cmd/shardgate
+RUN go build -trimpath -ldflags "-X github.com/shardgate/shardgate/proxy.release=${VERSION}" -o bin/shardgate ./cmd/shardgate
 
 FROM golang:1.26-bookworm AS test
 ENV CGO_ENABLED=1 PATH=/usr/lib/postgresql/15/bin:$PATH

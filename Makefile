@@ -15,7 +15,7 @@ help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 build: ## build bin/shardgate (cgo: needs gcc)
-	$(GO) build -o bin/shardgate ./cmd/shardgate
+	$(GO) build -buildvcs=auto -o bin/shardgate ./cmd/shardgate
 
 test: ## go vet, then the whole suite with -race (needs PostgreSQL 15; see .ci/run)
 	$(GO) vet ./...

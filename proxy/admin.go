@@ -140,7 +140,7 @@ func (c *client) adminShow(what string) error {
 			rows = append(rows, []string{cmd})
 		}
 	case "VERSION":
-		cols, rows = []string{"version"}, [][]string{{"shardgate " + Version}}
+		cols, rows = []string{"version"}, [][]string{{"shardgate " + BuildVersion()}}
 	case "POOLS":
 		cols = []string{"database", "user", "cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login", "maxwait", "maxwait_us", "pool_mode", "shard", "role", "sv_open", "paused"}
 		for _, n := range rt.backends.Nodes() {

@@ -130,7 +130,7 @@ func isTLS(conn net.Conn) bool {
 func (c *client) acceptAdmin() (bool, error) {
 	c.admin = true
 	c.out = append(c.out, 'R', 0, 0, 0, 8, 0, 0, 0, 0)
-	c.out = appendParameterStatus(c.out, "server_version", "15.0 (shardgate "+Version+")")
+	c.out = appendParameterStatus(c.out, "server_version", "15.0 (shardgate "+Version()+")")
 	c.out = appendParameterStatus(c.out, "client_encoding", "UTF8")
 	c.out = appendParameterStatus(c.out, "standard_conforming_strings", "on")
 	c.out = appendParameterStatus(c.out, "DateStyle", "ISO, MDY")

@@ -3,8 +3,10 @@ package topology
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -108,11 +110,11 @@ type AuthConfig struct {
 	// Type is "trust" (default: any user, no password), "md5" or
 	// "scram-sha-256". md5 accepts users whose secret is a password or an md5
 	// hash; scram-sha-256 accepts a password or a SCRAM secret.
-	Type  string       `yaml:"type"`
+	Type  string       `yaml:"type" alias:"auth_type"`
 	Users []UserConfig `yaml:"users"`
 	// File is a PgBouncer-style auth file: one `"user" "secret"` per line.
 	// Relative paths are relative to the config file.
-	File string `yaml:"file"`
+	File string `yaml:"file" alias:"auth_file"`
 }
 
 // UserConfig is one client login. Password is a plain password, an md5 hash
@@ -126,17 +128,17 @@ type UserConfig struct {
 // TLSConfig is client-side TLS. Mode "disable" (default) refuses SSLRequest,
 // "allow" accepts TLS and plain connections, "require" refuses plain ones.
 type TLSConfig struct {
-	Mode string `yaml:"mode"`
-	Cert string `yaml:"cert"`
-	Key  string `yaml:"key"`
+	Mode string `yaml:"mode" alias:"client_tls_sslmode"`
+	Cert string `yaml:"cert" alias:"client_tls_cert_file"`
+	Key  string `yaml:"key" alias:"client_tls_key_file"`
 }
 
 // ServerTLSConfig is TLS to the servers, with libpq's sslmode semantics:
 // "" (use each DSN's sslmode), disable, prefer, require, verify-ca,
 // verify-full. CA is the root certificate file for the verify modes.
 type ServerTLSConfig struct {
-	Mode string `yaml:"mode"`
-	CA   string `yaml:"ca"`
+	Mode string `yaml:"mode" alias:"server_tls_sslmode"`
+	CA   string `yaml:"ca" alias:"server_tls_ca_file"`
 }
 
 // PoolConfig configures server connection pooling.
@@ -146,13 +148,13 @@ type PoolConfig struct {
 	// Mode is "transaction" (default: a server connection per transaction),
 	// "session" (per client connection, reset with DISCARD ALL after) or
 	// "statement" (per statement; multi-statement transactions are refused).
-	Mode             string   `yaml:"mode"`
-	Size             int      `yaml:"size"`               // server connections per shard; default 20, at least 1
-	MinSize          int      `yaml:"min_size"`           // kept open even when idle; default 0
-	ReserveSize      int      `yaml:"reserve_size"`       // extra connections for clients that waited ReserveTimeout; default 0
-	ReserveTimeout   Duration `yaml:"reserve_timeout"`    // default 5s
-	MaxClientConn    int      `yaml:"max_client_conn"`    // client connections accepted at once; default 10000
-	QueryWaitTimeout Duration `yaml:"query_wait_timeout"` // how long a client waits for a server connection; default 30s
+	Mode             string   `yaml:"mode" alias:"pool_mode"`
+	Size             int      `yaml:"size" alias:"default_pool_size"`               // server connections per shard; default 20, at least 1
+	MinSize          int      `yaml:"min_size" alias:"min_pool_size"`               // kept open even when idle; default 0
+	ReserveSize      int      `yaml:"reserve_size" alias:"reserve_pool_size"`       // extra connections for clients that waited ReserveTimeout; default 0
+	ReserveTimeout   Duration `yaml:"reserve_timeout" alias:"reserve_pool_timeout"` // default 5s
+	MaxClientConn    int      `yaml:"max_client_conn"`                              // client connections accepted at once; default 10000
+	QueryWaitTimeout Duration `yaml:"query_wait_timeout"`                           // how long a client waits for a server connection; default 30s
 
 	ServerConnectTimeout   Duration `yaml:"server_connect_timeout"`   // default 5s
 	ServerIdleTimeout      Duration `yaml:"server_idle_timeout"`      // close server connections idle this long; default 600s
@@ -162,7 +164,7 @@ type PoolConfig struct {
 	ClientIdleTimeout      Duration `yaml:"client_idle_timeout"`      // disconnect clients idle this long; default 0
 	// PreparedStatements bounds the prepared statements kept per server
 	// connection; the least recently used is closed beyond it. Default 200.
-	PreparedStatements int `yaml:"prepared_statements"`
+	PreparedStatements int `yaml:"prepared_statements" alias:"max_prepared_statements"`
 
 	// ClientLoginTimeout bounds a client's login: startup packet, TLS
 	// handshake and authentication. Default 60s (Postgres's
@@ -213,20 +215,44 @@ type TableConfig struct {
 	KeyType  KeyType `yaml:"key_type"` // default bigint
 }
 
-// Duration is a time.Duration that YAML reads as "5s", "250ms".
+// Duration is a time.Duration that YAML reads as "5s", "250ms", or, as
+// PgBouncer's settings are written, a plain number of seconds ("600",
+// "0.5").
 type Duration time.Duration
 
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return errors.New("want a duration such as \"5s\" or \"250ms\"")
+		return errors.New("want a duration such as \"5s\", \"250ms\" or 600 (seconds)")
 	}
-	v, err := time.ParseDuration(n.Value)
+	v, err := ParseDuration(n.Value)
 	if err != nil {
-		return fmt.Errorf("invalid duration %q, want e.g. \"5s\" or \"250ms\"", n.Value)
+		return err
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// ParseDuration reads a duration as Go writes it ("1m30s") or as
+// PgBouncer does, a number of seconds.
+func ParseDuration(s string) (time.Duration, error) {
+	if secs, err := strconv.ParseFloat(s, 64); err == nil && secs >= 0 && secs <= maxSeconds {
+		return time.Duration(secs * float64(time.Second)), nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q, want e.g. \"5s\", \"250ms\" or 600 (seconds)", s)
+	}
+	return v, nil
+}
+
+// maxSeconds keeps a number of seconds inside time.Duration's range.
+const maxSeconds = float64(math.MaxInt64 / int64(time.Second))
+
+// Seconds prints d as PgBouncer prints a time setting: whole seconds as
+// an integer ("600"), anything finer as a decimal ("0.25").
+func (d Duration) Seconds() string {
+	return strconv.FormatFloat(time.Duration(d).Seconds(), 'f', -1, 64)
 }
 
 const (

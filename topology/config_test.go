@@ -122,6 +122,51 @@ keyspace:
 	}
 }
 
+// TestParseConfigPgBouncerNames: a pool section written with PgBouncer's
+// names and its habit of seconds without a unit means the same as
+// shardgate's own names.
+func TestParseConfigPgBouncerNames(t *testing.T) {
+	own, err := ParseConfig("own.yaml", []byte(base+`pool:
+  mode: session
+  size: 7
+  min_size: 2
+  reserve_size: 3
+  reserve_timeout: 1.5s
+  prepared_statements: 50
+  server_idle_timeout: 10m
+auth:
+  type: md5
+  users: [{name: a, password: x}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgb, err := ParseConfig("pgbouncer.yaml", []byte(base+`pool:
+  pool_mode: session
+  default_pool_size: 7
+  min_pool_size: 2
+  reserve_pool_size: 3
+  reserve_pool_timeout: 1.5
+  max_prepared_statements: 50
+  server_idle_timeout: 600
+auth:
+  auth_type: md5
+  users: [{name: a, password: x}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(own, pgb) {
+		t.Errorf("PgBouncer names\n%+v\nown names\n%+v", pgb, own)
+	}
+	for in, want := range map[string]string{"600": "600", "0.25": "0.25", "1m30s": "90", "0": "0"} {
+		d, err := ParseDuration(in)
+		if err != nil || Duration(d).Seconds() != want {
+			t.Errorf("ParseDuration(%q) = %v, %v; printed %q, want %q", in, d, err, Duration(d).Seconds(), want)
+		}
+	}
+}
+
 // base is a valid config; error cases below are complete documents so that
 // the line numbers they assert are visible.
 const base = `database: app
@@ -157,15 +202,21 @@ keyspace:
 		{"unknown key in table", base + "tables:\n  users:\n    shard_key: id\n    keytype: text\n",
 			[]string{"c.yaml:11: tables.users.keytype: unknown field"}},
 		{"duplicate key", base + "database: other\n",
-			[]string{"c.yaml:8: database: duplicate key (first at line 1)"}},
+			[]string{"c.yaml:8: database: duplicate key (database first at line 1)"}},
 		{"wrong type", base + "pool:\n  size: lots\n",
 			[]string{`c.yaml:9: pool.size: want an integer, got "lots"`}},
 		{"packet size too small", base + "pool:\n  max_packet_size: 100\n",
 			[]string{`c.yaml:9: pool.max_packet_size: must be between 16384 and 1073741824 bytes, got 100`}},
 		{"negative login timeout", base + "pool:\n  client_login_timeout: -1s\n",
 			[]string{`c.yaml:9: pool.client_login_timeout: must not be negative (0 disables), got -1s`}},
-		{"bad duration", base + "pool:\n  query_wait_timeout: 5\n",
-			[]string{`c.yaml:9: pool.query_wait_timeout: invalid duration "5"`}},
+		{"bad duration", base + "pool:\n  query_wait_timeout: 5 minutes\n",
+			[]string{`c.yaml:9: pool.query_wait_timeout: invalid duration "5 minutes"`}},
+		{"name and alias both given", base + "pool:\n  size: 5\n  default_pool_size: 6\n",
+			[]string{"c.yaml:10: pool.default_pool_size: duplicate key (size first at line 9)"}},
+		{"alias of the wrong type", base + "pool:\n  default_pool_size: lots\n",
+			[]string{`c.yaml:9: pool.default_pool_size: want an integer, got "lots"`}},
+		{"alias validated", base + "pool:\n  pool_mode: sometimes\n",
+			[]string{`c.yaml:9: pool.mode: `}},
 		{"bad consistency", base + "consistency: strong\n",
 			[]string{`c.yaml:8: consistency: unknown consistency "strong"`}},
 		{"bad primary_reads", base + "primary_reads: sometimes\n",

@@ -149,20 +149,27 @@ func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) {
 		d.addAt(n.Line, path, "want a mapping, got "+describe(n, path))
 		return
 	}
-	seen := map[string]int{}
+	type written struct {
+		key  string
+		line int
+	}
+	seen := map[int]written{} // by field, so a name and its alias are one key
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
-		fp := joinPath(path, k.Value)
-		if first, dup := seen[k.Value]; dup {
-			d.addAt(k.Line, fp, fmt.Sprintf("duplicate key (first at line %d)", first))
-			continue
-		}
-		seen[k.Value] = k.Line
-		f, ok := fieldByTag(v.Type(), k.Value)
+		f, name, ok := fieldByTag(v.Type(), k.Value)
 		if !ok {
-			d.addAt(k.Line, fp, "unknown field")
+			d.addAt(k.Line, joinPath(path, k.Value), "unknown field")
 			continue
 		}
+		fp := joinPath(path, k.Value)
+		if first, dup := seen[f]; dup {
+			d.addAt(k.Line, fp, fmt.Sprintf("duplicate key (%s first at line %d)", first.key, first.line))
+			continue
+		}
+		seen[f] = written{k.Value, k.Line}
+		// Validation finds lines by the field's own name (pool.size),
+		// whichever name the file used.
+		d.pos[joinPath(path, name)] = k.Line
 		d.pos[fp] = k.Line
 		d.value(val, v.Field(f), fp)
 	}
@@ -224,14 +231,17 @@ func (d *decoder) scalar(n *yaml.Node, v reflect.Value, path string) {
 	}
 }
 
-func fieldByTag(t reflect.Type, name string) (int, bool) {
+// fieldByTag finds the field that key names: its yaml tag, or its alias
+// tag, which gives PgBouncer's name for a setting shardgate names more
+// briefly (pool.size is default_pool_size). It returns the field's own name.
+func fieldByTag(t reflect.Type, key string) (int, string, bool) {
 	for i := range t.NumField() {
-		tag, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
-		if tag == name {
-			return i, true
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		if name == key || t.Field(i).Tag.Get("alias") == key && key != "" {
+			return i, name, true
 		}
 	}
-	return 0, false
+	return 0, "", false
 }
 
 func joinPath(path, key string) string {

@@ -40,9 +40,11 @@ func rootCmd() *cobra.Command {
 		Use:           "shardgate",
 		Short:         "shardgate is a PostgreSQL sharding proxy",
 		Long:          "shardgate speaks the Postgres wire protocol, routes each statement by its shard key to the shard that owns it,\nand pools server connections. Point an application's DSN at it; see README.md.",
+		Version:       proxy.BuildVersion(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetVersionTemplate("shardgate {{.Version}}\n")
 	var cpuProfile string
 	root.PersistentFlags().StringVar(&cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file")
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {
@@ -75,6 +77,19 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("log format %q: want text or json", format)
+}
+
+// configArg lets a config file be named as PgBouncer users name
+// pgbouncer.ini, as the only argument, as well as with --config.
+func configArg(cmd *cobra.Command, args []string, path *string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	if cmd.Flags().Changed("config") {
+		return fmt.Errorf("config file given twice: --config %s and %s", *path, args[0])
+	}
+	*path = args[0]
+	return nil
 }
 
 // logFlags are --log-level and --log-format: empty means the config's.
@@ -114,7 +129,7 @@ func versionCmd() *cobra.Command {
 		Short: "Print shardgate's version",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintln(cmd.OutOrStdout(), "shardgate", proxy.Version)
+			fmt.Fprintln(cmd.OutOrStdout(), "shardgate", proxy.BuildVersion())
 		},
 	}
 }

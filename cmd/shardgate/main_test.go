@@ -56,13 +56,20 @@ func TestRouteRefusalExitsNonZero(t *testing.T) {
 }
 
 func TestCheck(t *testing.T) {
-	out, err := runCLI(t, t.Context(), "check", "--config", "../../testdata/config/valid.yaml")
-	if err != nil || !strings.Contains(out, "ok: 2 shards") || !strings.Contains(out, "80-") {
-		t.Fatalf("check valid: %v\n%s", err, out)
+	const valid = "../../testdata/config/valid.yaml"
+	for _, args := range [][]string{{"check", "--config", valid}, {"check", valid}} {
+		out, err := runCLI(t, t.Context(), args...)
+		if err != nil || !strings.Contains(out, "ok: 2 shards") || !strings.Contains(out, "80-") {
+			t.Fatalf("%q: %v\n%s", args, err, out)
+		}
 	}
-	_, err = runCLI(t, t.Context(), "check", "--config", "../../testdata/config/missing.yaml")
+	_, err := runCLI(t, t.Context(), "check", "--config", "../../testdata/config/missing.yaml")
 	if err == nil {
 		t.Fatal("check of a missing file succeeded")
+	}
+	out, err := runCLI(t, t.Context(), "check", "--config", valid, "other.yaml")
+	if err == nil || !strings.Contains(err.Error(), "given twice") {
+		t.Fatalf("a config given both ways: %v\n%s", err, out)
 	}
 }
 
@@ -70,6 +77,27 @@ func TestVersion(t *testing.T) {
 	out, err := runCLI(t, t.Context(), "version")
 	if err != nil || !strings.HasPrefix(out, "shardgate ") {
 		t.Fatalf("version: %v %q", err, out)
+	}
+	flag, err := runCLI(t, t.Context(), "--version")
+	if err != nil || flag != out {
+		t.Fatalf("--version: %v %q, want %q", err, flag, out)
+	}
+}
+
+// TestVersionNamesTheRevision builds the binary as `make build` does and
+// checks that it names the commit it was built from.
+func TestVersionNamesTheRevision(t *testing.T) {
+	rev, err := exec.Command("git", "rev-parse", "--short=12", "HEAD").Output()
+	if err != nil {
+		t.Fatalf("this test needs the git checkout: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "shardgate")
+	if out, err := exec.Command("go", "build", "-buildvcs=auto", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil || !strings.Contains(string(out), strings.TrimSpace(string(rev))) {
+		t.Fatalf("version %q (%v) does not name revision %s", out, err, rev)
 	}
 }
 

@@ -21,11 +21,14 @@ func serveCmd() *cobra.Command {
 		logs       logFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "serve --config FILE",
+		Use:   "serve [--config] FILE",
 		Short: "Run the proxy with a config file",
 		Long:  "Run the proxy: listen on the config's address, route every statement by its shard key and pool server connections.\nStops on SIGINT or SIGTERM.",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := configArg(cmd, args, &configPath); err != nil {
+				return err
+			}
 			cfg, err := topology.LoadConfig(configPath)
 			if err != nil {
 				return err
@@ -97,11 +100,14 @@ func handleSignals(ctx context.Context, srv *proxy.Server, log *slog.Logger, dra
 func checkCmd() *cobra.Command {
 	var configPath string
 	cmd := &cobra.Command{
-		Use:   "check --config FILE",
+		Use:   "check [--config] FILE",
 		Short: "Validate a config file and print its keyspace",
 		Long:  "Validate a config file: unknown keys, keyspace gaps and overlaps, unknown shards and bad DSNs are reported with file and line.",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := configArg(cmd, args, &configPath); err != nil {
+				return err
+			}
 			_, t, err := loadTopology(configPath)
 			if err != nil {
 				return err
