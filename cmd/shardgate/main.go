@@ -58,7 +58,7 @@ func rootCmd() *cobra.Command {
 		return pprof.StartCPUProfile(f)
 	}
 	root.PersistentPostRun = func(*cobra.Command, []string) { pprof.StopCPUProfile() }
-	root.AddCommand(serveCmd(), devCmd(), routeCmd(), checkCmd(), reshardCmd(), versionCmd())
+	root.AddCommand(serveCmd(), devCmd(), routeCmd(), checkCmd(), reshardCmd(), importPgBouncerCmd(), versionCmd())
 	return root
 }
 
