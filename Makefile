@@ -4,6 +4,7 @@ GOFMT       ?= $(shell $(GO) env GOROOT)/bin/gofmt
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 DEV_FLAGS   ?=
 LOADTEST_FLAGS ?=
+UPDATE      ?=
 COMPAT_FLAGS ?=
 BASELINE    ?=
 FUZZTIME    ?= 60s
@@ -48,8 +49,8 @@ perf-ab: build ## A/B in one run (~2 min): bin/shardgate vs an old binary, e.g. 
 	@test -n "$(BASELINE)" || { echo "perf-ab: set BASELINE to the old shardgate binary, e.g. make perf-ab BASELINE=/tmp/old-shardgate"; exit 2; }
 	$(GO) run ./bench/perfcheck -budget bench/budget.yaml -bin bin/shardgate -baseline $(BASELINE) -skip-micro
 
-loadtest: build ## social-app load test on a 2-shard sandbox, ~3 min; writes bench/results/loadtest.md and .svg
-	$(GO) run ./bench/loadtest $(LOADTEST_FLAGS)
+loadtest: build ## social-app load test on a 2-shard sandbox, ~3 min; writes bench/out/loadtest/loadtest.md and .svg (ignored); UPDATE=1 writes the committed bench/results/ instead
+	$(GO) run ./bench/loadtest $(if $(filter 1 yes true,$(UPDATE)),-out bench/results) $(LOADTEST_FLAGS)
 
 soak: build ## hostile clients, faults and churn against a bin/shardgate process, ~4 min; fails on leaks or errors; writes bench/results/soak.md
 	$(GO) run ./bench/soak -bin bin/shardgate $(SOAK_FLAGS)

@@ -11,7 +11,10 @@
 // follows at a paced rate. Phase 1 raises the rate step by step until a step
 // misses the objective (p95 < 200 ms and errors < 0.1 %); the last step that
 // met it is the sustainable throughput. Phase 2 runs at a baseline (-baseline,
-// default a third of that) and at 2x and 3x it. See bench/README.md.
+// default a third of that) and at 2x and 3x it. The report goes to
+// bench/out/loadtest (ignored by git) unless -out says otherwise;
+// `make loadtest UPDATE=1` writes the committed example in bench/results.
+// See bench/README.md.
 package main
 
 import (
@@ -22,6 +25,14 @@ import (
 	"time"
 
 	"github.com/shardgate/shardgate/bench/internal/program"
+)
+
+// Output directories, relative to the repository root. Runs go to the
+// ignored one by default, so that trying the load test does not overwrite
+// the committed example.
+const (
+	defaultOutDir   = "bench/out/loadtest"
+	committedOutDir = "bench/results"
 )
 
 // options are the command line's settings.
@@ -62,7 +73,7 @@ func parseFlags(args []string) (options, error) {
 	fs.Float64Var(&o.baseline, "baseline", 0, "phase 2's baseline, req/s: your real peak; 0: a third of the sustainable throughput")
 	fs.DurationVar(&o.slo.p95, "p95", 200*time.Millisecond, "objective: p95 latency below this")
 	maxErr := fs.Float64("max-errors", 0.1, "objective: error rate below this, percent")
-	fs.StringVar(&o.outDir, "out", "bench/results", "directory for loadtest.md and loadtest.svg")
+	fs.StringVar(&o.outDir, "out", defaultOutDir, "directory for loadtest.md and loadtest.svg; "+committedOutDir+" updates the committed example (make loadtest UPDATE=1)")
 	fs.Uint64Var(&o.rngSeed, "seed", 1, "random seed of the request sequence")
 	if err := fs.Parse(args); err != nil {
 		return o, err

@@ -72,10 +72,12 @@ func renderReport(info reportInfo, res *results) string {
 	writePhase2(&b, info, res)
 	writeBalance(&b, res)
 	b.WriteString("## Latency over time\n\n")
-	fmt.Fprintf(&b, "![p50, p95 and p99 latency per 1 s window, and achieved req/s, over both phases](loadtest.svg)\n\n")
+	fmt.Fprintf(&b, "![p50, p95 and p99 latency, achieved and offered req/s, and failed, timed-out and dropped requests per 1 s window, over both phases](loadtest.svg)\n\n")
 	b.WriteString("Each point is one 1 s window: latency percentiles of the successful requests scheduled in it, achieved req/s " +
-		"counted by completion. Shaded steps missed the objective. Every step waits for its last requests before the next " +
-		"starts, so a window can span the end of one step and the start of the next.\n")
+		"counted by completion, and bars of the failed or timed-out and of the dropped requests scheduled in it, per second. " +
+		"All three panels have log scales; each step is labeled with its offered req/s. Shaded steps missed the objective. " +
+		"Every step waits for its last requests before the next starts, so a window can span the end of one step and the " +
+		"start of the next.\n")
 	return b.String()
 }
 

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -35,4 +37,42 @@ func TestRenderReport(t *testing.T) {
 			t.Errorf("the report lacks %q:\n%s", want, md)
 		}
 	}
+}
+
+// A plain run writes to a directory git ignores; only -out bench/results
+// (make loadtest UPDATE=1) touches the committed example.
+func TestDefaultOutputIsIgnored(t *testing.T) {
+	o, err := parseFlags(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.outDir != "bench/out/loadtest" {
+		t.Errorf("default -out %q, want bench/out/loadtest", o.outDir)
+	}
+	if !gitignored(t, o.outDir) {
+		t.Errorf("%s is not in the repository's .gitignore", o.outDir)
+	}
+	if gitignored(t, committedOutDir) {
+		t.Errorf("the committed example's directory %s is ignored", committedOutDir)
+	}
+	if o, err = parseFlags([]string{"-out", committedOutDir}); err != nil || o.outDir != committedOutDir {
+		t.Errorf("-out %s: %q, %v", committedOutDir, o.outDir, err)
+	}
+}
+
+// gitignored reports whether a root-anchored directory pattern of the
+// repository's .gitignore ("/bench/out/") covers dir, a path from the root.
+func gitignored(t *testing.T, dir string) bool {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", ".gitignore"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "/") && strings.HasSuffix(line, "/") && strings.HasPrefix("/"+dir+"/", line) {
+			return true
+		}
+	}
+	return false
 }

@@ -118,7 +118,8 @@ func summarize(samples []sample, label string, target float64, from, to time.Dur
 type window struct {
 	start         time.Duration
 	n             int     // successful requests scheduled in the window
-	errors        int     // failed, timed out or dropped requests scheduled in it
+	errored       int     // failed or timed-out requests scheduled in it
+	dropped       int     // requests scheduled in it but never sent (backlog full)
 	p50, p95, p99 float64 // ms, over the successful requests
 	achieved      float64 // successful answers per second completed in the window
 }
@@ -141,8 +142,12 @@ func windows(samples []sample, width, end time.Duration) []window {
 		if s.sched < 0 || i >= count {
 			continue
 		}
-		if s.outcome != outcomeOK {
-			ws[i].errors++
+		switch s.outcome {
+		case outcomeFailed, outcomeTimedOut:
+			ws[i].errored++
+			continue
+		case outcomeDropped:
+			ws[i].dropped++
 			continue
 		}
 		lats[i] = append(lats[i], s.lat)

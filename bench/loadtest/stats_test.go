@@ -81,6 +81,8 @@ func TestWindows(t *testing.T) {
 	samples := []sample{
 		ok(0.1, 1, 0), ok(0.5, 3, 0), ok(0.9, 200, 0), // the last completes in window 1
 		{sched: 1200 * time.Millisecond, outcome: outcomeDropped},
+		{sched: 1300 * time.Millisecond, lat: time.Second, outcome: outcomeTimedOut},
+		{sched: 1400 * time.Millisecond, lat: time.Millisecond, outcome: outcomeFailed},
 		ok(2.5, 7, 1),
 		ok(-1, 1, 0), ok(9, 1, 0), // outside [0, end): ignored
 	}
@@ -88,11 +90,11 @@ func TestWindows(t *testing.T) {
 	if len(ws) != 3 {
 		t.Fatalf("%d windows, want 3", len(ws))
 	}
-	if w := ws[0]; w.n != 3 || w.p50 != 3 || w.p99 != 200 || w.achieved != 2 || w.errors != 0 {
+	if w := ws[0]; w.n != 3 || w.p50 != 3 || w.p99 != 200 || w.achieved != 2 || w.errored != 0 || w.dropped != 0 {
 		t.Errorf("window 0 = %+v", w)
 	}
-	if w := ws[1]; w.n != 0 || w.errors != 1 || w.achieved != 1 {
-		t.Errorf("window 1 = %+v, want no successes, one error, one late completion", w)
+	if w := ws[1]; w.n != 0 || w.errored != 2 || w.dropped != 1 || w.achieved != 1 {
+		t.Errorf("window 1 = %+v, want no successes, two errors (failed, timed out), one drop, one late completion", w)
 	}
 	if w := ws[2]; w.n != 1 || w.p95 != 7 || w.start != 2*time.Second {
 		t.Errorf("window 2 = %+v", w)
