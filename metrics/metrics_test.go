@@ -35,9 +35,9 @@ func recordStatement(s *Server) {
 	s.Xact(200 * time.Microsecond)
 }
 
-// TestHandler: the text exposition carries the histogram buckets, with the
+// TestMetricsHandler: the text exposition carries the histogram buckets, with the
 // 200 ms target as a boundary, and pprof only when asked for.
-func TestHandler(t *testing.T) {
+func TestMetricsHandler(t *testing.T) {
 	m := New()
 	recordStatement(m.Server("s0", "replica", "s0/replica0"))
 	m.ProxyError("0A000")
@@ -95,11 +95,11 @@ func BenchmarkRecordStatementParallel(b *testing.B) {
 	})
 }
 
-// TestSeriesFromStart: binding a server creates its ban counter and its
+// TestMetricSeriesFromStart: binding a server creates its ban counter and its
 // shard and role's error counters at zero, one per class, and a new
 // registry has the proxy's own error counters; an event then adds to the
 // series that was already there.
-func TestSeriesFromStart(t *testing.T) {
+func TestMetricSeriesFromStart(t *testing.T) {
 	m := New()
 	servers := [][2]string{{"primary", "s0/primary"}, {"replica", "s0/replica0"}, {"replica", "s0/replica1"}}
 	for _, s := range servers {
@@ -134,9 +134,9 @@ func TestSeriesFromStart(t *testing.T) {
 	}
 }
 
-// TestProbes: /healthz is 200 whatever readiness says; /readyz is 200, or
+// TestHealthAndReadyProbes: /healthz is 200 whatever readiness says; /readyz is 200, or
 // 503 with the reason while the proxy is not ready.
-func TestProbes(t *testing.T) {
+func TestHealthAndReadyProbes(t *testing.T) {
 	var notReady error
 	srv := httptest.NewServer(New().Handler(false, func() error { return notReady }))
 	defer srv.Close()

@@ -246,7 +246,8 @@ func TestMetricsFromStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stop()
-	code, body := get(t, serveMetrics(t, srv)+"/metrics")
+	base := serveMetrics(t, srv)
+	code, body := get(t, base+"/metrics")
 	if code != http.StatusOK {
 		t.Fatalf("/metrics answered %d", code)
 	}
@@ -279,6 +280,20 @@ func TestMetricsFromStart(t *testing.T) {
 	for _, class := range metrics.ErrorClasses() {
 		zero("shardgate_errors_total", map[string]string{"shard": "", "role": "proxy", "class": class})
 	}
+
+	// A server a reload adds (here a second replica entry for s0) gets its
+	// ban counter at zero as well.
+	cfg, err := topology.ParseConfig("sandbox.yaml", cluster.ConfigYAML("127.0.0.1:0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Shards[0].Replicas = append(cfg.Shards[0].Replicas, cfg.Shards[0].Replicas[0])
+	if err := srv.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	_, body = get(t, base+"/metrics")
+	scraped = parseExposition(t, body)
+	zero("shardgate_server_bans_total", map[string]string{"shard": "s0", "role": "replica", "server": "s0/replica1"})
 }
 
 // describedFamilies names every shardgate series family srv's registry
@@ -361,6 +376,11 @@ func TestDashboardSeries(t *testing.T) {
 	dashboard, err := os.ReadFile("../deploy/grafana/shardgate.json")
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Prometheus's job names are the operator's: the dashboard selects
+	// through its $job variable, whose values have shardgate series.
+	if job := regexp.MustCompile(`job=~?\\"[^$]`).Find(dashboard); job != nil {
+		t.Errorf("the dashboard names a job: %s", job)
 	}
 	used := regexp.MustCompile(`shardgate_[a-z_]+`).FindAllString(string(dashboard), -1)
 	if len(used) < 20 {
