@@ -106,7 +106,7 @@ func (s *Set) openPools(old *Set) error {
 				return n, nil
 			}
 		}
-		pc.Observer = s.deps.Metrics.Server(s.cfg.Shards[shard].Name, roleName(replica))
+		pc.Observer = s.deps.Metrics.Server(s.cfg.Shards[shard].Name, roleName(replica), name)
 		p, err := pool.New(pc)
 		if err != nil {
 			return nil, err

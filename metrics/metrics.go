@@ -10,6 +10,7 @@
 package metrics
 
 import (
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,6 +28,20 @@ var LatencyBuckets = []float64{
 	0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
 	1, 1.5, 2, 3, 5, 7.5, 10,
 }
+
+// errorClasses are the SQLSTATE classes an ErrorResponse can carry
+// (PostgreSQL's Appendix A less 00 success, 01 warning and 02 no data),
+// and Class's "unknown". errors_total starts at zero for each of them,
+// so that rate() sees the first error of a class and dashboards grouping
+// by class show zeros rather than "No data".
+var errorClasses = [...]string{
+	"03", "08", "09", "0A", "0B", "0F", "0L", "0P", "0Z", "20", "21", "22", "23", "24", "25", "26", "27", "28",
+	"2B", "2D", "2F", "34", "38", "39", "3B", "3D", "3F", "40", "42", "44", "53", "54", "55", "57", "58", "72",
+	"F0", "HV", "P0", "XX", "unknown",
+}
+
+// ErrorClasses lists the class label values errors_total starts with.
+func ErrorClasses() []string { return slices.Clone(errorClasses[:]) }
 
 // Metrics is one proxy's registry and its event series.
 type Metrics struct {
@@ -80,6 +95,9 @@ func New() *Metrics {
 		m.queries, m.xacts, m.toServer, m.fromServer, m.queryTime, m.xactTime, m.wait, m.errors, m.bans,
 		m.ClientsAccepted, m.ClientBytesReceived, m.ClientBytesSent, m.ScatterQueries, m.SlowQueries, m.ReadRetries, m.FenceWait,
 	)
+	for _, class := range errorClasses {
+		m.errors.WithLabelValues("", "proxy", class)
+	}
 	return m
 }
 
@@ -87,9 +105,13 @@ func New() *Metrics {
 // tests gather from.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
-// Server binds the per-server series to one shard and role.
-func (m *Metrics) Server(shard, role string) *Server {
-	return &Server{
+// Server binds the per-server series to one shard and role, and creates
+// at zero those that count events by class or by server: a series that
+// appears with its first event hides that event from rate(). Servers of
+// one shard and role share their series but for bans.
+func (m *Metrics) Server(shard, role, server string) *Server {
+	m.bans.WithLabelValues(shard, role, server)
+	s := &Server{
 		queries:    m.queries.WithLabelValues(shard, role),
 		xacts:      m.xacts.WithLabelValues(shard, role),
 		toServer:   m.toServer.WithLabelValues(shard, role),
@@ -99,6 +121,10 @@ func (m *Metrics) Server(shard, role string) *Server {
 		wait:       m.wait.WithLabelValues(shard, role),
 		errors:     m.errors.MustCurryWith(prometheus.Labels{"shard": shard, "role": role}),
 	}
+	for _, class := range errorClasses {
+		s.errors.WithLabelValues(class)
+	}
+	return s
 }
 
 // ProxyError counts an error the proxy raised itself (a refusal, a failed

@@ -12,10 +12,11 @@ import (
 // Metrics is the server's registry and event series; see package metrics.
 func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
 
-// MetricsHandler serves /metrics, and /debug/pprof/ when the config (as
-// the server started with it) says pprof: true.
+// MetricsHandler serves /metrics, /healthz, /readyz (see Ready), and
+// /debug/pprof/ when the config (as the server started with it) says
+// pprof: true.
 func (s *Server) MetricsHandler() http.Handler {
-	return s.metrics.Handler(s.rt.Load().cfg.PProf)
+	return s.metrics.Handler(s.rt.Load().cfg.PProf, s.Ready)
 }
 
 // registerStateMetrics adds the series read at scrape time: they describe

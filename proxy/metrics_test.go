@@ -5,16 +5,19 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/shardgate/shardgate/metrics"
@@ -233,17 +236,130 @@ func TestMetrics(t *testing.T) {
 	})
 }
 
-// TestDashboardSeries: every shardgate series the Grafana dashboard queries
-// is one the proxy exports, so a renamed metric cannot leave a panel empty.
-func TestDashboardSeries(t *testing.T) {
-	srv, addr, stop, err := startServer(func(*topology.Config) {})
+// TestMetricsFromStart scrapes a proxy that has served nothing: every
+// series family it describes already has a series, and the ban and error
+// counters exist at zero for every server and for every error class of
+// every shard and role, so rate() sees their first event.
+func TestMetricsFromStart(t *testing.T) {
+	srv, _, stop, err := startServer(func(*topology.Config) {})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer stop()
-	conn := dial(t, "postgres://postgres@"+addr+"/app?sslmode=disable", pgx.QueryExecModeSimpleProtocol, nil)
-	conn.Exec(t.Context(), "SELECT 1/0")
-	srv.Metrics().Ban("s0", "replica", "s0/replica0") // bans have no series until the first
+	base := serveMetrics(t, srv)
+	code, body := get(t, base+"/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics answered %d", code)
+	}
+	scraped := parseExposition(t, body)
+	for _, name := range describedFamilies(srv) {
+		if len(scraped[name]) == 0 {
+			t.Errorf("%s has no series before its first event", name)
+		}
+	}
+	zero := func(name string, labels map[string]string) {
+		t.Helper()
+		for _, s := range scraped[name] {
+			if maps.Equal(s.labels, labels) {
+				if s.value != 0 {
+					t.Errorf("%s%v = %v on a fresh proxy", name, labels, s.value)
+				}
+				return
+			}
+		}
+		t.Errorf("/metrics lacks %s%v", name, labels)
+	}
+	for _, shard := range []string{"s0", "s1"} {
+		for server, role := range map[string]string{shard + "/primary": "primary", shard + "/replica0": "replica"} {
+			zero("shardgate_server_bans_total", map[string]string{"shard": shard, "role": role, "server": server})
+			for _, class := range metrics.ErrorClasses() {
+				zero("shardgate_errors_total", map[string]string{"shard": shard, "role": role, "class": class})
+			}
+		}
+	}
+	for _, class := range metrics.ErrorClasses() {
+		zero("shardgate_errors_total", map[string]string{"shard": "", "role": "proxy", "class": class})
+	}
+
+	// A server a reload adds (here a second replica entry for s0) gets its
+	// ban counter at zero as well.
+	cfg, err := topology.ParseConfig("sandbox.yaml", cluster.ConfigYAML("127.0.0.1:0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Shards[0].Replicas = append(cfg.Shards[0].Replicas, cfg.Shards[0].Replicas[0])
+	if err := srv.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	_, body = get(t, base+"/metrics")
+	scraped = parseExposition(t, body)
+	zero("shardgate_server_bans_total", map[string]string{"shard": "s0", "role": "replica", "server": "s0/replica1"})
+}
+
+// describedFamilies names every shardgate series family srv's registry
+// describes, whether or not it has series: Gather leaves out families
+// without any, which is what TestMetricsFromStart looks for.
+func describedFamilies(srv *proxy.Server) []string {
+	ch := make(chan *prometheus.Desc)
+	go func() { srv.Metrics().Registry().Describe(ch); close(ch) }()
+	fqName := regexp.MustCompile(`fqName: "(shardgate_[a-z_]+)"`)
+	var names []string
+	for d := range ch {
+		if m := fqName.FindStringSubmatch(d.String()); m != nil {
+			names = append(names, m[1])
+		}
+	}
+	return names
+}
+
+type sample struct {
+	labels map[string]string
+	value  float64
+}
+
+// parseExposition reads the text exposition format's samples by family:
+// a histogram's _bucket, _sum and _count count as its family.
+func parseExposition(t *testing.T, body string) map[string][]sample {
+	t.Helper()
+	line := regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$`)
+	label := regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"`)
+	out := map[string][]sample{}
+	for _, l := range strings.Split(body, "\n") {
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		m := line.FindStringSubmatch(l)
+		if m == nil {
+			t.Fatalf("unparsable exposition line %q", l)
+		}
+		v, err := strconv.ParseFloat(m[3], 64)
+		if err != nil {
+			t.Fatalf("exposition line %q: %v", l, err)
+		}
+		s := sample{labels: map[string]string{}, value: v}
+		for _, kv := range label.FindAllStringSubmatch(m[2], -1) {
+			if kv[1] != "le" {
+				s.labels[kv[1]] = kv[2]
+			}
+		}
+		name := m[1]
+		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+			name = strings.TrimSuffix(name, suffix)
+		}
+		out[name] = append(out[name], s)
+	}
+	return out
+}
+
+// TestDashboardSeries: every shardgate series the Grafana dashboard queries
+// is one the proxy exports before any traffic, so neither a renamed metric
+// nor one that waits for its first event leaves a panel empty.
+func TestDashboardSeries(t *testing.T) {
+	srv, _, stop, err := startServer(func(*topology.Config) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
 	families, err := srv.Metrics().Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -260,6 +376,11 @@ func TestDashboardSeries(t *testing.T) {
 	dashboard, err := os.ReadFile("../deploy/grafana/shardgate.json")
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Prometheus's job names are the operator's: the dashboard selects
+	// through its $job variable, whose values have shardgate series.
+	if job := regexp.MustCompile(`job=~?\\"[^$]`).Find(dashboard); job != nil {
+		t.Errorf("the dashboard names a job: %s", job)
 	}
 	used := regexp.MustCompile(`shardgate_[a-z_]+`).FindAllString(string(dashboard), -1)
 	if len(used) < 20 {

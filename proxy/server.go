@@ -57,6 +57,7 @@ type Server struct {
 	ln         net.Listener
 	stop       context.CancelFunc // ends Serve
 	draining   atomic.Bool
+	stopping   atomic.Bool // Serve is closing every client (Ready)
 	configPath string
 	reloadMu   sync.Mutex
 }
@@ -162,6 +163,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 func (s *Server) shutdown() {
+	s.stopping.Store(true)
 	s.clientsMu.Lock()
 	for c := range s.clients {
 		c.conn.Close()
