@@ -1,7 +1,9 @@
 // Package sandbox runs real local PostgreSQL clusters for shardgate: N shards,
 // each a primary plus streaming replicas, on free loopback ports. It backs
 // `shardgate dev` (a sandbox the user keeps across runs) and integration
-// tests (throwaway clusters with Options.Fast).
+// tests (throwaway clusters with Options.Fast). A process that runs a
+// sandbox for its user, as dev does, holds it with Lock so that a second
+// one cannot stop its servers.
 //
 // When the process runs as root, every PostgreSQL program is run as the OS
 // user "postgres" (PostgreSQL refuses to run as root). Options.Dir is then

@@ -70,11 +70,11 @@ func devCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.dir, "dir", ".sandbox", "where the clusters live; reused when it already holds a sandbox")
-	f.StringVar(&o.listen, "listen", "127.0.0.1:6432", "proxy listen address (default: the config's listen once DIR/shardgate.yaml exists)")
+	f.StringVar(&o.listen, "listen", "127.0.0.1:6432", "proxy listen address; if not given, the config's listen once DIR/shardgate.yaml exists")
 	f.IntVar(&o.shards, "shards", 2, "number of shards (new sandboxes only)")
 	f.IntVar(&o.replicas, "replicas", 1, "streaming replicas per shard (new sandboxes only)")
 	f.IntVar(&o.pgPort, "pg-port", 0, "first of consecutive PostgreSQL ports for the servers (new sandboxes only; 0: free ports)")
-	f.StringVar(&o.metricsListen, "metrics-listen", "127.0.0.1:9187", "Prometheus /metrics and pprof listener, empty for none (default: the config's metrics_listen once DIR/shardgate.yaml exists)")
+	f.StringVar(&o.metricsListen, "metrics-listen", "127.0.0.1:9187", "Prometheus /metrics and pprof listener, empty for none; if not given, the config's metrics_listen once DIR/shardgate.yaml exists")
 	o.logs.register(cmd)
 	cmd.AddCommand(devAddShardCmd())
 	return cmd

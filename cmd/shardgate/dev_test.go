@@ -186,6 +186,15 @@ func TestDevDirLock(t *testing.T) {
 	}
 	first.stop(t, syscall.SIGTERM)
 	assertGone(t, pids, "after the first dev stopped")
+
+	// With no dev running, add-shard stops the servers it started.
+	out, err = runCLI(t, t.Context(), "dev", "add-shard", "--dir", dir, "--name", "s1", "--log-level", "warn")
+	if err != nil || !strings.Contains(out, "servers stopped") {
+		t.Fatalf("add-shard without dev: %v\n%s", err, out)
+	}
+	if got := postmasters(t, dir); len(got) != 0 {
+		t.Errorf("add-shard without dev left servers %v", got)
+	}
 }
 
 // TestDevConfigRespected: the config dev wrote at first start is used as
