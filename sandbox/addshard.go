@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"syscall"
 )
 
@@ -47,7 +49,7 @@ func (c *Cluster) AddShard(ctx context.Context, name string) (sh *Shard, err err
 	for _, s := range c.servers() {
 		used[s.Port] = true
 	}
-	ports, err := freePorts(1+len(c.Shards[0].Replicas), used)
+	ports, err := c.newShardPorts(1+len(c.Shards[0].Replicas), used)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
@@ -71,6 +73,15 @@ func (c *Cluster) AddShard(ctx context.Context, name string) (sh *Shard, err err
 	}
 	c.log.Info("added shard", "shard", name, "dir", c.Dir)
 	return sh, nil
+}
+
+// newShardPorts picks n ports for a new shard: the ports after the highest
+// in use when the sandbox has fixed ports, else free ones.
+func (c *Cluster) newShardPorts(n int, used map[int]bool) ([]int, error) {
+	if c.BasePort == 0 {
+		return freePorts(n, used)
+	}
+	return fixedPorts(slices.Max(slices.Collect(maps.Keys(used)))+1, n)
 }
 
 // Running reports whether server s is running.

@@ -1,7 +1,9 @@
 // Package sandbox runs real local PostgreSQL clusters for shardgate: N shards,
 // each a primary plus streaming replicas, on free loopback ports. It backs
 // `shardgate dev` (a sandbox the user keeps across runs) and integration
-// tests (throwaway clusters with Options.Fast).
+// tests (throwaway clusters with Options.Fast). A process that runs a
+// sandbox for its user, as dev does, holds it with Lock so that a second
+// one cannot stop its servers.
 //
 // When the process runs as root, every PostgreSQL program is run as the OS
 // user "postgres" (PostgreSQL refuses to run as root). Options.Dir is then
@@ -38,9 +40,13 @@ type Options struct {
 	Schema   string // SQL run in Database on every primary when the database is first created
 	// Fast trades durability for speed (fsync=off, ...): for throwaway test
 	// clusters only, never for a sandbox a user keeps.
-	Fast   bool
-	Logger *slog.Logger // nil = discard
-	BinDir string       // PostgreSQL binaries; default: pg_config --bindir, /usr/lib/postgresql/15/bin, PATH
+	Fast bool
+	// BasePort, if set, gives a new sandbox's servers consecutive ports from
+	// it: s0's primary, its replicas, then s1's and so on; shards added later
+	// take the ports after the highest. 0: free ports the kernel picks.
+	BasePort int
+	Logger   *slog.Logger // nil = discard
+	BinDir   string       // PostgreSQL binaries; default: pg_config --bindir, /usr/lib/postgresql/15/bin, PATH
 }
 
 // Shard is one primary and its streaming replicas.
@@ -56,11 +62,14 @@ type Cluster struct {
 	Database string `json:"database"`
 	// Fast is Options.Fast of the Start that created the sandbox; shards
 	// added later get the same server settings.
-	Fast   bool     `json:"fast,omitempty"`
-	Shards []*Shard `json:"shards"`
+	Fast bool `json:"fast,omitempty"`
+	// BasePort is Options.BasePort of the Start that created the sandbox.
+	BasePort int      `json:"base_port,omitempty"`
+	Shards   []*Shard `json:"shards"`
 
-	run *runner
-	log *slog.Logger
+	run     *runner
+	log     *slog.Logger
+	started startedSet // by Start, for StopStarted
 }
 
 const stateFile = "sandbox.json"
@@ -95,9 +104,11 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	err = c.load()
 	switch {
 	case err == nil:
-		if len(c.Shards) != opts.Shards || len(c.Shards[0].Replicas) != opts.Replicas || c.Database != opts.Database {
-			c.log.Info("reusing existing sandbox; ignoring Shards, Replicas and Database options",
-				"dir", c.Dir, "shards", len(c.Shards), "replicas", len(c.Shards[0].Replicas), "database", c.Database)
+		if len(c.Shards) != opts.Shards || len(c.Shards[0].Replicas) != opts.Replicas || c.Database != opts.Database ||
+			opts.BasePort != 0 && opts.BasePort != c.BasePort {
+			c.log.Info("reusing existing sandbox; ignoring Shards, Replicas, Database and BasePort options",
+				"dir", c.Dir, "shards", len(c.Shards), "replicas", len(c.Shards[0].Replicas), "database", c.Database,
+				"first_port", c.Shards[0].Primary.Port)
 		}
 		err = c.restart(ctx)
 	case errors.Is(err, fs.ErrNotExist):
@@ -153,7 +164,7 @@ func (c *Cluster) load() error {
 	if err != nil {
 		return err
 	}
-	c.Database, c.Fast, c.Shards = saved.Database, saved.Fast, saved.Shards
+	c.Database, c.Fast, c.BasePort, c.Shards = saved.Database, saved.Fast, saved.BasePort, saved.Shards
 	return nil
 }
 
@@ -194,9 +205,14 @@ func mergeShards(ours, saved []*Shard) []*Shard {
 }
 
 func (c *Cluster) create(ctx context.Context, opts Options) (err error) {
-	c.Database, c.Fast = opts.Database, opts.Fast
+	c.Database, c.Fast, c.BasePort = opts.Database, opts.Fast, opts.BasePort
 	perShard := 1 + opts.Replicas
-	ports, err := freePorts(opts.Shards*perShard, nil)
+	var ports []int
+	if c.BasePort != 0 {
+		ports, err = fixedPorts(c.BasePort, opts.Shards*perShard)
+	} else {
+		ports, err = freePorts(opts.Shards*perShard, nil)
+	}
 	if err != nil {
 		return err
 	}
@@ -208,7 +224,7 @@ func (c *Cluster) create(ctx context.Context, opts Options) (err error) {
 		c.Shards = append(c.Shards, sh)
 	}
 
-	var started startedSet
+	started := &c.started
 	defer func() {
 		if err != nil {
 			started.stop(c)
@@ -219,7 +235,7 @@ func (c *Cluster) create(ctx context.Context, opts Options) (err error) {
 	// initdb is CPU-bound; everything else mostly waits on PostgreSQL.
 	initdbSlots := make(chan struct{}, 2)
 	err = each(ctx, len(c.Shards), func(ctx context.Context, i int) error {
-		return c.initShard(ctx, c.Shards[i], opts.Schema, initdbSlots, &started)
+		return c.initShard(ctx, c.Shards[i], opts.Schema, initdbSlots, started)
 	})
 	if err != nil {
 		return err
@@ -290,7 +306,7 @@ func removeData(shards []*Shard) {
 
 // restart starts the servers of an existing sandbox that are not running.
 func (c *Cluster) restart(ctx context.Context) (err error) {
-	var started startedSet
+	started := &c.started
 	defer func() {
 		if err != nil {
 			started.stop(c)
@@ -304,7 +320,7 @@ func (c *Cluster) restart(ctx context.Context) (err error) {
 		if !portFree(s.Port) {
 			return fmt.Errorf("%s: port %d is taken by another process; stop it (the sandbox does not move servers to new ports)", s.Name, s.Port)
 		}
-		return c.start(ctx, s, &started)
+		return c.start(ctx, s, started)
 	}
 	if err := each(ctx, len(c.Shards), func(ctx context.Context, i int) error {
 		return bring(ctx, c.Shards[i].Primary)
@@ -358,6 +374,14 @@ func (c *Cluster) Stop() error {
 		})
 	}
 	return errors.Join(stopAll(replicas(shards)), stopAll(primaries(shards)))
+}
+
+// StopStarted stops exactly the servers that Start started, replicas
+// first, and none that it found already running (servers another process
+// runs, or a crashed one left behind): what to undo when a start-up fails
+// after Start.
+func (c *Cluster) StopStarted() error {
+	return c.started.stopAll(c)
 }
 
 // Shard returns the shard named name, or nil if there is none.

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,16 +61,27 @@ func newRunner(binDir, dir string) (*runner, error) {
 			r.env = append(r.env, kv)
 		}
 	}
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			return nil, fmt.Errorf("running as root needs an OS user named postgres to run PostgreSQL: %w", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		r.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	cred, err := postgresCred()
+	if err != nil {
+		return nil, err
 	}
+	r.cred = cred
 	return r, nil
+}
+
+// postgresCred is who runs PostgreSQL programs: nil for ourselves, the OS
+// user postgres when we are root (PostgreSQL refuses to run as root).
+func postgresCred() (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("running as root needs an OS user named postgres to run PostgreSQL: %w", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
 
 func findBinDir() string {
@@ -362,6 +374,23 @@ func freePorts(n int, avoid map[int]bool) ([]int, error) {
 	return ports, nil
 }
 
+// fixedPorts checks that the n ports from first on are free, for servers
+// that must take exactly those.
+func fixedPorts(first, n int) ([]int, error) {
+	if first < 1024 || first+n-1 > 65535 {
+		return nil, fmt.Errorf("ports %d..%d: want ports within 1024..65535", first, first+n-1)
+	}
+	ports := make([]int, n)
+	for i := range ports {
+		ports[i] = first + i
+		if !portFree(ports[i]) {
+			return nil, fmt.Errorf("port %d (%d of the ports %d..%d the servers need) is in use by another process; stop it or choose other ports",
+				ports[i], i+1, first, first+n-1)
+		}
+	}
+	return ports, nil
+}
+
 func portFree(port int) bool {
 	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 	if err != nil {
@@ -385,11 +414,20 @@ func (ss *startedSet) add(s *Server) {
 
 // stop stops in reverse start order, which puts replicas before their primaries.
 func (ss *startedSet) stop(c *Cluster) {
-	for i := len(ss.servers) - 1; i >= 0; i-- {
-		if err := c.stop(context.Background(), ss.servers[i]); err != nil {
-			c.log.Warn("cleanup", "err", err)
-		}
+	if err := ss.stopAll(c); err != nil {
+		c.log.Warn("cleanup", "err", err)
 	}
+}
+
+func (ss *startedSet) stopAll(c *Cluster) error {
+	ss.mu.Lock()
+	list := slices.Clone(ss.servers)
+	ss.mu.Unlock()
+	var errs []error
+	for _, s := range slices.Backward(list) {
+		errs = append(errs, c.stop(context.Background(), s))
+	}
+	return errors.Join(errs...)
 }
 
 // each runs fn for 0..n-1 concurrently; the first error cancels the others.
