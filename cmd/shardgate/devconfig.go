@@ -74,6 +74,9 @@ func generateDevConfig(cluster *sandbox.Cluster, listen, metricsListen string) [
 	if metricsListen != "" {
 		text = fmt.Appendf(text, "metrics_listen: %s\npprof: true\n", metricsListen)
 	}
+	// A read after a write waits for the replica to replay it rather than
+	// go to the primary, so the sandbox shows reads on its replicas.
+	text = append(text, "ryw_wait: 1s\n"...)
 	return append(text, "admin_users: [postgres]\n"...)
 }
 

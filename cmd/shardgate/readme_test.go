@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"regexp"
@@ -90,6 +91,8 @@ func TestReadmeTryIt(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+
+	waitServersUp(t, metricsAddr, 4)
 
 	// The README's addresses and paths, as this run has them.
 	ours := strings.NewReplacer("127.0.0.1:6432", listen, "127.0.0.1:9187", metricsAddr, ".sandbox/", dir+"/",
@@ -183,4 +186,26 @@ func trimBlank(lines []string) []string {
 		out = out[:len(out)-1]
 	}
 	return out
+}
+
+// waitServersUp waits until the proxy's health checks have found n servers
+// up, as they have by the time a user types the first command.
+func waitServersUp(t *testing.T, metricsAddr string, n int) {
+	t.Helper()
+	up := regexp.MustCompile(`(?m)^shardgate_server_up\{.*\} 1$`)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + metricsAddr + "/metrics")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if len(up.FindAll(body, -1)) == n {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the proxy never saw %d servers up", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
