@@ -405,6 +405,13 @@ func (p *Pool) Kill() {
 	p.Interrupt()
 }
 
+// Closed reports whether Close was called.
+func (p *Pool) Closed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
+}
+
 // Close closes idle connections now and lent ones as they come back.
 func (p *Pool) Close() {
 	p.mu.Lock()

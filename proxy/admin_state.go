@@ -142,6 +142,12 @@ func (a *adminState) averages(p *pool.Pool, now time.Time) (cur, delta pool.Stat
 	sp := a.periods[p]
 	switch {
 	case sp == nil:
+		// A pool seen first: forget those a reload replaced.
+		for old := range a.periods {
+			if old.Closed() {
+				delete(a.periods, old)
+			}
+		}
 		a.periods[p] = &statsPeriod{older: cur, newer: cur, olderAt: now, newerAt: now}
 		return cur, pool.Stats{}, 0
 	case now.Sub(sp.newerAt) >= statsPeriodLength:
