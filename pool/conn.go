@@ -46,6 +46,8 @@ type Conn struct {
 	created    time.Time
 	lastUsed   time.Time // when it last came back to the pool
 	generation uint64
+	id         uint64 // unique in its pool
+	prepared   int    // len(Prepared) when it last came back, for SHOW SERVERS
 }
 
 // MarkBroken makes Release close the connection instead of reusing it:
@@ -55,7 +57,8 @@ func (c *Conn) MarkBroken() { c.broken = true }
 // Broken reports whether MarkBroken was called.
 func (c *Conn) Broken() bool { return c.broken }
 
-const readBufferSize = 16 << 10
+// ReadBufferSize is the read buffer each server connection holds.
+const ReadBufferSize = 16 << 10
 
 func dial(ctx context.Context, cfg *pgconn.Config) (*Conn, error) {
 	pc, err := pgconn.ConnectConfig(ctx, cfg)
@@ -80,7 +83,7 @@ func dial(ctx context.Context, cfg *pgconn.Config) (*Conn, error) {
 	}
 	// Reads go through c so their errors say why (ErrQueryTimeout,
 	// ErrInterrupted).
-	c.Reader = bufio.NewReaderSize(c, readBufferSize)
+	c.Reader = bufio.NewReaderSize(c, ReadBufferSize)
 	return c, nil
 }
 

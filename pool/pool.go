@@ -81,6 +81,7 @@ type Pool struct {
 	paused     bool
 	closed     bool
 	generation uint64 // RECONNECT bumps it; older connections retire on release
+	nextID     uint64 // numbers the pool's connections for SHOW SERVERS
 	stop       chan struct{}
 }
 
@@ -146,6 +147,9 @@ func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 	began := time.Now()
 	c, err := p.acquire(ctx)
 	waited := time.Since(began)
+	if err == nil {
+		p.stats.assignments.Add(1)
+	}
 	p.stats.waitNanos.Add(int64(waited))
 	p.observer.Wait(waited)
 	return c, err
@@ -284,6 +288,8 @@ func (p *Pool) dial(ctx context.Context) (*Conn, error) {
 	}
 	c.generation, c.pool = gen, p
 	p.mu.Lock()
+	p.nextID++
+	c.id = p.nextID
 	p.lent[c] = struct{}{}
 	p.mu.Unlock()
 	return c, nil
@@ -331,6 +337,7 @@ func (p *Pool) Release(c *Conn) {
 		return
 	}
 	c.lastUsed = time.Now()
+	c.prepared = len(c.Prepared)
 	if len(p.waiters) > 0 && !p.paused {
 		w := p.waiters[0]
 		p.waiters = p.waiters[1:]
@@ -385,6 +392,24 @@ func (p *Pool) Reconnect() {
 	for _, c := range idle {
 		c.Close()
 	}
+}
+
+// Kill pauses the pool, closes its idle connections now and interrupts
+// the lent ones, which close when they come back (PgBouncer KILL): clients
+// queue until Resume.
+func (p *Pool) Kill() {
+	p.mu.Lock()
+	p.paused = true
+	p.mu.Unlock()
+	p.Reconnect()
+	p.Interrupt()
+}
+
+// Closed reports whether Close was called.
+func (p *Pool) Closed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
 }
 
 // Close closes idle connections now and lent ones as they come back.

@@ -1,6 +1,8 @@
 package pool
 
 import (
+	"crypto/tls"
+	"fmt"
 	"sync/atomic"
 	"time"
 )
@@ -10,6 +12,7 @@ type counters struct {
 	xacts, queries, received, sent atomic.Int64
 	xactNanos, queryNanos          atomic.Int64
 	waitNanos                      atomic.Int64
+	assignments                    atomic.Int64 // connections lent
 }
 
 // Observer is told of each measurement as the pool makes or records it,
@@ -55,10 +58,17 @@ func (p *Pool) RecordXact(d time.Duration) {
 // Stats is a point-in-time view for the admin console and tests.
 type Stats struct {
 	Open, Idle, Active, Waiting int
-	MaxWait                     time.Duration // how long the oldest waiter has waited
-	Paused                      bool
+	// Used counts the idle connections past CheckDelay, which are checked
+	// before they are lent (PgBouncer's sv_used).
+	Used int
+	// CloseNeeded counts lent connections that close when they come back
+	// (after Reconnect, Kill or Close): PgBouncer's close_needed.
+	CloseNeeded int
+	MaxWait     time.Duration // how long the oldest waiter has waited
+	Paused      bool
 
 	Xacts, Queries, Received, Sent int64
+	Assignments                    int64 // connections lent
 	XactTime, QueryTime, WaitTime  time.Duration
 }
 
@@ -68,7 +78,18 @@ func (p *Pool) Stats() Stats {
 	if len(p.waiters) > 0 {
 		s.MaxWait = time.Since(p.waiters[0].since)
 	}
+	for _, c := range p.idle {
+		if p.usedLocked(c) {
+			s.Used++
+		}
+	}
+	for c := range p.lent {
+		if p.closeNeededLocked(c) {
+			s.CloseNeeded++
+		}
+	}
 	p.mu.Unlock()
+	s.Assignments = p.stats.assignments.Load()
 	s.Xacts, s.Queries = p.stats.xacts.Load(), p.stats.queries.Load()
 	s.Received, s.Sent = p.stats.received.Load(), p.stats.sent.Load()
 	s.XactTime = time.Duration(p.stats.xactNanos.Load())
@@ -77,13 +98,29 @@ func (p *Pool) Stats() Stats {
 	return s
 }
 
+// usedLocked: an idle connection that will be checked before it is lent.
+func (p *Pool) usedLocked(c *Conn) bool {
+	return p.cfg.CheckDelay > 0 && time.Since(c.lastUsed) > p.cfg.CheckDelay
+}
+
+// closeNeededLocked: a lent connection that closes when it comes back.
+func (p *Pool) closeNeededLocked(c *Conn) bool {
+	return p.closed || c.generation != p.generation || c.interrupt.Load()
+}
+
 // ServerInfo describes one server connection for SHOW SERVERS.
 type ServerInfo struct {
+	ID          uint64 // unique in the pool
+	Ptr         string // the connection object's address, as PgBouncer's ptr
 	PID         uint32
-	State       string // "active" (lent) or "idle"
+	State       string // "active" (lent), "idle", or "used" (idle past CheckDelay)
 	Addr        string
+	Local       string // the proxy's end of the connection
+	TLS         string // version/cipher, empty without TLS
 	ConnectTime time.Time
 	RequestTime time.Time
+	CloseNeeded bool
+	Prepared    int // server-side prepared statements as of its last return to the pool
 }
 
 func (p *Pool) Servers() []ServerInfo {
@@ -91,10 +128,27 @@ func (p *Pool) Servers() []ServerInfo {
 	defer p.mu.Unlock()
 	out := make([]ServerInfo, 0, len(p.lent)+len(p.idle))
 	for c := range p.lent {
-		out = append(out, ServerInfo{c.PID, "active", c.ServerAddr, c.created, c.lastUsed})
+		out = append(out, p.serverInfoLocked(c, "active"))
 	}
 	for _, c := range p.idle {
-		out = append(out, ServerInfo{c.PID, "idle", c.ServerAddr, c.created, c.lastUsed})
+		state := "idle"
+		if p.usedLocked(c) {
+			state = "used"
+		}
+		out = append(out, p.serverInfoLocked(c, state))
 	}
 	return out
+}
+
+func (p *Pool) serverInfoLocked(c *Conn, state string) ServerInfo {
+	info := ServerInfo{ID: c.id, Ptr: fmt.Sprintf("%p", c), PID: c.PID, State: state, Addr: c.ServerAddr, Local: c.LocalAddr().String(),
+		ConnectTime: c.created, RequestTime: c.lastUsed, Prepared: c.prepared}
+	if state == "active" {
+		info.CloseNeeded = p.closeNeededLocked(c)
+	}
+	if tc, ok := c.Conn.(*tls.Conn); ok {
+		st := tc.ConnectionState()
+		info.TLS = tls.VersionName(st.Version) + "/" + tls.CipherSuiteName(st.CipherSuite)
+	}
+	return info
 }

@@ -72,6 +72,7 @@ type client struct {
 	shown       shownState
 
 	deadline bool         // a read deadline is armed
+	inGate   bool         // counted busy by the SUSPEND gate (adminState.enter)
 	idleRead atomic.Bool  // blocked reading while idle: a drain may wake it
 	target   cancelTarget // the server connection to cancel, while one runs
 
@@ -152,6 +153,7 @@ func (c *client) serve(ctx context.Context) {
 }
 
 func (c *client) close() {
+	c.leaveGate()
 	if c.pinned {
 		c.srv.pinned.Add(-1)
 	}
@@ -245,6 +247,11 @@ func (c *client) accept(msg *pgproto3.StartupMessage, code uint32) (bool, error)
 	if err := c.authenticate(user); err != nil {
 		return false, err
 	}
+	if db != adminDatabase && c.srv.admin.disabled.Load() {
+		// PgBouncer's words and SQLSTATE for DISABLE.
+		return false, c.fatal(pgerr.CodeProtocolViolation, fmt.Sprintf("database %q is disabled", db))
+	}
+	c.srv.admin.logins.Add(1)
 	// Counted once authenticated: a login stalled before that holds no
 	// slot a real client needs (see loginQueue).
 	c.entry.loggedIn = true
@@ -326,6 +333,7 @@ func (c *client) flush() error {
 
 func (c *client) loop() error {
 	for {
+		c.leaveGate()
 		idle := c.tx.state == txIdle && c.tx.held == nil
 		if idle && c.srv.draining.Load() {
 			return c.fatal(pgerr.CodeAdminShutdown, "terminating connection: shardgate is shutting down")
@@ -355,6 +363,10 @@ func (c *client) loop() error {
 			}
 			return err
 		}
+		if err := c.srv.admin.enter(c.ctx); err != nil {
+			return err
+		}
+		c.inGate = true
 		switch typ {
 		case 'Q':
 			err = c.simpleQuery(body)
@@ -381,6 +393,14 @@ func (c *client) loop() error {
 		if err != nil {
 			return err
 		}
+	}
+}
+
+// leaveGate ends the request the SUSPEND gate counted.
+func (c *client) leaveGate() {
+	if c.inGate {
+		c.inGate = false
+		c.srv.admin.leave()
 	}
 }
 

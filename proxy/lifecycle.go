@@ -67,7 +67,8 @@ func (s *Server) Apply(cfg *topology.Config) error {
 	s.router.SetTopology(topo)
 	s.rt.Store(rt)
 	rt.backends.Start()
-	old.backends.CloseExcept(rt.backends) // lent connections close as they come back
+	s.admin.retire(old.backends, rt.backends) // WAIT_CLOSE waits for them
+	old.backends.CloseExcept(rt.backends)     // lent connections close as they come back
 	s.log.Info("configuration reloaded", "pool_size", cfg.Pool.Size, "mode", cfg.Pool.Mode)
 	return nil
 }

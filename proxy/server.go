@@ -45,6 +45,7 @@ type Server struct {
 	ddlGen   atomic.Uint64
 	loggedIn atomic.Int64 // logged-in clients: what max_client_conn bounds
 	logins   loginQueue
+	admin    adminState // SUSPEND, DISABLE, WAIT_CLOSE (admin_state.go)
 
 	paramsMu sync.Mutex
 	params   []param // ParameterStatus a new client sees, from a real server
