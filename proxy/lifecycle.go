@@ -65,6 +65,7 @@ func (s *Server) Apply(cfg *topology.Config) error {
 		return err
 	}
 	s.router.SetTopology(topo)
+	s.users.apply(cfg.Users, rt.backends)
 	s.rt.Store(rt)
 	rt.backends.Start()
 	old.backends.CloseExcept(rt.backends) // lent connections close as they come back
