@@ -17,7 +17,9 @@ import (
 
 // userRegistry is the named users' states. It outlives reloads: a user's
 // client count and held connections carry over, and the limits change in
-// place.
+// place. A user dropped from the section keeps its state, without limits,
+// so that the clients that logged in under it still count should it come
+// back; a user added counts the clients that log in from then on.
 type userRegistry struct {
 	mu    sync.Mutex
 	users map[string]*userState
@@ -29,16 +31,16 @@ type userState struct {
 	poolSize atomic.Int64
 
 	mu       sync.Mutex
+	named    bool // the users section names the user
 	mode     string
 	maxConns int
 	conns    int                        // logged-in clients, refused ones until they close
 	quotas   map[*pool.Pool]*pool.Quota // pool_size, per server pool
 }
 
-// apply takes the users section of cfg, whose servers are set's. A user
-// dropped from the section keeps its state, without limits, for the clients
-// that hold it; quotas of pools set no longer has are forgotten (their
-// lent connections still give their place back, to nobody).
+// apply takes a config's users section; set is its servers. Quotas of
+// pools set no longer has are forgotten (their lent connections still give
+// their place back, to nobody).
 func (r *userRegistry) apply(users map[string]topology.UserPoolConfig, set *backend.Set) {
 	live := make(map[*pool.Pool]bool)
 	for _, n := range set.Nodes() {
@@ -51,8 +53,7 @@ func (r *userRegistry) apply(users map[string]topology.UserPoolConfig, set *back
 	}
 	for name, st := range r.users {
 		if _, ok := users[name]; !ok {
-			st.set(topology.UserPoolConfig{}, live)
-			delete(r.users, name)
+			st.set(topology.UserPoolConfig{}, false, live)
 		}
 	}
 	for name, u := range users {
@@ -61,21 +62,30 @@ func (r *userRegistry) apply(users map[string]topology.UserPoolConfig, set *back
 			st = &userState{quotas: make(map[*pool.Pool]*pool.Quota)}
 			r.users[name] = st
 		}
-		st.set(u, live)
+		st.set(u, true, live)
 	}
 }
 
 // lookup is user's state; nil: the users section does not name it.
 func (r *userRegistry) lookup(user string) *userState {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.users[user]
-}
-
-func (st *userState) set(u topology.UserPoolConfig, live map[*pool.Pool]bool) {
+	st := r.users[user]
+	r.mu.Unlock()
+	if st == nil {
+		return nil
+	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.mode, st.maxConns = u.PoolMode, u.MaxUserConnections
+	if !st.named {
+		return nil
+	}
+	return st
+}
+
+func (st *userState) set(u topology.UserPoolConfig, named bool, live map[*pool.Pool]bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.named, st.mode, st.maxConns = named, u.PoolMode, u.MaxUserConnections
 	st.poolSize.Store(int64(u.PoolSize))
 	for p, q := range st.quotas {
 		if live[p] {

@@ -362,8 +362,8 @@ type UserPoolConfig struct {
 }
 
 // PoolSizes is what the pools of shard i's servers are sized to: the
-// shard's own settings over pc's, min_size within size, and max_db_connections
-// capping size plus reserve.
+// shard's own settings over the pool section's, min within size, and
+// max_db_connections capping size plus reserve.
 func (c *Config) PoolSizes(i int) (size, minSize, reserve int) {
 	sh := c.Shards[i]
 	size, minSize, reserve = c.Pool.Size, c.Pool.MinSize, c.Pool.ReserveSize
