@@ -135,11 +135,12 @@ func (n *Node) Ban(reason error) {
 	n.pool.Reconnect()
 }
 
-// Lend acquires a connection of the node for a client and counts it
-// outstanding (what replica choice balances) until Returned.
-func (n *Node) Lend(ctx context.Context) (*pool.Conn, error) {
+// Lend acquires a connection of the node for a client, within quota q
+// (nil: none), and counts it outstanding (what replica choice balances)
+// until Returned.
+func (n *Node) Lend(ctx context.Context, q *pool.Quota) (*pool.Conn, error) {
 	n.outstanding.Add(1)
-	sc, err := n.pool.Acquire(ctx)
+	sc, err := n.pool.AcquireUnder(ctx, q)
 	if err != nil {
 		n.outstanding.Add(-1)
 		return nil, err

@@ -97,7 +97,7 @@ func (s *Set) openPools(old *Set) error {
 		oldNodes = old.Nodes()
 	}
 	get := func(shard int, replica bool, name, dsn string) (*Node, error) {
-		pc := poolConfig(s.cfg, name, dsn)
+		pc := poolConfig(s.cfg, shard, name, dsn)
 		for _, n := range oldNodes {
 			// A renamed shard gets new pools even on the same server: its
 			// series and the nodes' names carry the shard's name.
@@ -212,14 +212,17 @@ func (s *Set) AnyShard() int {
 	return first
 }
 
-func poolConfig(cfg *topology.Config, name, dsn string) pool.Config {
+// poolConfig configures the pool of one server of shard: the shard's own
+// sizes (PoolSizes) over the global ones.
+func poolConfig(cfg *topology.Config, shard int, name, dsn string) pool.Config {
 	pc := cfg.Pool
+	size, minSize, reserve := cfg.PoolSizes(shard)
 	return pool.Config{
 		Name:           name,
 		DSN:            withServerTLS(dsn, cfg.ServerTLS),
-		Size:           pc.Size,
-		MinSize:        pc.MinSize,
-		ReserveSize:    pc.ReserveSize,
+		Size:           size,
+		MinSize:        minSize,
+		ReserveSize:    reserve,
 		ReserveTimeout: time.Duration(pc.ReserveTimeout),
 		WaitTimeout:    time.Duration(pc.QueryWaitTimeout),
 		ConnectTimeout: time.Duration(pc.ServerConnectTimeout),

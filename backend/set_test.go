@@ -244,7 +244,7 @@ func TestBan(t *testing.T) {
 func TestLendCountsOutstanding(t *testing.T) {
 	s := newTestSet(t, testConfig(topology.ShardConfig{Name: "s0", Primary: dsnA, Replicas: []string{dsnB}}), nil)
 	r := s.replicas[0][0]
-	if _, err := r.Lend(t.Context()); err == nil {
+	if _, err := r.Lend(t.Context(), nil); err == nil {
 		t.Fatal("lent a connection to a server that is not there")
 	}
 	if got := r.outstanding.Load(); got != 0 {

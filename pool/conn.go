@@ -39,7 +39,8 @@ type Conn struct {
 	// bring the connection in line with each client it serves.
 	Settings map[string]string
 
-	pool       *Pool // that dialled it, for RecordQuery and RecordError
+	pool       *Pool  // that dialled it, for RecordQuery and RecordError
+	quota      *Quota // the lender's quota (AcquireUnder), until Release
 	broken     bool
 	armed      bool        // a query_timeout deadline is set
 	interrupt  atomic.Bool // Interrupt was called: fail every read and write

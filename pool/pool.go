@@ -145,17 +145,27 @@ func (p *Pool) Interrupt() int {
 // WaitTimeout.
 func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
 	began := time.Now()
-	c, err := p.acquire(ctx)
-	waited := time.Since(began)
-	if err == nil {
-		p.stats.assignments.Add(1)
-	}
-	p.stats.waitNanos.Add(int64(waited))
-	p.observer.Wait(waited)
+	c, err := p.acquire(ctx, 0)
+	p.recordWait(time.Since(began))
 	return c, err
 }
 
-func (p *Pool) acquire(ctx context.Context) (*Conn, error) {
+func (p *Pool) recordWait(waited time.Duration) {
+	p.stats.waitNanos.Add(int64(waited))
+	p.observer.Wait(waited)
+}
+
+// acquire lends a connection; spent is how much of WaitTimeout the caller
+// already waited (AcquireUnder).
+func (p *Pool) acquire(ctx context.Context, spent time.Duration) (*Conn, error) {
+	c, err := p.lend(ctx, spent)
+	if err == nil {
+		p.stats.assignments.Add(1) // SHOW STATS' total_server_assignment_count
+	}
+	return c, err
+}
+
+func (p *Pool) lend(ctx context.Context, spent time.Duration) (*Conn, error) {
 	for {
 		p.mu.Lock()
 		if p.closed {
@@ -166,7 +176,7 @@ func (p *Pool) acquire(ctx context.Context) (*Conn, error) {
 			w := &waiter{ch: make(chan *Conn, 1), since: time.Now()}
 			p.waiters = append(p.waiters, w)
 			p.mu.Unlock()
-			return p.wait(ctx, w)
+			return p.wait(ctx, w, spent)
 		}
 		if n := len(p.idle); n > 0 {
 			c := p.idle[n-1]
@@ -205,18 +215,20 @@ func (p *Pool) acquire(ctx context.Context) (*Conn, error) {
 	}
 }
 
-func (p *Pool) wait(ctx context.Context, w *waiter) (*Conn, error) {
+func (p *Pool) wait(ctx context.Context, w *waiter, spent time.Duration) (*Conn, error) {
 	p.mu.Lock()
 	timeout, reserveAfter := p.cfg.WaitTimeout, p.cfg.ReserveTimeout
 	if p.cfg.ReserveSize == 0 {
 		reserveAfter = 0
 	}
 	p.mu.Unlock()
-	timer := time.NewTimer(timeout)
+	// A client that waited its quota still gets a moment in the line: the
+	// connection it waits for may be coming back now.
+	timer := time.NewTimer(max(timeout-spent, time.Millisecond))
 	defer timer.Stop()
 	var reserve <-chan time.Time
 	if reserveAfter > 0 && reserveAfter < timeout {
-		rt := time.NewTimer(reserveAfter)
+		rt := time.NewTimer(max(reserveAfter-spent, 0))
 		defer rt.Stop()
 		reserve = rt.C
 	}
@@ -325,6 +337,10 @@ func (p *Pool) serveWaitersLocked() {
 // Release returns a lent connection that is idle on the server
 // (ReadyForQuery 'I'). Broken, old and pre-RECONNECT connections are closed.
 func (p *Pool) Release(c *Conn) {
+	if q := c.quota; q != nil {
+		c.quota = nil
+		q.give()
+	}
 	p.mu.Lock()
 	delete(p.lent, c)
 	retire := c.broken || c.interrupt.Load() || p.closed || c.generation != p.generation ||

@@ -242,9 +242,11 @@ func (c *client) showDatabases() ([]string, [][]string) {
 		t := targetOf(n)
 		shard, role := c.poolLabels(n)
 		// pool_mode is NULL: the database has no override of the global
-		// pool_mode (SHOW CONFIG). max_connections is the pool's cap.
-		rows = append(rows, []string{rt.cfg.Database, t.host, t.port, t.database, t.user, itoa(pc.Size), itoa(pc.MinSize), itoa(pc.ReserveSize),
-			i64(int64(time.Duration(pc.ServerLifetime) / time.Second)), sqlNull, sqlNull, itoa(pc.Size + pc.ReserveSize), itoa(st.Open),
+		// pool_mode (SHOW CONFIG). The sizes are the shard's (shards[]
+		// overrides pool:); max_connections is the pool's cap.
+		size, minSize, reserve := rt.cfg.PoolSizes(n.Shard())
+		rows = append(rows, []string{rt.cfg.Database, t.host, t.port, t.database, t.user, itoa(size), itoa(minSize), itoa(reserve),
+			i64(int64(time.Duration(pc.ServerLifetime) / time.Second)), sqlNull, sqlNull, itoa(size + reserve), itoa(st.Open),
 			itoa(pc.MaxClientConn), itoa(total), boolInt(st.Paused), boolInt(c.srv.admin.disabled.Load()),
 			shard, role})
 	}
@@ -291,6 +293,9 @@ func (c *client) showUsers() ([]string, [][]string) {
 	for u := range clients {
 		names[u] = true
 	}
+	for u := range rt.cfg.Users {
+		names[u] = true
+	}
 	sorted := make([]string, 0, len(names))
 	for u := range names {
 		sorted = append(sorted, u)
@@ -298,7 +303,16 @@ func (c *client) showUsers() ([]string, [][]string) {
 	sort.Strings(sorted)
 	rows := make([][]string, 0, len(sorted))
 	for _, u := range sorted {
-		rows = append(rows, []string{u, "", "", sqlNull, "0", itoa(servers[u]), "0", itoa(clients[u])})
+		// The users section's limits (PgBouncer's [users]); 0 and NULL:
+		// none, as PgBouncer shows them.
+		lim := rt.cfg.Users[u]
+		mode := sqlNull
+		if lim.PoolMode != "" {
+			mode = lim.PoolMode
+		}
+		// max_user_connections (server connections over every pool) has
+		// no equivalent: pool_size caps each pool.
+		rows = append(rows, []string{u, itoa(lim.PoolSize), "", mode, "0", itoa(servers[u]), itoa(lim.MaxUserClientConnections), itoa(clients[u])})
 	}
 	return cols, rows
 }

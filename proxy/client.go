@@ -59,8 +59,9 @@ type client struct {
 	ctx   context.Context
 	raw   net.Conn // the accepted socket, under TLS if any: other goroutines may close it
 	tls   bool
-	admin bool   // an admin console session
-	mode  string // pool mode, as of startup; session once pinned
+	admin bool       // an admin console session
+	mode  string     // pool mode, as of startup; session once pinned
+	user  *userState // the users section's entry for the client's user; nil: none
 	// pinned: a transaction-mode client that keeps its server connections
 	// for session state (pin.go).
 	pinned bool
@@ -159,6 +160,9 @@ func (c *client) close() {
 	}
 	if c.entry.loggedIn {
 		c.srv.loggedIn.Add(-1)
+	}
+	if c.user != nil {
+		c.user.leave()
 	}
 	if c.shown.key != (backendKey{}) {
 		c.srv.cancels.remove(c.shown.key)
@@ -264,6 +268,9 @@ func (c *client) accept(msg *pgproto3.StartupMessage, code uint32) (bool, error)
 			return false, c.fatal(pgerr.CodeInvalidAuthorization, fmt.Sprintf("user %q is not an admin user (admin_users)", user))
 		}
 		return c.acceptAdmin()
+	}
+	if err := c.enterUser(user); err != nil {
+		return false, err
 	}
 	params, err := c.srv.serverParams(c.ctx)
 	if err != nil {

@@ -34,7 +34,7 @@ func (c *client) acquire(shard int) error {
 	if err != nil {
 		return err
 	}
-	sc, err := p.Acquire(c.ctx)
+	sc, err := c.lend(p)
 	if err != nil {
 		var ce *pool.ConnectError
 		if errors.As(err, &ce) {

@@ -65,6 +65,7 @@ func (s *Server) Apply(cfg *topology.Config) error {
 		return err
 	}
 	s.router.SetTopology(topo)
+	s.users.apply(cfg.Users, rt.backends)
 	s.rt.Store(rt)
 	rt.backends.Start()
 	s.admin.retire(old.backends, rt.backends) // WAIT_CLOSE waits for them

@@ -172,7 +172,11 @@ func (c *client) settleCapture(sc *pool.Conn, piped bool) {
 
 // acquireReplica makes a connection of replica n the held one.
 func (c *client) acquireReplica(n *backend.Node) error {
-	sc, err := n.Lend(c.ctx)
+	var q *pool.Quota
+	if c.user != nil {
+		q = c.user.quota(n.Pool())
+	}
+	sc, err := n.Lend(c.ctx, q)
 	if err != nil {
 		return err
 	}

@@ -45,7 +45,8 @@ type Server struct {
 	ddlGen   atomic.Uint64
 	loggedIn atomic.Int64 // logged-in clients: what max_client_conn bounds
 	logins   loginQueue
-	admin    adminState // SUSPEND, DISABLE, WAIT_CLOSE (admin_state.go)
+	admin    adminState   // SUSPEND, DISABLE, WAIT_CLOSE (admin_state.go)
+	users    userRegistry // the users section (userlimits.go)
 
 	paramsMu sync.Mutex
 	params   []param // ParameterStatus a new client sees, from a real server
@@ -88,6 +89,7 @@ func New(cfg *topology.Config, log *slog.Logger) (*Server, error) {
 	if rt.backends, err = backend.New(cfg, nil, s.backendDeps()); err != nil {
 		return nil, err
 	}
+	s.users.apply(cfg.Users, rt.backends)
 	s.rt.Store(rt)
 	rt.backends.Start()
 	return s, nil

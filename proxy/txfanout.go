@@ -193,7 +193,7 @@ func (c *client) branchOf(shard int) (sc *pool.Conn, start []byte, err error) {
 	}
 	p, err := c.srv.rt.Load().primaryPool(shard)
 	if err == nil {
-		sc, err = p.Acquire(c.ctx)
+		sc, err = c.lend(p)
 	}
 	if err != nil {
 		return nil, nil, err

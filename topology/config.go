@@ -102,6 +102,10 @@ type Config struct {
 	// long, with the shards and roles it ran on and why it was routed
 	// there; 0 (default) logs none.
 	LogMinDuration Duration `yaml:"log_min_duration"`
+
+	// Users holds per-user pool settings by client user name, as
+	// PgBouncer's [users] section; users not named have none.
+	Users map[string]UserPoolConfig `yaml:"users"`
 }
 
 // AuthConfig says how clients prove who they are. Servers are reached with
@@ -200,6 +204,19 @@ type ShardConfig struct {
 	Name     string   `yaml:"name" json:"name"`
 	Primary  string   `yaml:"primary" json:"primary"`
 	Replicas []string `yaml:"replicas" json:"replicas,omitempty"`
+
+	// Pool sizes for this shard's servers, as PgBouncer's per-database
+	// pool_size, min_pool_size and reserve_pool: absent, pool.size,
+	// pool.min_size and pool.reserve_size apply. Pointers, so that an
+	// explicit 0 overrides a non-zero global value.
+	PoolSize        *int `yaml:"pool_size" json:"pool_size,omitempty"`
+	MinPoolSize     *int `yaml:"min_pool_size" json:"min_pool_size,omitempty"`
+	ReservePoolSize *int `yaml:"reserve_pool_size" json:"reserve_pool_size,omitempty"`
+	// MaxDBConnections caps the connections the proxy opens to each server
+	// of the shard (its primary, and each replica on its own), reserve
+	// included, as PgBouncer's max_db_connections caps a database's; 0
+	// (default): no cap beyond the pool sizes.
+	MaxDBConnections int `yaml:"max_db_connections" json:"max_db_connections,omitempty"`
 }
 
 // RangeConfig assigns a key range, in Vitess notation (see ParseKeyRange),
@@ -353,4 +370,41 @@ func ParseConfig(filename string, data []byte) (*Config, error) {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// UserPoolConfig is one user's pool settings (the top-level users map), as
+// a line of PgBouncer's [users] section. Zero values leave the global
+// behaviour.
+type UserPoolConfig struct {
+	// PoolMode overrides pool.mode for the user's clients: transaction,
+	// session or statement. Empty: pool.mode.
+	PoolMode string `yaml:"pool_mode"`
+	// PoolSize caps the server connections the user's clients hold at once
+	// in each server's pool; more wait, up to query_wait_timeout. 0: no cap.
+	PoolSize int `yaml:"pool_size"`
+	// MaxUserClientConnections caps the user's logged-in client connections;
+	// further logins are refused (53300). 0: no cap.
+	MaxUserClientConnections int `yaml:"max_user_client_connections"`
+}
+
+// PoolSizes is what the pools of shard i's servers are sized to: the
+// shard's own settings over the pool section's, min within size, and
+// max_db_connections capping size plus reserve.
+func (c *Config) PoolSizes(i int) (size, minSize, reserve int) {
+	sh := c.Shards[i]
+	size, minSize, reserve = c.Pool.Size, c.Pool.MinSize, c.Pool.ReserveSize
+	if sh.PoolSize != nil {
+		size = *sh.PoolSize
+	}
+	if sh.MinPoolSize != nil {
+		minSize = *sh.MinPoolSize
+	}
+	if sh.ReservePoolSize != nil {
+		reserve = *sh.ReservePoolSize
+	}
+	if m := sh.MaxDBConnections; m > 0 {
+		size = min(size, m)
+		reserve = min(reserve, m-size)
+	}
+	return size, min(minSize, size), reserve
 }

@@ -328,7 +328,7 @@ var pgbSettings = map[string]pgbSetting{
 	"server_tls_protocols":      {"", 0, "TLS 1.2 and later"},
 	"server_tls_ciphers":        {"", 0, "Go's default cipher suites"},
 	"max_db_connections":        {"", 0, "pool sizes bound server connections"},
-	"max_user_connections":      {"", 0, "no per-user limit"},
+	"max_user_connections":      {"", 0, "pool_size in the users section caps each pool instead"},
 	"log_pooler_errors":         {"", 0, "errors are always logged"},
 	"log_stats":                 {"", 0, "statistics are Prometheus metrics"},
 	"peer_id":                   {"", 0, "no peers"},

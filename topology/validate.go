@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/url"
 	"slices"
@@ -71,6 +72,8 @@ func (c *Config) checkServer(p *problems) {
 	}
 	c.checkReplicas(p)
 	c.checkObservability(p)
+	c.checkShardPools(p)
+	c.checkUsers(p)
 }
 
 func (c *Config) checkObservability(p *problems) {
@@ -360,6 +363,52 @@ func (c *Config) checkTables(p *problems) {
 		seen[name] = i
 		if _, sharded := c.Tables[name]; sharded {
 			p.add(path, "table %q is both sharded (tables.%s) and a reference table", name, name)
+		}
+	}
+}
+
+// checkShardPools validates the shards' own pool sizes (PoolSizes).
+func (c *Config) checkShardPools(p *problems) {
+	for i, s := range c.Shards {
+		path := fmt.Sprintf("shards[%d].", i)
+		size := c.Pool.Size
+		if s.PoolSize != nil {
+			size = *s.PoolSize
+			if size < 1 {
+				p.add(path+"pool_size", "must be at least 1, got %d", size)
+			}
+		}
+		if s.MinPoolSize != nil && (*s.MinPoolSize < 0 || *s.MinPoolSize > size) {
+			p.add(path+"min_pool_size", "must be between 0 and the shard's pool size (%d), got %d", size, *s.MinPoolSize)
+		}
+		if s.ReservePoolSize != nil && *s.ReservePoolSize < 0 {
+			p.add(path+"reserve_pool_size", "must not be negative, got %d", *s.ReservePoolSize)
+		}
+		if s.MaxDBConnections < 0 {
+			p.add(path+"max_db_connections", "must not be negative (0: no cap), got %d", s.MaxDBConnections)
+		}
+	}
+}
+
+// checkUsers validates the per-user pool settings.
+func (c *Config) checkUsers(p *problems) {
+	names := slices.Sorted(maps.Keys(c.Users))
+	for _, name := range names {
+		u := c.Users[name]
+		path := "users." + name
+		if name == "" {
+			p.add(path, "user name is empty")
+		}
+		switch u.PoolMode {
+		case "", "transaction", "session", "statement":
+		default:
+			p.add(path+".pool_mode", "unknown mode %q, want transaction, session or statement", u.PoolMode)
+		}
+		if u.PoolSize < 0 {
+			p.add(path+".pool_size", "must not be negative (0: no cap), got %d", u.PoolSize)
+		}
+		if u.MaxUserClientConnections < 0 {
+			p.add(path+".max_user_client_connections", "must not be negative (0: no cap), got %d", u.MaxUserClientConnections)
 		}
 	}
 }

@@ -244,7 +244,7 @@ func TestDevConfigRespected(t *testing.T) {
 	if out, err := psql(app(moved), "SELECT count(*) FROM widgets WHERE id = 5"); err != nil || out != "1" {
 		t.Errorf("widgets after adding it to the config: %v\n%s", err, out)
 	}
-	if got := showConfig(t, moved, "pool_size"); got != "7" {
+	if got := showConfig(t, moved, "default_pool_size"); got != "7" {
 		t.Errorf("pool_size %q, want the file's 7", got)
 	}
 	p.stop(t, syscall.SIGTERM)

@@ -50,7 +50,7 @@ func TestServeSignals(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, row := range res[0].Rows {
-			if string(row[0]) == "pool_size" {
+			if string(row[0]) == "default_pool_size" {
 				return string(row[1])
 			}
 		}
