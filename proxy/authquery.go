@@ -153,20 +153,23 @@ func (q *authQuery) run(ctx context.Context, set *backend.Set, user string, call
 
 // fetch runs the query on a connection of its own once a slot is free.
 func (q *authQuery) fetch(ctx context.Context, set *backend.Set, user string) lookupResult {
+	node := set.Primary(q.shard)
+	if node.Down() {
+		// The health checks failed it: connecting would only wait out
+		// server_connect_timeout, holding a slot others may be waiting for.
+		return q.failed("shard "+q.shardName+"'s primary is down", errors.New("banned after failed health checks"))
+	}
 	select {
 	case q.slots <- struct{}{}:
 		defer func() { <-q.slots }()
 	case <-ctx.Done():
 		return lookupResult{err: ctx.Err()}
 	}
+	if ctx.Err() != nil { // gave up while waiting for the slot
+		return lookupResult{err: ctx.Err()}
+	}
 	ctx, cancel := context.WithTimeout(ctx, q.timeout)
 	defer cancel()
-	node := set.Primary(q.shard)
-	if node.Down() {
-		// The health checks failed it: connecting would only wait out
-		// server_connect_timeout.
-		return q.failed("shard "+q.shardName+"'s primary is down", errors.New("banned after failed health checks"))
-	}
 	cfg, err := pgconn.ParseConfig(node.DSN())
 	if err != nil {
 		return q.failed("bad DSN for shard "+q.shardName+"'s primary", err)

@@ -272,6 +272,24 @@ func TestAuthQueryServerDown(t *testing.T) {
 					t.Errorf("login %s failed after %v, want within %v", user, took[i], tt.within)
 				}
 			}
+			if tt.name != "refused" {
+				return
+			}
+			// Once its health check has failed, the primary is known to
+			// be down and the lookup does not try it.
+			want := `shardgate could not look up user "aq_late": shard s1's primary is down`
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				err := loginAs(ctx, addr, "aq_late", "pw")
+				var pgErr *pgconn.PgError
+				if errors.As(err, &pgErr) && pgErr.Code == "08006" && pgErr.Message == want {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("login while the primary is banned: got %v, want 08006 %q", err, want)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
 		})
 	}
 }
