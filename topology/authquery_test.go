@@ -23,10 +23,15 @@ keyspace:
 	if cfg.Auth.QueryShard != "s1" || !strings.Contains(cfg.Auth.Query, "pg_shadow") {
 		t.Fatalf("auth decoded as %+v", cfg.Auth)
 	}
+	// PgBouncer's name works too.
+	cfg, err = ParseConfig("c.yaml", []byte(twoShards+"auth:\n  auth_type: md5\n  auth_query: SELECT usename, passwd FROM pg_shadow WHERE usename = $1\n"))
+	if err != nil || cfg.Auth.Query == "" || cfg.Auth.QueryShard != "" {
+		t.Fatalf("auth_query alias: %v, auth %+v", err, cfg.Auth)
+	}
 	bad := []struct{ name, auth, want string }{
 		{"trust", "  type: trust\n  query: SELECT u, p FROM t WHERE u = $1\n",
 			"c.yaml:12: auth.query: has no use with auth type trust"},
-		{"no parameter", "  type: md5\n  query: SELECT usename, passwd FROM pg_shadow\n",
+		{"no parameter", "  type: md5\n  auth_query: SELECT usename, passwd FROM pg_shadow\n",
 			"c.yaml:12: auth.query: must take the user name as $1"},
 		{"shard without query", "  type: md5\n  users: [{name: a, password: b}]\n  query_shard: s1\n",
 			"c.yaml:13: auth.query_shard: needs auth.query"},
