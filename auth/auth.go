@@ -72,19 +72,28 @@ func protocolError(format string, args ...any) *Error {
 	return &Error{codeProtocolViolation, fmt.Sprintf(format, args...)}
 }
 
-// Authenticate runs method's exchange for user over c. It returns nil when the
-// client proved it knows the secret (or method is "trust"), *Error otherwise
-// (or an I/O error from c). It does not send AuthenticationOk.
+// Authenticate runs method's exchange for user over c against user's secret
+// in store; see Exchange.
+func Authenticate(c Conn, method, user string, store *Store, tlsServerEndPoint []byte) error {
+	sec, known := store.Lookup(user)
+	return Exchange(c, method, user, sec, known, tlsServerEndPoint)
+}
+
+// Exchange runs method's exchange for user over c against sec, the secret
+// the caller found for user (known=false: none, and sec is ignored). It
+// returns nil when the client proved it knows the secret (or method is
+// "trust"), *Error otherwise (or an I/O error from c). It does not send
+// AuthenticationOk.
 //
 // tlsServerEndPoint is the channel binding data of c's TLS connection (see
 // TLSServerEndPoint), nil when c is not TLS: with it SCRAM also offers
 // SCRAM-SHA-256-PLUS.
 //
-// For a user not in store the exchange still runs to the end against a fake
+// For an unknown user the exchange still runs to the end against a fake
 // secret (derived from the user name, so repeated probes see the same SCRAM
 // salt) and then fails with 28P01, so neither the flow nor the message reveals
 // whether the user exists.
-func Authenticate(c Conn, method, user string, store *Store, tlsServerEndPoint []byte) error {
+func Exchange(c Conn, method, user string, sec Secret, known bool, tlsServerEndPoint []byte) error {
 	switch method {
 	case methodTrust:
 		return nil
@@ -92,24 +101,28 @@ func Authenticate(c Conn, method, user string, store *Store, tlsServerEndPoint [
 	default:
 		return &Error{codeInvalidAuthorization, fmt.Sprintf("unsupported authentication method %q", method)}
 	}
-	sec, known := store.Lookup(user)
 	if !known {
 		sec = fakeSecret(user)
 	}
+	if !sec.Serves(method) {
+		return methodMismatch(method, user)
+	}
 	if method == methodMD5 {
-		if sec.md5 == "" {
-			// PostgreSQL and PgBouncer would switch to SCRAM here; the
-			// proxy's contract is to refuse so the configuration is fixed.
-			return &Error{codeInvalidAuthorization, fmt.Sprintf(
-				`md5 authentication is not possible for user "%s": its secret is a SCRAM-SHA-256 verifier`, user)}
-		}
 		return md5Exchange(c, user, sec.md5, known)
 	}
-	if sec.scram == nil {
-		return &Error{codeInvalidAuthorization, fmt.Sprintf(
-			`scram-sha-256 authentication is not possible for user "%s": its secret is an md5 hash`, user)}
-	}
 	return scramExchange(c, user, sec.scram, known, tlsServerEndPoint)
+}
+
+// methodMismatch refuses a user whose secret can't serve method. PostgreSQL
+// and PgBouncer would switch md5 to SCRAM here; the proxy's contract is to
+// refuse so the configuration is fixed.
+func methodMismatch(method, user string) *Error {
+	have := "an md5 hash"
+	if method == methodMD5 {
+		have = "a SCRAM-SHA-256 verifier"
+	}
+	return &Error{codeInvalidAuthorization, fmt.Sprintf(
+		`%s authentication is not possible for user "%s": its secret is %s`, method, user, have)}
 }
 
 // authMessage builds an 'R' body: the int32 authentication code, then data.

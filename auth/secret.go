@@ -35,6 +35,20 @@ type scramKeys struct {
 	storedKey, serverKey []byte // sha256.Size bytes each
 }
 
+// Serves reports whether s can check a password with method ("trust",
+// "md5" or "scram-sha-256"): md5 needs the md5 hash, SCRAM the SCRAM keys.
+func (s Secret) Serves(method string) bool {
+	switch method {
+	case methodTrust:
+		return true
+	case methodMD5:
+		return s.md5 != ""
+	case methodSCRAM:
+		return s.scram != nil
+	}
+	return false
+}
+
 // String keeps secrets out of logs that print a Secret by accident.
 func (Secret) String() string { return "auth.Secret(redacted)" }
 

@@ -74,3 +74,35 @@ func TestParseSecret(t *testing.T) {
 		t.Errorf("md5abc: %+v, %v", s, err)
 	}
 }
+
+// TestSecretServes: a secret serves the methods whose proof it can check.
+func TestSecretServes(t *testing.T) {
+	secret := func(s string) Secret {
+		t.Helper()
+		sec, err := ParseSecret("u", s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sec
+	}
+	for _, tt := range []struct {
+		name       string
+		sec        Secret
+		md5, scram bool
+	}{
+		{"plain", secret("pw"), true, true},
+		{"md5", secret(pgMD5Secret), true, false},
+		{"scram", secret(pgSCRAMSecret), false, true},
+		{"none", Secret{}, false, false},
+	} {
+		if got := tt.sec.Serves("md5"); got != tt.md5 {
+			t.Errorf("%s: Serves(md5) = %v", tt.name, got)
+		}
+		if got := tt.sec.Serves("scram-sha-256"); got != tt.scram {
+			t.Errorf("%s: Serves(scram-sha-256) = %v", tt.name, got)
+		}
+		if !tt.sec.Serves("trust") || tt.sec.Serves("ldap") {
+			t.Errorf("%s: trust must always be served, unknown methods never", tt.name)
+		}
+	}
+}

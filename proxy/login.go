@@ -26,6 +26,8 @@ type config struct {
 	tls   *tls.Config // nil when client TLS is disabled
 	cbind []byte      // tls-server-end-point of tls's certificate; nil: no SCRAM-SHA-256-PLUS
 	admin map[string]bool
+	// authQuery looks up users that users lacks; nil: no auth.query.
+	authQuery *authQuery
 
 	backends *backend.Set
 }
@@ -46,7 +48,7 @@ func newConfig(cfg *topology.Config) (*config, error) {
 	if err != nil {
 		return nil, err
 	}
-	rt := &config{cfg: cfg, users: store, admin: make(map[string]bool)}
+	rt := &config{cfg: cfg, users: store, admin: make(map[string]bool), authQuery: newAuthQuery(cfg)}
 	for _, u := range cfg.AdminUsers {
 		rt.admin[u] = true
 	}
@@ -98,13 +100,28 @@ func (c *client) authenticate(user string) error {
 	if c.tls {
 		cbind = c.rt.cbind // the certificate negotiateTLS presented
 	}
-	err := auth.Authenticate(authConn{c}, c.rt.cfg.Auth.Type, user, c.rt.users, cbind)
+	sec, known, err := c.findSecret(user)
+	if err != nil {
+		return err
+	}
+	err = auth.Exchange(authConn{c}, c.rt.cfg.Auth.Type, user, sec, known, cbind)
 	var aerr *auth.Error
 	if errors.As(err, &aerr) {
 		c.log().Info("authentication failed", "user", user, "addr", c.conn.RemoteAddr(), "reason", aerr.Message)
 		return c.fatal(aerr.Code, aerr.Message)
 	}
 	return err
+}
+
+// findSecret finds user's secret in the config's users and auth file,
+// which take precedence, else with auth.query. known=false: no such user,
+// or none that may log in.
+func (c *client) findSecret(user string) (sec auth.Secret, known bool, err error) {
+	sec, known = c.rt.users.Lookup(user)
+	if known || c.rt.authQuery == nil || c.rt.cfg.Auth.Type == "trust" {
+		return sec, known, nil
+	}
+	return c.queryUser(user)
 }
 
 // authConn gives auth the client's framing.

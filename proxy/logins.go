@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"net"
 	"sync"
+	"time"
 )
 
 // loginQueue holds the connections still logging in, oldest first.
@@ -15,21 +16,31 @@ import (
 // stalled on purpose. client_login_timeout ends the rest.
 type loginQueue struct {
 	mu    sync.Mutex
-	conns list.List // of net.Conn, the raw accepted socket
+	conns list.List // of queuedLogin
 }
+
+// queuedLogin is the raw accepted socket and when it was accepted.
+type queuedLogin struct {
+	conn  net.Conn
+	since time.Time
+}
+
+// queuedSince is when e's connection joined the queue. e's value is set
+// once, before its client's goroutine starts, so it is read without the lock.
+func queuedSince(e *list.Element) time.Time { return e.Value.(queuedLogin).since }
 
 // add queues conn and, when more than max are queued, returns the oldest
 // for the caller to close (outside the lock).
 func (q *loginQueue) add(conn net.Conn, max int) (*list.Element, net.Conn) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	e := q.conns.PushBack(conn)
+	e := q.conns.PushBack(queuedLogin{conn, time.Now()})
 	if q.conns.Len() <= max {
 		return e, nil
 	}
 	oldest := q.conns.Front()
 	q.conns.Remove(oldest)
-	return e, oldest.Value.(net.Conn)
+	return e, oldest.Value.(queuedLogin).conn
 }
 
 // done takes a connection out of the queue once its login ended, either

@@ -119,6 +119,20 @@ type AuthConfig struct {
 	// File is a PgBouncer-style auth file: one `"user" "secret"` per line.
 	// Relative paths are relative to the config file.
 	File string `yaml:"file" alias:"auth_file"`
+	// Query looks up users that neither Users nor File names on a shard's
+	// primary, as PgBouncer's auth_query does: it gets the user name as $1
+	// and returns one row of two columns, user name and secret (an md5
+	// hash or a SCRAM secret, as pg_authid stores them). No row, or a NULL
+	// secret, fails the login as a wrong password would. It runs over a
+	// connection of its own with the shard's DSN credentials, in the DSN's
+	// database, so that role must be able to read the secrets (a superuser,
+	// or a SECURITY DEFINER function that reads pg_shadow). Empty (default):
+	// only Users and File log in. PgBouncer's usual query is
+	// "SELECT usename, passwd FROM pg_shadow WHERE usename = $1".
+	Query string `yaml:"query" alias:"auth_query"`
+	// QueryShard names the shard whose primary Query runs on; default: the
+	// default shard if set, else the first shard.
+	QueryShard string `yaml:"query_shard"`
 }
 
 // UserConfig is one client login. Password is a plain password, an md5 hash

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -41,9 +42,10 @@ func (c *Config) checkServer(p *problems) {
 		}
 		users[u.Name] = true
 	}
-	if c.Auth.Type != "trust" && len(c.Auth.Users) == 0 && c.Auth.File == "" {
-		p.add("auth", "auth type %s needs users or a file", c.Auth.Type)
+	if c.Auth.Type != "trust" && len(c.Auth.Users) == 0 && c.Auth.File == "" && c.Auth.Query == "" {
+		p.add("auth", "auth type %s needs users or a file, or auth.query", c.Auth.Type)
 	}
+	c.checkAuthQuery(p)
 	switch c.TLS.Mode {
 	case "disable":
 	case "allow", "require":
@@ -74,6 +76,21 @@ func (c *Config) checkServer(p *problems) {
 	c.checkObservability(p)
 	c.checkShardPools(p)
 	c.checkUsers(p)
+}
+
+// checkAuthQuery checks what can be known of auth.query without a server:
+// that it can serve (a password method) and takes the user name.
+func (c *Config) checkAuthQuery(p *problems) {
+	a := c.Auth
+	switch {
+	case a.Query == "" && a.QueryShard != "":
+		p.add("auth.query_shard", "needs auth.query")
+	case a.Query == "":
+	case a.Type == "trust":
+		p.add("auth.query", "has no use with auth type trust, which checks no password")
+	case !strings.Contains(a.Query, "$1"):
+		p.add("auth.query", "must take the user name as $1, e.g. SELECT usename, passwd FROM pg_shadow WHERE usename = $1")
+	}
 }
 
 func (c *Config) checkObservability(p *problems) {
@@ -219,6 +236,9 @@ func (c *Config) checkLayout(p *problems) []OwnedRange {
 	c.checkTables(p)
 	if _, known := shards[c.DefaultShard]; c.DefaultShard != "" && !known {
 		p.add("default_shard", "unknown shard %q", c.DefaultShard)
+	}
+	if _, known := shards[c.Auth.QueryShard]; c.Auth.QueryShard != "" && !known {
+		p.add("auth.query_shard", "unknown shard %q", c.Auth.QueryShard)
 	}
 	return ranges
 }
