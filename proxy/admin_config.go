@@ -170,6 +170,7 @@ func pgbouncerSettings() []setting {
 		// Auth and TLS change with their files, on RELOAD.
 		fixed("auth_type", func(c *topology.Config) string { return c.Auth.Type }),
 		fixed("auth_file", func(c *topology.Config) string { return c.Auth.File }),
+		fixed("auth_query", func(c *topology.Config) string { return c.Auth.Query }),
 		fixed("client_tls_sslmode", func(c *topology.Config) string { return c.TLS.Mode }),
 		fixed("client_tls_cert_file", func(c *topology.Config) string { return c.TLS.Cert }),
 		fixed("client_tls_key_file", func(c *topology.Config) string { return c.TLS.Key }),
@@ -195,6 +196,7 @@ func pgbouncerSettings() []setting {
 func shardgateSettings() []setting {
 	return []setting{
 		fixed("database", func(c *topology.Config) string { return c.Database }),
+		fixed("auth_query_shard", func(c *topology.Config) string { return c.Auth.QueryShard }),
 		int64Setting("max_intermediate_result_size", func(c *topology.Config) *int64 { return &c.MaxIntermediateResultSize }, 1),
 		flagSetting("pin_session_state", func(c *topology.Config) *bool { return &c.Pool.PinSessionState }),
 		flagSetting("allow_broadcast_writes", func(c *topology.Config) *bool { return &c.AllowBroadcastWrites }),

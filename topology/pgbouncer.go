@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"cmp"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"path/filepath"
@@ -105,8 +106,9 @@ type pgbConverter struct {
 	listenAddr, listenPort string
 	// The database entry's connect string, whose pool settings override
 	// [pgbouncer]'s as they do in PgBouncer.
-	db     map[string]string
-	dbLine int
+	db        map[string]string
+	dbLine    int
+	usersNode *yaml.Node // the users section, once a user has settings
 }
 
 func (c *pgbConverter) notef(format string, args ...any) {
@@ -150,9 +152,14 @@ func (c *pgbConverter) database(entries []iniEntry) error {
 	setKey(c.root, "keyspace", sequence(rng))
 	setKey(c.root, "default_shard", scalar("s0"))
 	c.db, c.dbLine = params, db.line
-	for _, k := range []string{"client_encoding", "datestyle", "timezone", "application_name", "connect_query", "auth_user", "auth_dbname", "auth_query", "load_balance_hosts", "server_lifetime"} {
+	for _, k := range []string{"client_encoding", "datestyle", "timezone", "application_name", "connect_query"} {
 		if _, ok := params[k]; ok {
 			c.notef("[databases] line %d: %s=: not carried over (clients set their own session parameters)", db.line, k)
+		}
+	}
+	for _, k := range []string{"auth_user", "auth_dbname", "auth_query", "load_balance_hosts", "server_lifetime"} {
+		if _, ok := params[k]; ok {
+			c.notef("[databases] line %d: %s=: not carried over (set it in [pgbouncer]; auth.query runs as the DSN's user)", db.line, k)
 		}
 	}
 	return nil
@@ -282,6 +289,9 @@ var pgbSettings = map[string]pgbSetting{
 
 	"auth_type":            {"auth.auth_type", kindString, ""},
 	"auth_file":            {"auth.auth_file", kindPath, ""},
+	"auth_query":           {"auth.auth_query", kindString, ""},
+	"auth_user":            {"", 0, "auth.query runs as the user in the shard's DSN"},
+	"auth_dbname":          {"", 0, "auth.query runs in the shard's DSN database"},
 	"admin_users":          {"admin_users", kindList, ""},
 	"client_tls_sslmode":   {"tls.client_tls_sslmode", kindString, ""},
 	"client_tls_cert_file": {"tls.client_tls_cert_file", kindPath, ""},
@@ -442,9 +452,46 @@ func (c *pgbConverter) listen() {
 	c.root.Content = append([]*yaml.Node{scalar("listen"), scalar(net.JoinHostPort(host, port))}, c.root.Content...)
 }
 
+// users converts the [users] section: each user's pool_mode, pool_size
+// and max_user_client_connections go to shardgate's users section.
 func (c *pgbConverter) users(entries []iniEntry) {
 	for _, e := range entries {
-		c.notef("[users] line %d: %s: per-user settings are not carried over", e.line, e.key)
+		params, err := parseConnString(e.value)
+		if err != nil {
+			c.notef("[users] line %d: %s: not carried over: %v", e.line, e.key, err)
+			continue
+		}
+		u := newMapping()
+		for _, k := range []string{"pool_mode", "pool_size", "max_user_client_connections"} {
+			v, ok := params[k]
+			if !ok {
+				continue
+			}
+			node := scalar(v)
+			if k != "pool_mode" {
+				if _, err := strconv.Atoi(v); err != nil {
+					c.notef("[users] line %d: %s=%s: not carried over: want an integer", e.line, k, v)
+					continue
+				}
+				node = &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!int", Value: v}
+			}
+			setKey(u, k, node)
+		}
+		for _, k := range slices.Sorted(maps.Keys(params)) {
+			if !slices.Contains([]string{"pool_mode", "pool_size", "max_user_client_connections"}, k) {
+				c.notef("[users] line %d: %s %s=: not carried over (pool_size caps the user's connections in each pool)", e.line, e.key, k)
+			}
+		}
+		if len(u.Content) > 0 {
+			u.Style = yaml.FlowStyle
+			users := c.usersNode
+			if users == nil {
+				users = newMapping()
+				setKey(c.root, "users", users)
+				c.usersNode = users
+			}
+			setKey(users, strings.Trim(e.key, `"`), u)
+		}
 	}
 }
 

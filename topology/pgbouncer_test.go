@@ -51,13 +51,15 @@ func TestFromPgBouncer(t *testing.T) {
 		{"auth_type", cfg.Auth.Type, "md5"},
 		{"auth_file", cfg.Auth.File, "/tmp/x/userlist.txt"},
 		{"admin_users", strings.Join(cfg.AdminUsers, ","), "admin"},
+		{"auth_query", cfg.Auth.Query, "SELECT usename, passwd FROM pg_shadow WHERE usename=$1"},
+		{"users.batch.pool_mode", cfg.Users["batch"].PoolMode, "session"},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
 			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
 		}
 	}
-	for _, dropped := range []string{"logfile", "stats_users", "server_reset_query", "ignore_startup_parameters"} {
+	for _, dropped := range []string{"logfile", "stats_users", "server_reset_query", "ignore_startup_parameters", "auth_user", "batch max_user_connections"} {
 		if !strings.Contains(strings.Join(notes, "\n"), dropped) {
 			t.Errorf("no note for %s among\n%s", dropped, strings.Join(notes, "\n"))
 		}

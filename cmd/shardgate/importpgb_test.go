@@ -31,6 +31,18 @@ func TestImportPgBouncerServesTheSamePools(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cluster.Stop()
+	// carol is known only to the server: both poolers find her through
+	// auth_query. PgBouncer looks her up as auth_user pgb_lookup (1.18
+	// crashes when auth_user is the database's forced user); shardgate as
+	// the DSN's user.
+	direct, err := pgconn.Connect(ctx, cluster.Shards[0].Primary.DSN("app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := direct.Exec(ctx, "SET password_encryption = 'md5'; CREATE ROLE carol LOGIN PASSWORD 'carolpw'; CREATE ROLE pgb_lookup LOGIN SUPERUSER").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	direct.Close(ctx)
 	dir, cred := pgbouncerDir(t)
 	listen := freeAddr(t)
 	_, port, _ := net.SplitHostPort(listen)
@@ -68,7 +80,7 @@ func TestImportPgBouncerServesTheSamePools(t *testing.T) {
 	if pgbouncer != shardgate {
 		t.Errorf("PgBouncer and the converted shardgate differ:\npgbouncer %+v\nshardgate %+v", pgbouncer, shardgate)
 	}
-	if shardgate.serverConns != 12 || shardgate.poolMode != "transaction" || !shardgate.badPasswordRefused {
+	if shardgate.serverConns != 12 || shardgate.poolMode != "transaction" || !shardgate.badPasswordRefused || !shardgate.serverUserLogsIn {
 		t.Errorf("the pools are not the ini's: %+v", shardgate)
 	}
 	admin, err := pgconn.Connect(ctx, "postgres://admin:adminpw@"+listen+"/shardgate?sslmode=disable")
@@ -88,6 +100,7 @@ func TestImportPgBouncerServesTheSamePools(t *testing.T) {
 type poolerAnswers struct {
 	query              string // alice's answer to SELECT current_user, 1+1
 	badPasswordRefused bool
+	serverUserLogsIn   bool // a user only auth_query knows
 	poolMode           string // SHOW POOLS
 	serverConns        int    // server connections in use with 13 clients in transactions
 	waiting            int    // clients waiting meanwhile
@@ -111,6 +124,11 @@ func probePooler(t *testing.T, addr string) poolerAnswers {
 	conn.Close(ctx)
 	_, err = pgconn.Connect(ctx, "postgres://alice:wrong@"+addr+"/app?sslmode=disable")
 	a.badPasswordRefused = err != nil && strings.Contains(err.Error(), "password authentication failed")
+	if carol, err := pgconn.Connect(ctx, "postgres://carol:carolpw@"+addr+"/app?sslmode=disable"); err == nil {
+		_, err = carol.Exec(ctx, "SELECT 1").ReadAll()
+		a.serverUserLogsIn = err == nil
+		carol.Close(ctx)
+	}
 
 	admin, err := pgconn.Connect(ctx, "postgres://admin:adminpw@"+addr+"/pgbouncer?sslmode=disable")
 	if err != nil {
@@ -257,6 +275,12 @@ func startPgBouncer(t *testing.T, ini, listen string, cred *syscall.Credential) 
 		}
 	}
 	t.Cleanup(stop)
+	t.Cleanup(func() {
+		if t.Failed() {
+			log, _ := os.ReadFile(filepath.Join(filepath.Dir(ini), "pgbouncer.log"))
+			t.Logf("pgbouncer's log:\n%s%s", out.String(), log)
+		}
+	})
 	if !listening(listen, 20*time.Second) {
 		log, _ := os.ReadFile(filepath.Join(filepath.Dir(ini), "pgbouncer.log"))
 		t.Fatalf("pgbouncer did not start:\n%s%s", out.String(), log)
