@@ -113,8 +113,10 @@ func (c *client) adminShow(what string) error {
 // adminShows are the SHOW commands; each returns its columns and rows.
 func adminShows() map[string]func(*client) ([]string, [][]string) {
 	return map[string]func(*client) ([]string, [][]string){
-		"HELP":      (*client).showHelp,
-		"VERSION":   func(*client) ([]string, [][]string) { return []string{"version"}, [][]string{{"shardgate " + BuildVersion()}} },
+		"HELP": (*client).showHelp,
+		"VERSION": func(*client) ([]string, [][]string) {
+			return []string{"version"}, [][]string{{"shardgate " + BuildVersion()}}
+		},
 		"POOLS":     (*client).showPools,
 		"STATS":     (*client).showStats,
 		"TOTALS":    (*client).showTotals,

@@ -100,7 +100,7 @@ func TestImportPgBouncerServesTheSamePools(t *testing.T) {
 type poolerAnswers struct {
 	query              string // alice's answer to SELECT current_user, 1+1
 	badPasswordRefused bool
-	serverUserLogsIn   bool // a user only auth_query knows
+	serverUserLogsIn   bool   // a user only auth_query knows
 	poolMode           string // SHOW POOLS
 	serverConns        int    // server connections in use with 13 clients in transactions
 	waiting            int    // clients waiting meanwhile
