@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"time"
 
@@ -90,6 +91,9 @@ func (s *Server) Drain(ctx context.Context) error {
 	s.lifeMu.Unlock()
 	s.log.Info("draining: no new clients; waiting for transactions to finish")
 	for {
+		// A connection still logging in has no transaction to finish: it
+		// must not hold the drain for up to client_login_timeout.
+		s.logins.closeAll()
 		s.clientsMu.Lock()
 		n := len(s.clients)
 		for c := range s.clients {
@@ -142,5 +146,15 @@ func warnRestartOnly(log *slog.Logger, running, next *topology.Config) {
 		if f.running != f.next {
 			log.Warn(f.name+" changes only on restart", "running", f.running, "config", f.next)
 		}
+	}
+}
+
+// closeAll closes every connection still logging in; their clients end
+// and leave the queue themselves.
+func (q *loginQueue) closeAll() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for e := q.conns.Front(); e != nil; e = e.Next() {
+		e.Value.(net.Conn).Close()
 	}
 }

@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"context"
+	"errors"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -207,5 +208,31 @@ func connectWhenUp(t *testing.T, dsn string, served <-chan error) *pgx.Conn {
 			t.Fatalf("connect %s: %v", dsn, err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestDrainDoesNotWaitForLogins: a connection that has not finished its
+// login holds no transaction, so a drain closes it rather than wait for
+// client_login_timeout.
+func TestDrainDoesNotWaitForLogins(t *testing.T) {
+	srv, addr, stop, err := startServer(func(*topology.Config) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	raw, err := net.Dial("tcp", addr) // sends no startup packet
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	time.Sleep(100 * time.Millisecond) // accepted
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if err := srv.Drain(ctx); err != nil {
+		t.Fatalf("drain with a login in progress: %v", err)
+	}
+	raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := raw.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the login in progress is still open after the drain: %v", err)
 	}
 }
