@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"slices"
 	"time"
 
@@ -146,15 +145,5 @@ func warnRestartOnly(log *slog.Logger, running, next *topology.Config) {
 		if f.running != f.next {
 			log.Warn(f.name+" changes only on restart", "running", f.running, "config", f.next)
 		}
-	}
-}
-
-// closeAll closes every connection still logging in; their clients end
-// and leave the queue themselves.
-func (q *loginQueue) closeAll() {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for e := q.conns.Front(); e != nil; e = e.Next() {
-		e.Value.(net.Conn).Close()
 	}
 }
