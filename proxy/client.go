@@ -144,11 +144,13 @@ func (c *client) serve(ctx context.Context) {
 		}
 		return
 	}
+	c.logLogin()
 	loop := c.loop
 	if c.admin {
 		loop = c.adminLoop
 	}
-	if err := loop(); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+	err := loop()
+	if !c.logDisconnect(err) && err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 		c.log().Info("client connection ended", "err", err)
 	}
 }

@@ -13,7 +13,7 @@ import (
 // probe shows.
 func (s *Server) Ready() error {
 	s.lifeMu.Lock()
-	listening := s.ln != nil
+	listening := len(s.listeners) > 0
 	s.lifeMu.Unlock()
 	switch {
 	case s.stopping.Load():

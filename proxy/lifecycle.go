@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -12,8 +13,9 @@ import (
 )
 
 // Lifecycle, as PgBouncer operators know it: RELOAD (SIGHUP) applies a new
-// config without dropping clients; a drain (SIGTERM) stops accepting and
-// lets transactions finish; Shutdown (SIGINT, SHUTDOWN) stops now.
+// config without dropping clients; a drain (SIGINT without a deadline,
+// SIGTERM within shutdown_timeout) stops accepting and lets transactions
+// finish; Shutdown (a second signal, SHUTDOWN) stops now.
 
 // SetConfigFile names the file Reload reads.
 func (s *Server) SetConfigFile(path string) {
@@ -50,9 +52,7 @@ func (s *Server) Apply(cfg *topology.Config) error {
 	if !slices.EqualFunc(old.cfg.Shards, cfg.Shards, func(a, b topology.ShardConfig) bool { return a.Name == b.Name }) {
 		return errors.New("reload cannot add, remove or rename shards; restart shardgate or reshard")
 	}
-	if cfg.Listen != old.cfg.Listen {
-		s.log.Warn("listen address changes only on restart", "running", old.cfg.Listen, "config", cfg.Listen)
-	}
+	warnRestartOnly(s.log, old.cfg, cfg)
 	topo, err := topology.New(cfg)
 	if err != nil {
 		return err
@@ -70,6 +70,10 @@ func (s *Server) Apply(cfg *topology.Config) error {
 	rt.backends.Start()
 	s.admin.retire(old.backends, rt.backends) // WAIT_CLOSE waits for them
 	old.backends.CloseExcept(rt.backends)     // lent connections close as they come back
+	select {
+	case s.reloaded <- struct{}{}:
+	default: // a wake-up is already pending
+	}
 	s.log.Info("configuration reloaded", "pool_size", cfg.Pool.Size, "mode", cfg.Pool.Mode)
 	return nil
 }
@@ -82,12 +86,13 @@ func (s *Server) Drain(ctx context.Context) error {
 		return nil
 	}
 	s.lifeMu.Lock()
-	if s.ln != nil {
-		s.ln.Close()
-	}
+	closeAll(s.listeners) // a Unix socket's file goes with it
 	s.lifeMu.Unlock()
 	s.log.Info("draining: no new clients; waiting for transactions to finish")
 	for {
+		// A connection still logging in has no transaction to finish: it
+		// must not hold the drain for up to client_login_timeout.
+		s.logins.closeAll()
 		s.clientsMu.Lock()
 		n := len(s.clients)
 		for c := range s.clients {
@@ -121,5 +126,24 @@ func (s *Server) Shutdown() {
 func (s *Server) waitDrained(ctx context.Context) {
 	for s.clientCount.Load() > 0 && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// warnRestartOnly warns of the settings a RELOAD changed that take effect
+// only on restart: the listeners and the pidfile belong to the process.
+func warnRestartOnly(log *slog.Logger, running, next *topology.Config) {
+	for _, f := range []struct {
+		name          string
+		running, next any
+	}{
+		{"listen", running.Listen, next.Listen},
+		{"unix_socket_dir", running.UnixSocketDir, next.UnixSocketDir},
+		{"unix_socket_mode", running.UnixSocketMode, next.UnixSocketMode},
+		{"unix_socket_group", running.UnixSocketGroup, next.UnixSocketGroup},
+		{"pidfile", running.PidFile, next.PidFile},
+	} {
+		if f.running != f.next {
+			log.Warn(f.name+" changes only on restart", "running", f.running, "config", f.next)
+		}
 	}
 }

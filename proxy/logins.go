@@ -56,3 +56,13 @@ func (q *loginQueue) len() int {
 	defer q.mu.Unlock()
 	return q.conns.Len()
 }
+
+// closeAll closes every connection still logging in, for a drain; their
+// clients end and leave the queue themselves.
+func (q *loginQueue) closeAll() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for e := q.conns.Front(); e != nil; e = e.Next() {
+		e.Value.(queuedLogin).conn.Close()
+	}
+}

@@ -55,9 +55,11 @@ type Server struct {
 	clients   map[*client]struct{}
 	wg        sync.WaitGroup
 
-	lifeMu     sync.Mutex
-	ln         net.Listener
-	stop       context.CancelFunc // ends Serve
+	lifeMu    sync.Mutex
+	listeners []net.Listener
+	stop      context.CancelFunc // ends Serve
+	// reloaded wakes the stats logger to pick up a new stats_period.
+	reloaded   chan struct{}
 	draining   atomic.Bool
 	stopping   atomic.Bool // Serve is closing every client (Ready)
 	configPath string
@@ -84,6 +86,7 @@ func New(cfg *topology.Config, log *slog.Logger) (*Server, error) {
 		log:       log,
 		metrics:   metrics.New(),
 		clients:   make(map[*client]struct{}),
+		reloaded:  make(chan struct{}, 1),
 	}
 	s.registerStateMetrics()
 	if rt.backends, err = backend.New(cfg, nil, s.backendDeps()); err != nil {
@@ -105,34 +108,61 @@ func (s *Server) backendDeps() backend.Deps {
 // Router exposes the router, e.g. for the admin console and tests.
 func (s *Server) Router() *router.Router { return s.router }
 
-// ListenAndServe listens on cfg.Listen and serves until ctx ends.
+// ListenAndServe listens on cfg.Listen and, with unix_socket_dir, on a
+// Unix socket for the same port, and serves both until ctx ends.
 func (s *Server) ListenAndServe(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.rt.Load().cfg.Listen)
+	cfg := s.rt.Load().cfg
+	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	return s.Serve(ctx, ln)
+	lns := []net.Listener{ln}
+	if cfg.UnixSocketDir != "" {
+		uln, err := listenUnix(cfg, ln.Addr().(*net.TCPAddr).Port)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		s.log.Info("listening on a Unix socket", "path", uln.Addr().String())
+		lns = append(lns, uln)
+	}
+	return s.Serve(ctx, lns...)
 }
 
-// Serve accepts clients on ln until ctx ends, then closes every client and
-// pool and returns.
-func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+// Serve accepts clients on every listener until ctx ends, then closes
+// every client and pool and returns. A drain (see Drain) ends it too, once
+// its clients have left.
+func (s *Server) Serve(ctx context.Context, lns ...net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s.lifeMu.Lock()
-	s.ln, s.stop = ln, cancel
+	s.listeners, s.stop = lns, cancel
 	s.lifeMu.Unlock()
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	stop := context.AfterFunc(ctx, func() { closeAll(lns) })
 	defer stop()
+	var stats sync.WaitGroup
+	stats.Go(func() { s.logStats(ctx) })
+	var accepting sync.WaitGroup
+	for _, ln := range lns {
+		accepting.Go(func() { s.accept(ctx, ln) })
+	}
+	accepting.Wait()
+	if s.draining.Load() {
+		s.waitDrained(ctx)
+	}
+	s.shutdown()
+	cancel()
+	stats.Wait()
+	return nil
+}
+
+// accept serves the clients of ln until it closes.
+func (s *Server) accept(ctx context.Context, ln net.Listener) {
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				if s.draining.Load() {
-					s.waitDrained(ctx)
-				}
-				s.shutdown()
-				return nil
+				return
 			}
 			s.log.Warn("accept failed", "err", err)
 			time.Sleep(10 * time.Millisecond)
@@ -142,26 +172,37 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		if tc, ok := conn.(*net.TCPConn); ok {
 			tc.SetKeepAliveConfig(backend.KeepAlive(s.rt.Load().cfg.Pool))
 		}
-		c := newClient(s, conn, s.nextConn.Add(1))
-		var evicted net.Conn
-		c.entry.loginSlot, evicted = s.logins.add(conn, s.rt.Load().cfg.Pool.MaxClientConn)
-		if evicted != nil {
-			s.log.Warn("too many connections logging in: closing the oldest", "max_client_conn", s.rt.Load().cfg.Pool.MaxClientConn, "addr", evicted.RemoteAddr())
-			evicted.Close()
-		}
+		s.start(ctx, conn)
+	}
+}
+
+// start runs a client for conn.
+func (s *Server) start(ctx context.Context, conn net.Conn) {
+	c := newClient(s, conn, s.nextConn.Add(1))
+	var evicted net.Conn
+	c.entry.loginSlot, evicted = s.logins.add(conn, s.rt.Load().cfg.Pool.MaxClientConn)
+	if evicted != nil {
+		s.log.Warn("too many connections logging in: closing the oldest", "max_client_conn", s.rt.Load().cfg.Pool.MaxClientConn, "addr", evicted.RemoteAddr())
+		evicted.Close()
+	}
+	s.clientsMu.Lock()
+	s.clients[c] = struct{}{}
+	s.clientsMu.Unlock()
+	s.wg.Add(1)
+	s.clientCount.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.clientCount.Add(-1)
+		c.serve(ctx)
 		s.clientsMu.Lock()
-		s.clients[c] = struct{}{}
+		delete(s.clients, c)
 		s.clientsMu.Unlock()
-		s.wg.Add(1)
-		s.clientCount.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer s.clientCount.Add(-1)
-			c.serve(ctx)
-			s.clientsMu.Lock()
-			delete(s.clients, c)
-			s.clientsMu.Unlock()
-		}()
+	}()
+}
+
+func closeAll(lns []net.Listener) {
+	for _, ln := range lns {
+		ln.Close()
 	}
 }
 

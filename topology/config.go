@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -106,6 +107,30 @@ type Config struct {
 	// Users holds per-user pool settings by client user name, as
 	// PgBouncer's [users] section; users not named have none.
 	Users map[string]UserPoolConfig `yaml:"users"`
+
+	// Process settings, with PgBouncer's names and meanings.
+	//
+	// UnixSocketDir, when set, adds a Unix socket listener,
+	// DIR/.s.PGSQL.<port> with the port of listen, so that
+	// `psql -h DIR -p PORT` reaches it. Default "" (off), unlike
+	// PgBouncer's /tmp: tests and the sandbox run many proxies at once,
+	// and each would race the others for the same socket names.
+	// UnixSocketMode is the socket file's permissions (default 0777,
+	// written in octal, as PgBouncer's); UnixSocketGroup, if set, its group.
+	// PidFile, if set, gets the process id while shardgate runs; a file
+	// naming a live process stops a second start. None of these four
+	// changes on RELOAD. Relative paths are relative to the config file.
+	UnixSocketDir   string   `yaml:"unix_socket_dir"`
+	UnixSocketMode  FileMode `yaml:"unix_socket_mode"`
+	UnixSocketGroup string   `yaml:"unix_socket_group"`
+	PidFile         string   `yaml:"pidfile"`
+	// LogConnections and LogDisconnections log each client's login and
+	// its end (default both on); StatsPeriod is how often a line of pool
+	// statistics is logged (default 60s; 0: never). All three change on
+	// RELOAD.
+	LogConnections    bool     `yaml:"log_connections"`
+	LogDisconnections bool     `yaml:"log_disconnections"`
+	StatsPeriod       Duration `yaml:"stats_period"`
 }
 
 // AuthConfig says how clients prove who they are. Servers are reached with
@@ -334,6 +359,11 @@ func defaultConfig() *Config {
 			TCPKeepInterval:      Duration(10 * time.Second),
 			TCPKeepCount:         3,
 		},
+
+		UnixSocketMode:    0o777,
+		LogConnections:    true,
+		LogDisconnections: true,
+		StatsPeriod:       Duration(60 * time.Second),
 	}
 }
 
@@ -343,7 +373,7 @@ func (c *Config) resolvePaths(dir string) {
 	if c.DecisionLog == "" {
 		c.DecisionLog = "shardgate-2pc.log"
 	}
-	for _, path := range []*string{&c.Auth.File, &c.TLS.Cert, &c.TLS.Key, &c.ServerTLS.CA, &c.DecisionLog} {
+	for _, path := range []*string{&c.Auth.File, &c.TLS.Cert, &c.TLS.Key, &c.ServerTLS.CA, &c.DecisionLog, &c.UnixSocketDir, &c.PidFile} {
 		if *path != "" && !filepath.IsAbs(*path) {
 			*path = filepath.Join(dir, *path)
 		}
@@ -421,4 +451,22 @@ func (c *Config) PoolSizes(i int) (size, minSize, reserve int) {
 		reserve = min(reserve, m-size)
 	}
 	return size, min(minSize, size), reserve
+}
+
+// FileMode is a file's permission bits, written in octal as chmod takes
+// them ("0770", "770" or "0o770"), whatever YAML would make of the digits.
+type FileMode uint32
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (m *FileMode) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return errors.New("want an octal file mode such as 0770")
+	}
+	text := strings.TrimPrefix(strings.TrimPrefix(n.Value, "0o"), "0O")
+	v, err := strconv.ParseUint(text, 8, 32)
+	if err != nil || v > 0o777 {
+		return fmt.Errorf("invalid file mode %q, want octal permission bits such as 0770", n.Value)
+	}
+	*m = FileMode(v)
+	return nil
 }

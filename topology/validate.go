@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -76,6 +77,7 @@ func (c *Config) checkServer(p *problems) {
 	c.checkObservability(p)
 	c.checkShardPools(p)
 	c.checkUsers(p)
+	c.checkProcess(p)
 }
 
 // checkAuthQuery checks what can be known of auth.query without a server:
@@ -430,5 +432,24 @@ func (c *Config) checkUsers(p *problems) {
 		if u.MaxUserClientConnections < 0 {
 			p.add(path+".max_user_client_connections", "must not be negative (0: no cap), got %d", u.MaxUserClientConnections)
 		}
+	}
+}
+
+// maxSocketPath is the longest Unix socket path Linux takes (sun_path is
+// 108 bytes, NUL included).
+const maxSocketPath = 107
+
+// checkProcess validates the process settings: Unix socket, pidfile,
+// connection logging and stats_period.
+func (c *Config) checkProcess(p *problems) {
+	if c.UnixSocketDir == "" {
+		if c.UnixSocketGroup != "" {
+			p.add("unix_socket_group", "needs unix_socket_dir")
+		}
+	} else if n := len(filepath.Join(c.UnixSocketDir, ".s.PGSQL.65535")); n > maxSocketPath {
+		p.add("unix_socket_dir", "too long for a socket path: %d bytes with the socket name, at most %d", n, maxSocketPath)
+	}
+	if c.StatsPeriod < 0 {
+		p.add("stats_period", "must not be negative (0 disables)")
 	}
 }

@@ -23,8 +23,21 @@ func serveCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve [--config] FILE",
 		Short: "Run the proxy with a config file",
-		Long:  "Run the proxy: listen on the config's address, route every statement by its shard key and pool server connections.\nStops on SIGINT or SIGTERM.",
-		Args:  cobra.MaximumNArgs(1),
+		Long: `Run the proxy: listen on the config's address (and, with unix_socket_dir, on
+a Unix socket for the same port), route every statement by its shard key and
+pool server connections.
+
+Signals, as PgBouncer's:
+  SIGHUP   reload the config file, as the admin console's RELOAD.
+  SIGINT   safe shutdown (PgBouncer's SHUTDOWN WAIT_FOR_SERVERS): stop
+           accepting connections, let every client finish its transaction,
+           disconnect each client as soon as it is between transactions, and
+           exit once all are gone, however long that takes.
+  SIGTERM  the same within shutdown_timeout, then close the clients left.
+           (PgBouncer 1.23+ waits for clients to disconnect on their own.)
+  SIGQUIT  stop at once, as the admin console's SHUTDOWN.
+A second SIGINT or SIGTERM during a shutdown stops at once.`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := configArg(cmd, args, &configPath); err != nil {
 				return err
@@ -38,6 +51,15 @@ func serveCmd() *cobra.Command {
 				return err
 			}
 			topology.WarnExposedSecrets(log, configPath, cfg)
+			if cfg.PidFile != "" {
+				// Before anything else runs: a second shardgate on this
+				// config must not resolve in-doubt transactions too.
+				remove, err := writePidfile(cfg.PidFile)
+				if err != nil {
+					return err
+				}
+				defer remove()
+			}
 			srv, err := proxy.New(cfg, log)
 			if err != nil {
 				return err
@@ -63,37 +85,49 @@ func serveCmd() *cobra.Command {
 	return cmd
 }
 
-// handleSignals gives the signals PgBouncer operators expect: SIGHUP
-// reloads the config, SIGTERM drains (no new clients, transactions finish,
-// up to shutdown_timeout), SIGINT stops at once.
+// handleSignals gives the signals PgBouncer operators expect (see the
+// serve command's help). stop ends the proxy at once.
 func handleSignals(ctx context.Context, srv *proxy.Server, log *slog.Logger, drainTimeout time.Duration, stop context.CancelFunc) {
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, os.Interrupt)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
 	defer signal.Stop(sigs)
+	shuttingDown := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case sig := <-sigs:
-			switch sig {
-			case syscall.SIGHUP:
+			switch {
+			case sig == syscall.SIGHUP:
 				if err := srv.Reload(); err != nil {
 					log.Error("reload failed; the running configuration stays", "err", err)
 				}
-			case syscall.SIGTERM:
-				go func() {
-					dctx, cancel := context.WithTimeout(ctx, drainTimeout)
-					defer cancel()
-					if err := srv.Drain(dctx); err != nil {
-						log.Warn("drain timed out; closing the remaining clients", "err", err)
-					}
-					stop()
-				}()
-			default:
-				log.Info("stopping now")
+			case sig == syscall.SIGQUIT || shuttingDown:
+				log.Info("stopping now", "signal", sig.String())
 				stop()
+			case sig == syscall.SIGINT:
+				shuttingDown = true
+				log.Info("safe shutdown: waiting for every transaction to end; signal again to stop now")
+				go drainThenStop(ctx, srv, log, 0, stop)
+			default: // SIGTERM
+				shuttingDown = true
+				log.Info("shutdown: waiting for transactions to end", "shutdown_timeout", drainTimeout)
+				go drainThenStop(ctx, srv, log, drainTimeout, stop)
 			}
 		}
+	}
+}
+
+// drainThenStop drains srv, within timeout unless it is 0, then stops it.
+func drainThenStop(ctx context.Context, srv *proxy.Server, log *slog.Logger, timeout time.Duration, stop context.CancelFunc) {
+	defer stop()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	if err := srv.Drain(ctx); err != nil && ctx.Err() == context.DeadlineExceeded {
+		log.Warn("drain timed out; closing the remaining clients", "err", err)
 	}
 }
 
