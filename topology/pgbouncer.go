@@ -293,6 +293,10 @@ var pgbSettings = map[string]pgbSetting{
 	"auth_user":            {"", 0, "auth.query runs as the user in the shard's DSN"},
 	"auth_dbname":          {"", 0, "auth.query runs in the shard's DSN database"},
 	"admin_users":          {"admin_users", kindList, ""},
+	"pidfile":              {"pidfile", kindPath, ""},
+	"log_connections":      {"log_connections", kindBool, ""},
+	"log_disconnections":   {"log_disconnections", kindBool, ""},
+	"stats_period":         {"stats_period", kindSeconds, ""},
 	"client_tls_sslmode":   {"tls.client_tls_sslmode", kindString, ""},
 	"client_tls_cert_file": {"tls.client_tls_cert_file", kindPath, ""},
 	"client_tls_key_file":  {"tls.client_tls_key_file", kindPath, ""},
@@ -340,12 +344,12 @@ var pgbSettings = map[string]pgbSetting{
 	"max_db_connections":        {"", 0, "pool sizes bound server connections"},
 	"max_user_connections":      {"", 0, "pool_size in the users section caps each pool instead"},
 	"log_pooler_errors":         {"", 0, "errors are always logged"},
-	"log_stats":                 {"", 0, "statistics are Prometheus metrics"},
+	"log_stats":                 {"", 0, "stats_period: 0 turns the stats line off"},
 	"peer_id":                   {"", 0, "no peers"},
 	"listen_backlog":            {"", 0, "the kernel's somaxconn applies"},
-	"unix_socket_dir":           {"", 0, "clients connect over TCP"},
-	"unix_socket_mode":          {"", 0, "clients connect over TCP"},
-	"unix_socket_group":         {"", 0, "clients connect over TCP"},
+	"unix_socket_dir":           {"unix_socket_dir", kindPath, ""},
+	"unix_socket_mode":          {"unix_socket_mode", kindString, ""},
+	"unix_socket_group":         {"unix_socket_group", kindString, ""},
 }
 
 func (c *pgbConverter) settings(entries []iniEntry) {
@@ -359,6 +363,9 @@ func (c *pgbConverter) settings(entries []iniEntry) {
 			continue
 		}
 		c.setting(e.key, e.value, e.line, "[pgbouncer]")
+	}
+	if !slices.ContainsFunc(entries, func(e iniEntry) bool { return e.key == "unix_socket_dir" }) {
+		c.notef("[pgbouncer] unix_socket_dir is unset, which PgBouncer takes as /tmp: shardgate opens no socket unless unix_socket_dir names a directory")
 	}
 	c.listen()
 	// With one database, its pool settings are the pool's.

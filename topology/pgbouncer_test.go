@@ -51,6 +51,8 @@ func TestFromPgBouncer(t *testing.T) {
 		{"auth_type", cfg.Auth.Type, "md5"},
 		{"auth_file", cfg.Auth.File, "/tmp/x/userlist.txt"},
 		{"admin_users", strings.Join(cfg.AdminUsers, ","), "admin"},
+		{"pidfile", cfg.PidFile, "/tmp/x/pgbouncer.pid"},
+		{"unix_socket_dir (empty: off)", cfg.UnixSocketDir, ""},
 		{"auth_query", cfg.Auth.Query, "SELECT usename, passwd FROM pg_shadow WHERE usename=$1"},
 		{"users.batch.pool_mode", cfg.Users["batch"].PoolMode, "session"},
 	}
