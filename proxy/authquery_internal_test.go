@@ -16,6 +16,13 @@ import (
 	"github.com/shardgate/shardgate/topology"
 )
 
+// Blackhole is, for the external tests, a server that hangs: it accepts
+// connections and never answers.
+func Blackhole(t *testing.T) string {
+	addr, _ := countingBlackhole(t)
+	return addr
+}
+
 // countingBlackhole accepts connections, counts them and never answers.
 func countingBlackhole(t *testing.T) (addr string, accepted *atomic.Int32) {
 	t.Helper()

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/shardgate/shardgate/proxy"
 	"github.com/shardgate/shardgate/topology"
 )
 
@@ -160,37 +161,6 @@ func TestAuthQuerySeesPasswordChanges(t *testing.T) {
 	}
 }
 
-// blackhole accepts connections and never answers: a server that hangs.
-func blackhole(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return ln.Addr().String()
-}
-
 // closedPort is an address where nothing listens: a server that is down.
 func closedPort(t *testing.T) string {
 	t.Helper()
@@ -216,9 +186,9 @@ func TestAuthQueryServerDown(t *testing.T) {
 	}{
 		{"refused", closedPort(t), 10 * time.Second, 5 * time.Second,
 			"08006", `shardgate could not look up user "%s": `, 2 * time.Second},
-		{"hung, connect timeout first", blackhole(t), 10 * time.Second, 300 * time.Millisecond,
+		{"hung, connect timeout first", proxy.Blackhole(t), 10 * time.Second, 300 * time.Millisecond,
 			"08006", `shardgate could not look up user "%s": shard s1's primary did not answer auth.query within 300ms`, 2 * time.Second},
-		{"hung, login timeout first", blackhole(t), time.Second, 10 * time.Second,
+		{"hung, login timeout first", proxy.Blackhole(t), time.Second, 10 * time.Second,
 			"57014", "canceling authentication due to timeout (client_login_timeout 1s)", 2500 * time.Millisecond},
 	}
 	for _, tt := range tests {
