@@ -21,11 +21,14 @@ type adminState struct {
 	// SUSPEND waits for it to reach 0 once the gate is shut.
 	busy atomic.Int64
 
-	mu        sync.Mutex
-	suspended chan struct{} // non-nil while suspended; closed by RESUME
-	retired   []*pool.Pool  // pools replaced by a reload, until their lent connections are back
-	periods   map[*pool.Pool]*statsPeriod
-	logins    atomic.Int64 // successful client logins, for total_client_login_count
+	// suspended is non-nil while suspended; RESUME closes it. Every
+	// request reads it, so without a lock; mu orders its writers.
+	suspended atomic.Pointer[chan struct{}]
+
+	mu      sync.Mutex
+	retired []*pool.Pool // pools replaced by a reload, until their lent connections are back
+	periods map[*pool.Pool]*statsPeriod
+	logins  atomic.Int64 // successful client logins, for total_client_login_count
 }
 
 // enter admits a request past SUSPEND: it waits while the proxy is
@@ -35,15 +38,13 @@ func (a *adminState) enter(ctx context.Context) error {
 		// Busy first, then the gate: SUSPEND shuts the gate first, then
 		// waits for busy, so one of the two always sees the other.
 		a.busy.Add(1)
-		a.mu.Lock()
-		gate := a.suspended
-		a.mu.Unlock()
+		gate := a.suspended.Load()
 		if gate == nil {
 			return nil
 		}
 		a.busy.Add(-1)
 		select {
-		case <-gate:
+		case <-*gate:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -56,8 +57,9 @@ func (a *adminState) leave() { a.busy.Add(-1) }
 // way: every answer has been written out.
 func (a *adminState) suspend(ctx context.Context) error {
 	a.mu.Lock()
-	if a.suspended == nil {
-		a.suspended = make(chan struct{})
+	if a.suspended.Load() == nil {
+		gate := make(chan struct{})
+		a.suspended.Store(&gate)
 	}
 	a.mu.Unlock()
 	for a.busy.Load() > 0 {
@@ -74,19 +76,15 @@ func (a *adminState) suspend(ctx context.Context) error {
 func (a *adminState) resume() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.suspended == nil {
+	gate := a.suspended.Swap(nil)
+	if gate == nil {
 		return false
 	}
-	close(a.suspended)
-	a.suspended = nil
+	close(*gate)
 	return true
 }
 
-func (a *adminState) isSuspended() bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.suspended != nil
-}
+func (a *adminState) isSuspended() bool { return a.suspended.Load() != nil }
 
 // retire records the pools of old that next does not keep: their lent
 // connections close as they come back, and WAIT_CLOSE waits for them.
