@@ -279,6 +279,9 @@ func (l *sqlLexer) dollar() tokenKind {
 // to letters ("trailing junk"), so precision beyond where the number ends
 // does not matter: nothing that hides code (a quote) is ever taken in.
 func numberEnd(sql string, i int) int {
+	if end, ok := prefixedIntegerEnd(sql, i); ok {
+		return end
+	}
 	dot, exp := false, false
 	for i < len(sql) {
 		c := sql[i]
@@ -305,6 +308,37 @@ func numberEnd(sql string, i int) int {
 		}
 	}
 	return i
+}
+
+// prefixedIntegerEnd scans a hexadecimal, octal or binary integer (0x1f,
+// 0o17, 0b101, underscores between digits), which takes neither a point nor
+// an exponent: 0b0.a$$ is 0b0, then ".", then the word a$$.
+func prefixedIntegerEnd(sql string, i int) (int, bool) {
+	if sql[i] != '0' || i+2 >= len(sql) {
+		return 0, false
+	}
+	var isRadixDigit func(byte) bool
+	switch sql[i+1] | 0x20 {
+	case 'x':
+		isRadixDigit = func(c byte) bool { return isDigit(c) || 'a' <= c|0x20 && c|0x20 <= 'f' }
+	case 'o':
+		isRadixDigit = func(c byte) bool { return '0' <= c && c <= '7' }
+	case 'b':
+		isRadixDigit = func(c byte) bool { return c == '0' || c == '1' }
+	default:
+		return 0, false
+	}
+	j := i + 2
+	for j < len(sql) && (isRadixDigit(sql[j]) || sql[j] == '_' && j+1 < len(sql) && isRadixDigit(sql[j+1])) {
+		j++
+	}
+	if j == i+2 {
+		return 0, false // 0x alone: the integer 0 with trailing junk
+	}
+	if j < len(sql) && isIdentStart(sql[j]) {
+		return j + 1, true // trailing junk, as after a decimal integer
+	}
+	return j, true
 }
 
 // exponentAt reports whether sql[i:] continues an exponent: digits, or a
