@@ -32,6 +32,15 @@ type Config struct {
 	Observer  Observer // nil: none; fixed for the pool's life
 }
 
+// peekAfter is how long a connection must have been idle before lending
+// it costs a peek for a FATAL its server sent meanwhile (Conn.Pending).
+// Under load connections come back and go out again within microseconds,
+// and a system call per transaction is a few percent of the proxy's CPU;
+// a server ends an idle session (pg_terminate_backend, a shutdown) on
+// human timescales, and the peek was never more than a narrowing of that
+// race anyway.
+const peekAfter = time.Millisecond
+
 // maxCheckTime bounds the empty query that checks a long-idle connection:
 // a working server answers it in well under a millisecond.
 const maxCheckTime = 2 * time.Second
@@ -83,11 +92,28 @@ type Pool struct {
 	generation uint64 // RECONNECT bumps it; older connections retire on release
 	nextID     uint64 // numbers the pool's connections for SHOW SERVERS
 	stop       chan struct{}
+	// expiry is the one timer behind every waiter's deadlines (see
+	// sweepLocked), armed for expiryAt; spare holds waiters to reuse, so a
+	// wait allocates no timer, channel or waiter.
+	expiry   *time.Timer
+	expiryAt time.Time
+	spare    []*waiter
 }
 
+// waiter is a client queued for a connection. Whatever ends its wait sends
+// exactly one grant on ch (cap 1) after taking it off the queue.
 type waiter struct {
-	ch    chan *Conn // nil sent on it grants a dial slot
-	since time.Time
+	ch        chan grant
+	since     time.Time
+	deadline  time.Time // WaitTimeout ends the wait
+	reserveAt time.Time // may open a reserve connection from then; zero: never
+}
+
+// grant ends a wait: a connection, a slot to dial one (conn nil), or,
+// with expired, nothing before the deadline.
+type grant struct {
+	conn    *Conn
+	expired bool
 }
 
 // New validates cfg and starts the janitor; connections are opened lazily
@@ -144,9 +170,12 @@ func (p *Pool) Interrupt() int {
 // below its size, else the first to come back, waiting in line up to
 // WaitTimeout.
 func (p *Pool) Acquire(ctx context.Context) (*Conn, error) {
-	began := time.Now()
-	c, err := p.acquire(ctx, 0)
-	p.recordWait(time.Since(began))
+	c, slowSince, err := p.acquire(ctx, 0)
+	if slowSince.IsZero() {
+		p.recordWait(0) // an idle connection at once: no clock read on the hot path
+	} else {
+		p.recordWait(time.Since(slowSince))
+	}
 	return c, err
 }
 
@@ -156,27 +185,29 @@ func (p *Pool) recordWait(waited time.Duration) {
 }
 
 // acquire lends a connection; spent is how much of WaitTimeout the caller
-// already waited (AcquireUnder).
-func (p *Pool) acquire(ctx context.Context, spent time.Duration) (*Conn, error) {
-	c, err := p.lend(ctx, spent)
+// already waited (AcquireUnder). slowSince is when it began to wait, dial
+// or check a connection; zero when an idle one was lent at once.
+func (p *Pool) acquire(ctx context.Context, spent time.Duration) (c *Conn, slowSince time.Time, err error) {
+	c, slowSince, err = p.lend(ctx, spent)
 	if err == nil {
 		p.stats.assignments.Add(1) // SHOW STATS' total_server_assignment_count
 	}
-	return c, err
+	return c, slowSince, err
 }
 
-func (p *Pool) lend(ctx context.Context, spent time.Duration) (*Conn, error) {
+func (p *Pool) lend(ctx context.Context, spent time.Duration) (*Conn, time.Time, error) {
 	for {
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
-			return nil, fmt.Errorf("pool %s is closed", p.cfg.Name)
+			return nil, time.Time{}, fmt.Errorf("pool %s is closed", p.cfg.Name)
 		}
 		if p.paused || (len(p.idle) == 0 && p.open >= p.cfg.Size) {
-			w := &waiter{ch: make(chan *Conn, 1), since: time.Now()}
-			p.waiters = append(p.waiters, w)
+			w := p.enqueueLocked(spent)
+			since := w.since
 			p.mu.Unlock()
-			return p.wait(ctx, w, spent)
+			c, err := p.wait(ctx, w)
+			return c, since, err
 		}
 		if n := len(p.idle); n > 0 {
 			c := p.idle[n-1]
@@ -184,19 +215,21 @@ func (p *Pool) lend(ctx context.Context, spent time.Duration) (*Conn, error) {
 			p.lent[c] = struct{}{}
 			checkDelay, checkTime := p.cfg.CheckDelay, p.checkTimeLocked()
 			p.mu.Unlock()
-			if checkDelay <= 0 || time.Since(c.lastUsed) <= checkDelay {
-				if c.Pending() {
+			idleFor := time.Since(c.lastUsed)
+			if checkDelay <= 0 || idleFor <= checkDelay {
+				if idleFor > peekAfter && c.Pending() {
 					// Its server ended it while idle: the FATAL waiting
 					// there belongs to no client, so none may read it.
 					c.MarkBroken()
 					p.Release(c)
 					continue
 				}
-				return c, nil
+				return c, time.Time{}, nil
 			}
+			began := time.Now()
 			err := c.check(checkTime)
 			if err == nil {
-				return c, nil
+				return c, began, nil
 			}
 			c.MarkBroken()
 			p.Release(c)
@@ -205,88 +238,156 @@ func (p *Pool) lend(ctx context.Context, spent time.Duration) (*Conn, error) {
 				// idle connections would cost this client as long again
 				// each. Let the caller go elsewhere now.
 				p.Reconnect()
-				return nil, &ConnectError{Pool: p.cfg.Name, Err: fmt.Errorf("server did not answer a connection check: %w", err)}
+				return nil, began, &ConnectError{Pool: p.cfg.Name, Err: fmt.Errorf("server did not answer a connection check: %w", err)}
 			}
 			continue // a dead idle connection (the server restarted): try the next
 		}
 		p.open++
 		p.mu.Unlock()
-		return p.dial(ctx)
+		began := time.Now()
+		c, err := p.dial(ctx)
+		return c, began, err
 	}
 }
 
-func (p *Pool) wait(ctx context.Context, w *waiter, spent time.Duration) (*Conn, error) {
-	p.mu.Lock()
-	timeout, reserveAfter := p.cfg.WaitTimeout, p.cfg.ReserveTimeout
-	if p.cfg.ReserveSize == 0 {
-		reserveAfter = 0
+// enqueueLocked queues a new waiter; spent is how much of WaitTimeout the
+// caller already waited (AcquireUnder). A client that waited its quota
+// still gets a moment in the line: the connection it waits for may be
+// coming back now.
+func (p *Pool) enqueueLocked(spent time.Duration) *waiter {
+	var w *waiter
+	if n := len(p.spare); n > 0 {
+		w, p.spare = p.spare[n-1], p.spare[:n-1]
+	} else {
+		w = &waiter{ch: make(chan grant, 1)}
 	}
-	p.mu.Unlock()
-	// A client that waited its quota still gets a moment in the line: the
-	// connection it waits for may be coming back now.
-	timer := time.NewTimer(max(timeout-spent, time.Millisecond))
-	defer timer.Stop()
-	var reserve <-chan time.Time
-	if reserveAfter > 0 && reserveAfter < timeout {
-		rt := time.NewTimer(max(reserveAfter-spent, 0))
-		defer rt.Stop()
-		reserve = rt.C
+	now := time.Now()
+	w.since = now
+	w.deadline = now.Add(max(p.cfg.WaitTimeout-spent, time.Millisecond))
+	w.reserveAt = time.Time{}
+	if r := p.cfg.ReserveTimeout; p.cfg.ReserveSize > 0 && r > 0 && r < p.cfg.WaitTimeout {
+		w.reserveAt = now.Add(max(r-spent, 0))
 	}
-	for {
-		select {
-		case c := <-w.ch:
-			if c == nil {
-				return p.dial(ctx)
-			}
-			return c, nil
-		case <-reserve:
-			reserve = nil
-			if p.takeReserveSlot(w) {
-				return p.dial(ctx)
-			}
-			continue
-		case <-timer.C:
-		case <-ctx.Done():
-		}
-		break
-	}
-	p.mu.Lock()
-	queued := p.dequeueLocked(w)
-	p.mu.Unlock()
-	if !queued {
-		// Release handed us something just as we gave up: pass it on.
-		if c := <-w.ch; c != nil {
-			p.Release(c)
-		} else {
-			p.releaseSlot()
-		}
-	}
-	if ctx.Err() != nil {
-		return nil, ctx.Err()
-	}
-	return nil, fmt.Errorf("pool %s: %w after %s (all %d connections busy)", p.cfg.Name, ErrWaitTimeout, timeout, p.cfg.Size)
+	p.waiters = append(p.waiters, w)
+	p.armLocked(w.wakeAt())
+	return w
 }
 
-// takeReserveSlot lets a client that waited ReserveTimeout open one of the
-// reserve connections, if any is left.
-func (p *Pool) takeReserveSlot(w *waiter) bool {
+// wakeAt is when the sweep must next look at w.
+func (w *waiter) wakeAt() time.Time {
+	if !w.reserveAt.IsZero() && w.reserveAt.Before(w.deadline) {
+		return w.reserveAt
+	}
+	return w.deadline
+}
+
+// armLocked makes sure the expiry timer fires by at.
+func (p *Pool) armLocked(at time.Time) {
+	if p.expiry == nil {
+		p.expiry = time.AfterFunc(time.Until(at), p.sweep)
+		p.expiryAt = at
+		return
+	}
+	if p.expiryAt.IsZero() || at.Before(p.expiryAt) {
+		p.expiry.Reset(time.Until(at))
+		p.expiryAt = at
+	}
+}
+
+// sweep is the expiry timer's work: it ends the waits past their deadline
+// and lets those past the reserve timeout open a reserve connection. The
+// line is FIFO with one WaitTimeout, so this runs about once per timeout
+// however many clients wait.
+func (p *Pool) sweep() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.paused || p.open >= p.cfg.Size+p.cfg.ReserveSize || !p.dequeueLocked(w) {
-		return false
+	p.expiryAt = time.Time{}
+	now := time.Now()
+	var next time.Time
+	kept := p.waiters[:0]
+	for _, w := range p.waiters {
+		switch {
+		case !now.Before(w.deadline):
+			w.ch <- grant{expired: true}
+			continue
+		case !w.reserveAt.IsZero() && !now.Before(w.reserveAt):
+			w.reserveAt = time.Time{}
+			if !p.paused && !p.closed && p.open < p.cfg.Size+p.cfg.ReserveSize {
+				p.open++
+				w.ch <- grant{}
+				continue
+			}
+		}
+		kept = append(kept, w)
+		if at := w.wakeAt(); next.IsZero() || at.Before(next) {
+			next = at
+		}
 	}
-	p.open++
-	return true
+	clear(p.waiters[len(kept):])
+	p.waiters = kept
+	if !next.IsZero() {
+		p.armLocked(next)
+	}
 }
 
+func (p *Pool) wait(ctx context.Context, w *waiter) (*Conn, error) {
+	var g grant
+	select {
+	case g = <-w.ch:
+	case <-ctx.Done():
+		p.mu.Lock()
+		queued := p.dequeueLocked(w)
+		p.mu.Unlock()
+		if queued {
+			p.recycle(w)
+			return nil, ctx.Err()
+		}
+		// Granted just as the client gave up: pass it on.
+		if g = <-w.ch; g.conn != nil {
+			p.Release(g.conn)
+		} else if !g.expired {
+			p.releaseSlot()
+		}
+		p.recycle(w)
+		return nil, ctx.Err()
+	}
+	p.recycle(w)
+	switch {
+	case g.expired:
+		p.mu.Lock()
+		timeout, size := p.cfg.WaitTimeout, p.cfg.Size
+		p.mu.Unlock()
+		return nil, fmt.Errorf("pool %s: %w after %s (all %d connections busy)", p.cfg.Name, ErrWaitTimeout, timeout, size)
+	case g.conn == nil:
+		return p.dial(ctx)
+	}
+	return g.conn, nil
+}
+
+// recycle keeps a waiter whose wait is over (its channel drained) for the
+// next one.
+func (p *Pool) recycle(w *waiter) {
+	p.mu.Lock()
+	p.spare = append(p.spare, w)
+	p.mu.Unlock()
+}
+
+// dequeueLocked takes w off the line, reporting whether it was there,
+// without allocating: the line is short (clients beyond the pool size).
 func (p *Pool) dequeueLocked(w *waiter) bool {
 	for i, x := range p.waiters {
 		if x == w {
-			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+			p.removeWaiterLocked(i)
 			return true
 		}
 	}
 	return false
+}
+
+func (p *Pool) removeWaiterLocked(i int) {
+	n := copy(p.waiters[i:], p.waiters[i+1:])
+	p.waiters[i+n] = nil
+	p.waiters = p.waiters[:i+n]
 }
 
 func (p *Pool) dial(ctx context.Context) (*Conn, error) {
@@ -323,14 +424,14 @@ func (p *Pool) serveWaitersLocked() {
 			c := p.idle[n-1]
 			p.idle = p.idle[:n-1]
 			p.lent[c] = struct{}{}
-			w.ch <- c
+			w.ch <- grant{conn: c}
 		} else if p.open < p.cfg.Size {
 			p.open++
-			w.ch <- nil
+			w.ch <- grant{}
 		} else {
 			return
 		}
-		p.waiters = p.waiters[1:]
+		p.removeWaiterLocked(0)
 	}
 }
 
@@ -356,10 +457,10 @@ func (p *Pool) Release(c *Conn) {
 	c.prepared = len(c.Prepared)
 	if len(p.waiters) > 0 && !p.paused {
 		w := p.waiters[0]
-		p.waiters = p.waiters[1:]
+		p.removeWaiterLocked(0)
 		p.lent[c] = struct{}{}
+		w.ch <- grant{conn: c}
 		p.mu.Unlock()
-		w.ch <- c
 		return
 	}
 	p.idle = append(p.idle, c)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 
@@ -407,5 +408,96 @@ func TestLifetime(t *testing.T) {
 	p.Release(c)
 	if s := p.Stats(); s.Open != 0 {
 		t.Fatalf("connection past its lifetime kept: %+v", s)
+	}
+}
+
+// TestWaitAllocatesNothing: a client that queues for a busy pool and is
+// handed a connection allocates nothing (no waiter, channel or timer per
+// wait): with more clients than connections this happens on every
+// transaction.
+func TestWaitAllocatesNothing(t *testing.T) {
+	p := newPool(t, 1, time.Minute)
+	c, err := p.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	handBack := make(chan *Conn)
+	go func() {
+		for c := range handBack {
+			for !p.hasWaiter() {
+				runtime.Gosched()
+			}
+			p.Release(c)
+		}
+	}()
+	defer close(handBack)
+	waited := 0
+	allocs := testing.AllocsPerRun(200, func() {
+		handBack <- c
+		c, err = p.Acquire(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		waited++
+	})
+	p.Release(c)
+	if allocs != 0 {
+		t.Fatalf("a wait for a connection allocates %.1f objects; want 0", allocs)
+	}
+	if s := p.Stats(); s.Waiting != 0 || s.Active != 0 {
+		t.Fatalf("after %d waits: %+v", waited, s)
+	}
+}
+
+func (p *Pool) hasWaiter() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.waiters) > 0
+}
+
+// TestWaitersTimeOutTogether: one timer serves the whole line, and every
+// waiter past its deadline gets ErrWaitTimeout from it.
+func TestWaitersTimeOutTogether(t *testing.T) {
+	p := newPool(t, 1, 150*time.Millisecond)
+	c, err := p.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Release(c)
+	const n = 5
+	errs := make(chan error, n)
+	began := time.Now()
+	for range n {
+		go func() {
+			_, err := p.Acquire(t.Context())
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; !errors.Is(err, ErrWaitTimeout) {
+			t.Fatalf("waiter got %v; want ErrWaitTimeout", err)
+		}
+	}
+	if took := time.Since(began); took < 150*time.Millisecond || took > 5*time.Second {
+		t.Fatalf("waiters timed out after %s; want about 150ms", took)
+	}
+	if s := p.Stats(); s.Waiting != 0 {
+		t.Fatalf("timed-out waiters still queued: %+v", s)
+	}
+}
+
+func BenchmarkAcquireRelease(b *testing.B) {
+	p, err := New(Config{Name: "bench", DSN: dsn, Size: 1, WaitTimeout: time.Minute})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := p.Acquire(b.Context())
+		if err != nil {
+			b.Fatal(err)
+		}
+		p.Release(c)
 	}
 }

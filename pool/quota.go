@@ -104,7 +104,7 @@ func (p *Pool) AcquireUnder(ctx context.Context, q *Quota) (*Conn, error) {
 		q.mu.Unlock()
 		return nil, fmt.Errorf("pool %s: %w after %s (the user's pool_size %d is in use)", name, ErrWaitTimeout, timeout, max)
 	}
-	c, err := p.acquire(ctx, time.Since(began))
+	c, _, err := p.acquire(ctx, time.Since(began))
 	p.recordWait(time.Since(began))
 	if err != nil {
 		q.give()

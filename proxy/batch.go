@@ -253,7 +253,7 @@ func (c *client) planBind(body []byte) (router.Plan, *pgerr.Error) {
 	}
 	stmt, rest, ok := cstring(rest)
 	if !ok {
-		return router.Plan{}, &pgerr.Error{Code: pgerr.CodeProtocolViolation, Message: "invalid Bind message"}
+		return router.Plan{}, errInvalidBind
 	}
 	p := c.lookup(string(stmt))
 	if p == nil {
@@ -273,11 +273,15 @@ func (c *client) planBind(body []byte) (router.Plan, *pgerr.Error) {
 	return plan, nil
 }
 
+// errInvalidBind is shared, like errAborted: a Bind is decoded on every
+// extended-protocol request, and an error built there escapes to the heap.
+var errInvalidBind = &pgerr.Error{Code: pgerr.CodeProtocolViolation, Message: "invalid Bind message"}
+
 // decodeBind fills c.formats, c.params and c.results (result format codes)
 // from the rest of a Bind after the statement name; params alias the batch
 // buffer.
 func (c *client) decodeBind(b []byte) *pgerr.Error {
-	bad := &pgerr.Error{Code: pgerr.CodeProtocolViolation, Message: "invalid Bind message"}
+	bad := errInvalidBind
 	if len(b) < 2 {
 		return bad
 	}
