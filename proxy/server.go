@@ -112,7 +112,7 @@ func (s *Server) Router() *router.Router { return s.router }
 // Unix socket for the same port, and serves both until ctx ends.
 func (s *Server) ListenAndServe(ctx context.Context) error {
 	cfg := s.rt.Load().cfg
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := listenTCP(ctx, cfg.Listen, backend.KeepAlive(cfg.Pool))
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
@@ -169,9 +169,7 @@ func (s *Server) accept(ctx context.Context, ln net.Listener) {
 			continue
 		}
 		s.metrics.ClientsAccepted.Inc()
-		if tc, ok := conn.(*net.TCPConn); ok {
-			tc.SetKeepAliveConfig(backend.KeepAlive(s.rt.Load().cfg.Pool))
-		}
+		applyKeepAlive(ln, conn, backend.KeepAlive(s.rt.Load().cfg.Pool))
 		s.start(ctx, conn)
 	}
 }
