@@ -40,7 +40,8 @@ func (r rounds) run(ctx context.Context, targets, pair []target) (map[string][]s
 	if _, err := latencyP50(ctx, targets, r.b.Rows, 300*time.Millisecond); err != nil {
 		return nil, fmt.Errorf("warm-up: %w", err)
 	}
-	for _, t := range append(slices.Clone(targets), pair...) {
+	all := append(slices.Clone(targets), pair...)
+	for _, t := range all {
 		if _, err := r.throughput(ctx, t, time.Second); err != nil {
 			return nil, fmt.Errorf("%s: warm-up: %w", t.name, err)
 		}
@@ -63,7 +64,7 @@ func (r rounds) run(ctx context.Context, targets, pair []target) (map[string][]s
 			}
 		}
 		line := fmt.Sprintf("round %d/%d:", i+1, r.b.Rounds)
-		for _, t := range append(slices.Clone(targets), pair...) {
+		for _, t := range all {
 			run := runs[t.name]
 			out[t.name] = append(out[t.name], sample{p50: p50[t.name], tps: run.tps, cpuPerTxn: run.cpuPerTxn})
 			line += fmt.Sprintf("  %s", t.name)
