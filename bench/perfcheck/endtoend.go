@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"net/url"
@@ -60,7 +59,7 @@ const pairMode = "simple"
 // exact: direct and proxied queries hit the same PostgreSQL and the same
 // rows. The samples are keyed by target name.
 func runEndToEnd(ctx context.Context, b EndToEnd, bin, baseline string, logf logFunc) (map[string][]sample, error) {
-	pgbench, err := findPgbench()
+	pgbench, err := findProgram("pgbench", "/usr/lib/postgresql/15/bin/pgbench", "package postgresql-client-15")
 	if err != nil {
 		return nil, err
 	}
@@ -200,16 +199,16 @@ func startListening(ctx context.Context, cmd *exec.Cmd, logPath, addr string, st
 	return cmd.Process.Pid, stop, nil
 }
 
-// findPgbench looks on PATH, then where Debian installs PostgreSQL 15.
-func findPgbench() (string, error) {
-	if p, err := exec.LookPath("pgbench"); err == nil {
+// findProgram looks for name on PATH, then at debian, where Debian
+// installs it; missing says which package to install.
+func findProgram(name, debian, missing string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
 		return p, nil
 	}
-	const debian = "/usr/lib/postgresql/15/bin/pgbench"
 	if _, err := os.Stat(debian); err == nil {
 		return debian, nil
 	}
-	return "", errors.New("pgbench not found on PATH or in /usr/lib/postgresql/15/bin (package postgresql-client-15)")
+	return "", fmt.Errorf("%s not found on PATH or at %s (%s)", name, debian, missing)
 }
 
 // hostPort splits a postgres:// DSN into what pgbench takes as flags.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -26,7 +25,7 @@ const poolSize = 20
 // runs in the foreground (its pid is the process's own) as the postgres
 // user when we are root, since PgBouncer refuses to run as root.
 func startPgBouncer(ctx context.Context, dir string, c *sandbox.Cluster) (proxyProcess, error) {
-	bin, err := findPgBouncer()
+	bin, err := findProgram("pgbouncer", "/usr/sbin/pgbouncer", "package pgbouncer, which .ci/run installs; or remove end_to_end.pgbouncer from the budget")
 	if err != nil {
 		return proxyProcess{}, err
 	}
@@ -75,18 +74,6 @@ log_stats = 0
 	}
 	dsn := "postgres://postgres@" + addr + "/" + c.Database + "?sslmode=disable"
 	return proxyProcess{dsn: dsn, pid: pid, stop: stop}, nil
-}
-
-// findPgBouncer looks on PATH, then where Debian installs it.
-func findPgBouncer() (string, error) {
-	if p, err := exec.LookPath("pgbouncer"); err == nil {
-		return p, nil
-	}
-	const debian = "/usr/sbin/pgbouncer"
-	if _, err := os.Stat(debian); err == nil {
-		return debian, nil
-	}
-	return "", errors.New("pgbouncer not found on PATH or in /usr/sbin (package pgbouncer, which .ci/run installs; or remove end_to_end.pgbouncer from the budget)")
 }
 
 // asPostgres runs a child as the OS user postgres when we are root, as the
