@@ -39,7 +39,7 @@ fuzz: ## run every Go fuzz target for FUZZTIME each (default 60s); a crasher lan
 	  done; \
 	done
 
-bench: build ## pgbench: direct Postgres vs PgBouncer vs shardgate (1 shard), ~5 min; writes bench/results/latest.md
+bench: build ## pgbench: direct Postgres vs PgBouncer vs shardgate at 1 and the default workers (1 shard), ~7 min; writes bench/results/latest.md
 	GO=$(GO) bash bench/run.sh
 
 perf-check: build ## performance budget (<2 min): shardgate vs direct Postgres and router benchmarks against bench/budget.yaml

@@ -2,20 +2,28 @@
 # bench/run.sh: the pooler benchmark behind `make bench` (see bench/README.md).
 #
 # One run compares, with equal pool sizes, direct PostgreSQL, PgBouncer in
-# transaction mode and shardgate with one shard: pgbench point selects
-# (-M simple and -M extended, 8 and 32 clients) and reconnects (-C), then the
-# RSS of each pooler holding 10,000 idle clients. It writes
+# transaction mode and shardgate with one shard, twice: at 1 worker
+# (shardgate-w1, like for like with single-threaded PgBouncer) and at the
+# default worker count (shardgate): pgbench point selects (-M simple and
+# -M extended, 8 and 32 clients) and reconnects (-C), then the RSS of
+# PgBouncer and shardgate holding 10,000 idle clients. It writes
 # bench/results/latest.md and keeps the raw outputs in bench/results/raw/.
 #
 # Everything listens on 127.0.0.1 and everything started here is stopped on
 # exit. Knobs (environment): BENCH_DURATION (seconds per run, 10),
-# BENCH_WARMUP (3), BENCH_IDLE_CLIENTS (10000), BENCH_ROWS (100000), GO.
+# BENCH_SECTION_DURATION (seconds per run of the scatter and replicas
+# sections, half of BENCH_DURATION but at least 3), BENCH_WARMUP (3),
+# BENCH_IDLE_CLIENTS (10000), BENCH_ROWS (100000), GO.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 GO=${GO:-go}
 DURATION=${BENCH_DURATION:-10}
+# The scatter and replicas sections run 9 measurements between them: at half
+# the pooler runs' length they keep the whole benchmark within about 8
+# minutes now that the pooler section measures four targets.
+SECTION_DURATION=${BENCH_SECTION_DURATION:-$((DURATION / 2 > 3 ? DURATION / 2 : 3))}
 WARMUP=${BENCH_WARMUP:-3}
 IDLE_CLIENTS=${BENCH_IDLE_CLIENTS:-10000}
 ROWS=${BENCH_ROWS:-100000}
@@ -34,7 +42,8 @@ SCENARIOS=(
 	"select-extended-c32|-M extended -c 32"
 	"reconnect-c8|-M simple -C -c 8"
 )
-TARGETS=(direct pgbouncer shardgate)
+TARGETS=(direct pgbouncer shardgate-w1 shardgate)
+SHARDGATES=(shardgate-w1 shardgate) # the targets the ratio table compares with PgBouncer and direct
 
 say() { printf '[bench %3ds] %s\n' "$SECONDS" "$*" >&2; }
 die() {
@@ -64,7 +73,7 @@ chmod 711 "$WORK"
 mkdir -p "$RAW"
 rm -f "$RAW"/*.txt "$RAW"/*.log
 
-DEV_PID='' SG_PID='' PGB_PID='' PGB_RUNNER='' HOLDER_PID='' PG_DATA=''
+DEV_PID='' SG_PID='' SG1_PID='' PGB_PID='' PGB_RUNNER='' HOLDER_PID='' PG_DATA=''
 
 # alive PID: the process exists and is not a zombie.
 alive() {
@@ -90,6 +99,7 @@ cleanup() {
 	trap '' INT TERM
 	stop_pid "$HOLDER_PID" TERM 30
 	stop_pid "$SG_PID" TERM 30
+	stop_pid "$SG1_PID" TERM 30
 	stop_pid "$PGB_PID" TERM 10
 	stop_pid "$PGB_RUNNER" TERM 5
 	# dev stops its PostgreSQL cleanly (pg_ctl stop -m fast) on SIGTERM.
@@ -100,7 +110,7 @@ cleanup() {
 			"${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$PG_DATA" -m immediate stop >/dev/null 2>&1
 	fi
 	wait 2>/dev/null
-	for f in dev.log shardgate.log pgbouncer/pgbouncer.log pgbouncer/stdout.log; do
+	for f in dev.log shardgate.log shardgate-w1.log pgbouncer/pgbouncer.log pgbouncer/stdout.log; do
 		[ -f "$WORK/$f" ] && cp "$WORK/$f" "$RAW/$(echo "$f" | tr / -)"
 	done
 	[ -n "$PG_DATA" ] && [ -f "$PG_DATA/server.log" ] && cp "$PG_DATA/server.log" "$RAW/postgres.log"
@@ -221,6 +231,8 @@ done
 pick_port DEV_PORT
 pick_port SG_PORT
 pick_port SG_METRICS_PORT
+pick_port SG1_PORT
+pick_port SG1_METRICS_PORT
 pick_port PGB_PORT
 say "starting PostgreSQL with shardgate dev --shards 1 --replicas 0 (sandbox in $WORK/sandbox)"
 ./bin/shardgate dev --shards 1 --replicas 0 --dir "$WORK/sandbox" --listen "127.0.0.1:$DEV_PORT" --metrics-listen "" >"$WORK/dev.log" 2>&1 &
@@ -238,24 +250,39 @@ psql_at "$PG_PORT" -c "INSERT INTO users (id, name, email, country)
 psql_at "$PG_PORT" -c "VACUUM ANALYZE users"
 psql_at "$PG_PORT" -c "CHECKPOINT"
 
-# --- shardgate: the measured proxy --------------------------------------
+# --- shardgate: the measured proxies --------------------------------------
 # dev's own proxy only manages the sandbox and serves nothing here; the
-# measured proxy is `shardgate serve` on dev's config with the same pool size
-# and max_client_conn as PgBouncer (the default 10000 leaves no room beside
-# 10,000 idle clients). Its metrics listener is on, as in production, so
-# the numbers include what metrics cost.
-sed -e "s/^listen: .*/listen: 127.0.0.1:$SG_PORT/" \
-	-e "s/^pool: .*/pool: {mode: transaction, size: $POOL_SIZE, max_client_conn: $MAX_CLIENTS}/" \
-	"$WORK/sandbox/shardgate.yaml" >"$WORK/shardgate.yaml"
-echo "metrics_listen: 127.0.0.1:$SG_METRICS_PORT" >>"$WORK/shardgate.yaml"
-grep -q "size: $POOL_SIZE, max_client_conn" "$WORK/shardgate.yaml" || die "could not rewrite the pool line of dev's shardgate.yaml"
-say "starting shardgate serve on 127.0.0.1:$SG_PORT (pool.size $POOL_SIZE)"
-./bin/shardgate serve --config "$WORK/shardgate.yaml" >"$WORK/shardgate.log" 2>&1 &
-SG_PID=$!
-wait_for 30 "$SG_PID" "shardgate serve" listening "$SG_PORT" || {
-	cat "$WORK/shardgate.log" >&2
-	die "shardgate serve did not start"
+# measured proxies are two `shardgate serve` processes on dev's config with
+# the same pool size and max_client_conn as PgBouncer (the default 10000
+# leaves no room beside 10,000 idle clients): shardgate-w1 with workers: 1,
+# shardgate with the default worker count. Their metrics listeners are on,
+# as in production, so the numbers include what metrics cost.
+
+# start_shardgate NAME PORT METRICS_PORT EXTRA_YAML: start `shardgate serve`
+# as NAME; its pid goes into SERVE_PID.
+start_shardgate() {
+	local name=$1 port=$2 metrics=$3 extra=$4 cfg=$WORK/$1.yaml
+	sed -e "s/^listen: .*/listen: 127.0.0.1:$port/" \
+		-e "s/^pool: .*/pool: {mode: transaction, size: $POOL_SIZE, max_client_conn: $MAX_CLIENTS}/" \
+		"$WORK/sandbox/shardgate.yaml" >"$cfg"
+	echo "metrics_listen: 127.0.0.1:$metrics" >>"$cfg"
+	[ -z "$extra" ] || echo "$extra" >>"$cfg"
+	grep -q "size: $POOL_SIZE, max_client_conn" "$cfg" || die "could not rewrite the pool line of dev's shardgate.yaml"
+	say "starting $name: shardgate serve on 127.0.0.1:$port (pool.size $POOL_SIZE${extra:+, $extra})"
+	./bin/shardgate serve --config "$cfg" >"$WORK/$name.log" 2>&1 &
+	SERVE_PID=$!
+	wait_for 30 "$SERVE_PID" "$name serve" listening "$port" || {
+		cat "$WORK/$name.log" >&2
+		die "$name serve did not start"
+	}
+	# serve logs the worker count in effect on its "listening" line.
+	SERVE_WORKERS=$(sed -n 's/.*shardgate listening.* workers=\([0-9]*\).*/\1/p' "$WORK/$name.log" | head -1)
+	say "$name: workers ${SERVE_WORKERS:-?}"
 }
+start_shardgate shardgate "$SG_PORT" "$SG_METRICS_PORT" ''
+SG_PID=$SERVE_PID SG_WORKERS=$SERVE_WORKERS
+start_shardgate shardgate-w1 "$SG1_PORT" "$SG1_METRICS_PORT" 'workers: 1'
+SG1_PID=$SERVE_PID SG1_WORKERS=$SERVE_WORKERS
 
 # --- PgBouncer, transaction mode, same pool size ------------------------
 PGB_DIR=$WORK/pgbouncer
@@ -297,9 +324,9 @@ wait_for 30 "$PGB_RUNNER" "pgbouncer" listening "$PGB_PORT" || {
 wait_for 10 "$PGB_RUNNER" "pgbouncer pidfile" test -s "$PGB_DIR/pgbouncer.pid"
 PGB_PID=$(cat "$PGB_DIR/pgbouncer.pid")
 
-declare -A PORT=([direct]=$PG_PORT [pgbouncer]=$PGB_PORT [shardgate]=$SG_PORT)
-declare -A PID=([direct]='' [pgbouncer]=$PGB_PID [shardgate]=$SG_PID)
-for p in "$PGB_PID" "$SG_PID"; do
+declare -A PORT=([direct]=$PG_PORT [pgbouncer]=$PGB_PORT [shardgate-w1]=$SG1_PORT [shardgate]=$SG_PORT)
+declare -A PID=([direct]='' [pgbouncer]=$PGB_PID [shardgate-w1]=$SG1_PID [shardgate]=$SG_PID)
+for p in "$PGB_PID" "$SG1_PID" "$SG_PID"; do
 	fds=$(awk '/^Max open files/ {print $4}' "/proc/$p/limits")
 	[ "$fds" -ge "$MAX_CLIENTS" ] || say "warning: process $p may open only $fds files"
 done
@@ -364,7 +391,7 @@ run_pgbench() {
 	fi
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scen" "$target" "${tps:--}" "$lat" \
 		"$proxy_us" "$pg_us" "$tx" "${failed:--}" "$rc" "${err:-}" "${conn:--}" "$bg" >>"$TSV"
-	say "$(printf '%-20s %-9s tps %-10s p50/p95/p99 ms %-22s proxy µs/tx %-6s %s' "$scen" "$target" "${tps:--}" \
+	say "$(printf '%-20s %-12s tps %-10s p50/p95/p99 ms %-22s proxy µs/tx %-6s %s' "$scen" "$target" "${tps:--}" \
 		"$(echo "$lat" | cut -f2-4 | tr '\t' /)" "$proxy_us" "${err:+ERROR: $err}")"
 }
 
@@ -441,7 +468,9 @@ $(awk -F'\t' '$15 ~ /^[0-9]+$/ && $15 > 10 {n++} END {
 Each run: \`pgbench -n -j $THREADS -T $DURATION\` with a point select by primary key on \`users\` ($ROWS rows):
 \`\\set id random(1, $ROWS)\` then \`SELECT id, name FROM users WHERE id = :id;\`.
 Targets: **direct** PostgreSQL; **PgBouncer** in transaction mode, default_pool_size $POOL_SIZE;
-**shardgate** with one shard, pool.size $POOL_SIZE (\`shardgate serve\`). Targets take turns within each scenario.
+shardgate with one shard, pool.size $POOL_SIZE (\`shardgate serve\`), as two processes on the same config:
+**shardgate-w1** with \`workers: 1\` (${SG1_WORKERS:-?} worker, like single-threaded PgBouncer) and **shardgate** with
+the default worker count (${SG_WORKERS:-?}: the CPUs the process may use). Targets take turns within each scenario.
 
 - tps: as pgbench prints it (for \`reconnect\`, pgbench -C: including the reconnections).
 - latency: mean and percentiles of pgbench's per-transaction log (\`-l\`), in ms. With -C pgbench logs the
@@ -462,25 +491,31 @@ EOF
 	}' "$TSV"
 	cat <<EOF
 
-Ratios per scenario (tps: higher is better for shardgate; CPU: lower is better):
+Ratios per scenario, each shardgate process against PgBouncer and direct (tps: higher is better for shardgate;
+CPU per tx and p99: lower is better):
 
-| scenario | shardgate/PgBouncer tps | shardgate/direct tps | shardgate/PgBouncer CPU per tx | shardgate/PgBouncer p99 |
-|---|---:|---:|---:|---:|
+| scenario | target | tps / PgBouncer | tps / direct | CPU per tx / PgBouncer | p99 / PgBouncer |
+|---|---|---:|---:|---:|---:|
 EOF
-	awk -F'\t' '
+	awk -F'\t' -v shardgates="${SHARDGATES[*]}" '
 		function ratio(a, b) { return (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b + 0 > 0) ? sprintf("%.2f", a / b) : "-" }
 		{ tps[$1, $2] = $3; cpu[$1, $2] = $8; p99[$1, $2] = $7; if (!seen[$1]++) order[++n] = $1 }
 		END {
+			m = split(shardgates, sg, " ")
 			for (i = 1; i <= n; i++) {
 				s = order[i]
-				printf "| %s | %s | %s | %s | %s |\n", s, ratio(tps[s, "shardgate"], tps[s, "pgbouncer"]),
-					ratio(tps[s, "shardgate"], tps[s, "direct"]), ratio(cpu[s, "shardgate"], cpu[s, "pgbouncer"]),
-					ratio(p99[s, "shardgate"], p99[s, "pgbouncer"])
+				for (j = 1; j <= m; j++) {
+					t = sg[j]
+					printf "| %s | %s | %s | %s | %s | %s |\n", s, t, ratio(tps[s, t], tps[s, "pgbouncer"]),
+						ratio(tps[s, t], tps[s, "direct"]), ratio(cpu[s, t], cpu[s, "pgbouncer"]),
+						ratio(p99[s, t], p99[s, "pgbouncer"])
+				}
 			}
 		}' "$TSV"
 	cat <<EOF
 
-Memory with $IDLE_CLIENTS idle clients (each completed startup and sits idle; VmRSS of the pooler process):
+Memory with $IDLE_CLIENTS idle clients (each completed startup and sits idle; VmRSS of the pooler process;
+shardgate at the default worker count):
 
 | pooler | RSS before | RSS with $IDLE_CLIENTS idle | KiB per idle client | connect time | query while holding | idle clients still answering | notes |
 |---|---:|---:|---:|---:|---|---:|---|
@@ -498,8 +533,8 @@ cat "$RESULTS/latest.md"
 # --- cross-shard queries: bench/scatter ----------------------------------
 # Its own 3-shard sandbox and in-process proxy against one PostgreSQL database
 # holding all rows; its markdown section is appended to latest.md.
-say "running bench/scatter (scatter queries, 3 shards vs one PostgreSQL; about $((6 * DURATION + 30))s)"
-"$GO" run ./bench/scatter -duration "${DURATION}s" -out "$WORK/scatter.md" >"$RAW/scatter.txt" 2>&1 || {
+say "running bench/scatter (scatter queries, 3 shards vs one PostgreSQL; about $((6 * SECTION_DURATION + 30))s)"
+"$GO" run ./bench/scatter -duration "${SECTION_DURATION}s" -out "$WORK/scatter.md" >"$RAW/scatter.txt" 2>&1 || {
 	tail -20 "$RAW/scatter.txt" >&2
 	die "bench/scatter failed: see $RAW/scatter.txt"
 }
@@ -513,8 +548,8 @@ cat "$WORK/scatter.md"
 # --- replica reads: bench/replicas ----------------------------------------
 # Its own 2-shard sandbox with 2 replicas per shard and in-process proxies:
 # primary-only reads vs 1 and 2 replicas per shard; appended to latest.md.
-say "running bench/replicas (replica reads, 2 shards x 2 replicas; about $((3 * DURATION + 40))s)"
-"$GO" run ./bench/replicas -duration "${DURATION}s" -out "$WORK/replicas.md" >"$RAW/replicas.txt" 2>&1 || {
+say "running bench/replicas (replica reads, 2 shards x 2 replicas; about $((3 * SECTION_DURATION + 40))s)"
+"$GO" run ./bench/replicas -duration "${SECTION_DURATION}s" -out "$WORK/replicas.md" >"$RAW/replicas.txt" 2>&1 || {
 	tail -20 "$RAW/replicas.txt" >&2
 	die "bench/replicas failed: see $RAW/replicas.txt"
 }

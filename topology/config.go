@@ -131,6 +131,13 @@ type Config struct {
 	LogConnections    bool     `yaml:"log_connections"`
 	LogDisconnections bool     `yaml:"log_disconnections"`
 	StatsPeriod       Duration `yaml:"stats_period"`
+	// Workers is how many OS threads run the proxy's Go code at once
+	// (GOMAXPROCS), as Odyssey's workers and PgCat's worker_threads. 0
+	// (default): the Go runtime's choice, the CPUs the process may use
+	// (its CPU affinity and cgroup CPU limit), or the GOMAXPROCS
+	// environment variable when that is set; a value here wins over both.
+	// `shardgate serve` applies it at start and on SIGHUP.
+	Workers int `yaml:"workers"`
 }
 
 // AuthConfig says how clients prove who they are. Servers are reached with
@@ -322,6 +329,10 @@ const (
 	// minPacketSize keeps max_packet_size above what ordinary statements
 	// and every startup-time message need.
 	minPacketSize = 16 << 10
+	// MaxWorkers bounds workers: the Go runtime allocates per-worker
+	// state for every one, and a typo such as 10000 would only cost memory
+	// and scheduling, never add parallelism beyond the machine's CPUs.
+	MaxWorkers = 1024
 )
 
 func defaultConfig() *Config {

@@ -440,7 +440,7 @@ func (c *Config) checkUsers(p *problems) {
 const maxSocketPath = 107
 
 // checkProcess validates the process settings: Unix socket, pidfile,
-// connection logging and stats_period.
+// connection logging, stats_period and workers.
 func (c *Config) checkProcess(p *problems) {
 	if c.UnixSocketDir == "" {
 		if c.UnixSocketGroup != "" {
@@ -451,5 +451,8 @@ func (c *Config) checkProcess(p *problems) {
 	}
 	if c.StatsPeriod < 0 {
 		p.add("stats_period", "must not be negative (0 disables)")
+	}
+	if c.Workers < 0 || c.Workers > MaxWorkers {
+		p.add("workers", "must be between 0 (the runtime default: the CPUs the process may use) and %d, got %d", MaxWorkers, c.Workers)
 	}
 }

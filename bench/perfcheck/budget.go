@@ -34,6 +34,18 @@ type EndToEnd struct {
 	Clients            int           `yaml:"clients"`
 	MaxP50Ratio        float64       `yaml:"max_p50_latency_ratio"`
 	MinTPSRatio        float64       `yaml:"min_tps_ratio"`
+	// PgBouncer, when set, adds the pooler pair to every round and budgets
+	// shardgate at one worker against PgBouncer; absent, PgBouncer is
+	// neither needed nor measured.
+	PgBouncer *PoolerLimits `yaml:"pgbouncer"`
+}
+
+// PoolerLimits budget shardgate at workers: 1 against PgBouncer in
+// transaction mode, both single-threaded, in the same rounds: medians of
+// per-round shardgate/PgBouncer ratios.
+type PoolerLimits struct {
+	MinTPSRatio       float64 `yaml:"min_tps_ratio"`
+	MaxCPUPerTxnRatio float64 `yaml:"max_cpu_per_txn_ratio"`
 }
 
 // BaselineLimits budget the A/B comparison of the measured binary with a
@@ -101,6 +113,9 @@ func (b Budget) validate() error {
 		"end_to_end.throughput_duration must be whole seconds (pgbench -T), got %s", e.ThroughputDuration)
 	check(e.MaxP50Ratio > 0, "end_to_end.max_p50_latency_ratio must be positive")
 	check(e.MinTPSRatio > 0, "end_to_end.min_tps_ratio must be positive")
+	if pl := e.PgBouncer; pl != nil {
+		check(pl.MinTPSRatio > 0 && pl.MaxCPUPerTxnRatio > 0, "end_to_end.pgbouncer: min_tps_ratio and max_cpu_per_txn_ratio must be positive (or remove the section)")
+	}
 	if bl := b.Baseline; bl != nil {
 		check(bl.MinTPSRatio >= 0 && bl.MaxCPUPerTxnRatio >= 0, "baseline: ratios must not be negative")
 		check(bl.MinTPSRatio > 0 || bl.MaxCPUPerTxnRatio > 0, "baseline: set min_tps_ratio or max_cpu_per_txn_ratio (or remove the section)")

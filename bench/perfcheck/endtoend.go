@@ -2,8 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"os"
 	"os/exec"
@@ -22,7 +22,8 @@ import (
 type target struct {
 	name string
 	dsn  string
-	pid  int // the proxy process; 0 for PostgreSQL itself
+	pid  int    // the proxy process; 0 for PostgreSQL itself
+	mode string // pgbench -M: prepared, or simple for the pooler pair
 }
 
 // sample is one round's measurement of one target.
@@ -32,21 +33,33 @@ type sample struct {
 	cpuPerTxn time.Duration // the proxy's CPU per pgbench transaction; 0 for direct
 }
 
-// Target names: the ratio checks compare newName with directName, and the
-// A/B table newName with baselineName.
+// Target names: the ratio checks compare newName with directName, the
+// pooler checks oneWorkerName with pgbouncerName, and the A/B table newName
+// with baselineName.
 const (
-	directName   = "direct"
-	newName      = "shardgate"
-	baselineName = "baseline"
+	directName    = "direct"
+	newName       = "shardgate"
+	baselineName  = "baseline"
+	oneWorkerName = "shardgate-w1"
+	pgbouncerName = "pgbouncer"
 )
+
+// pairMode is the pooler pair's pgbench -M. PgBouncer before 1.21 (Debian
+// bookworm's is 1.18) cannot keep named prepared statements in transaction
+// mode, and the simple protocol is also the path (normalise, plan cache
+// hit) the prepared runs do not take.
+const pairMode = "simple"
 
 // runEndToEnd starts a one-shard sandbox and a `bin serve` process in front
 // of it (and a `baseline serve` process when baseline is not empty), and
-// measures them all in alternating rounds. One shard keeps the comparison
+// measures them all in alternating rounds. With b.PgBouncer, and without a
+// baseline (an A/B run compares two binaries, not poolers), it also starts
+// the pooler pair: `bin serve` with workers: 1 and PgBouncer in transaction
+// mode, each round after the others. One shard keeps the comparison
 // exact: direct and proxied queries hit the same PostgreSQL and the same
 // rows. The samples are keyed by target name.
 func runEndToEnd(ctx context.Context, b EndToEnd, bin, baseline string, logf logFunc) (map[string][]sample, error) {
-	pgbench, err := findPgbench()
+	pgbench, err := findProgram("pgbench", "/usr/lib/postgresql/15/bin/pgbench", "package postgresql-client-15")
 	if err != nil {
 		return nil, err
 	}
@@ -57,7 +70,7 @@ func runEndToEnd(ctx context.Context, b EndToEnd, bin, baseline string, logf log
 	defer remove()
 	dir := c.Dir
 	logf("started a 1-shard sandbox (no replicas) in %s", dir)
-	targets := []target{{name: directName, dsn: c.Shards[0].Primary.DSN(c.Database)}}
+	targets := []target{{name: directName, dsn: c.Shards[0].Primary.DSN(c.Database), mode: "prepared"}}
 	if err := load(ctx, targets[0].dsn, b.Rows); err != nil {
 		return nil, fmt.Errorf("loading users: %w", err)
 	}
@@ -68,19 +81,35 @@ func runEndToEnd(ctx context.Context, b EndToEnd, bin, baseline string, logf log
 		names = append(names, baselineName)
 	}
 	for _, name := range names {
-		p, err := startProxy(ctx, name, bins[name], dir, c)
+		p, err := startProxy(ctx, name, bins[name], dir, c, "")
 		if err != nil {
 			return nil, err
 		}
 		defer p.stop()
 		logf("%s: %s serve, pid %d", name, bins[name], p.pid)
-		targets = append(targets, target{name: name, dsn: p.dsn, pid: p.pid})
+		targets = append(targets, target{name: name, dsn: p.dsn, pid: p.pid, mode: "prepared"})
+	}
+	var pair []target
+	if b.PgBouncer != nil && baseline == "" {
+		w1, err := startProxy(ctx, oneWorkerName, bin, dir, c, "workers: 1\n")
+		if err != nil {
+			return nil, err
+		}
+		defer w1.stop()
+		logf("%s: %s serve with workers: 1, pid %d", oneWorkerName, bin, w1.pid)
+		pgb, err := startPgBouncer(ctx, dir, c)
+		if err != nil {
+			return nil, err
+		}
+		defer pgb.stop()
+		logf("%s: transaction mode, pid %d", pgbouncerName, pgb.pid)
+		pair = []target{{name: oneWorkerName, dsn: w1.dsn, pid: w1.pid, mode: pairMode}, {name: pgbouncerName, dsn: pgb.dsn, pid: pgb.pid, mode: pairMode}}
 	}
 	r := rounds{b: b, pgbench: pgbench, script: filepath.Join(dir, "select.sql"), cpu: newCPUClock(), logf: logf}
 	if err := r.writeScript(); err != nil {
 		return nil, err
 	}
-	return r.run(ctx, targets...)
+	return r.run(ctx, targets, pair)
 }
 
 // load inserts users 1..rows and analyses them, so that both targets read
@@ -109,11 +138,11 @@ type proxyProcess struct {
 	stop func()
 }
 
-// startProxy runs `bin serve` on the sandbox's config in its own process,
-// so that the proxy and the load generators do not share a Go runtime (and
-// its scheduler and GC), and so that its CPU time is its own. name keeps
-// its config and log apart from another proxy's in dir.
-func startProxy(ctx context.Context, name, bin, dir string, c *sandbox.Cluster) (proxyProcess, error) {
+// startProxy runs `bin serve` on the sandbox's config, plus extraYAML, in
+// its own process, so that the proxy and the load generators do not share a
+// Go runtime (and its scheduler and GC), and so that its CPU time is its
+// own. name keeps its config and log apart from another proxy's in dir.
+func startProxy(ctx context.Context, name, bin, dir string, c *sandbox.Cluster, extraYAML string) (proxyProcess, error) {
 	addr, err := loadgen.FreeAddr()
 	if err != nil {
 		return proxyProcess{}, err
@@ -123,27 +152,38 @@ func startProxy(ctx context.Context, name, bin, dir string, c *sandbox.Cluster) 
 		return proxyProcess{}, err
 	}
 	// Metrics on, as in production, so the budget covers what they cost.
-	yaml := fmt.Appendf(c.ConfigYAML(addr), "metrics_listen: %s\n", metricsAddr)
+	yaml := fmt.Appendf(c.ConfigYAML(addr), "metrics_listen: %s\n%s", metricsAddr, extraYAML)
 	cfg := filepath.Join(dir, name+".yaml")
 	if err := os.WriteFile(cfg, yaml, 0o644); err != nil {
 		return proxyProcess{}, err
 	}
-	logPath := filepath.Join(dir, name+".log")
+	cmd := exec.Command(bin, "serve", "--config", cfg, "--log-level", "warn")
+	// SIGINT stops at once (SIGTERM would drain).
+	pid, stop, err := startListening(ctx, cmd, filepath.Join(dir, name+".log"), addr, syscall.SIGINT)
+	if err != nil {
+		return proxyProcess{}, fmt.Errorf("%s serve: %w", bin, err)
+	}
+	dsn := "postgres://postgres@" + addr + "/" + c.Database + "?sslmode=disable"
+	return proxyProcess{dsn: dsn, pid: pid, stop: stop}, nil
+}
+
+// startListening starts cmd with its output in logPath and waits until addr
+// accepts connections; an error carries the log. stop sends stopSig, and
+// kills the process if it has not exited 10 s later.
+func startListening(ctx context.Context, cmd *exec.Cmd, logPath, addr string, stopSig os.Signal) (pid int, stop func(), err error) {
 	logFile, err := os.Create(logPath)
 	if err != nil {
-		return proxyProcess{}, err
+		return 0, nil, err
 	}
-	cmd := exec.Command(bin, "serve", "--config", cfg, "--log-level", "warn")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
-		return proxyProcess{}, fmt.Errorf("start %s: %w", bin, err)
+		return 0, nil, fmt.Errorf("start %s: %w", cmd.Path, err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait(); logFile.Close() }()
-	stop := func() {
-		// SIGINT stops at once (SIGTERM would drain); kill if it hangs.
-		cmd.Process.Signal(syscall.SIGINT)
+	stop = func() {
+		cmd.Process.Signal(stopSig)
 		select {
 		case <-exited:
 		case <-time.After(10 * time.Second):
@@ -154,22 +194,21 @@ func startProxy(ctx context.Context, name, bin, dir string, c *sandbox.Cluster) 
 	if err := loadgen.WaitListening(ctx, addr, exited); err != nil {
 		stop()
 		out, _ := os.ReadFile(logPath)
-		return proxyProcess{}, fmt.Errorf("%s serve: %w\n%s", bin, err, out)
+		return 0, nil, fmt.Errorf("%w\n%s", err, out)
 	}
-	dsn := "postgres://postgres@" + addr + "/" + c.Database + "?sslmode=disable"
-	return proxyProcess{dsn: dsn, pid: cmd.Process.Pid, stop: stop}, nil
+	return cmd.Process.Pid, stop, nil
 }
 
-// findPgbench looks on PATH, then where Debian installs PostgreSQL 15.
-func findPgbench() (string, error) {
-	if p, err := exec.LookPath("pgbench"); err == nil {
+// findProgram looks for name on PATH, then at debian, where Debian
+// installs it; missing says which package to install.
+func findProgram(name, debian, missing string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
 		return p, nil
 	}
-	const debian = "/usr/lib/postgresql/15/bin/pgbench"
 	if _, err := os.Stat(debian); err == nil {
 		return debian, nil
 	}
-	return "", errors.New("pgbench not found on PATH or in /usr/lib/postgresql/15/bin (package postgresql-client-15)")
+	return "", fmt.Errorf("%s not found on PATH or at %s (%s)", name, debian, missing)
 }
 
 // hostPort splits a postgres:// DSN into what pgbench takes as flags.
@@ -211,6 +250,39 @@ func cpuCheck(b EndToEnd, s []sample) Check {
 		Metric: "shardgate CPU µs/txn", Measured: median(cpuPerTxnUs(s)), Format: "%.1f", Info: true,
 		Detail: fmt.Sprintf("proxy process utime+stime / pgbench transactions, %d clients", b.Clients),
 	}
+}
+
+// poolerChecks budgets shardgate at one worker against PgBouncer: tps and
+// CPU per transaction, each the median of the per-round ratios (the two ran
+// seconds apart in every round). None without the pooler pair.
+func poolerChecks(b EndToEnd, s map[string][]sample) []Check {
+	w1, pgb := s[oneWorkerName], s[pgbouncerName]
+	if b.PgBouncer == nil || len(pgb) == 0 {
+		return nil
+	}
+	check := func(c Check) Check {
+		if math.IsNaN(c.Measured) {
+			c.Absent, c.Detail = true, "no round measured PgBouncer"
+		}
+		return c
+	}
+	return []Check{check(Check{
+		Metric:   "tps shardgate-w1/PgBouncer",
+		Measured: pairedRatio(tpsOf(pgb), tpsOf(w1)), Limit: b.PgBouncer.MinTPSRatio, AtLeast: true, Format: "%.2f",
+		Detail: fmt.Sprintf("%d clients, -M %s, median %.0f tps PgBouncer, %.0f tps shardgate workers: 1", b.Clients, pairMode, median(tpsOf(pgb)), median(tpsOf(w1))),
+	}), check(Check{
+		Metric:   "CPU/txn shardgate-w1/PgBouncer",
+		Measured: pairedRatio(cpuPerTxnUs(pgb), cpuPerTxnUs(w1)), Limit: b.PgBouncer.MaxCPUPerTxnRatio, Format: "%.2f",
+		Detail: fmt.Sprintf("median %.1f µs PgBouncer, %.1f µs shardgate workers: 1 (process utime+stime / transactions)", median(cpuPerTxnUs(pgb)), median(cpuPerTxnUs(w1))),
+	})}
+}
+
+func tpsOf(s []sample) []float64 {
+	out := make([]float64, len(s))
+	for i, x := range s {
+		out[i] = x.tps
+	}
+	return out
 }
 
 func cpuPerTxnUs(s []sample) []float64 {

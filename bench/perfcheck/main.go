@@ -8,14 +8,19 @@
 // latency of a prepared point select on one connection and pgbench's tps with
 // several clients. Only the medians of the per-round ratios shardgate/direct
 // are budgeted, so load from other work on a shared machine slows both sides
-// alike and cancels out, while a real regression in the proxy does not. Then
+// alike and cancels out, while a real regression in the proxy does not. With
+// the budget's end_to_end.pgbouncer section every round also runs pgbench
+// against a second serve process with workers: 1 and against PgBouncer in
+// transaction mode, and budgets their tps and CPU-per-transaction ratios,
+// shardgate at one worker against single-threaded PgBouncer. Then
 // it runs the router's Go benchmarks and budgets their ns/op (generously)
 // and allocs/op (exactly). It prints a table and exits 1 if anything is over
 // budget, 2 if it could not measure. See bench/README.md.
 //
 // With -baseline OLD it also runs OLD serve beside the measured binary and
 // compares the two in the same interleaved rounds (tps, proxy CPU per
-// transaction, p50), which is how a refactoring shows it costs nothing:
+// transaction, p50), which is how a refactoring shows it costs nothing
+// (without the PgBouncer pair, which compares poolers, not binaries):
 //
 //	go run ./bench/perfcheck -bin bin/shardgate -baseline /tmp/old-shardgate -skip-micro
 package main
@@ -75,6 +80,7 @@ func run() int {
 		}
 		checks = append(checks, ratioChecks(b.EndToEnd, s)...)
 		checks = append(checks, cpuCheck(b.EndToEnd, s[newName]))
+		checks = append(checks, poolerChecks(b.EndToEnd, s)...)
 		if *baseline != "" {
 			a := compareAB(b.EndToEnd, s[baselineName], s[newName])
 			ab = &a

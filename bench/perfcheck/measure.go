@@ -33,13 +33,16 @@ func (r rounds) writeScript() error {
 }
 
 // run warms the targets up, then measures them in b.Rounds rounds: their
-// latency together, then each one's throughput, in roundOrder.
-func (r rounds) run(ctx context.Context, targets ...target) (map[string][]sample, error) {
+// latency together, then each one's throughput, in roundOrder. The pooler
+// pair (none, or shardgate at one worker and PgBouncer) has no latency
+// phase: its throughput runs follow, in pairOrder.
+func (r rounds) run(ctx context.Context, targets, pair []target) (map[string][]sample, error) {
 	if _, err := latencyP50(ctx, targets, r.b.Rows, 300*time.Millisecond); err != nil {
 		return nil, fmt.Errorf("warm-up: %w", err)
 	}
-	for _, t := range targets {
-		if _, err := r.throughput(ctx, t.dsn, time.Second); err != nil {
+	all := append(slices.Clone(targets), pair...)
+	for _, t := range all {
+		if _, err := r.throughput(ctx, t, time.Second); err != nil {
 			return nil, fmt.Errorf("%s: warm-up: %w", t.name, err)
 		}
 	}
@@ -55,16 +58,20 @@ func (r rounds) run(ctx context.Context, targets ...target) (map[string][]sample
 			p50[t.name] = p50s[j]
 		}
 		runs := map[string]throughputRun{}
-		for _, t := range order {
+		for _, t := range append(order, pairOrder(pair, i)...) {
 			if runs[t.name], err = r.measureThroughput(ctx, t, r.b.ThroughputDuration); err != nil {
 				return nil, fmt.Errorf("round %d, %s throughput: %w", i+1, t.name, err)
 			}
 		}
 		line := fmt.Sprintf("round %d/%d:", i+1, r.b.Rounds)
-		for _, t := range targets {
+		for _, t := range all {
 			run := runs[t.name]
 			out[t.name] = append(out[t.name], sample{p50: p50[t.name], tps: run.tps, cpuPerTxn: run.cpuPerTxn})
-			line += fmt.Sprintf("  %s p50 %.0f µs, %.0f tps", t.name, us(p50[t.name]), run.tps)
+			line += fmt.Sprintf("  %s", t.name)
+			if _, ok := p50[t.name]; ok {
+				line += fmt.Sprintf(" p50 %.0f µs,", us(p50[t.name]))
+			}
+			line += fmt.Sprintf(" %.0f tps", run.tps)
 			if t.pid != 0 {
 				line += fmt.Sprintf(", %.1f µs CPU/txn", us(run.cpuPerTxn))
 			}
@@ -92,6 +99,16 @@ func roundOrder(targets []target, i int) []target {
 		return append([]target{targets[0]}, proxies...)
 	}
 	return append(proxies, targets[0])
+}
+
+// pairOrder is the order in which round i runs the pooler pair: plain
+// alternation, so that neither always runs right after the others.
+func pairOrder(pair []target, i int) []target {
+	out := slices.Clone(pair)
+	if i%2 == 1 {
+		slices.Reverse(out)
+	}
+	return out
 }
 
 // latencyP50 runs the prepared point select with random ids on one
@@ -169,7 +186,7 @@ func (r rounds) measureThroughput(ctx context.Context, t target, d time.Duration
 			return throughputRun{}, err
 		}
 	}
-	res, err := r.throughput(ctx, t.dsn, d)
+	res, err := r.throughput(ctx, t, d)
 	if err != nil || t.pid == 0 {
 		return throughputRun{tps: res.tps}, err
 	}
@@ -220,17 +237,17 @@ func parsePgbench(out []byte) (pgbenchResult, error) {
 	return pgbenchResult{tps: tps, txns: txns}, nil
 }
 
-// throughput runs pgbench with b.Clients clients and prepared statements
-// for d (whole seconds). pgbench rather than Go clients: it needs less CPU
-// per query, which leaves more of this small machine's CPU to the proxy and
-// so shows more of the proxy's own cost.
-func (r rounds) throughput(ctx context.Context, dsn string, d time.Duration) (pgbenchResult, error) {
-	host, port, db, err := hostPort(dsn)
+// throughput runs pgbench against t with b.Clients clients in t's query
+// mode for d (whole seconds). pgbench rather than Go clients: it needs less
+// CPU per query, which leaves more of this small machine's CPU to the proxy
+// and so shows more of the proxy's own cost.
+func (r rounds) throughput(ctx context.Context, t target, d time.Duration) (pgbenchResult, error) {
+	host, port, db, err := hostPort(t.dsn)
 	if err != nil {
 		return pgbenchResult{}, err
 	}
 	threads := min(r.b.Clients, runtime.NumCPU())
-	cmd := exec.CommandContext(ctx, r.pgbench, "-n", "-M", "prepared", "-f", r.script,
+	cmd := exec.CommandContext(ctx, r.pgbench, "-n", "-M", t.mode, "-f", r.script,
 		"-c", strconv.Itoa(r.b.Clients), "-j", strconv.Itoa(threads), "-T", strconv.Itoa(int(d/time.Second)),
 		"-h", host, "-p", port, "-U", "postgres", db)
 	out, err := cmd.CombinedOutput()

@@ -185,3 +185,63 @@ func TestRatioChecks(t *testing.T) {
 		t.Errorf("tps: %+v, want ratio 0.5 (rounds 0.5, 0.5, 0.1), at least 0.4", c)
 	}
 }
+
+// TestPoolerChecks: the pooler ratios pair shardgate-w1 with PgBouncer
+// round by round; without the budget section or PgBouncer's samples there
+// are none.
+func TestPoolerChecks(t *testing.T) {
+	us := time.Microsecond
+	s := map[string][]sample{
+		pgbouncerName: {{tps: 1000, cpuPerTxn: 20 * us}, {tps: 500, cpuPerTxn: 20 * us}, {tps: 1000, cpuPerTxn: 10 * us}},
+		oneWorkerName: {{tps: 800, cpuPerTxn: 30 * us}, {tps: 450, cpuPerTxn: 32 * us}, {tps: 200, cpuPerTxn: 60 * us}},
+	}
+	b := EndToEnd{Clients: 8, PgBouncer: &PoolerLimits{MinTPSRatio: 0.55, MaxCPUPerTxnRatio: 1.55}}
+	checks := poolerChecks(b, s)
+	if len(checks) != 2 {
+		t.Fatalf("%d checks, want 2", len(checks))
+	}
+	if c := checks[0]; c.Measured != 0.8 || !c.AtLeast || !c.OK() {
+		t.Errorf("tps: %+v, want 0.8 (rounds 0.8, 0.9, 0.2), at least 0.55", c)
+	}
+	if c := checks[1]; c.Measured != 1.6 || c.AtLeast || c.OK() {
+		t.Errorf("CPU: %+v, want 1.6 (rounds 1.5, 1.6, 6) over 1.55", c)
+	}
+	if checks := poolerChecks(EndToEnd{}, s); checks != nil {
+		t.Errorf("no pgbouncer section: %+v", checks)
+	}
+	if checks := poolerChecks(b, map[string][]sample{}); checks != nil {
+		t.Errorf("no PgBouncer samples (an A/B run): %+v", checks)
+	}
+}
+
+func TestParseBudgetPgBouncer(t *testing.T) {
+	// The section goes inside end_to_end, which ends where micro starts.
+	with := strings.Replace(validBudget, "micro:", "  pgbouncer: {min_tps_ratio: 0.5, max_cpu_per_txn_ratio: 2.5}\nmicro:", 1)
+	b, err := ParseBudget([]byte(with))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := b.EndToEnd.PgBouncer; p == nil || p.MinTPSRatio != 0.5 || p.MaxCPUPerTxnRatio != 2.5 {
+		t.Errorf("pgbouncer decoded as %+v", p)
+	}
+	zero := strings.Replace(with, "max_cpu_per_txn_ratio: 2.5", "max_cpu_per_txn_ratio: 0", 1)
+	if _, err := ParseBudget([]byte(zero)); err == nil || !strings.Contains(err.Error(), "end_to_end.pgbouncer") {
+		t.Errorf("a zero pooler limit: %v", err)
+	}
+	if b, err := ParseBudget([]byte(validBudget)); err != nil || b.EndToEnd.PgBouncer != nil {
+		t.Errorf("without the section: %+v, %v", b.EndToEnd.PgBouncer, err)
+	}
+}
+
+func TestPairOrder(t *testing.T) {
+	w, p := target{name: "w"}, target{name: "p"}
+	pair := []target{w, p}
+	for i, want := range []string{"w p", "p w", "w p"} {
+		if got := orderNames(pairOrder(pair, i)); got != want {
+			t.Errorf("round %d: %q, want %q", i, got, want)
+		}
+	}
+	if orderNames(pair) != "w p" {
+		t.Error("pairOrder modified its argument")
+	}
+}

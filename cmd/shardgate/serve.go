@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -28,7 +29,8 @@ a Unix socket for the same port), route every statement by its shard key and
 pool server connections.
 
 Signals, as PgBouncer's:
-  SIGHUP   reload the config file, as the admin console's RELOAD.
+  SIGHUP   reload the config file, as the admin console's RELOAD, and
+           apply its workers (GOMAXPROCS), which RELOAD leaves alone.
   SIGINT   safe shutdown (PgBouncer's SHUTDOWN WAIT_FOR_SERVERS): stop
            accepting connections, let every client finish its transaction,
            disconnect each client as soon as it is between transactions, and
@@ -42,6 +44,7 @@ A second SIGINT or SIGTERM during a shutdown stops at once.`,
 			if err := configArg(cmd, args, &configPath); err != nil {
 				return err
 			}
+			procs := startupWorkers() // before anything changes GOMAXPROCS
 			cfg, err := topology.LoadConfig(configPath)
 			if err != nil {
 				return err
@@ -60,6 +63,7 @@ A second SIGINT or SIGTERM during a shutdown stops at once.`,
 				}
 				defer remove()
 			}
+			procs.set(cfg.Workers)
 			srv, err := proxy.New(cfg, log)
 			if err != nil {
 				return err
@@ -75,8 +79,10 @@ A second SIGINT or SIGTERM during a shutdown stops at once.`,
 			if err := serveMetrics(ctx, srv, cfg, log); err != nil {
 				return err
 			}
-			go handleSignals(ctx, srv, log, time.Duration(cfg.ShutdownTimeout), cancel)
-			log.Info("shardgate listening", "addr", cfg.Listen, "database", cfg.Database, "shards", len(cfg.Shards))
+			reload := func() error { return reloadConfig(srv, configPath, procs, log) }
+			go handleSignals(ctx, srv, log, reload, time.Duration(cfg.ShutdownTimeout), cancel)
+			log.Info("shardgate listening", "addr", cfg.Listen, "database", cfg.Database, "shards", len(cfg.Shards),
+				"workers", runtime.GOMAXPROCS(0), "workers_source", procs.source(cfg.Workers))
 			return srv.ListenAndServe(ctx)
 		},
 	}
@@ -85,9 +91,26 @@ A second SIGINT or SIGTERM during a shutdown stops at once.`,
 	return cmd
 }
 
+// reloadConfig is SIGHUP: the proxy's RELOAD (srv.Reload), and then the
+// process setting the proxy cannot apply itself, workers. It loads the file
+// once, so that both see the same config, and changes workers only if the
+// proxy took the config.
+func reloadConfig(srv *proxy.Server, path string, procs workers, log *slog.Logger) error {
+	cfg, err := topology.LoadConfig(path)
+	if err != nil {
+		return err
+	}
+	topology.WarnExposedSecrets(log, path, cfg)
+	if err := srv.Apply(cfg); err != nil {
+		return err
+	}
+	procs.reload(cfg.Workers, log)
+	return nil
+}
+
 // handleSignals gives the signals PgBouncer operators expect (see the
-// serve command's help). stop ends the proxy at once.
-func handleSignals(ctx context.Context, srv *proxy.Server, log *slog.Logger, drainTimeout time.Duration, stop context.CancelFunc) {
+// serve command's help): reload is SIGHUP's; stop ends the proxy at once.
+func handleSignals(ctx context.Context, srv *proxy.Server, log *slog.Logger, reload func() error, drainTimeout time.Duration, stop context.CancelFunc) {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
 	defer signal.Stop(sigs)
@@ -99,7 +122,7 @@ func handleSignals(ctx context.Context, srv *proxy.Server, log *slog.Logger, dra
 		case sig := <-sigs:
 			switch {
 			case sig == syscall.SIGHUP:
-				if err := srv.Reload(); err != nil {
+				if err := reload(); err != nil {
 					log.Error("reload failed; the running configuration stays", "err", err)
 				}
 			case sig == syscall.SIGQUIT || shuttingDown:

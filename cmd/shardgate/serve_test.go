@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,8 +21,12 @@ import (
 )
 
 // TestServeSignals runs `shardgate serve` and drives it with the signals an
-// operator sends: SIGHUP reloads the config, SIGTERM drains and exits.
+// operator sends: SIGHUP reloads the config, workers included, SIGTERM
+// drains and exits. serve runs in this process, so it sets the test's
+// GOMAXPROCS: put it back after.
 func TestServeSignals(t *testing.T) {
+	procs := runtime.GOMAXPROCS(0)
+	t.Cleanup(func() { runtime.GOMAXPROCS(procs) })
 	ctx := t.Context()
 	cluster, err := sandbox.Start(ctx, sandbox.Options{Dir: t.TempDir(), Shards: 1, Replicas: sandbox.NoReplicas, Fast: true, Schema: sandbox.Schema})
 	if err != nil {
@@ -30,7 +35,7 @@ func TestServeSignals(t *testing.T) {
 	defer cluster.Stop()
 	listen := freeAddr(t)
 	path := filepath.Join(t.TempDir(), "shardgate.yaml")
-	base := string(cluster.ConfigYAML(listen)) + "admin_users: [admin]\n"
+	base := string(cluster.ConfigYAML(listen)) + "admin_users: [admin]\nworkers: 1\n"
 	if err := os.WriteFile(path, []byte(base), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -49,30 +54,45 @@ func TestServeSignals(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	defer admin.Close(context.Background())
-	poolSize := func() string {
+	show := func(key string) string {
 		res, err := admin.Exec(ctx, "SHOW CONFIG").ReadAll()
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, row := range res[0].Rows {
-			if string(row[0]) == "default_pool_size" {
+			if string(row[0]) == key {
 				return string(row[1])
 			}
 		}
 		return ""
 	}
-	if got := poolSize(); got != "20" {
+	if got := show("default_pool_size"); got != "20" {
 		t.Fatalf("pool_size %s before reload", got)
 	}
-	if err := os.WriteFile(path, []byte(strings.Replace(base, "size: 20", "size: 3", 1)), 0o644); err != nil {
+	if got, n := show("workers"), runtime.GOMAXPROCS(0); got != "1" || n != 1 {
+		t.Fatalf("workers: SHOW CONFIG %q, GOMAXPROCS %d; want 1 and 1", got, n)
+	}
+	next := strings.Replace(strings.Replace(base, "size: 20", "size: 3", 1), "workers: 1", "workers: 2", 1)
+	if err := os.WriteFile(path, []byte(next), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	syscall.Kill(os.Getpid(), syscall.SIGHUP)
-	for got := poolSize(); got != "3"; got = poolSize() {
+	for got := show("default_pool_size"); got != "3"; got = show("default_pool_size") {
 		if time.Now().After(deadline) {
 			t.Fatalf("pool_size %s after SIGHUP, want 3", got)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	// The pool size shows once the proxy applied the config; the worker
+	// count changes right after, in the same SIGHUP.
+	for n := runtime.GOMAXPROCS(0); n != 2; n = runtime.GOMAXPROCS(0) {
+		if time.Now().After(deadline) {
+			t.Fatalf("GOMAXPROCS %d after SIGHUP, want 2", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := show("workers"); got != "2" {
+		t.Fatalf("workers after SIGHUP: SHOW CONFIG %q, want 2", got)
 	}
 	syscall.Kill(os.Getpid(), syscall.SIGTERM)
 	select {
