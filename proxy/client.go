@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net"
 	"os"
 	"runtime/debug"
@@ -279,8 +278,8 @@ func (c *client) accept(msg *pgproto3.StartupMessage, code uint32) (bool, error)
 		c.log().Warn("startup: cannot fetch server parameters", "err", err)
 		return false, c.fatal(pgerr.CodeConnectionFailure, "shardgate could not reach shard "+c.srv.topo().Shards[0].Name+": "+clientText(err))
 	}
-	c.sess.baseline = startupSettings(msg.Parameters, params)
-	c.sess.settings = maps.Clone(c.sess.baseline)
+	c.sess.baseline = c.srv.startups.settings(msg.Parameters, params)
+	c.sess.settings = c.sess.baseline
 	if minor := code & 0xffff; minor > 0 {
 		c.out = appendNegotiateProtocol(c.out, msg.Parameters)
 	}

@@ -49,7 +49,8 @@ type Server struct {
 	users    userRegistry // the users section (userlimits.go)
 
 	paramsMu sync.Mutex
-	params   []param // ParameterStatus a new client sees, from a real server
+	params   []param      // ParameterStatus a new client sees, from a real server
+	startups startupCache // startup settings clients share (settings.go)
 
 	clientsMu sync.Mutex
 	clients   map[*client]struct{}

@@ -9,11 +9,14 @@ import "github.com/shardgate/shardgate/router"
 type sessionState struct {
 	// Session settings: what the client has SET (and started with), the
 	// SETs of the open transaction, and whether it ended in ROLLBACK.
-	settings   map[string]string
-	baseline   map[string]string
-	txSettings []*router.Setting
-	rolledBack bool
-	syncBuf    []byte
+	// baseline, the startup settings, is shared with other clients and
+	// read-only; so is settings, the same map, until ownSettings.
+	settings    map[string]string
+	baseline    map[string]string
+	ownSettings bool // settings is the client's own copy
+	txSettings  []*router.Setting
+	rolledBack  bool
+	syncBuf     []byte
 
 	norm        router.Scratch // simple-query normalisation buffers
 	sessionHint *router.Hint   // SET shardgate.*

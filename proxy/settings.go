@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"maps"
+	"slices"
 	"strings"
+	"sync"
 
 	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/pool"
@@ -34,6 +36,57 @@ func startupSettings(params map[string]string, server []param) map[string]string
 		out[name] = "SET " + name + " TO " + quoteLiteral(value)
 	}
 	return out
+}
+
+// maxSharedStartups bounds the startup settings kept for sharing: clients
+// come with few distinct sets of startup parameters (a driver's, an
+// application name), so this many is plenty; beyond it clients get their
+// own copy.
+const maxSharedStartups = 256
+
+// startupCache shares one settings map between the clients that started
+// with the same parameters: 10,000 idle clients need not hold 10,000
+// copies. The maps are read-only; a client copies its own before its first
+// change (client.changeSetting). Server parameters are fetched once, so a
+// key names the same settings for the life of the server.
+type startupCache struct {
+	mu   sync.Mutex
+	maps map[string]map[string]string
+}
+
+// settings returns the startup settings of a client with params, shared.
+func (sc *startupCache) settings(params map[string]string, server []param) map[string]string {
+	key := startupKey(params)
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if m, ok := sc.maps[string(key)]; ok {
+		return m
+	}
+	m := startupSettings(params, server)
+	if len(sc.maps) < maxSharedStartups {
+		if sc.maps == nil {
+			sc.maps = make(map[string]map[string]string)
+		}
+		sc.maps[string(key)] = m
+	}
+	return m
+}
+
+// startupKey encodes the parameters startupSettings reads (user and
+// database are not settings), in name order: equal keys, equal settings.
+func startupKey(params map[string]string) []byte {
+	names := make([]string, 0, len(params))
+	for name := range params {
+		if !notSettings[strings.ToLower(name)] {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	var key []byte
+	for _, name := range names {
+		key = append(append(append(append(key, name...), 0), params[name]...), 0)
+	}
+	return key
 }
 
 func quoteLiteral(s string) string {
@@ -128,8 +181,22 @@ func (c *client) setting(plan router.Plan, u unit) error {
 	return c.runHeld(u)
 }
 
-func (c *client) discardAll(s *router.Setting) {
+// changeSetting records a committed SET, RESET or DISCARD ALL in the
+// client's settings, copying them first if they are still the startup
+// settings it shares (a RESET ALL shares them again).
+func (c *client) changeSetting(s *router.Setting) {
+	if s.ResetAll {
+		c.sess.settings, c.sess.ownSettings = c.sess.baseline, false
+		return
+	}
+	if !c.sess.ownSettings {
+		c.sess.settings, c.sess.ownSettings = maps.Clone(c.sess.baseline), true
+	}
 	applySetting(c.sess.settings, s, c.sess.baseline)
+}
+
+func (c *client) discardAll(s *router.Setting) {
+	c.changeSetting(s)
 	clear(c.sess.stmts)
 	c.out = appendCommandComplete(c.out, "DISCARD ALL")
 }
@@ -139,7 +206,7 @@ func (c *client) discardAll(s *router.Setting) {
 func (c *client) settleSettings(sc *pool.Conn, committed bool) {
 	if committed {
 		for _, s := range c.sess.txSettings {
-			applySetting(c.sess.settings, s, c.sess.baseline)
+			c.changeSetting(s)
 			applySetting(sc.Settings, s, nil)
 		}
 	}

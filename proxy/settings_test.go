@@ -209,3 +209,37 @@ func TestSetAmongStatements(t *testing.T) {
 		t.Fatalf("statement_timeout after its implicit transaction failed: %q, want 0", got)
 	}
 }
+
+// TestStartupSettingsShared: clients that started alike share their
+// startup settings until one changes a setting; the change stays its own,
+// and RESET ALL takes it back to what it started with.
+func TestStartupSettingsShared(t *testing.T) {
+	dsn := proxyWith(t, func(*topology.Config) {})
+	params := map[string]string{"application_name": "shared-start", "search_path": "public"}
+	a := dial(t, dsn, pgx.QueryExecModeSimpleProtocol, params)
+	b := dial(t, dsn, pgx.QueryExecModeSimpleProtocol, params)
+	show := func(conn *pgx.Conn) string {
+		t.Helper()
+		var v string
+		if err := conn.QueryRow(t.Context(), "SHOW application_name").Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if _, err := a.Exec(t.Context(), "SET application_name = 'changed'"); err != nil {
+		t.Fatal(err)
+	}
+	if got, other := show(a), show(b); got != "changed" || other != "shared-start" {
+		t.Fatalf("after one client's SET: it sees %q, the other %q", got, other)
+	}
+	c := dial(t, dsn, pgx.QueryExecModeSimpleProtocol, params)
+	if got := show(c); got != "shared-start" {
+		t.Fatalf("a client starting after another's SET sees %q", got)
+	}
+	if _, err := a.Exec(t.Context(), "RESET ALL"); err != nil {
+		t.Fatal(err)
+	}
+	if got := show(a); got != "shared-start" {
+		t.Fatalf("after RESET ALL: %q", got)
+	}
+}
