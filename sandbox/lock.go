@@ -44,7 +44,7 @@ func Lock(dir, holder string) (unlock func() error, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
-	cred, err := postgresCred()
+	cred, err := PostgresCred()
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}

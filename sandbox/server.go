@@ -61,7 +61,7 @@ func newRunner(binDir, dir string) (*runner, error) {
 			r.env = append(r.env, kv)
 		}
 	}
-	cred, err := postgresCred()
+	cred, err := PostgresCred()
 	if err != nil {
 		return nil, err
 	}
@@ -69,9 +69,10 @@ func newRunner(binDir, dir string) (*runner, error) {
 	return r, nil
 }
 
-// postgresCred is who runs PostgreSQL programs: nil for ourselves, the OS
-// user postgres when we are root (PostgreSQL refuses to run as root).
-func postgresCred() (*syscall.Credential, error) {
+// PostgresCred is who runs PostgreSQL programs (and PgBouncer in the
+// benchmarks): nil for ourselves, the OS user postgres when we are root
+// (both refuse to run as root).
+func PostgresCred() (*syscall.Credential, error) {
 	if os.Geteuid() != 0 {
 		return nil, nil
 	}

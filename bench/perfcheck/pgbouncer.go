@@ -6,9 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"syscall"
 
 	"github.com/shardgate/shardgate/bench/loadgen"
@@ -79,14 +77,9 @@ log_stats = 0
 // asPostgres runs a child as the OS user postgres when we are root, as the
 // sandbox runs PostgreSQL; nil otherwise.
 func asPostgres() (*syscall.SysProcAttr, error) {
-	if os.Geteuid() != 0 {
-		return nil, nil
+	cred, err := sandbox.PostgresCred()
+	if err != nil || cred == nil {
+		return nil, err
 	}
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		return nil, fmt.Errorf("running PgBouncer as root needs an OS user named postgres: %w", err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	return &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}, nil
+	return &syscall.SysProcAttr{Credential: cred}, nil
 }
