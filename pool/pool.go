@@ -93,7 +93,7 @@ type Pool struct {
 	nextID     uint64 // numbers the pool's connections for SHOW SERVERS
 	stop       chan struct{}
 	// expiry is the one timer behind every waiter's deadlines (see
-	// sweepLocked), armed for expiryAt; spare holds waiters to reuse, so a
+	// sweep), armed for expiryAt; spare holds waiters to reuse, so a
 	// wait allocates no timer, channel or waiter.
 	expiry   *time.Timer
 	expiryAt time.Time
