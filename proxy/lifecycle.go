@@ -27,18 +27,28 @@ func (s *Server) SetConfigFile(path string) {
 // Reload re-reads the config file and applies it. A config that fails
 // validation is rejected and the running one keeps serving.
 func (s *Server) Reload() error {
+	_, err := s.ReloadConfig()
+	return err
+}
+
+// ReloadConfig is Reload, returning the config it applied: serve applies
+// the process's own settings (workers) from it.
+func (s *Server) ReloadConfig() (*topology.Config, error) {
 	s.lifeMu.Lock()
 	path := s.configPath
 	s.lifeMu.Unlock()
 	if path == "" {
-		return errors.New("no config file to reload from")
+		return nil, errors.New("no config file to reload from")
 	}
 	cfg, err := topology.LoadConfig(path)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	topology.WarnExposedSecrets(s.log, path, cfg)
-	return s.Apply(cfg)
+	if err := s.Apply(cfg); err != nil {
+		return nil, err
+	}
+	return cfg, nil
 }
 
 // Apply switches to cfg: pool sizes and timeouts, users, TLS, tables and

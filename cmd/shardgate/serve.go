@@ -79,7 +79,16 @@ A second SIGINT or SIGTERM during a shutdown stops at once.`,
 			if err := serveMetrics(ctx, srv, cfg, log); err != nil {
 				return err
 			}
-			reload := func() error { return reloadConfig(srv, configPath, procs, log) }
+			// SIGHUP is the proxy's RELOAD, then workers, which the proxy
+			// cannot apply to a process it may share (tests, dev).
+			reload := func() error {
+				cfg, err := srv.ReloadConfig()
+				if err != nil {
+					return err
+				}
+				procs.reload(cfg.Workers, log)
+				return nil
+			}
 			go handleSignals(ctx, srv, log, reload, time.Duration(cfg.ShutdownTimeout), cancel)
 			log.Info("shardgate listening", "addr", cfg.Listen, "database", cfg.Database, "shards", len(cfg.Shards),
 				"workers", runtime.GOMAXPROCS(0), "workers_source", procs.source(cfg.Workers))
@@ -89,23 +98,6 @@ A second SIGINT or SIGTERM during a shutdown stops at once.`,
 	cmd.Flags().StringVarP(&configPath, "config", "c", "shardgate.yaml", "config file")
 	logs.register(cmd)
 	return cmd
-}
-
-// reloadConfig is SIGHUP: the proxy's RELOAD (srv.Reload), and then the
-// process setting the proxy cannot apply itself, workers. It loads the file
-// once, so that both see the same config, and changes workers only if the
-// proxy took the config.
-func reloadConfig(srv *proxy.Server, path string, procs workers, log *slog.Logger) error {
-	cfg, err := topology.LoadConfig(path)
-	if err != nil {
-		return err
-	}
-	topology.WarnExposedSecrets(log, path, cfg)
-	if err := srv.Apply(cfg); err != nil {
-		return err
-	}
-	procs.reload(cfg.Workers, log)
-	return nil
 }
 
 // handleSignals gives the signals PgBouncer operators expect (see the
