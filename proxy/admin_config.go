@@ -221,10 +221,9 @@ func shardgateSettings() []setting {
 		durationSetting("log_min_duration", func(c *topology.Config) *topology.Duration { return &c.LogMinDuration }, false),
 		fixed("default_shard", func(c *topology.Config) string { return c.DefaultShard }),
 		// The process's GOMAXPROCS, 0 for the runtime's default: `shardgate
-		// serve` applies it at start and on SIGHUP, which the proxy's own
-		// Apply cannot do for a process it may share (tests, dev), so SET
-		// cannot change it.
-		fixed("workers", func(c *topology.Config) string { return itoa(c.Workers) }),
+		// serve` applies it (Server.OnApply); a proxy embedded elsewhere
+		// (tests, dev) only shows it.
+		intSetting("workers", func(c *topology.Config) *int { return &c.Workers }, constant(0), constant(topology.MaxWorkers)),
 	}
 }
 

@@ -27,28 +27,28 @@ func (s *Server) SetConfigFile(path string) {
 // Reload re-reads the config file and applies it. A config that fails
 // validation is rejected and the running one keeps serving.
 func (s *Server) Reload() error {
-	_, err := s.ReloadConfig()
-	return err
-}
-
-// ReloadConfig is Reload, returning the config it applied: serve applies
-// the process's own settings (workers) from it.
-func (s *Server) ReloadConfig() (*topology.Config, error) {
 	s.lifeMu.Lock()
 	path := s.configPath
 	s.lifeMu.Unlock()
 	if path == "" {
-		return nil, errors.New("no config file to reload from")
+		return errors.New("no config file to reload from")
 	}
 	cfg, err := topology.LoadConfig(path)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	topology.WarnExposedSecrets(s.log, path, cfg)
-	if err := s.Apply(cfg); err != nil {
-		return nil, err
-	}
-	return cfg, nil
+	return s.Apply(cfg)
+}
+
+// OnApply has f called with every config Apply takes (a RELOAD, SIGHUP),
+// after the proxy switched to it. It is for the settings of the process
+// rather than of this proxy (workers: GOMAXPROCS), which the proxy must not
+// change itself because tests and dev run several proxies in one process.
+func (s *Server) OnApply(f func(*topology.Config)) {
+	s.reloadMu.Lock()
+	s.onApply = f
+	s.reloadMu.Unlock()
 }
 
 // Apply switches to cfg: pool sizes and timeouts, users, TLS, tables and
@@ -85,6 +85,9 @@ func (s *Server) Apply(cfg *topology.Config) error {
 	default: // a wake-up is already pending
 	}
 	s.log.Info("configuration reloaded", "pool_size", cfg.Pool.Size, "mode", cfg.Pool.Mode)
+	if s.onApply != nil {
+		s.onApply(cfg)
+	}
 	return nil
 }
 

@@ -64,7 +64,8 @@ type Server struct {
 	draining   atomic.Bool
 	stopping   atomic.Bool // Serve is closing every client (Ready)
 	configPath string
-	reloadMu   sync.Mutex
+	reloadMu   sync.Mutex             // serialises Apply
+	onApply    func(*topology.Config) // under reloadMu (OnApply)
 }
 
 type param struct{ name, value string }

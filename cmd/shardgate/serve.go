@@ -29,8 +29,7 @@ a Unix socket for the same port), route every statement by its shard key and
 pool server connections.
 
 Signals, as PgBouncer's:
-  SIGHUP   reload the config file, as the admin console's RELOAD, and
-           apply its workers (GOMAXPROCS), which RELOAD leaves alone.
+  SIGHUP   reload the config file, as the admin console's RELOAD.
   SIGINT   safe shutdown (PgBouncer's SHUTDOWN WAIT_FOR_SERVERS): stop
            accepting connections, let every client finish its transaction,
            disconnect each client as soon as it is between transactions, and
@@ -79,17 +78,10 @@ A second SIGINT or SIGTERM during a shutdown stops at once.`,
 			if err := serveMetrics(ctx, srv, cfg, log); err != nil {
 				return err
 			}
-			// SIGHUP is the proxy's RELOAD, then workers, which the proxy
-			// cannot apply to a process it may share (tests, dev).
-			reload := func() error {
-				cfg, err := srv.ReloadConfig()
-				if err != nil {
-					return err
-				}
-				procs.reload(cfg.Workers, log)
-				return nil
-			}
-			go handleSignals(ctx, srv, log, reload, time.Duration(cfg.ShutdownTimeout), cancel)
+			// workers is the process's, so serve applies it rather than the
+			// proxy, after every RELOAD and SIGHUP.
+			srv.OnApply(func(cfg *topology.Config) { procs.reload(cfg.Workers, log) })
+			go handleSignals(ctx, srv, log, time.Duration(cfg.ShutdownTimeout), cancel)
 			log.Info("shardgate listening", "addr", cfg.Listen, "database", cfg.Database, "shards", len(cfg.Shards),
 				"workers", runtime.GOMAXPROCS(0), "workers_source", procs.source(cfg.Workers))
 			return srv.ListenAndServe(ctx)
@@ -102,7 +94,7 @@ A second SIGINT or SIGTERM during a shutdown stops at once.`,
 
 // handleSignals gives the signals PgBouncer operators expect (see the
 // serve command's help): reload is SIGHUP's; stop ends the proxy at once.
-func handleSignals(ctx context.Context, srv *proxy.Server, log *slog.Logger, reload func() error, drainTimeout time.Duration, stop context.CancelFunc) {
+func handleSignals(ctx context.Context, srv *proxy.Server, log *slog.Logger, drainTimeout time.Duration, stop context.CancelFunc) {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
 	defer signal.Stop(sigs)
@@ -114,7 +106,7 @@ func handleSignals(ctx context.Context, srv *proxy.Server, log *slog.Logger, rel
 		case sig := <-sigs:
 			switch {
 			case sig == syscall.SIGHUP:
-				if err := reload(); err != nil {
+				if err := srv.Reload(); err != nil {
 					log.Error("reload failed; the running configuration stays", "err", err)
 				}
 			case sig == syscall.SIGQUIT || shuttingDown:

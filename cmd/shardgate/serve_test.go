@@ -21,7 +21,8 @@ import (
 )
 
 // TestServeSignals runs `shardgate serve` and drives it with the signals an
-// operator sends: SIGHUP reloads the config, workers included, SIGTERM
+// operator sends: SIGHUP reloads the config, workers included (as RELOAD
+// and SET do), SIGTERM
 // drains and exits. serve runs in this process, so it sets the test's
 // GOMAXPROCS: put it back after.
 func TestServeSignals(t *testing.T) {
@@ -93,6 +94,22 @@ func TestServeSignals(t *testing.T) {
 	}
 	if got := show("workers"); got != "2" {
 		t.Fatalf("workers after SIGHUP: SHOW CONFIG %q, want 2", got)
+	}
+	// The console's RELOAD and SET apply workers too, before they answer.
+	if err := os.WriteFile(path, []byte(base), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Exec(ctx, "RELOAD").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	if n := runtime.GOMAXPROCS(0); n != 1 {
+		t.Fatalf("GOMAXPROCS %d after RELOAD of workers: 1", n)
+	}
+	if _, err := admin.Exec(ctx, "SET workers = 2").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	if got, n := show("workers"), runtime.GOMAXPROCS(0); got != "2" || n != 2 {
+		t.Fatalf("after SET workers = 2: SHOW CONFIG %q, GOMAXPROCS %d; want 2 and 2", got, n)
 	}
 	syscall.Kill(os.Getpid(), syscall.SIGTERM)
 	select {
