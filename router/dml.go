@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	pg "github.com/pganalyze/pg_query_go/v5"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/shardgate/shardgate/topology"
 )
@@ -121,12 +122,19 @@ func analyzeSelect(t *topology.Topology, sel *pg.SelectStmt, root *pg.Node) (st 
 	k := newKeyAnalysis(t)
 	top := k.selectScope(sel, nil)
 	st = markUnlisted(keyedStatement(k, ts.sharded), ts)
+	if st.Class == ClassRefuse {
+		return gatherInstead(t, root, ts, role, st)
+	}
 	if st.Class == ClassKeyed || st.Class == ClassScatter {
 		st.Role = role
 	}
 	if st.Class == ClassScatter || st.mayScatter() {
+		pristine := proto.Clone(root).(*pg.Node) // scatterSpec rewrites sel
 		// Planned from the literal text: LIMIT 10 must stay 10, not $1.
 		st.Scatter, st.FromText = scatterSpec(sel, k.onlyKey(top, ts.sharded)), true
+		if st.Scatter.Refusal != "" || len(st.Classes) > 1 {
+			st.Gather = gatherSpec(t, pristine, ts)
+		}
 	}
 	return st
 }

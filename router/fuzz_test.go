@@ -48,8 +48,14 @@ func checkPlan(t *testing.T, p Plan) {
 			t.Fatal("error plan without an error")
 		}
 	case TargetMulti:
-		if (p.Err == nil) == (p.Scatter == nil) {
-			t.Fatalf("multi-shard plan needs exactly one of an error and a merge: %+v", p)
+		plans := 0
+		for _, set := range []bool{p.Err != nil, p.Scatter != nil, p.Gather != nil} {
+			if set {
+				plans++
+			}
+		}
+		if plans != 1 {
+			t.Fatalf("multi-shard plan needs exactly one of an error, a merge and a gather: %+v", p)
 		}
 	case TargetShard:
 		if p.Shard < 0 || p.Shard > 1 {

@@ -79,6 +79,7 @@ type Plan struct {
 	HintSet *HintSetting // TargetNone: SET shardgate.*, for the proxy to keep
 	Explain *Analysis    // TargetNone: EXPLAIN (SHARDGATE) of this, for the proxy to answer
 	Scatter *ScatterSpec // TargetMulti without Err: how to run and merge it
+	Gather  *GatherSpec  // TargetMulti without Err: how to pull its rows to one shard and run it there
 	CopyIn  *CopyIn      // TargetAll: COPY ... FROM STDIN, split by the proxy
 	// Broadcast: a write that every shard of Shards runs on its own rows:
 	// a reference-table write (TargetAll), or a TargetMulti UPDATE/DELETE

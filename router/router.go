@@ -349,6 +349,10 @@ func routeStatements(t *topology.Topology, a *Analysis, params [][]byte, formats
 		} else if len(a.Stmts) == 1 && st.Split {
 			plan.Split = true
 			plan.Reason = "the rows are on shards " + shards.names(t) + ": one INSERT per shard"
+		} else if len(a.Stmts) == 1 && st.Gather != nil {
+			plan.Gather, plan.Err = st.Gather, nil
+			plan.Reason = "no merge of the shards' answers is this query's: copy " + st.Gather.tableNames() + " from shards " +
+				shards.names(t) + " into " + t.Shards[shards.First()].Name + " and run it there"
 		} else if len(a.Stmts) == 1 && st.Scatter != nil && len(st.Classes) > 1 {
 			plan.Err = errorf(pgerr.CodeFeatureNotSupported, "the query joins sharded tables that are not tied by their shard keys across shards %s", shards.names(t))
 		} else if len(a.Stmts) == 1 && st.Scatter != nil {

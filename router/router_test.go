@@ -22,6 +22,9 @@ type routeCase struct {
 	Role   string    `yaml:"role"`
 	Error  string    `yaml:"error"`
 	Split  bool      `yaml:"split"`
+	// Gather: the query runs on one shard over copies of the rows it
+	// reads (Plan.Gather).
+	Gather bool `yaml:"gather"`
 	// State is the session state the statement leaves (Plan.SessionState).
 	State string `yaml:"state"`
 	// Topology is "" for valid.yaml, or one of caseTopologies.
@@ -125,8 +128,11 @@ func TestRouteCases(t *testing.T) {
 			if plan.Target == TargetError {
 				t.Fatalf("refused: %v", plan.Err)
 			}
-			if plan.Target == TargetMulti && plan.Scatter == nil && (plan.Err == nil || plan.Err.Code != pgerr.CodeFeatureNotSupported) {
-				t.Fatalf("multi-shard plan without a merge or a refusal: %+v", plan)
+			if plan.Target == TargetMulti && plan.Scatter == nil && plan.Gather == nil && (plan.Err == nil || plan.Err.Code != pgerr.CodeFeatureNotSupported) {
+				t.Fatalf("multi-shard plan without a merge, a gather or a refusal: %+v", plan)
+			}
+			if got := plan.Gather != nil; got != c.Gather {
+				t.Errorf("gather %v, want %v (%s)", got, c.Gather, plan.Reason)
 			}
 			if plan.Split != c.Split {
 				t.Errorf("split %v, want %v", plan.Split, c.Split)

@@ -70,11 +70,14 @@ func scatterSpec(sel *pg.SelectStmt, shardKey func(*pg.Node) bool) *ScatterSpec 
 		if containsWindow(rt.Val) {
 			return refuse("window functions across shards")
 		}
-		if f := rt.Val.GetFuncCall(); f != nil && mergeable(lastName(f.Funcname)) {
+		if f := rt.Val.GetFuncCall(); f != nil && mergeable(lastName(f.Funcname)) && !f.AggWithinGroup && len(f.AggOrder) == 0 {
 			hasAgg = true
 		} else if containsAggregate(rt.Val) {
-			return refuse("an expression over aggregates across shards")
+			return refuse("an aggregate other than count, sum, min, max, avg, bool_and and bool_or, or an expression over aggregates, across shards")
 		}
+	}
+	if why := derivedTables(sel.FromClause); why != "" {
+		return refuse(why)
 	}
 	// ORDER BY is resolved before planning aggregates rewrites the select
 	// list (avg(x) to sum(x)) and HAVING extends it.
@@ -298,10 +301,36 @@ func intConst(v int64) *pg.Node {
 	return &pg.Node{Node: &pg.Node_AConst{AConst: &pg.A_Const{Val: &pg.A_Const_Fval{Fval: &pg.Float{Fval: fmt.Sprint(v)}}}}}
 }
 
+// aggregateNames are PostgreSQL's built-in aggregate functions (pg_proc
+// rows of prokind 'a' in versions 15 and 16). An aggregate the proxy does
+// not know as one would be concatenated shard by shard, a wrong answer, so
+// any call with an aggregate's syntax (FILTER, WITHIN GROUP, ORDER BY in
+// the arguments, *) counts as one too.
+var aggregateNames = map[string]bool{
+	"any_value": true, "array_agg": true, "avg": true, "bit_and": true, "bit_or": true, "bit_xor": true,
+	"bool_and": true, "bool_or": true, "corr": true, "count": true, "covar_pop": true, "covar_samp": true,
+	"cume_dist": true, "dense_rank": true, "every": true, "json_agg": true, "json_agg_strict": true,
+	"json_object_agg": true, "json_object_agg_strict": true, "json_object_agg_unique": true,
+	"json_object_agg_unique_strict": true, "json_objectagg": true, "json_arrayagg": true, "jsonb_agg": true,
+	"jsonb_agg_strict": true, "jsonb_object_agg": true, "jsonb_object_agg_strict": true,
+	"jsonb_object_agg_unique": true, "jsonb_object_agg_unique_strict": true, "max": true, "min": true,
+	"mode": true, "percent_rank": true, "percentile_cont": true, "percentile_disc": true, "range_agg": true,
+	"range_intersect_agg": true, "rank": true, "regr_avgx": true, "regr_avgy": true, "regr_count": true,
+	"regr_intercept": true, "regr_r2": true, "regr_slope": true, "regr_sxx": true, "regr_sxy": true,
+	"regr_syy": true, "stddev": true, "stddev_pop": true, "stddev_samp": true, "string_agg": true,
+	"sum": true, "var_pop": true, "var_samp": true, "variance": true, "xmlagg": true,
+}
+
+// isAggregate reports a call of an aggregate (not as a window function).
+func isAggregate(f *pg.FuncCall) bool {
+	return f.Over == nil && (aggregateNames[lastName(f.Funcname)] || f.AggWithinGroup || len(f.AggOrder) > 0 || f.AggFilter != nil || f.AggStar)
+}
+
+// containsAggregate reports an aggregate call in n, outside subqueries.
 func containsAggregate(n *pg.Node) bool {
 	found := false
 	walk(n, func(m any) bool {
-		if f, ok := m.(*pg.FuncCall); ok && mergeable(lastName(f.Funcname)) {
+		if f, ok := m.(*pg.FuncCall); ok && isAggregate(f) {
 			found = true
 		}
 		_, sub := m.(*pg.SubLink)
@@ -319,4 +348,40 @@ func containsWindow(n *pg.Node) bool {
 		return !found
 	})
 	return found
+}
+
+// derivedTables refuses a derived table (a subquery in FROM) whose rows
+// are not each some table's rows: the shards would compute its groups,
+// distinct rows, limits or set operations over their own rows alone.
+func derivedTables(from []*pg.Node) string {
+	why := ""
+	for _, item := range from {
+		walk(item, func(m any) bool {
+			if sub, ok := m.(*pg.RangeSubselect); ok && why == "" {
+				if !rowwise(sub.Subquery.GetSelectStmt()) {
+					why = "a derived table with aggregates, DISTINCT, LIMIT, window functions or set operations, across shards"
+				}
+				return false
+			}
+			_, sublink := m.(*pg.SubLink)
+			return why == "" && !sublink
+		})
+	}
+	return why
+}
+
+// rowwise reports a SELECT whose rows each come from one row of its FROM,
+// so that running it on every shard and concatenating is running it once.
+func rowwise(sel *pg.SelectStmt) bool {
+	if sel == nil || (sel.Op != pg.SetOperation_SETOP_NONE && sel.Op != pg.SetOperation_SET_OPERATION_UNDEFINED) ||
+		sel.WithClause != nil || len(sel.GroupClause) > 0 || sel.HavingClause != nil || len(sel.DistinctClause) > 0 ||
+		sel.LimitCount != nil || sel.LimitOffset != nil || len(sel.WindowClause) > 0 {
+		return false
+	}
+	for _, t := range sel.TargetList {
+		if v := t.GetResTarget().GetVal(); containsAggregate(v) || containsWindow(v) {
+			return false
+		}
+	}
+	return derivedTables(sel.FromClause) == ""
 }

@@ -52,6 +52,7 @@ type Statement struct {
 	Hint    *HintSetting
 	Inner   *Analysis    // ClassExplain: the statement to explain
 	Scatter *ScatterSpec // SELECTs that may run on several shards: how to merge
+	Gather  *GatherSpec  // SELECTs no merge answers: how to run them on one shard instead
 	CopyIn  *CopyIn      // ClassCopyIn
 	// Broadcastable: an UPDATE or DELETE each shard can run on its own rows
 	// alone, so several shards can run it (when the config allows).
