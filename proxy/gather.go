@@ -114,10 +114,18 @@ func (g *gathering) setupSQL() string {
 	var b strings.Builder
 	b.WriteString("BEGIN")
 	for _, t := range g.spec.Tables {
-		fmt.Fprintf(&b, "; CREATE TEMPORARY TABLE pg_temp.%s (LIKE %s) ON COMMIT DROP; INSERT INTO pg_temp.%[1]s SELECT * FROM %[2]s",
-			t.Temp, t.Table.QuotedName())
+		fmt.Fprintf(&b, "; CREATE TEMPORARY TABLE pg_temp.%s (LIKE %s) ON COMMIT DROP; INSERT INTO pg_temp.%[1]s %[3]s",
+			t.Temp, t.Table.QuotedName(), pulledRows(t))
 	}
 	return b.String()
+}
+
+// pulledRows is the query of t's rows a shard copies.
+func pulledRows(t router.PulledTable) string {
+	if t.Select != "" {
+		return t.Select
+	}
+	return "SELECT * FROM " + t.Table.QuotedName()
 }
 
 // fail answers the client with errMsg and rolls the coordinator back.
@@ -179,7 +187,7 @@ func (g *gathering) pull(shard int, t router.PulledTable) ([]byte, error) {
 // the coordinator's connection failing; complete says sc was read to
 // its ReadyForQuery.
 func (g *gathering) relayCopy(sc *pool.Conn, t router.PulledTable) (srcErr []byte, complete bool, err error) {
-	r := withSettings(g.c, sc, nil, appendMessage(nil, 'Q', []byte("COPY "+t.Table.QuotedName()+" TO STDOUT\x00")))
+	r := withSettings(g.c, sc, nil, appendMessage(nil, 'Q', []byte("COPY ("+pulledRows(t)+") TO STDOUT\x00")))
 	if _, err := sc.Write(r.bytes); err != nil {
 		return g.lostSource(err), false, nil
 	}

@@ -30,6 +30,9 @@ type GatherSpec struct {
 type PulledTable struct {
 	Table Relation // as the query names it
 	Temp  string   // the coordinator's temporary copy, in pg_temp
+	// Select is the query whose rows are copied, when the shards filter
+	// them first (pushdown.go); empty: all of the table's rows.
+	Select string
 }
 
 // gatherPrefix starts the name of every temporary table a gather makes:
@@ -46,15 +49,25 @@ func gatherSpec(t *topology.Topology, clone *pg.Node, ts tableSet) *GatherSpec {
 		return nil
 	}
 	refs, _, _ := scanTree(clone)
-	spec := &GatherSpec{}
-	seen := map[Relation]string{}
+	var sharded []*pg.RangeVar
+	uses := map[Relation]int{}
 	for _, r := range refs {
 		if strings.HasPrefix(r.Relname, gatherPrefix) {
 			return nil
 		}
-		if _, sharded := t.Tables[r.Relname]; !sharded || t.Reference[r.Relname] || isSystemRelation(r) {
-			continue
+		if _, ok := t.Tables[r.Relname]; ok && !t.Reference[r.Relname] && !isSystemRelation(r) {
+			sharded = append(sharded, r)
+			uses[Relation{Schema: r.Schemaname, Name: r.Relname}]++
 		}
+	}
+	once := map[*pg.RangeVar]bool{}
+	for _, r := range sharded {
+		once[r] = uses[Relation{Schema: r.Schemaname, Name: r.Relname}] == 1
+	}
+	filters := pushedFilters(clone, once)
+	spec := &GatherSpec{}
+	seen := map[Relation]string{}
+	for _, r := range sharded {
 		rel := Relation{Schema: r.Schemaname, Name: r.Relname}
 		temp, ok := seen[rel]
 		if !ok {
@@ -63,7 +76,7 @@ func gatherSpec(t *topology.Topology, clone *pg.Node, ts tableSet) *GatherSpec {
 				temp = gatherPrefix + rel.Schema + "_" + r.Relname
 			}
 			seen[rel] = temp
-			spec.Tables = append(spec.Tables, PulledTable{Table: rel, Temp: temp})
+			spec.Tables = append(spec.Tables, PulledTable{Table: rel, Temp: temp, Select: filteredSelect(r, filters[r])})
 		}
 		if r.Alias == nil {
 			// Column references qualified by the table's name keep
@@ -96,6 +109,28 @@ func gatherInstead(t *topology.Topology, root *pg.Node, ts tableSet, role Role, 
 	// Planned from the literal text: the copy runs the client's own values.
 	return &Statement{Class: ClassScatter, Role: role, Gather: g, Table: first.Name, KeyType: first.KeyType, FromText: true,
 		Err: refused.Err, Reason: refused.Reason}
+}
+
+// filteredSelect is the SELECT of r's rows that pass terms, or "" when
+// there are none (or it cannot be written).
+func filteredSelect(r *pg.RangeVar, terms []*pg.Node) string {
+	if len(terms) == 0 {
+		return ""
+	}
+	where := terms[0]
+	if len(terms) > 1 {
+		where = &pg.Node{Node: &pg.Node_BoolExpr{BoolExpr: &pg.BoolExpr{Boolop: pg.BoolExprType_AND_EXPR, Args: terms}}}
+	}
+	star := &pg.Node{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{Val: &pg.Node{Node: &pg.Node_ColumnRef{ColumnRef: &pg.ColumnRef{
+		Fields: []*pg.Node{{Node: &pg.Node_AStar{AStar: &pg.A_Star{}}}}}}}}}}
+	from := &pg.Node{Node: &pg.Node_RangeVar{RangeVar: &pg.RangeVar{Schemaname: r.Schemaname, Relname: r.Relname, Inh: true,
+		Relpersistence: "p", Alias: &pg.Alias{Aliasname: refName(r)}}}}
+	sql, err := deparse(&pg.Node{Node: &pg.Node_SelectStmt{SelectStmt: &pg.SelectStmt{TargetList: []*pg.Node{star},
+		FromClause: []*pg.Node{from}, WhereClause: where}}}, unknownDepth)
+	if err != nil {
+		return ""
+	}
+	return sql
 }
 
 // hasLocking reports a FOR UPDATE/SHARE at any level: rows locked in
