@@ -10,7 +10,7 @@ BASELINE    ?=
 FUZZTIME    ?= 60s
 
 .DEFAULT_GOAL := help
-.PHONY: help build test dev lint fuzz bench perf-check perf-ab loadtest soak compat compose-check clean
+.PHONY: help build test difftest dev lint fuzz bench perf-check perf-ab loadtest soak compat compose-check clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -21,6 +21,9 @@ build: ## build bin/shardgate (cgo: needs gcc)
 test: ## go vet, then the whole suite with -race (needs PostgreSQL 15; see .ci/run)
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+difftest: ## 10,000 random queries through shardgate (3 shards) and on one Postgres, same answers required (~3 min; needs PostgreSQL 15)
+	SHARDGATE_RANDOM_QUERIES=10000 $(GO) test -count=1 -timeout 20m -run '^TestRandomQueries$$' -v ./proxy/
 
 dev: build ## run a local sandbox behind the proxy, e.g. make dev DEV_FLAGS="--shards 3"
 	./bin/shardgate dev $(DEV_FLAGS)

@@ -49,38 +49,9 @@ func TestDifferential(t *testing.T) {
 	}
 	began := time.Now()
 	queries := loadDiffQueries(t)
-
+	dsn, flatDSN := startDiff(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
-	c3, err := sandbox.Start(ctx, sandbox.Options{Dir: t.TempDir(), Shards: 3, Replicas: sandbox.NoReplicas, Fast: true, Schema: sandbox.Schema})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c3.Stop()
-	dsn, topo := diffProxy(t, c3)
-
-	// The unsharded reference: one database on the first shard's server.
-	admin, err := pgx.Connect(ctx, c3.Shards[0].Primary.DSN("app"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(context.Background())
-	if _, err := admin.Exec(ctx, "CREATE DATABASE flat"); err != nil {
-		t.Fatal(err)
-	}
-	flat, err := pgx.Connect(ctx, c3.Shards[0].Primary.DSN("flat"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer flat.Close(context.Background())
-	if _, err := flat.Exec(ctx, sandbox.Schema, pgx.QueryExecModeSimpleProtocol); err != nil {
-		t.Fatal(err)
-	}
-
-	data := generateDiffData()
-	loadDiffData(t, ctx, dsn, topo, flat, data)
-	t.Logf("sandbox and %d users, %d posts, %d follows, %d countries loaded in %v",
-		len(data.users), len(data.posts), len(data.follows), len(data.countries), time.Since(began).Round(time.Millisecond))
 
 	modes := []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec, pgx.QueryExecModeCacheStatement}
 	// The unsharded side runs each query in the same mode, so that values
@@ -89,7 +60,7 @@ func TestDifferential(t *testing.T) {
 	flats := make([]*pgx.Conn, len(modes))
 	for i, mode := range modes {
 		conns[i] = dial(t, dsn, mode, nil)
-		flats[i] = dial(t, c3.Shards[0].Primary.DSN("flat"), mode, nil)
+		flats[i] = dial(t, flatDSN, mode, nil)
 	}
 	var supported, refused, wrong, stillWrong int
 	for _, q := range queries {
@@ -166,6 +137,46 @@ func TestDifferential(t *testing.T) {
 	}
 	t.Logf("%d queries: %d supported, %d refused, %d known wrong (%d still differing); took %v",
 		len(queries), supported, refused, wrong, stillWrong, time.Since(began).Round(time.Millisecond))
+}
+
+// startDiff starts a 3-shard sandbox with shardgate over it and a database
+// "flat" with the same schema on the first shard's server, loads the same
+// rows into both, and returns their DSNs.
+func startDiff(t *testing.T) (dsn, flatDSN string) {
+	t.Helper()
+	began := time.Now()
+	ctx := t.Context()
+	c3, err := sandbox.Start(ctx, sandbox.Options{Dir: t.TempDir(), Shards: 3, Replicas: sandbox.NoReplicas, Fast: true, Schema: sandbox.Schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c3.Stop() })
+	dsn, topo := diffProxy(t, c3)
+
+	// The unsharded reference: one database on the first shard's server.
+	admin, err := pgx.Connect(ctx, c3.Shards[0].Primary.DSN("app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close(context.Background()) })
+	if _, err := admin.Exec(ctx, "CREATE DATABASE flat"); err != nil {
+		t.Fatal(err)
+	}
+	flat, err := pgx.Connect(ctx, c3.Shards[0].Primary.DSN("flat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { flat.Close(context.Background()) })
+	if _, err := flat.Exec(ctx, sandbox.Schema, pgx.QueryExecModeSimpleProtocol); err != nil {
+		t.Fatal(err)
+	}
+
+	data := generateDiffData()
+	loadDiffData(t, ctx, dsn, topo, flat, data)
+	t.Logf("sandbox and %d users, %d posts, %d follows, %d countries loaded in %v",
+		len(data.users), len(data.posts), len(data.follows), len(data.countries), time.Since(began).Round(time.Millisecond))
+
+	return dsn, c3.Shards[0].Primary.DSN("flat")
 }
 
 func loadDiffQueries(t *testing.T) []diffQuery {

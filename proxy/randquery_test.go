@@ -1,0 +1,413 @@
+package proxy_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// TestRandomQueries is the differential suite's random half, in the spirit
+// of Vitess's random query tests and SQLancer: it generates queries over the
+// differential data set (scans, filters, pinned keys, aggregates and
+// expressions over them, GROUP BY and HAVING, DISTINCT, window functions,
+// ORDER BY with LIMIT/OFFSET, set operations, co-located, reference and
+// untied joins, subqueries), runs each through shardgate and on the
+// unsharded database in the same protocol mode, and requires the same
+// columns and rows, or the same error. A refusal (0A000) is counted, not
+// failed. A mismatch is shrunk, clause by clause, to a smallest query that
+// still differs, which the failure prints for testdata/differential.
+// SHARDGATE_RANDOM_QUERIES sets how many: 1,000 by default (make test,
+// under -race), 10,000 in make difftest. The seed is fixed.
+func TestRandomQueries(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts its own 3-shard sandbox")
+	}
+	n := 1000
+	if v := os.Getenv("SHARDGATE_RANDOM_QUERIES"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	began := time.Now()
+	dsn, flatDSN := startDiff(t)
+	ctx := t.Context()
+	modes := []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec, pgx.QueryExecModeCacheStatement}
+	pairs := make([]diffPair, len(modes))
+	for i, mode := range modes {
+		pairs[i] = diffPair{dsn: dsn, flatDSN: flatDSN, mode: mode}
+		pairs[i].dial(t)
+	}
+	rng := rand.New(rand.NewPCG(20261206, 1))
+	var refused, failedOnBoth, mismatches int
+	for i := range n {
+		q := genQuery(rng)
+		p := &pairs[i%len(pairs)]
+		switch p.compare(ctx, t, q) {
+		case outcomeRefused:
+			refused++
+		case outcomeBothFailed:
+			failedOnBoth++
+		case outcomeDiffers:
+			mismatches++
+			small := shrink(ctx, t, p, q)
+			t.Errorf("mismatch (%s), shrunk to:\n  %s\n  from: %s", p.mode, small.sql(), q.sql())
+			if mismatches >= 5 {
+				t.Fatalf("stopping after %d mismatches", mismatches)
+			}
+		}
+	}
+	t.Logf("%d random queries: %d matched, %d refused (0A000), %d failed alike on both sides, %d mismatches; took %v",
+		n, n-refused-failedOnBoth-mismatches, refused, failedOnBoth, mismatches, time.Since(began).Round(time.Millisecond))
+	if refused > n/20 {
+		t.Errorf("%d of %d random queries refused: the generator should stay within what shardgate answers", refused, n)
+	}
+}
+
+type outcome int
+
+const (
+	outcomeMatched outcome = iota
+	outcomeRefused
+	outcomeBothFailed
+	outcomeDiffers
+)
+
+// diffPair is a connection through shardgate and one to the unsharded
+// database, in the same mode.
+type diffPair struct {
+	dsn, flatDSN string
+	mode         pgx.QueryExecMode
+	conn, flat   *pgx.Conn
+	last         string // what differed, for the report
+}
+
+func (p *diffPair) dial(t *testing.T) {
+	p.conn = dial(t, p.dsn, p.mode, nil)
+	p.flat = dial(t, p.flatDSN, p.mode, nil)
+}
+
+// compare runs q on both sides.
+func (p *diffPair) compare(ctx context.Context, t *testing.T, q *randQuery) outcome {
+	sql := q.sql()
+	wantCols, want, wantErr := diffRows(ctx, p.flat, sql)
+	gotCols, got, gotErr := diffRows(ctx, p.conn, sql)
+	if p.conn.IsClosed() || p.conn.Ping(ctx) != nil || p.flat.IsClosed() || p.flat.Ping(ctx) != nil {
+		p.dial(t)
+	}
+	switch {
+	case gotErr != nil && sqlState(gotErr) == "0A000" && wantErr == nil:
+		return outcomeRefused
+	case wantErr != nil || gotErr != nil:
+		if sqlState(wantErr) != "" && sqlState(wantErr) == sqlState(gotErr) {
+			return outcomeBothFailed
+		}
+		p.last = fmt.Sprintf("error %v, want %v", gotErr, wantErr)
+		return outcomeDiffers
+	}
+	if !q.ordered {
+		sortRows(got)
+		sortRows(want)
+	}
+	if gotCols != wantCols {
+		p.last = fmt.Sprintf("columns %s, want %s", gotCols, wantCols)
+		return outcomeDiffers
+	}
+	if !reflect.DeepEqual(got, want) {
+		p.last = describeDiff(got, want)
+		return outcomeDiffers
+	}
+	return outcomeMatched
+}
+
+// shrink removes clauses from q while the result still differs.
+func shrink(ctx context.Context, t *testing.T, p *diffPair, q *randQuery) *randQuery {
+	for changed := true; changed; {
+		changed = false
+		for _, smaller := range q.smaller() {
+			if p.compare(ctx, t, smaller) == outcomeDiffers {
+				q, changed = smaller, true
+				break
+			}
+		}
+	}
+	p.compare(ctx, t, q)
+	t.Logf("shrunk mismatch: %s", p.last)
+	return q
+}
+
+// randQuery is a generated SELECT, kept in parts so that it can shrink.
+type randQuery struct {
+	from     randFrom
+	distinct bool
+	items    []string // select list
+	group    []string
+	where    []string // AND-ed
+	having   []string
+	ordered  bool // ORDER BY every output column, for LIMIT/OFFSET
+	limit    int  // -1: none
+	offset   int
+	setOp    string     // "": none
+	right    *randQuery // the set operation's right branch
+}
+
+func (q *randQuery) sql() string {
+	s := q.selectSQL()
+	if q.setOp != "" {
+		s = "(" + s + ") " + q.setOp + " (" + q.right.selectSQL() + ")"
+	}
+	if q.ordered {
+		cols := make([]string, len(q.items))
+		for i := range cols {
+			cols[i] = strconv.Itoa(i + 1)
+		}
+		s += " ORDER BY " + strings.Join(cols, ", ")
+	}
+	if q.limit >= 0 {
+		s += " LIMIT " + strconv.Itoa(q.limit)
+	}
+	if q.offset > 0 {
+		s += " OFFSET " + strconv.Itoa(q.offset)
+	}
+	return s
+}
+
+func (q *randQuery) selectSQL() string {
+	var b strings.Builder
+	b.WriteString("SELECT ")
+	if q.distinct {
+		b.WriteString("DISTINCT ")
+	}
+	b.WriteString(strings.Join(q.items, ", "))
+	b.WriteString(" FROM " + q.from.sql)
+	if len(q.where) > 0 {
+		b.WriteString(" WHERE " + strings.Join(q.where, " AND "))
+	}
+	if len(q.group) > 0 {
+		b.WriteString(" GROUP BY " + strings.Join(q.group, ", "))
+	}
+	if len(q.having) > 0 {
+		b.WriteString(" HAVING " + strings.Join(q.having, " AND "))
+	}
+	return b.String()
+}
+
+// smaller lists q with one part less each.
+func (q *randQuery) smaller() []*randQuery {
+	var out []*randQuery
+	edit := func(f func(c *randQuery)) {
+		c := *q
+		c.items, c.group, c.where, c.having = clone(q.items), clone(q.group), clone(q.where), clone(q.having)
+		f(&c)
+		out = append(out, &c)
+	}
+	if q.setOp != "" {
+		edit(func(c *randQuery) { c.setOp, c.right = "", nil })
+	}
+	for i := range q.where {
+		edit(func(c *randQuery) { c.where = append(c.where[:i], c.where[i+1:]...) })
+	}
+	for i := range q.having {
+		edit(func(c *randQuery) { c.having = append(c.having[:i], c.having[i+1:]...) })
+	}
+	if q.limit >= 0 || q.offset > 0 {
+		edit(func(c *randQuery) { c.limit, c.offset, c.ordered = -1, 0, false })
+	}
+	if q.distinct {
+		edit(func(c *randQuery) { c.distinct = false })
+	}
+	if len(q.items) > 1 && q.setOp == "" {
+		for i := range q.items {
+			edit(func(c *randQuery) {
+				item := c.items[i]
+				c.items = append(c.items[:i], c.items[i+1:]...)
+				for g := range c.group {
+					if c.group[g] == item {
+						c.group = append(c.group[:g], c.group[g+1:]...)
+						break
+					}
+				}
+			})
+		}
+	}
+	return out
+}
+
+func clone(s []string) []string { return append([]string(nil), s...) }
+
+// randFrom is a FROM clause and what its columns are.
+type randFrom struct {
+	sql   string
+	ints  []string // integer columns
+	texts []string
+	times []string
+	keys  []string // shard key columns, pinned by some filters
+	order string   // a unique ordering of its rows
+}
+
+var randFroms = []randFrom{
+	{sql: "users u", ints: []string{"u.id"}, texts: []string{"u.name", "u.email", "u.country"}, times: []string{"u.created_at"},
+		keys: []string{"u.id"}, order: "u.id"},
+	{sql: "posts p", ints: []string{"p.user_id", "p.id", "p.likes"}, texts: []string{"p.body"}, times: []string{"p.created_at"},
+		keys: []string{"p.user_id"}, order: "p.user_id, p.id"},
+	{sql: "follows f", ints: []string{"f.user_id", "f.followee_id"}, times: []string{"f.created_at"},
+		keys: []string{"f.user_id"}, order: "f.user_id, f.followee_id"},
+	{sql: "users u JOIN posts p ON p.user_id = u.id", ints: []string{"u.id", "p.id", "p.likes"},
+		texts: []string{"u.name", "u.country", "p.body"}, times: []string{"p.created_at"}, keys: []string{"u.id"}, order: "p.user_id, p.id"},
+	{sql: "users u LEFT JOIN posts p ON p.user_id = u.id", ints: []string{"u.id", "p.likes"},
+		texts: []string{"u.name", "p.body"}, keys: []string{"u.id"}, order: "u.id, p.id"},
+	{sql: "follows f JOIN users u ON u.id = f.followee_id", ints: []string{"f.user_id", "u.id"},
+		texts: []string{"u.name", "u.country"}, times: []string{"f.created_at"}, order: "f.user_id, f.followee_id"},
+	{sql: "users u JOIN countries c ON c.code = u.country", ints: []string{"u.id"}, texts: []string{"u.name", "c.name", "c.code"},
+		keys: []string{"u.id"}, order: "u.id"},
+}
+
+func pick[T any](rng *rand.Rand, s []T) T { return s[rng.IntN(len(s))] }
+
+func genQuery(rng *rand.Rand) *randQuery {
+	if rng.IntN(8) == 0 {
+		return genSetOp(rng)
+	}
+	from := pick(rng, randFroms)
+	q := &randQuery{from: from, limit: -1}
+	for range rng.IntN(3) {
+		q.where = append(q.where, genPredicate(rng, from))
+	}
+	switch rng.IntN(3) {
+	case 0:
+		genAggregate(rng, q)
+	default:
+		genRows(rng, q)
+	}
+	if rng.IntN(3) == 0 {
+		q.ordered, q.limit = true, rng.IntN(30)
+		if rng.IntN(2) == 0 {
+			q.offset = rng.IntN(20)
+		}
+	}
+	return q
+}
+
+func genRows(rng *rand.Rand, q *randQuery) {
+	cols := q.from.columns()
+	for range 1 + rng.IntN(3) {
+		q.items = append(q.items, pick(rng, cols))
+	}
+	switch rng.IntN(6) {
+	case 0:
+		q.distinct = true
+	case 1:
+		q.items = append(q.items, "rank() OVER (ORDER BY "+pick(rng, cols)+", "+q.from.order+")")
+	case 2:
+		if len(q.from.ints) > 0 {
+			q.items = append(q.items, "sum("+pick(rng, q.from.ints)+") OVER (PARTITION BY "+pick(rng, cols)+")")
+		}
+	}
+}
+
+func genAggregate(rng *rand.Rand, q *randQuery) {
+	cols := q.from.columns()
+	for range rng.IntN(3) {
+		c := pick(rng, cols)
+		q.items, q.group = append(q.items, c), append(q.group, c)
+	}
+	for range 1 + rng.IntN(3) {
+		q.items = append(q.items, genAggExpr(rng, q.from))
+	}
+	if rng.IntN(4) == 0 {
+		q.having = append(q.having, "count(*) "+pick(rng, []string{">", "<", ">=", "="})+" "+strconv.Itoa(rng.IntN(5)))
+	}
+	if rng.IntN(6) == 0 {
+		q.having = append(q.having, genAggExpr(rng, q.from)+" IS NOT NULL")
+	}
+}
+
+func genAggExpr(rng *rand.Rand, f randFrom) string {
+	cols := f.columns()
+	c := pick(rng, cols)
+	if len(f.ints) == 0 {
+		return pick(rng, []string{"count(*)", "count(" + c + ")", "max(" + c + ")", "count(DISTINCT " + c + ")"})
+	}
+	i := pick(rng, f.ints)
+	exprs := []string{
+		"count(*)", "count(" + c + ")", "sum(" + i + ")", "min(" + c + ")", "max(" + c + ")", "avg(" + i + ")",
+		"count(DISTINCT " + c + ")", "coalesce(sum(" + i + "), 0)", "round(avg(" + i + "), 2)", "max(" + c + ") IS NOT NULL",
+		"sum(" + i + ") / nullif(count(*), 0)", "count(*) FILTER (WHERE " + genPredicate(rng, f) + ")",
+		"bool_or(" + i + " > 10)", "max(" + i + ") - min(" + i + ")",
+	}
+	if len(f.texts) > 0 {
+		t := pick(rng, f.texts)
+		exprs = append(exprs, "string_agg("+t+", ',' ORDER BY "+t+", "+f.order+")", "count(DISTINCT lower("+t+"))")
+	}
+	return pick(rng, exprs)
+}
+
+func (f randFrom) columns() []string {
+	return append(append(clone(f.ints), f.texts...), f.times...)
+}
+
+func genPredicate(rng *rand.Rand, f randFrom) string {
+	switch rng.IntN(7) {
+	case 0:
+		if len(f.keys) > 0 {
+			k := pick(rng, f.keys)
+			if rng.IntN(2) == 0 {
+				return fmt.Sprintf("%s = %d", k, rng.IntN(80)-20)
+			}
+			return fmt.Sprintf("%s IN (%d, %d, %d)", k, rng.IntN(80)-20, rng.IntN(80)-20, rng.IntN(80)-20)
+		}
+		fallthrough
+	case 1, 2:
+		if len(f.ints) > 0 {
+			return fmt.Sprintf("%s %s %d", pick(rng, f.ints), pick(rng, []string{"<", ">", "<=", ">=", "<>"}), rng.IntN(200)-50)
+		}
+		fallthrough
+	case 3:
+		if len(f.texts) > 0 {
+			t := pick(rng, f.texts)
+			return pick(rng, []string{t + " IS NULL", t + " IS NOT NULL", t + " LIKE 'u%'", t + " = 'de'", t + " > 'm'", "length(" + t + ") < 5"})
+		}
+		fallthrough
+	case 4:
+		if len(f.times) > 0 {
+			return fmt.Sprintf("%s < '2024-01-%02d 00:00:00+00'", pick(rng, f.times), 1+rng.IntN(28))
+		}
+		fallthrough
+	case 5:
+		return "(" + genPredicate(rng, f) + " OR " + genPredicate(rng, f) + ")"
+	}
+	return "NOT (" + genPredicate(rng, f) + ")"
+}
+
+// genSetOp combines two single-column SELECTs of one type.
+func genSetOp(rng *rand.Rand) *randQuery {
+	side := func(kind int) *randQuery {
+		for {
+			f := pick(rng, randFroms)
+			cols := [][]string{f.ints, f.texts}[kind]
+			if len(cols) == 0 {
+				continue
+			}
+			q := &randQuery{from: f, limit: -1, items: []string{pick(rng, cols)}}
+			if rng.IntN(2) == 0 {
+				q.where = append(q.where, genPredicate(rng, f))
+			}
+			return q
+		}
+	}
+	kind := rng.IntN(2)
+	q := side(kind)
+	q.setOp, q.right = pick(rng, []string{"UNION", "UNION ALL", "INTERSECT", "INTERSECT ALL", "EXCEPT", "EXCEPT ALL"}), side(kind)
+	if rng.IntN(2) == 0 {
+		q.ordered, q.limit = true, rng.IntN(20)
+	}
+	return q
+}
