@@ -47,8 +47,8 @@ func (c *client) explain(inner *router.Analysis, params [][]byte) error {
 	if ex.Error != nil {
 		errText = ex.Error.Code + ": " + ex.Error.Message
 	}
-	c.appendTable([]string{"shards", "role", "target", "keys", "reason", "error"},
-		[][]string{{strings.Join(ex.Shards, ","), ex.Role, ex.Target, strings.Join(keys, "; "), ex.Reason, errText}})
+	c.appendTable([]string{"shards", "role", "target", "keys", "reason", "error", "plan"},
+		[][]string{{strings.Join(ex.Shards, ","), ex.Role, ex.Target, strings.Join(keys, "; "), ex.Reason, errText, ex.Plan.String()}})
 	c.out = appendCommandComplete(c.out, "EXPLAIN")
 	c.out = appendReadyForQuery(c.out, c.status())
 	return c.flush()

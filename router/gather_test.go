@@ -57,3 +57,26 @@ func TestGatherPushesFilters(t *testing.T) {
 		}
 	}
 }
+
+// TestExplainPlanTree: a cross-shard read explains itself as the operator
+// tree the proxy runs.
+func TestExplainPlanTree(t *testing.T) {
+	r := testRouter(t)
+	for _, c := range []struct{ sql, want string }{
+		{"SELECT count(*) FROM users", "merge (combine partial aggregates) <- [route s0,s1]"},
+		{"SELECT * FROM users ORDER BY id LIMIT 3", "stream-merge (merge-sort, LIMIT 3) <- [route s0,s1 (the statement as sent)]"},
+		{"SELECT id FROM users WHERE country = 'x' UNION SELECT user_id FROM posts",
+			"gather s0 (the query over the copies) <- [copy s0,s1 (users into pg_temp.shardgate_pulled_users on s0); " +
+				"copy s0,s1 (posts into pg_temp.shardgate_pulled_posts on s0)]"},
+		{"SELECT * FROM users WHERE id = 1", ""},
+	} {
+		ex := r.Explain(c.sql, nil)
+		if got := ex.Plan.String(); got != c.want {
+			t.Errorf("%s:\n got %s\nwant %s", c.sql, got, c.want)
+		}
+	}
+	g := r.Explain("SELECT id FROM users WHERE country = 'x' UNION SELECT user_id FROM posts", nil).Plan
+	if g.Inputs[0].SQL != "SELECT * FROM users users WHERE country = 'x'" || !strings.Contains(g.SQL, "pg_temp.shardgate_pulled_posts posts") {
+		t.Errorf("gather SQL %q, copies %q", g.SQL, g.Inputs[0].SQL)
+	}
+}

@@ -131,4 +131,6 @@ type Explanation struct {
 	Reason   string       `json:"reason"`
 	Error    *pgerr.Error `json:"error,omitempty"`
 	CacheHit bool         `json:"cache_hit"`
+	// Plan is the operator tree of a cross-shard read (explain.go).
+	Plan *PlanNode `json:"plan,omitempty"`
 }

@@ -176,7 +176,8 @@ func (r *Router) ExplainAnalysis(a *Analysis, params [][]byte, formats []int16, 
 	t := r.topo.Load()
 	var hits []KeyHit
 	plan := route(t, a, params, formats, h, &hits)
-	ex := Explanation{Role: plan.Role.String(), Target: plan.Target.String(), Keys: hits, Reason: plan.Reason, Error: plan.Err, Shards: []string{}}
+	ex := Explanation{Role: plan.Role.String(), Target: plan.Target.String(), Keys: hits, Reason: plan.Reason, Error: plan.Err,
+		Shards: []string{}, Plan: planTree(t, plan)}
 	switch plan.Target {
 	case TargetShard:
 		ex.Shards = append(ex.Shards, t.Shards[plan.Shard].Name)

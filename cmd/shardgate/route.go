@@ -91,4 +91,7 @@ func printExplanation(w interface{ Write([]byte) (int, error) }, ex router.Expla
 	for _, k := range ex.Keys {
 		fmt.Fprintf(w, "key:    %s = %s  hash %s  range %s  shard %s\n", k.Table, k.Value, k.Hash, k.Range, k.Shard)
 	}
+	if ex.Plan != nil {
+		fmt.Fprintf(w, "plan:   %s\n", ex.Plan)
+	}
 }

@@ -1,0 +1,110 @@
+package router
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/shardgate/shardgate/topology"
+)
+
+// PlanNode is one operator of the plan the proxy executes for a statement
+// across shards, as data (Vitess's plan-as-data): its Inputs run first and
+// feed it. `shardgate route --json` prints the tree; EXPLAIN (SHARDGATE)
+// prints it on one line.
+type PlanNode struct {
+	Op     string      `json:"op"` // route, merge, stream-merge, gather, copy
+	Shards []string    `json:"shards,omitempty"`
+	SQL    string      `json:"sql,omitempty"`
+	Detail string      `json:"detail,omitempty"`
+	Inputs []*PlanNode `json:"inputs,omitempty"`
+}
+
+// planTree is the operator tree of a cross-shard read, nil for any other
+// plan (a route to its shards is all there is to it).
+func planTree(t *topology.Topology, plan Plan) *PlanNode {
+	if plan.Target != TargetMulti || plan.Err != nil {
+		return nil
+	}
+	shards := plan.Shards.names(t)
+	list := strings.Split(shards, ", ")
+	switch {
+	case plan.Gather != nil:
+		coordinator := t.Shards[plan.Shards.First()].Name
+		node := &PlanNode{Op: "gather", Shards: []string{coordinator}, SQL: plan.Gather.SQL, Detail: "the query over the copies"}
+		for _, p := range plan.Gather.Tables {
+			rows := p.Select
+			if rows == "" {
+				rows = "SELECT * FROM " + p.Table.QuotedName()
+			}
+			node.Inputs = append(node.Inputs, &PlanNode{Op: "copy", Shards: list, SQL: rows,
+				Detail: fmt.Sprintf("%s into pg_temp.%s on %s", p.Table, p.Temp, coordinator)})
+		}
+		return node
+	case plan.Scatter != nil:
+		spec := plan.Scatter
+		route := &PlanNode{Op: "route", Shards: list, SQL: spec.SQL}
+		if spec.SQL == "" {
+			route.Detail = "the statement as sent"
+		}
+		op := "stream-merge"
+		if spec.Aggregate || spec.Distinct {
+			op = "merge"
+		}
+		return &PlanNode{Op: op, Detail: spec.describe(), Inputs: []*PlanNode{route}}
+	}
+	return nil
+}
+
+// describe names what a merge does, in the order it does it.
+func (s *ScatterSpec) describe() string {
+	var parts []string
+	switch {
+	case s.CopyOut:
+		parts = append(parts, "concatenate COPY data")
+	case s.Aggregate:
+		parts = append(parts, "combine partial aggregates")
+	case len(s.Sort) > 0:
+		parts = append(parts, "merge-sort")
+	default:
+		parts = append(parts, "concatenate")
+	}
+	if s.Having != nil {
+		parts = append(parts, "HAVING")
+	}
+	if s.Aggregate && len(s.Sort) > 0 {
+		parts = append(parts, "sort")
+	}
+	if s.Distinct {
+		parts = append(parts, "DISTINCT")
+	}
+	if s.Offset > 0 {
+		parts = append(parts, fmt.Sprintf("OFFSET %d", s.Offset))
+	}
+	if s.Limit >= 0 {
+		parts = append(parts, fmt.Sprintf("LIMIT %d", s.Limit))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// String is the tree on one line: each operator, then its inputs in
+// brackets.
+func (n *PlanNode) String() string {
+	if n == nil {
+		return ""
+	}
+	s := n.Op
+	if len(n.Shards) > 0 {
+		s += " " + strings.Join(n.Shards, ",")
+	}
+	if n.Detail != "" {
+		s += " (" + n.Detail + ")"
+	}
+	if len(n.Inputs) > 0 {
+		in := make([]string, len(n.Inputs))
+		for i, c := range n.Inputs {
+			in[i] = c.String()
+		}
+		s += " <- [" + strings.Join(in, "; ") + "]"
+	}
+	return s
+}
