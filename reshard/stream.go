@@ -29,7 +29,9 @@ import (
 // source transaction whose commit LSN is below P has been applied (or had
 // nothing to apply), written in the same target transaction as the changes
 // it covers. A Run resumes from P and skips what is below it, so a stream
-// killed anywhere and run again applies each source transaction once.
+// killed anywhere and run again applies each source transaction once. It
+// reads P only after the target has ended the session of the slot's
+// previous Run, whose last batch may commit after that Run returned.
 type Stream struct {
 	Slot, Publication    string
 	SourceDSN, TargetDSN string                          // plain DSNs
@@ -70,8 +72,10 @@ const (
 	probeIdle   = time.Second
 	statusEvery = 10 * time.Second
 	// A slot stays active for a moment after the previous Run's connection
-	// closes; a new Run waits that long for it.
+	// closes, and so does its lock on the target (lockSlot); a new Run
+	// waits that long for them.
 	slotBusyWait = 10 * time.Second
+	slotLockPoll = 20 * time.Millisecond
 	// How often a Run with OnProgress asks the source for its WAL position.
 	sourceEndEvery = 500 * time.Millisecond
 )
@@ -359,6 +363,14 @@ func (r *runner) openTarget(ctx context.Context) error {
 		return fmt.Errorf("connect to the target: %w", err)
 	}
 	r.dst = dst
+	// The session holds the slot's lock (lockSlot) until it ends. Should
+	// this process vanish without closing it, the target is to notice in
+	// about 25 s, before the slot's walsender does (wal_sender_timeout),
+	// not after the OS's default of over two hours.
+	const keepalives = "SELECT set_config('tcp_keepalives_idle', '10', false), set_config('tcp_keepalives_interval', '5', false), set_config('tcp_keepalives_count', '3', false)"
+	if _, err := dst.Exec(ctx, keepalives); err != nil {
+		return fmt.Errorf("target: %w", err)
+	}
 	// As PostgreSQL's subscriber does: the target's triggers and foreign
 	// keys already acted on the source; running them again would change
 	// or refuse replicated rows. It needs a superuser.
@@ -369,6 +381,9 @@ func (r *runner) openTarget(ctx context.Context) error {
 		r.log.Warn("target user may not set session_replication_role: triggers on the target fire for replicated rows", "err", err)
 	}
 	if err := ensureAppliedTable(ctx, dst); err != nil {
+		return err
+	}
+	if err := r.lockSlot(ctx); err != nil {
 		return err
 	}
 	if r.stored, err = appliedOn(ctx, dst, r.s.Slot); err != nil {
@@ -388,6 +403,41 @@ func (r *runner) openTarget(ctx context.Context) error {
 	r.processed = max(r.stored, confirmed)
 	r.handled = r.processed
 	return err
+}
+
+// lockSlot takes the target's session lock of the slot, which a Run holds
+// until its connection ends, waiting a moment for a previous Run's to end.
+//
+// A Run whose context ends while its batch is in flight gives up on the
+// connection, but the target still has the batch, COMMIT included, in its
+// socket (or a network buffer): that backend can commit it after the Run
+// returned. Were the next Run to read the applied position before then, it
+// would start from the older one and apply the batch's transactions again.
+// The old backend holds the lock until it has executed all it received.
+func (r *runner) lockSlot(ctx context.Context) error {
+	began := time.Now()
+	deadline := began.Add(slotBusyWait)
+	for tries := 0; ; tries++ {
+		var locked bool
+		err := r.dst.QueryRow(ctx, "SELECT pg_try_advisory_lock(hashtext('shardgate_reshard.applied'), hashtext($1))", r.s.Slot).Scan(&locked)
+		if err != nil {
+			return fmt.Errorf("lock slot %s on the target: %w", r.s.Slot, err)
+		}
+		if locked {
+			if tries > 0 {
+				r.log.Debug("waited for the target session of a previous stream of the slot", "took", time.Since(began))
+			}
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("slot %s: another stream of it still applies to the target", r.s.Slot)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(slotLockPoll):
+		}
+	}
 }
 
 // source is a plain connection to the source, for what the slot does not

@@ -1,11 +1,14 @@
 package reshard
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -503,6 +506,151 @@ func TestStreamAppliesEachTransactionOnceAcrossKills(t *testing.T) {
 		t.Errorf("only %d runs were cut off", runs)
 	}
 	t.Logf("%d runs cut off by their deadline; %d increments in the range", runs, total)
+}
+
+// TestStreamWaitsForAKilledRunsBatch: a Run killed while its batch is on
+// its way to the target returns before the target commits the batch; the
+// next Run must not read the applied position until then, or it applies
+// the batch's transactions again (and the late commit moves the position
+// back).
+func TestStreamWaitsForAKilledRunsBatch(t *testing.T) {
+	s := newStream(t, "st_inflight", []string{"CREATE TABLE st_inflight (id bigint PRIMARY KEY, n int)"},
+		[]string{"st_inflight", "st_inflight_log"}, map[string]topology.TableConfig{"st_inflight": {ShardKey: "id"}}, nil)
+	src, dst := s.SourceDSN, s.TargetDSN
+	exec(t, dst, logTrigger("st_inflight")...)
+	t.Cleanup(func() { exec(t, dst, "DROP FUNCTION IF EXISTS st_inflight_log() CASCADE") })
+	exec(t, src, "INSERT INTO st_inflight SELECT i, 0 FROM generate_series(1, 40) i", "UPDATE st_inflight SET n = 1")
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg, err := pgconn.ParseConfig(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const hold = 2 * time.Second
+	killCtx, kill := context.WithCancel(ctx)
+	defer kill()
+	heldAt := make(chan time.Time, 1)
+	// The batch's last statements store the position and commit.
+	addr, delivered := holdingProxy(t, net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))), "INSERT INTO shardgate_reshard.applied", hold, func() {
+		heldAt <- time.Now()
+		kill()
+	})
+	killed := *s
+	killed.TargetDSN = strings.Replace(dst, net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))), addr, 1)
+	if killed.TargetDSN == dst {
+		t.Fatalf("target DSN %s does not name %s:%d", dst, cfg.Host, cfg.Port)
+	}
+	if err := killed.Run(killCtx, 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run killed while its batch is held: %v", err)
+	}
+	if took := time.Since(<-heldAt); took >= hold {
+		t.Fatalf("killed Run returned %s after its batch was held for %s: the batch was not in flight when it returned", took, hold)
+	}
+
+	catchUp(t, s)
+	caught := appliedPosition(t, s)
+	select {
+	case <-delivered:
+	case <-ctx.Done():
+		t.Fatal("the held batch never reached the target")
+	}
+	wantRange(t, s, "SELECT id, n::text FROM st_inflight", itself)
+	log := rowsOf(t, dst, "SELECT id, string_agg(n::text, ',' ORDER BY n) FROM st_inflight_log GROUP BY id")
+	in := 0
+	for id := int64(1); id <= 40; id++ {
+		if !inStreamRange(t, id) {
+			continue
+		}
+		in++
+		if log[id] != "0,1" {
+			t.Errorf("row %d: target applied versions %q, want 0,1 once each", id, log[id])
+		}
+	}
+	if in == 0 || len(log) != in {
+		t.Errorf("log covers %d rows, %d of 40 are in the range", len(log), in)
+	}
+	if applied := appliedPosition(t, s); applied != caught {
+		t.Errorf("applied position %s after the held batch landed, %s before", applied, caught)
+	}
+}
+
+func appliedPosition(t testing.TB, s *Stream) pglogrepl.LSN {
+	t.Helper()
+	lsn, err := Applied(t.Context(), s.TargetDSN, s.Slot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lsn
+}
+
+// holdingProxy forwards the first connection to it to target. When the
+// client sends bytes containing marker, it calls onHold and passes those
+// bytes and all later ones on only after hold: a batch still on its way
+// when the client gives up on it, as on a slow network or a loaded server.
+// It refuses later connections, so the client's cancel request cannot
+// overtake the batch. delivered is closed when both sides have closed.
+func holdingProxy(t testing.TB, target, marker string, hold time.Duration, onHold func()) (addr string, delivered <-chan struct{}) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		client, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer client.Close()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+		server, err := net.Dial("tcp", target)
+		if err != nil { // the client's connect fails, and the test with it
+			return
+		}
+		defer server.Close()
+		back := make(chan struct{})
+		go func() {
+			defer close(back)
+			_, _ = io.Copy(client, server)
+			client.Close()
+		}()
+		var seen []byte // the tail of what came before, for a marker split across reads
+		held := false
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := client.Read(buf)
+			if n > 0 && !held {
+				seen = append(seen, buf[:n]...)
+				if held = bytes.Contains(seen, []byte(marker)); held {
+					onHold()
+					time.Sleep(hold)
+				}
+				seen = seen[max(0, len(seen)-len(marker)):]
+			}
+			if n > 0 {
+				if _, err := server.Write(buf[:n]); err != nil {
+					break
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+		_ = server.(*net.TCPConn).CloseWrite()
+		<-back
+	}()
+	return ln.Addr().String(), done
 }
 
 // increments commits txns transactions on the source: most add one to a
