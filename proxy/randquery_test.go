@@ -310,6 +310,10 @@ func genRows(rng *rand.Rand, q *randQuery) {
 		if len(q.from.ints) > 0 {
 			q.items = append(q.items, "sum("+pick(rng, q.from.ints)+") OVER (PARTITION BY "+pick(rng, cols)+")")
 		}
+	case 3:
+		if len(q.from.keys) > 0 { // the shards compute it (co-located)
+			q.items = append(q.items, "row_number() OVER (PARTITION BY "+pick(rng, q.from.keys)+" ORDER BY "+q.from.order+")")
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package router
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 
 	pg "github.com/pganalyze/pg_query_go/v5"
@@ -63,12 +64,15 @@ func scatterSpec(sel *pg.SelectStmt, shardKey func(*pg.Node) bool) *ScatterSpec 
 		spec.Distinct = true
 	}
 	names := make([]string, len(sel.TargetList))
-	hasAgg := false
+	hasAgg, windowed := false, false
 	for i, t := range sel.TargetList {
 		rt := t.GetResTarget()
 		names[i] = outputName(rt)
 		if containsWindow(rt.Val) {
-			return refuse("window functions across shards")
+			if !partitionedByKey(rt.Val, shardKey) {
+				return refuse("window functions not partitioned by the shard key, across shards")
+			}
+			windowed = true
 		}
 		if f := rt.Val.GetFuncCall(); f != nil && mergeable(lastName(f.Funcname)) && !f.AggWithinGroup && len(f.AggOrder) == 0 {
 			hasAgg = true
@@ -78,6 +82,9 @@ func scatterSpec(sel *pg.SelectStmt, shardKey func(*pg.Node) bool) *ScatterSpec 
 	}
 	if why := derivedTables(sel.FromClause); why != "" {
 		return refuse(why)
+	}
+	if windowed && (hasAgg || len(sel.GroupClause) > 0 || sel.HavingClause != nil || len(sel.DistinctClause) > 0) {
+		return refuse("window functions over groups or DISTINCT rows, across shards")
 	}
 	// ORDER BY is resolved before planning aggregates rewrites the select
 	// list (avg(x) to sum(x)) and HAVING extends it.
@@ -384,4 +391,20 @@ func rowwise(sel *pg.SelectStmt) bool {
 		}
 	}
 	return derivedTables(sel.FromClause) == ""
+}
+
+// partitionedByKey reports whether every window function in n is
+// partitioned by the shard key (of the query's only sharded table): each
+// partition then lies on one shard, which computes the function over all
+// of it, so the shards' rows need only be merged.
+func partitionedByKey(n *pg.Node, shardKey func(*pg.Node) bool) bool {
+	ok := true
+	walk(n, func(m any) bool {
+		if f, is := m.(*pg.FuncCall); is && f.Over != nil {
+			ok = ok && f.Over.Refname == "" && slices.ContainsFunc(f.Over.PartitionClause, shardKey)
+		}
+		_, sub := m.(*pg.SubLink)
+		return ok && !sub
+	})
+	return ok
 }
