@@ -22,12 +22,7 @@ func TestGatherAnswersAndCleansUp(t *testing.T) {
 		c.Tables["g_t"] = topology.TableConfig{ShardKey: "id", KeyType: topology.KeyBigint}
 		c.Pool.Size = 2
 	})
-	setup := dial(t, dsn, pgx.QueryExecModeSimpleProtocol, nil)
-	execOK(t, setup, "CREATE TABLE g_t (id bigint PRIMARY KEY, v int)")
-	t.Cleanup(func() { setup.Exec(context.Background(), "DROP TABLE g_t") })
-	for id := range 300 {
-		execOK(t, setup, "INSERT INTO g_t (id, v) VALUES ($1, $2)", id, id%37)
-	}
+	gatherTable(t, dsn, "g_t", 300, 37)
 	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeCacheStatement} {
 		conn := dial(t, dsn, mode, nil)
 		for i := range 5 { // more than the pool: each run reuses a connection
@@ -56,12 +51,7 @@ func TestGatherRefusals(t *testing.T) {
 		c.MaxIntermediateResultSize = 200
 		c.Pool.Size = 2
 	})
-	conn := dial(t, dsn, pgx.QueryExecModeSimpleProtocol, nil)
-	execOK(t, conn, "CREATE TABLE g_r (id bigint PRIMARY KEY, v int)")
-	t.Cleanup(func() { conn.Exec(context.Background(), "DROP TABLE g_r") })
-	for id := range 200 {
-		execOK(t, conn, "INSERT INTO g_r (id, v) VALUES ($1, $2)", id, id%5)
-	}
+	conn := gatherTable(t, dsn, "g_r", 200, 5)
 	// g_missing exists on shard 0 only: the copy from shard 1 fails.
 	shard0 := connectShard(t, 0)
 	execOK(t, shard0, "CREATE TABLE IF NOT EXISTS g_missing (id bigint, v int)")
@@ -97,12 +87,7 @@ func TestGatherOuterErrors(t *testing.T) {
 	dsn := proxyWith(t, func(c *topology.Config) {
 		c.Tables["g_e"] = topology.TableConfig{ShardKey: "id", KeyType: topology.KeyBigint}
 	})
-	conn := dial(t, dsn, pgx.QueryExecModeSimpleProtocol, nil)
-	execOK(t, conn, "CREATE TABLE g_e (id bigint PRIMARY KEY, v int)")
-	t.Cleanup(func() { conn.Exec(context.Background(), "DROP TABLE g_e") })
-	for id := range 10 {
-		execOK(t, conn, "INSERT INTO g_e (id, v) VALUES ($1, 0)", id)
-	}
+	gatherTable(t, dsn, "g_e", 10, 1)
 	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
 		c := dial(t, dsn, mode, nil)
 		_, err := c.Exec(ctx, "SELECT 1 / sum(v) OVER () FROM g_e")
@@ -114,4 +99,18 @@ func TestGatherOuterErrors(t *testing.T) {
 			t.Fatalf("%s: after the error: %d, %v", mode, n, err)
 		}
 	}
+}
+
+// gatherTable creates table (id bigint PRIMARY KEY, v int) through the
+// proxy at dsn with rows ids 0.. and v = id % mod, dropped at the end, and
+// returns the connection that made it.
+func gatherTable(t *testing.T, dsn, table string, rows, mod int) *pgx.Conn {
+	t.Helper()
+	conn := dial(t, dsn, pgx.QueryExecModeSimpleProtocol, nil)
+	execOK(t, conn, "CREATE TABLE "+table+" (id bigint PRIMARY KEY, v int)")
+	t.Cleanup(func() { conn.Exec(context.Background(), "DROP TABLE "+table) })
+	for id := range rows {
+		execOK(t, conn, "INSERT INTO "+table+" (id, v) VALUES ($1, $2)", id, id%mod)
+	}
+	return conn
 }
