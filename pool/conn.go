@@ -66,6 +66,14 @@ func dial(ctx context.Context, cfg *pgconn.Config) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A write slow enough during startup (over 15 ms, e.g. on a loaded
+	// machine) starts pgconn's background reader, which stops only after
+	// its next read: taken over as is, the connection would lose the first
+	// answer it gets to that goroutine, and its client would wait forever.
+	if err := pc.SyncConn(ctx); err != nil {
+		pc.Close(ctx)
+		return nil, fmt.Errorf("take over server connection: %w", err)
+	}
 	hc, err := pc.Hijack()
 	if err != nil {
 		pc.Close(ctx)

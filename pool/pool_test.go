@@ -2,10 +2,14 @@ package pool
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -499,5 +503,64 @@ func BenchmarkAcquireRelease(b *testing.B) {
 			b.Fatal(err)
 		}
 		p.Release(c)
+	}
+}
+
+// slowStartConn returns from its first write (the startup message) late,
+// as a goroutine descheduled on a loaded machine does: pgconn starts its
+// background reader when a write during startup takes over 15 ms, and the
+// server's answer arrives meanwhile.
+type slowStartConn struct {
+	net.Conn
+	writes *atomic.Int32
+}
+
+func (c slowStartConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if c.writes.Add(1) == 1 {
+		time.Sleep(40 * time.Millisecond)
+	}
+	return n, err
+}
+
+// TestDialAfterSlowStartup: a connection whose startup had a slow write
+// still gets the answer to its first query (pgconn's background reader
+// must not survive the takeover and read it).
+func TestDialAfterSlowStartup(t *testing.T) {
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return slowStartConn{conn, new(atomic.Int32)}, nil
+	}
+	c, err := dial(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte{'Q', 0, 0, 0, 5, 0}); err != nil { // an empty query
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		typ, err := c.Reader.ReadByte()
+		if err != nil {
+			t.Fatalf("first answer of a connection after a slow startup: %v", err)
+		}
+		var n [4]byte
+		if _, err := io.ReadFull(c.Reader, n[:]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Reader.Discard(int(binary.BigEndian.Uint32(n[:])) - 4); err != nil {
+			t.Fatal(err)
+		}
+		if typ == 'Z' {
+			return
+		}
 	}
 }
