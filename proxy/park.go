@@ -329,6 +329,7 @@ func (c *client) park() bool {
 		c.rd = rd
 		return false
 	}
+	c.srv.readers.put(rd) // c is not ours now, rd still is
 	return true
 }
 
@@ -344,8 +345,28 @@ func (c *client) releaseBuffers() {
 // resume serves a parked client again, on the goroutine that woke it,
 // from its wait for a request.
 func (c *client) resume() {
-	c.rd = bufio.NewReaderSize(c.conn, clientReadBuffer)
+	c.rd = c.srv.readers.get(c.conn)
 	c.run(func() error { return c.logEnd(c.loop(true)) })
+}
+
+// readerPool recycles the read buffers of clients that park: in a
+// connect storm, clients parking as soon as they have logged in pass a
+// few buffers on instead of leaving one each to the collector, which
+// would let the heap (and RSS) grow to twice what they keep.
+type readerPool struct{ pool sync.Pool }
+
+func (p *readerPool) get(conn net.Conn) *bufio.Reader {
+	if rd, ok := p.pool.Get().(*bufio.Reader); ok {
+		rd.Reset(conn)
+		return rd
+	}
+	return bufio.NewReaderSize(conn, clientReadBuffer)
+}
+
+// put takes back rd, empty, which nothing else may use any more.
+func (p *readerPool) put(rd *bufio.Reader) {
+	rd.Reset(nil) // holds no socket while pooled
+	p.pool.Put(rd)
 }
 
 // withSocket calls f with the descriptor of conn's socket, which cannot

@@ -56,6 +56,7 @@ type Server struct {
 	clients   map[*client]struct{}
 	wg        sync.WaitGroup
 	park      parker     // idle clients without a goroutine (park.go)
+	readers   readerPool // clients' read buffers, which parked clients give back
 	wakeMu    sync.Mutex // orders waking an idle client with its waking up (client.wake)
 
 	lifeMu    sync.Mutex
