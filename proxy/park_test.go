@@ -228,7 +228,7 @@ func TestParkAtLogin(t *testing.T) {
 	// Parked within less than the second a client must otherwise be
 	// idle: only parking at login explains it.
 	last := loginIdleT(t, addr)
-	waitParked(t, srv, n+1, 300*time.Millisecond)
+	waitParked(t, srv, n+1, 800*time.Millisecond)
 	conns = append(conns, last)
 	var wg sync.WaitGroup
 	errs := make(chan error, len(conns))
