@@ -29,9 +29,12 @@ func (c *client) adminLoop() error {
 		if c.srv.draining.Load() {
 			return c.fatal(pgerr.CodeAdminShutdown, "terminating connection: shardgate is shutting down")
 		}
-		c.idleRead.Store(true) // a drain may wake it
-		typ, body, err := c.readMessage()
-		c.idleRead.Store(false)
+		_, err := c.awaitRequest(true) // a drain may wake it
+		var typ byte
+		var body []byte
+		if err == nil {
+			typ, body, err = c.readMessage()
+		}
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) && c.srv.draining.Load() {
 				continue

@@ -146,12 +146,16 @@ func (c *client) adminKill(arg string) error {
 	}
 	s := c.srv
 	s.clientsMu.Lock()
+	var clients []*client
 	for cl := range s.clients {
 		if info := cl.shown.info.Load(); info != nil && info.database != adminDatabase {
-			cl.raw.Close() // its goroutine ends it, closing what it held
+			clients = append(clients, cl)
 		}
 	}
 	s.clientsMu.Unlock()
+	for _, cl := range clients {
+		s.closeClient(cl) // its goroutine ends it, closing what it held
+	}
 	return nil
 }
 

@@ -11,8 +11,9 @@ import (
 // memtotal; doc/usage.md "SHOW MEM"), where PgBouncer has a row per slab.
 // Go has no slabs and keeps no free objects, so free is 0 for the proxy's
 // objects, whose size is what each costs at least: the struct and the
-// read buffer it always holds (a client's TLS state and buffers grown by
-// large messages come on top). The go_* rows are the Go runtime's own
+// read buffer it holds (a client's TLS state and buffers grown by large
+// messages come on top; a parked client holds no read buffer, nor a
+// goroutine). The go_* rows are the Go runtime's own
 // accounting in bytes (size 1): used is in use, free is held but unused.
 
 // memRuntime are the runtime/metrics samples the go_* rows read.
@@ -33,11 +34,14 @@ func (c *client) showMem() ([]string, [][]string) {
 	s.clientsMu.Lock()
 	clients := len(s.clients)
 	s.clientsMu.Unlock()
+	parked := min(s.park.parkedCount(), clients)
 	objects := func(name string, size uintptr, used int) []string {
 		return []string{name, itoa(int(size)), itoa(used), "0", itoa(int(size) * used)}
 	}
 	rows := [][]string{
-		objects("client", unsafe.Sizeof(client{})+clientReadBuffer, clients),
+		objects("client", unsafe.Sizeof(client{})+clientReadBuffer, clients-parked),
+		// A parked client (park.go) has let go of its read buffer.
+		objects("parked_client", unsafe.Sizeof(client{}), parked),
 		objects("server", unsafe.Sizeof(pool.Conn{})+pool.ReadBufferSize, servers),
 		objects("pool", unsafe.Sizeof(pool.Pool{}), len(nodes)),
 	}

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -71,10 +72,14 @@ type client struct {
 	entry       loginState
 	shown       shownState
 
-	deadline bool         // a read deadline is armed
+	deadline time.Time    // the read deadline armed; zero: none
 	inGate   bool         // counted busy by the SUSPEND gate (adminState.enter)
-	idleRead atomic.Bool  // blocked reading while idle: a drain may wake it
 	target   cancelTarget // the server connection to cancel, while one runs
+	// wait is what the client waits for, for other goroutines to wake
+	// it (waitIdle...: park.go); idleSince is since when, in unix
+	// nanoseconds, while it waits parkable.
+	wait      atomic.Int32
+	idleSince atomic.Int64
 
 	in      []byte // last frontend message body
 	out     []byte // pending bytes for the client
@@ -119,39 +124,78 @@ func newClient(s *Server, conn net.Conn, id uint64) *client {
 		id:   id,
 	}
 	conn = countingConn{conn, s.metrics.ClientBytesReceived, s.metrics.ClientBytesSent}
-	c.conn, c.rd = conn, bufio.NewReaderSize(conn, clientReadBuffer)
+	c.conn, c.rd = conn, s.readers.get(conn)
 	c.shown.activeShard.Store(-1)
 	return c
 }
 
 func (c *client) serve(ctx context.Context) {
 	c.ctx = ctx
-	defer c.close()
-	defer func() {
-		// As net/http does: a bug in one session must not take down every
-		// other client; its server connections are closed, not reused.
-		if r := recover(); r != nil {
-			c.log().Error("client session panicked", "panic", r, "stack", string(debug.Stack()))
-			if c.tx.held != nil {
-				c.tx.held.MarkBroken()
+	c.run(func() error {
+		if ok, err := c.login(); err != nil || !ok {
+			if err != nil && !errors.Is(err, io.EOF) {
+				c.log().Debug("startup failed", "err", err)
 			}
+			return nil
+		}
+		c.logLogin()
+		if c.admin {
+			return c.logEnd(c.adminLoop())
+		}
+		if c.parkAtLogin() {
+			return errParked
+		}
+		return c.logEnd(c.loop(false))
+	})
+}
+
+// run serves the client on this goroutine with session, then ends it,
+// unless session parked it (park.go): then its socket is another
+// goroutine's to wake and it stays open.
+func (c *client) run(session func() error) {
+	parked := false
+	defer func() {
+		if !parked {
+			c.end()
 		}
 	}()
-	if ok, err := c.login(); err != nil || !ok {
-		if err != nil && !errors.Is(err, io.EOF) {
-			c.log().Debug("startup failed", "err", err)
+	defer c.recoverSession()
+	parked = session() == errParked
+}
+
+// recoverSession, deferred, keeps a bug in one session from taking down
+// every other client, as net/http does: its server connections are
+// closed, not reused.
+func (c *client) recoverSession() {
+	if r := recover(); r != nil {
+		c.log().Error("client session panicked", "panic", r, "stack", string(debug.Stack()))
+		if c.tx.held != nil {
+			c.tx.held.MarkBroken()
 		}
-		return
 	}
-	c.logLogin()
-	loop := c.loop
-	if c.admin {
-		loop = c.adminLoop
+}
+
+// logEnd logs why a logged-in client's session ended, unless it parked,
+// and returns err.
+func (c *client) logEnd(err error) error {
+	if err == errParked {
+		return err
 	}
-	err := loop()
 	if !c.logDisconnect(err) && err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 		c.log().Info("client connection ended", "err", err)
 	}
+	return err
+}
+
+// end closes the client and takes it off the server's books.
+func (c *client) end() {
+	c.close()
+	s := c.srv
+	s.clientsMu.Lock()
+	delete(s.clients, c)
+	s.clientsMu.Unlock()
+	s.clientCount.Add(-1)
+	s.wg.Done()
 }
 
 func (c *client) close() {
@@ -186,7 +230,10 @@ func (c *client) close() {
 // startup packet, TLS handshake and authentication, and leaves the login
 // queue either way.
 func (c *client) login() (bool, error) {
-	defer c.srv.logins.done(c.entry.loginSlot)
+	defer func() {
+		c.srv.logins.done(c.entry.loginSlot)
+		c.entry.loginSlot = nil // the element holds the socket: 100 bytes an idle client need not keep
+	}()
 	timeout := time.Duration(c.rt.cfg.Pool.ClientLoginTimeout)
 	if timeout > 0 {
 		c.conn.SetDeadline(time.Now().Add(timeout))
@@ -283,6 +330,9 @@ func (c *client) accept(msg *pgproto3.StartupMessage, code uint32) (bool, error)
 	if minor := code & 0xffff; minor > 0 {
 		c.out = appendNegotiateProtocol(c.out, msg.Parameters)
 	}
+	// The answer is about 450 bytes: one allocation rather than the six of
+	// growing it, in a connect storm of thousands of clients.
+	c.out = slices.Grow(c.out, 512)
 	c.out = append(c.out, 'R', 0, 0, 0, 8, 0, 0, 0, 0) // AuthenticationOk: trust
 	for _, p := range params {
 		value := p.value
@@ -339,36 +389,13 @@ func (c *client) flush() error {
 	return err
 }
 
-func (c *client) loop() error {
+// loop serves the client's requests until it leaves or parks; resumed:
+// it was parked and continues its wait for a request.
+func (c *client) loop(resumed bool) error {
 	for {
-		c.leaveGate()
-		idle := c.tx.state == txIdle && c.tx.held == nil
-		if idle && c.srv.draining.Load() {
-			return c.fatal(pgerr.CodeAdminShutdown, "terminating connection: shardgate is shutting down")
-		}
-		if idle {
-			c.shrinkBuffers()
-		}
-		c.setReadDeadline()
-		c.idleRead.Store(idle)
-		stopRelay := func() {}
-		if idle {
-			stopRelay = c.relayNotifications()
-		}
-		typ, body, err := c.readMessage()
-		stopRelay()
-		c.idleRead.Store(false)
-		c.shown.lastRequest.Store(time.Now().UnixNano())
+		typ, body, err := c.nextMessage(resumed)
+		resumed = false
 		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				if c.srv.draining.Load() {
-					// Woken by a drain: leave if idle, else finish the transaction.
-					c.conn.SetReadDeadline(time.Time{})
-					c.deadline = false
-					continue
-				}
-				return c.idleTimeout()
-			}
 			return err
 		}
 		if err := c.srv.admin.enter(c.ctx); err != nil {
@@ -402,6 +429,69 @@ func (c *client) loop() error {
 			return err
 		}
 	}
+}
+
+// nextMessage waits for the client's next message and reads it. While
+// idle the client may be woken: by a drain, to leave, or by the sweep, to
+// park (park.go), when it returns errParked. resumed skips what the wait
+// before parking did already: its deadline runs on.
+func (c *client) nextMessage(resumed bool) (byte, []byte, error) {
+	for {
+		c.leaveGate()
+		idle := c.tx.state == txIdle && c.tx.held == nil
+		if idle && c.srv.draining.Load() {
+			return 0, nil, c.fatal(pgerr.CodeAdminShutdown, "terminating connection: shardgate is shutting down")
+		}
+		if !resumed {
+			if idle {
+				c.shrinkBuffers()
+			}
+			c.setReadDeadline()
+		}
+		typ, body, woken, err := c.readRequest(idle)
+		if err == nil {
+			c.shown.lastRequest.Store(time.Now().UnixNano())
+			return typ, body, nil
+		}
+		if resumed, err = c.woke(woken, err); err != nil {
+			return 0, nil, err
+		}
+	}
+}
+
+// readRequest waits for the client's next message, relaying a listening
+// client's notifications meanwhile, and reads it; woken: see awaitRequest.
+func (c *client) readRequest(idle bool) (typ byte, body []byte, woken bool, err error) {
+	stopRelay := func() {}
+	if idle {
+		stopRelay = c.relayNotifications()
+	}
+	defer stopRelay()
+	if woken, err = c.awaitRequest(idle); err == nil {
+		typ, body, err = c.readMessage()
+	}
+	return typ, body, woken, err
+}
+
+// woke handles a failed wait for a request: an error ends the client;
+// else it waits again, within the same deadline if resumed. A deadline
+// passed because a drain or the sweep woke the client, or because
+// client_idle_timeout or idle_transaction_timeout passed.
+func (c *client) woke(woken bool, err error) (resumed bool, _ error) {
+	switch {
+	case !errors.Is(err, os.ErrDeadlineExceeded):
+		return false, err
+	case c.srv.draining.Load():
+		// Woken by a drain: leave if idle, else finish the transaction.
+		c.clearReadDeadline()
+		return false, nil
+	case woken && !c.idleExpired():
+		if c.park() {
+			return false, errParked
+		}
+		return true, nil // parking failed: wait on
+	}
+	return false, c.idleTimeout()
 }
 
 // leaveGate ends the request the SUSPEND gate counted.
@@ -455,12 +545,22 @@ func (c *client) setReadDeadline() {
 	}
 	switch {
 	case d > 0:
-		c.conn.SetReadDeadline(time.Now().Add(d))
-		c.deadline = true
-	case c.deadline:
-		c.conn.SetReadDeadline(time.Time{})
-		c.deadline = false
+		c.deadline = time.Now().Add(d)
+		c.conn.SetReadDeadline(c.deadline)
+	case !c.deadline.IsZero():
+		c.clearReadDeadline()
 	}
+}
+
+// clearReadDeadline disarms the read deadline.
+func (c *client) clearReadDeadline() {
+	c.deadline = time.Time{}
+	c.conn.SetReadDeadline(c.deadline)
+}
+
+// idleExpired reports whether the read deadline has passed.
+func (c *client) idleExpired() bool {
+	return !c.deadline.IsZero() && !time.Now().Before(c.deadline)
 }
 
 // idleTimeout disconnects a client that sat idle too long, with the

@@ -7,7 +7,6 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -113,9 +112,8 @@ func (c *client) copyIn(plan router.Plan, u unit) error {
 	for i, sc := range conns { // every shard, in shard order: branch i is shard i
 		split.branches[i] = copyBranch{sc: sc, buf: append(make([]byte, 0, copyBatch+1024), 'd', 0, 0, 0, 0)}
 	}
-	if c.deadline { // the client's idle timeout does not bound a long COPY
-		c.conn.SetReadDeadline(time.Time{})
-		c.deadline = false
+	if !c.deadline.IsZero() { // the client's idle timeout does not bound a long COPY
+		c.clearReadDeadline()
 	}
 	c.out = appendMessage(c.out, 'G', response)
 	if err := c.flush(); err != nil {
@@ -517,9 +515,8 @@ func readCopyStart(sc *pool.Conn, req []byte) (ans shardAnswer) {
 // CopyData is batched up to copyBatch bytes, or until the client has sent
 // nothing more yet.
 func (c *client) copyThrough(sc *pool.Conn) error {
-	if c.deadline { // the client's idle timeout does not bound a long COPY
-		c.conn.SetReadDeadline(time.Time{})
-		c.deadline = false
+	if !c.deadline.IsZero() { // the client's idle timeout does not bound a long COPY
+		c.clearReadDeadline()
 	}
 	c.sout = c.sout[:0]
 	for {

@@ -106,14 +106,7 @@ func (s *Server) Drain(ctx context.Context) error {
 		// A connection still logging in has no transaction to finish: it
 		// must not hold the drain for up to client_login_timeout.
 		s.logins.closeAll()
-		s.clientsMu.Lock()
-		n := len(s.clients)
-		for c := range s.clients {
-			if c.idleRead.Load() {
-				c.conn.SetReadDeadline(time.Now()) // wake it to leave
-			}
-		}
-		s.clientsMu.Unlock()
+		n := s.wakeIdle() // to leave
 		if n == 0 {
 			return nil
 		}

@@ -32,6 +32,8 @@ func (s *Server) registerStateMetrics() {
 		gauge("client_connections", "Client connections open now.", func() float64 { return float64(s.clientCount.Load()) }),
 		gauge("pinned_clients", "Transaction-mode clients keeping their server connections for session state (LISTEN, temporary tables, cursors WITH HOLD).",
 			func() float64 { return float64(s.pinned.Load()) }),
+		gauge("parked_clients", "Idle client connections parked: without a goroutine or read buffer until they speak.",
+			func() float64 { return float64(s.park.parkedCount()) }),
 		gauge("client_logins", "Client connections still logging in (not counted by max_client_conn).", func() float64 { return float64(s.logins.len()) }),
 		counter("plan_cache_hits_total", "Statements whose routing analysis came from the plan cache.",
 			func() float64 { return float64(s.router.CacheStats().Hits) }),

@@ -55,6 +55,9 @@ type Server struct {
 	clientsMu sync.Mutex
 	clients   map[*client]struct{}
 	wg        sync.WaitGroup
+	park      parker     // idle clients without a goroutine (park.go)
+	readers   readerPool // clients' read buffers, which parked clients give back
+	wakeMu    sync.Mutex // orders waking an idle client with its waking up (client.wake)
 
 	lifeMu    sync.Mutex
 	listeners []net.Listener
@@ -144,6 +147,7 @@ func (s *Server) Serve(ctx context.Context, lns ...net.Listener) error {
 	defer stop()
 	var stats sync.WaitGroup
 	stats.Go(func() { s.logStats(ctx) })
+	parking := s.startParking(ctx)
 	var accepting sync.WaitGroup
 	for _, ln := range lns {
 		accepting.Go(func() { s.accept(ctx, ln) })
@@ -155,6 +159,7 @@ func (s *Server) Serve(ctx context.Context, lns ...net.Listener) error {
 	s.shutdown()
 	cancel()
 	stats.Wait()
+	parking()
 	return nil
 }
 
@@ -190,14 +195,8 @@ func (s *Server) start(ctx context.Context, conn net.Conn) {
 	s.clientsMu.Unlock()
 	s.wg.Add(1)
 	s.clientCount.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer s.clientCount.Add(-1)
-		c.serve(ctx)
-		s.clientsMu.Lock()
-		delete(s.clients, c)
-		s.clientsMu.Unlock()
-	}()
+	go c.serve(ctx) // client.end undoes the above
+
 }
 
 func closeAll(lns []net.Listener) {
@@ -208,6 +207,9 @@ func closeAll(lns []net.Listener) {
 
 func (s *Server) shutdown() {
 	s.stopping.Store(true)
+	// Parked clients go back to goroutines first: a parked client whose
+	// socket closed would never be woken (park.go).
+	s.unparkAll()
 	s.clientsMu.Lock()
 	for c := range s.clients {
 		c.conn.Close()
