@@ -190,12 +190,7 @@ func (c *client) logEnd(err error) error {
 // end closes the client and takes it off the server's books.
 func (c *client) end() {
 	c.close()
-	s := c.srv
-	s.clientsMu.Lock()
-	delete(s.clients, c)
-	s.clientsMu.Unlock()
-	s.clientCount.Add(-1)
-	s.wg.Done()
+	c.srv.untrack(c)
 }
 
 func (c *client) close() {

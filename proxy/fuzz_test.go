@@ -107,6 +107,7 @@ func runScripted(t *testing.T, s *Server, data []byte) {
 	conn := &scriptedConn{in: bytes.NewReader(data)}
 	c := newClient(s, conn, 1)
 	c.entry.loginSlot, _ = s.logins.add(conn, 1<<20)
+	s.track(c) // as Server.start does: the session's end untracks it
 	panics := s.log.Handler().(*panicCatcher)
 	before := panics.n.Load()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -190,13 +190,27 @@ func (s *Server) start(ctx context.Context, conn net.Conn) {
 		s.log.Warn("too many connections logging in: closing the oldest", "max_client_conn", s.rt.Load().cfg.Pool.MaxClientConn, "addr", evicted.RemoteAddr())
 		evicted.Close()
 	}
+	s.track(c)
+	go c.serve(ctx)
+}
+
+// track counts c among the server's clients until untrack: its goroutine,
+// or the goroutines it is parked and woken on, run until then.
+func (s *Server) track(c *client) {
 	s.clientsMu.Lock()
 	s.clients[c] = struct{}{}
 	s.clientsMu.Unlock()
 	s.wg.Add(1)
 	s.clientCount.Add(1)
-	go c.serve(ctx) // client.end undoes the above
+}
 
+// untrack undoes track once c has ended.
+func (s *Server) untrack(c *client) {
+	s.clientsMu.Lock()
+	delete(s.clients, c)
+	s.clientsMu.Unlock()
+	s.clientCount.Add(-1)
+	s.wg.Done()
 }
 
 func closeAll(lns []net.Listener) {
