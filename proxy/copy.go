@@ -22,11 +22,7 @@ func (c *client) copyOut(plan router.Plan, u unit) error {
 	total := 0
 	started := false
 	for _, shard := range plan.Shards.Slice() {
-		p, err := rt.primaryPool(shard)
-		var sc *pool.Conn
-		if err == nil {
-			sc, err = p.Acquire(c.ctx)
-		}
+		p, sc, err := rt.acquirePrimary(c.ctx, shard)
 		if err != nil {
 			return c.copyFailed(appendError(nil, acquireError(err)))
 		}

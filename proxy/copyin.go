@@ -464,15 +464,12 @@ func (c *client) acquireAll(rt *config, shards []int) ([]*pool.Conn, []*pool.Poo
 	conns := make([]*pool.Conn, len(shards))
 	pools := make([]*pool.Pool, len(shards))
 	for i, shard := range shards {
-		p, err := rt.primaryPool(shard)
-		if err == nil {
-			conns[i], err = p.Acquire(c.ctx)
-		}
+		p, sc, err := rt.acquirePrimary(c.ctx, shard)
 		if err != nil {
 			releaseAll(pools, conns)
 			return nil, nil, acquireError(err)
 		}
-		pools[i] = p
+		conns[i], pools[i] = sc, p
 	}
 	return conns, pools, nil
 }

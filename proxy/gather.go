@@ -46,11 +46,7 @@ func (c *client) gather(plan router.Plan, u unit) error {
 	}
 	c.srv.metrics.ScatterQueries.Inc()
 	shards := plan.Shards.Slice()
-	p, err := c.srv.rt.Load().primaryPool(shards[0])
-	var cc *pool.Conn
-	if err == nil {
-		cc, err = p.Acquire(c.ctx)
-	}
+	p, cc, err := c.srv.rt.Load().acquirePrimary(c.ctx, shards[0])
 	if err != nil {
 		return c.refuse(acquireError(err))
 	}
@@ -91,14 +87,12 @@ func (g *gathering) run(shards []int, u unit) error {
 		return g.fail(ans.errMsg)
 	}
 	for _, shard := range shards[1:] {
-		for _, t := range g.spec.Tables {
-			errMsg, err := g.pull(shard, t)
-			if err != nil {
-				return c.serverLost(err)
-			}
-			if errMsg != nil {
-				return g.fail(errMsg)
-			}
+		errMsg, err := g.pullShard(shard)
+		if err != nil {
+			return c.serverLost(err)
+		}
+		if errMsg != nil {
+			return g.fail(errMsg)
 		}
 	}
 	lost, err := g.answer(u)
@@ -146,32 +140,40 @@ func (g *gathering) end() error {
 	return nil
 }
 
-// pull relays shard's rows of t into the coordinator's copy with COPY. It
-// returns the ErrorResponse to give the client if either side refused, or
-// the coordinator's connection failing.
-func (g *gathering) pull(shard int, t router.PulledTable) ([]byte, error) {
+// pullShard copies shard's rows of every pulled table into the
+// coordinator's copies, on one connection to shard. It returns the
+// ErrorResponse to give the client if either side refused, or the
+// coordinator's connection failing.
+func (g *gathering) pullShard(shard int) ([]byte, error) {
 	c := g.c
-	if _, err := g.cc.Write(appendMessage(nil, 'Q', []byte("COPY pg_temp."+t.Temp+" FROM STDIN\x00"))); err != nil {
-		return nil, err
-	}
-	if errMsg, err := awaitCopyIn(g.cc); err != nil || errMsg != nil {
-		return errMsg, err
-	}
-	p, err := c.srv.rt.Load().primaryPool(shard)
-	var sc *pool.Conn
-	if err == nil {
-		sc, err = p.Acquire(c.ctx)
-	}
+	p, sc, err := c.srv.rt.Load().acquirePrimary(c.ctx, shard)
 	if err != nil {
-		return g.copyFail(appendError(nil, acquireError(err)))
+		return appendError(nil, acquireError(err)), nil
 	}
 	c.target.add(sc)
+	defer func() {
+		c.target.remove(sc)
+		p.Release(sc)
+	}()
+	for _, t := range g.spec.Tables {
+		if errMsg, err := g.pull(sc, t); err != nil || errMsg != nil {
+			return errMsg, err
+		}
+	}
+	return nil, nil
+}
+
+// pull relays sc's rows of t into the coordinator's copy with COPY; sc is
+// marked broken when it is left mid-answer.
+func (g *gathering) pull(sc *pool.Conn, t router.PulledTable) ([]byte, error) {
+	start := readCopyStart(g.cc, appendMessage(nil, 'Q', []byte("COPY pg_temp."+t.Temp+" FROM STDIN\x00")))
+	if start.err != nil || start.errMsg != nil {
+		return start.errMsg, start.err
+	}
 	srcErr, complete, err := g.relayCopy(sc, t)
-	c.target.remove(sc)
 	if !complete {
 		sc.MarkBroken()
 	}
-	p.Release(sc)
 	switch {
 	case err != nil:
 		return nil, err
@@ -244,29 +246,6 @@ func (g *gathering) copyDone() ([]byte, error) {
 func (g *gathering) copyFail(errMsg []byte) ([]byte, error) {
 	ans := readAnswer(g.cc, appendMessage(nil, 'f', []byte("shardgate: the source shard failed\x00")), false)
 	return errMsg, ans.err
-}
-
-// awaitCopyIn reads the coordinator's answer to COPY FROM STDIN up to its
-// CopyInResponse, or its refusal through ReadyForQuery.
-func awaitCopyIn(cc *pool.Conn) ([]byte, error) {
-	var errMsg []byte
-	for {
-		typ, body, err := readMessage(cc.Reader, nil, maxServerMessage, "server messages")
-		if err != nil {
-			return nil, err
-		}
-		switch typ {
-		case 'G':
-			return nil, nil
-		case 'E':
-			errMsg = appendMessage(nil, 'E', body)
-		case 'Z':
-			if errMsg == nil {
-				errMsg = appendError(nil, &pgerr.Error{Code: pgerr.CodeProtocolViolation, Message: "shardgate: the coordinator shard did not start COPY"})
-			}
-			return errMsg, nil
-		}
-	}
 }
 
 // answer runs the client's query on the coordinator and streams its rows

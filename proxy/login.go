@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -36,6 +37,17 @@ type config struct {
 // backend.Set.PrimaryPool.
 func (rt *config) primaryPool(shard int) (*pool.Pool, error) {
 	return rt.backends.PrimaryPool(shard)
+}
+
+// acquirePrimary lends a connection to shard's primary, waiting within
+// ctx, and says from which pool, for its Release.
+func (rt *config) acquirePrimary(ctx context.Context, shard int) (*pool.Pool, *pool.Conn, error) {
+	p, err := rt.primaryPool(shard)
+	if err != nil {
+		return nil, nil, err
+	}
+	sc, err := p.Acquire(ctx)
+	return p, sc, err
 }
 
 // newConfig builds cfg's proxy settings; the caller gives it backends.

@@ -232,11 +232,7 @@ func textResults(bind []byte) []byte {
 
 // askShard sends req to a primary of shard and collects its answer.
 func (s *Server) askShard(c *client, shard int, req []byte, budget *atomic.Int64) shardAnswer {
-	p, err := s.rt.Load().primaryPool(shard)
-	var sc *pool.Conn
-	if err == nil {
-		sc, err = p.Acquire(c.ctx)
-	}
+	p, sc, err := s.rt.Load().acquirePrimary(c.ctx, shard)
 	if err != nil {
 		return shardAnswer{errMsg: appendError(nil, acquireError(err))}
 	}

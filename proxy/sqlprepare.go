@@ -288,7 +288,7 @@ func (c *client) prepareSQL(s *sqlStmt, sql []byte) error {
 	}
 	sc := c.tx.held
 	check := fmt.Sprintf("%s\n;SELECT parameter_types::oid[]::text FROM pg_prepared_statements WHERE name = %s;DEALLOCATE %s",
-		sql, quoteLiteral(s.name), quoteIdent(s.name))
+		sql, quoteLiteral(s.name), router.QuoteIdent(s.name))
 	c.sout = c.sout[:0]
 	ops := c.syncSettings(sc, c.ext.ops[:0])
 	c.sout = appendMessage(c.sout, 'Q', append([]byte(check), 0))
@@ -356,5 +356,3 @@ func parseOIDArray(msg []byte) []uint32 {
 	}
 	return oids
 }
-
-func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }

@@ -73,11 +73,7 @@ func (s *shardStream) Next() (merge.Row, error) {
 // answer ends or stop closes; a connection left mid-answer is closed.
 func (s *Server) streamShard(c *client, shard int, req []byte, st *shardStream, stop <-chan struct{}) {
 	defer close(st.batches)
-	p, err := s.rt.Load().primaryPool(shard)
-	var sc *pool.Conn
-	if err == nil {
-		sc, err = p.Acquire(c.ctx)
-	}
+	p, sc, err := s.rt.Load().acquirePrimary(c.ctx, shard)
 	if err != nil {
 		st.head <- shardAnswer{errMsg: appendError(nil, acquireError(err))}
 		return

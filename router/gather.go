@@ -149,12 +149,14 @@ func hasLocking(root *pg.Node) bool {
 // QuotedName is the relation as SQL text, each part quoted.
 func (r Relation) QuotedName() string {
 	if r.Schema == "" {
-		return quoteIdent(r.Name)
+		return QuoteIdent(r.Name)
 	}
-	return quoteIdent(r.Schema) + "." + quoteIdent(r.Name)
+	return QuoteIdent(r.Schema) + "." + QuoteIdent(r.Name)
 }
 
-func quoteIdent(s string) string {
+// QuoteIdent quotes an SQL identifier, always, doubling the double quotes
+// in it.
+func QuoteIdent(s string) string {
 	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
 }
 
