@@ -25,8 +25,7 @@ func planTree(t *topology.Topology, plan Plan) *PlanNode {
 	if plan.Target != TargetMulti || plan.Err != nil {
 		return nil
 	}
-	shards := plan.Shards.names(t)
-	list := strings.Split(shards, ", ")
+	list := plan.Shards.nameList(t)
 	switch {
 	case plan.Gather != nil:
 		coordinator := t.Shards[plan.Shards.First()].Name

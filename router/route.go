@@ -27,11 +27,15 @@ func (s ShardSet) Slice() []int {
 }
 
 func (s ShardSet) names(t *topology.Topology) string {
+	return strings.Join(s.nameList(t), ", ")
+}
+
+func (s ShardSet) nameList(t *topology.Topology) []string {
 	var names []string
 	for _, i := range s.Slice() {
 		names = append(names, t.Shards[i].Name)
 	}
-	return strings.Join(names, ", ")
+	return names
 }
 
 // statementShards routes a keyed statement: each class's pins intersect
