@@ -40,8 +40,15 @@ func listed(t *topology.Topology, name string) bool {
 // lives would be silently wrong.
 func classifyTables(t *topology.Topology, root *pg.Node) (tableSet, *Statement) {
 	var ts tableSet
-	refs, writes, locks := scanTree(root)
+	refs, ctes, writes, locks := scanTree(root)
 	ts.writes, ts.locks = writes, locks
+	for _, name := range ctes {
+		if listed(t, name) {
+			// Routing and the rewrites of cross-shard plans find tables by
+			// name: a CTE wearing one's would be taken for it.
+			return ts, refused("the WITH query %q has the name of a table in shardgate's config: rename the WITH query", name)
+		}
+	}
 	for _, r := range refs {
 		switch {
 		case isSystemRelation(r):

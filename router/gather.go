@@ -48,7 +48,7 @@ func gatherSpec(t *topology.Topology, clone *pg.Node, ts tableSet) *GatherSpec {
 	if ts.writes || ts.locks || len(ts.unlisted) > 0 || len(ts.sharded) == 0 || hasLocking(clone) {
 		return nil
 	}
-	refs, _, _ := scanTree(clone)
+	refs, _, _, _ := scanTree(clone)
 	var sharded []*pg.RangeVar
 	uses := map[Relation]int{}
 	for _, r := range refs {

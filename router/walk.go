@@ -152,30 +152,83 @@ func walkValue(m protoreflect.Message, fn func(any) bool) {
 // scanTree lists every table reference in the tree, minus references to
 // the statement's own CTEs, and reports whether anything in it writes
 // (data-modifying CTEs, functions known to write) and whether it takes a
-// session advisory lock: one walk for all three.
-func scanTree(root *pg.Node) (refs []*pg.RangeVar, writes, locks bool) {
-	var ctes []string
-	walk(root, func(m any) bool {
-		switch n := m.(type) {
+// session advisory lock: one walk for all three. ctes are the names the
+// tree's WITH clauses define.
+func scanTree(root *pg.Node) (refs []*pg.RangeVar, ctes []string, writes, locks bool) {
+	var sc treeScan
+	sc.scan(root, nil)
+	return sc.refs, sc.ctes, sc.writes, sc.locks
+}
+
+type treeScan struct {
+	refs          []*pg.RangeVar
+	ctes          []string
+	writes, locks bool
+}
+
+// scan walks n, where the CTEs named visible are in scope: a name is a CTE
+// only there, so WITH foo AS (SELECT * FROM foo) still reads table foo.
+func (sc *treeScan) scan(n *pg.Node, visible []string) {
+	walk(n, func(m any) bool {
+		switch v := m.(type) {
 		case *pg.RangeVar:
-			refs = append(refs, n)
-		case *pg.CommonTableExpr:
-			ctes = append(ctes, n.Ctename)
-		case *pg.InsertStmt, *pg.UpdateStmt, *pg.DeleteStmt:
-			writes = true
+			if v.Schemaname != "" || !slices.Contains(visible, v.Relname) {
+				sc.refs = append(sc.refs, v)
+			}
+		case *pg.SelectStmt:
+			if v.WithClause != nil {
+				sc.scoped(&v.WithClause, &pg.Node{Node: &pg.Node_SelectStmt{SelectStmt: v}}, visible)
+				return false
+			}
+		case *pg.InsertStmt:
+			sc.writes = true
+			if v.WithClause != nil {
+				sc.scoped(&v.WithClause, &pg.Node{Node: &pg.Node_InsertStmt{InsertStmt: v}}, visible)
+				return false
+			}
+		case *pg.UpdateStmt:
+			sc.writes = true
+			if v.WithClause != nil {
+				sc.scoped(&v.WithClause, &pg.Node{Node: &pg.Node_UpdateStmt{UpdateStmt: v}}, visible)
+				return false
+			}
+		case *pg.DeleteStmt:
+			sc.writes = true
+			if v.WithClause != nil {
+				sc.scoped(&v.WithClause, &pg.Node{Node: &pg.Node_DeleteStmt{DeleteStmt: v}}, visible)
+				return false
+			}
 		case *pg.FuncCall:
-			name := lastName(n.Funcname)
-			writes = writes || writingFunctions[name]
-			locks = locks || sessionLocks[name]
+			name := lastName(v.Funcname)
+			sc.writes = sc.writes || writingFunctions[name]
+			sc.locks = sc.locks || sessionLocks[name]
 		}
 		return true
 	})
-	out := refs[:0]
-	for _, r := range refs {
-		if r.Schemaname == "" && slices.Contains(ctes, r.Relname) {
-			continue
+}
+
+// scoped scans stmt, whose WITH clause is *with: each CTE's body sees the
+// CTEs before it (all of them when RECURSIVE), the statement sees all.
+// The clause is detached while the statement is scanned, so the walk does
+// not meet it again; the tree is the caller's own parse, walked by one
+// goroutine.
+func (sc *treeScan) scoped(with **pg.WithClause, stmt *pg.Node, visible []string) {
+	w := *with
+	visible = slices.Clip(visible) // appends below never reach the caller's scope
+	if w.Recursive {
+		for _, c := range w.Ctes {
+			visible = append(visible, c.GetCommonTableExpr().GetCtename())
 		}
-		out = append(out, r)
 	}
-	return out, writes, locks
+	for _, c := range w.Ctes {
+		cte := c.GetCommonTableExpr()
+		sc.ctes = append(sc.ctes, cte.GetCtename())
+		sc.scan(cte.GetCtequery(), visible)
+		if !w.Recursive {
+			visible = append(visible, cte.GetCtename())
+		}
+	}
+	*with = nil
+	sc.scan(stmt, visible)
+	*with = w
 }
