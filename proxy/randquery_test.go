@@ -157,9 +157,15 @@ type randQuery struct {
 	offset   int
 	setOp    string     // "": none
 	right    *randQuery // the set operation's right branch
+	// outer, when set, is a query over this one's rows as t(c1, c2, ...):
+	// a format with one %s, where the SELECT goes.
+	outer string
 }
 
 func (q *randQuery) sql() string {
+	if q.outer != "" {
+		return fmt.Sprintf(q.outer, q.selectSQL())
+	}
 	s := q.selectSQL()
 	if q.setOp != "" {
 		s = "(" + s + ") " + q.setOp + " (" + q.right.selectSQL() + ")"
@@ -186,7 +192,15 @@ func (q *randQuery) selectSQL() string {
 	if q.distinct {
 		b.WriteString("DISTINCT ")
 	}
-	b.WriteString(strings.Join(q.items, ", "))
+	for i, item := range q.items {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(item)
+		if q.outer != "" {
+			fmt.Fprintf(&b, " AS c%d", i+1)
+		}
+	}
 	b.WriteString(" FROM " + q.from.sql)
 	if len(q.where) > 0 {
 		b.WriteString(" WHERE " + strings.Join(q.where, " AND "))
@@ -211,6 +225,9 @@ func (q *randQuery) smaller() []*randQuery {
 	}
 	if q.setOp != "" {
 		edit(func(c *randQuery) { c.setOp, c.right = "", nil })
+	}
+	if q.outer != "" {
+		edit(func(c *randQuery) { c.outer = "" })
 	}
 	for i := range q.where {
 		edit(func(c *randQuery) { c.where = append(c.where[:i], c.where[i+1:]...) })
@@ -273,8 +290,11 @@ var randFroms = []randFrom{
 func pick[T any](rng *rand.Rand, s []T) T { return s[rng.IntN(len(s))] }
 
 func genQuery(rng *rand.Rand) *randQuery {
-	if rng.IntN(8) == 0 {
+	switch rng.IntN(8) {
+	case 0:
 		return genSetOp(rng)
+	case 1:
+		return genNested(rng)
 	}
 	from := pick(rng, randFroms)
 	q := &randQuery{from: from, limit: -1}
@@ -319,6 +339,10 @@ func genRows(rng *rand.Rand, q *randQuery) {
 
 func genAggregate(rng *rand.Rand, q *randQuery) {
 	cols := q.from.columns()
+	if len(q.from.keys) > 0 && rng.IntN(3) == 0 { // the shards compute every group whole
+		k := pick(rng, q.from.keys)
+		q.items, q.group = append(q.items, k), append(q.group, k)
+	}
 	for range rng.IntN(3) {
 		c := pick(rng, cols)
 		q.items, q.group = append(q.items, c), append(q.group, c)
@@ -416,5 +440,33 @@ func genSetOp(rng *rand.Rand) *randQuery {
 	if rng.IntN(2) == 0 {
 		q.ordered, q.limit = true, rng.IntN(20)
 	}
+	return q
+}
+
+// genNested is a derived table or a CTE, grouped by the shard key or not,
+// under an outer query the proxy merges (or gathers).
+func genNested(rng *rand.Rand) *randQuery {
+	from := pick(rng, randFroms)
+	q := &randQuery{from: from, limit: -1}
+	if rng.IntN(2) == 0 {
+		q.where = append(q.where, genPredicate(rng, from))
+	}
+	if rng.IntN(3) == 0 {
+		genRows(rng, q)
+	} else {
+		genAggregate(rng, q)
+	}
+	c := func() string { return "c" + strconv.Itoa(1+rng.IntN(len(q.items))) }
+	outer := pick(rng, []string{
+		"SELECT count(*), count(" + c() + "), max(" + c() + "::text) FROM (%s) t",
+		"SELECT " + c() + "::text AS k, count(*) FROM (%s) t GROUP BY 1",
+		"SELECT * FROM (%s) t WHERE " + c() + " IS NOT NULL",
+		"SELECT min(" + c() + "::text), count(DISTINCT " + c() + "::text) FROM (%s) t",
+	})
+	if rng.IntN(2) == 0 {
+		outer = strings.Replace(outer, "(%s) t", "t", 1)
+		outer = "WITH t AS (%s) " + outer
+	}
+	q.outer = outer
 	return q
 }

@@ -127,7 +127,7 @@ func analyzeSelect(t *topology.Topology, sel *pg.SelectStmt, root *pg.Node) (st 
 		return &Statement{Class: ClassAny, Role: role, Reason: reason}
 	}
 	k := newKeyAnalysis(t)
-	top := k.selectScope(sel, nil)
+	k.selectScope(sel, nil)
 	st = markUnlisted(keyedStatement(k, ts.sharded), ts)
 	if st.Class == ClassRefuse {
 		return gatherInstead(t, root, ts, role, st)
@@ -138,7 +138,7 @@ func analyzeSelect(t *topology.Topology, sel *pg.SelectStmt, root *pg.Node) (st 
 	if st.Class == ClassScatter || st.mayScatter() {
 		pristine := proto.Clone(root).(*pg.Node) // scatterSpec rewrites sel
 		// Planned from the literal text: LIMIT 10 must stay 10, not $1.
-		st.Scatter, st.FromText = scatterSpec(sel, k.onlyKey(top, ts.sharded)), true
+		st.Scatter, st.FromText = scatterSpec(sel, keyColumns{k: k, oneClass: st.Class == ClassScatter || len(st.Classes) == 1}), true
 		if st.Scatter.Refusal != "" || len(st.Classes) > 1 {
 			st.Gather = gatherSpec(t, pristine, ts)
 		}

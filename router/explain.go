@@ -45,6 +45,9 @@ func planTree(t *topology.Topology, plan Plan) *PlanNode {
 		if spec.SQL == "" {
 			route.Detail = "the statement as sent"
 		}
+		if spec.KeyGroups {
+			route.Detail = strings.TrimPrefix(route.Detail+"; groups by the shard key, computed whole", "; ")
+		}
 		op := "stream-merge"
 		if spec.Aggregate || spec.Distinct {
 			op = "merge"

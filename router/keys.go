@@ -181,19 +181,6 @@ func (k *keyAnalysis) equality(s *scope, l, r *pg.Node) {
 	}
 }
 
-// onlyKey reports whether a plain column reference names the shard key of
-// the query's only sharded table, in scope s (under its own name: a column
-// alias list could rename another column to it).
-func (k *keyAnalysis) onlyKey(s *scope, sharded []*pg.RangeVar) func(*pg.Node) bool {
-	return func(n *pg.Node) bool {
-		if len(sharded) != 1 || n.GetColumnRef() == nil {
-			return false
-		}
-		r := k.column(s, n)
-		return r != nil && len(r.GetAlias().GetColnames()) == 0
-	}
-}
-
 // column resolves an expression that is a shard-key column reference.
 func (k *keyAnalysis) column(s *scope, n *pg.Node) *pg.RangeVar {
 	if c := n.GetTypeCast(); c != nil {

@@ -22,6 +22,9 @@ type ScatterSpec struct {
 	SQL string // what each shard runs; "" means the client's own text
 	merge.Spec
 	Refusal string // non-empty: a construct the merger cannot reproduce
+	// KeyGroups: grouped by the shard key, so the shards compute every
+	// group whole and the merge sees plain rows.
+	KeyGroups bool
 	// CopyOut: COPY ... TO STDOUT, gathered by concatenating the shards'
 	// data; CopyHeader: the CSV header line comes from the first shard only.
 	CopyOut, CopyHeader bool
@@ -39,17 +42,15 @@ func mergeable(name string) bool {
 	return ok
 }
 
-// scatterSpec plans the merge of a SELECT; it may rewrite sel. shardKey
-// reports whether a column reference is the shard key of the query's only
-// sharded table.
-func scatterSpec(sel *pg.SelectStmt, shardKey func(*pg.Node) bool) *ScatterSpec {
+// scatterSpec plans the merge of a SELECT; it may rewrite sel. keys tells
+// which column references are the shard key.
+func scatterSpec(sel *pg.SelectStmt, keys keyColumns) *ScatterSpec {
 	spec := &ScatterSpec{Spec: merge.Spec{Limit: -1}}
 	refuse := func(what string) *ScatterSpec { return &ScatterSpec{Refusal: what} }
+	shardKey := keys.in(sel)
 	switch {
-	case sel.Op != pg.SetOperation_SETOP_NONE && sel.Op != pg.SetOperation_SET_OPERATION_UNDEFINED:
+	case isSetOperation(sel):
 		return refuse("UNION, INTERSECT or EXCEPT across shards")
-	case sel.WithClause != nil:
-		return refuse("WITH across shards")
 	case len(sel.LockingClause) > 0:
 		return refuse("SELECT ... FOR UPDATE/SHARE across shards")
 	case len(sel.WindowClause) > 0:
@@ -57,11 +58,23 @@ func scatterSpec(sel *pg.SelectStmt, shardKey func(*pg.Node) bool) *ScatterSpec 
 	case sel.LimitOption == pg.LimitOption_LIMIT_OPTION_WITH_TIES:
 		return refuse("FETCH ... WITH TIES across shards")
 	}
+	if why := cteRefusal(sel, keys); why != "" {
+		return refuse(why)
+	}
+	// Grouped by the shard key, every group is one shard's: the shards
+	// compute all of it (any aggregate, HAVING, expressions over them) and
+	// their rows are merged like plain rows.
+	byKey := len(sel.GroupClause) > 0 && groupedByKey(sel, shardKey)
+	spec.KeyGroups = byKey
 	if len(sel.DistinctClause) > 0 {
-		if sel.DistinctClause[0] != nil && sel.DistinctClause[0].Node != nil {
+		switch {
+		case distinctByKey(sel, shardKey):
+			// Equal rows never come from two shards: each shard's DISTINCT is the whole one.
+		case sel.DistinctClause[0] != nil && sel.DistinctClause[0].Node != nil:
 			return refuse("DISTINCT ON across shards")
+		default:
+			spec.Distinct = true
 		}
-		spec.Distinct = true
 	}
 	names := make([]string, len(sel.TargetList))
 	hasAgg, windowed := false, false
@@ -74,16 +87,19 @@ func scatterSpec(sel *pg.SelectStmt, shardKey func(*pg.Node) bool) *ScatterSpec 
 			}
 			windowed = true
 		}
+		if byKey {
+			continue
+		}
 		if f := rt.Val.GetFuncCall(); f != nil && mergeable(lastName(f.Funcname)) && !f.AggWithinGroup && len(f.AggOrder) == 0 {
 			hasAgg = true
 		} else if containsAggregate(rt.Val) {
 			return refuse("an aggregate other than count, sum, min, max, avg, bool_and and bool_or, or an expression over aggregates, across shards")
 		}
 	}
-	if why := derivedTables(sel.FromClause); why != "" {
+	if why := derivedTables(sel.FromClause, keys); why != "" {
 		return refuse(why)
 	}
-	if windowed && (hasAgg || len(sel.GroupClause) > 0 || sel.HavingClause != nil || len(sel.DistinctClause) > 0) {
+	if windowed && !byKey && (hasAgg || len(sel.GroupClause) > 0 || sel.HavingClause != nil || len(sel.DistinctClause) > 0) {
 		return refuse("window functions over groups or DISTINCT rows, across shards")
 	}
 	// ORDER BY is resolved before planning aggregates rewrites the select
@@ -110,7 +126,7 @@ func scatterSpec(sel *pg.SelectStmt, shardKey func(*pg.Node) bool) *ScatterSpec 
 		spec.Sort = append(spec.Sort, merge.OrderBy{Col: col, Name: name, Desc: desc, NullsFirst: nullsFirst})
 	}
 	h := havingPlan{sel: sel, visible: len(sel.TargetList), consts: map[int]bool{}}
-	if sel.HavingClause != nil {
+	if sel.HavingClause != nil && !byKey {
 		cond, why := h.cond(sel.HavingClause)
 		if why != "" {
 			return refuse(why)
@@ -118,7 +134,7 @@ func scatterSpec(sel *pg.SelectStmt, shardKey func(*pg.Node) bool) *ScatterSpec 
 		spec.Having, spec.Hidden = &cond, len(sel.TargetList)-h.visible
 		sel.HavingClause = orTrue(sel.HavingClause)
 	}
-	if hasAgg || len(sel.GroupClause) > 0 || spec.Having != nil {
+	if !byKey && (hasAgg || len(sel.GroupClause) > 0 || spec.Having != nil) {
 		if why := spec.aggregates(sel, names, shardKey, h.consts); why != "" {
 			return refuse(why)
 		}
@@ -185,7 +201,7 @@ func (spec *ScatterSpec) aggregates(sel *pg.SelectStmt, names []string, shardKey
 		case name != "count":
 			return name + "(DISTINCT ...) across shards"
 		case len(f.Args) != 1 || !shardKey(f.Args[0]):
-			return "count(DISTINCT ...) of anything but the shard key of the only sharded table, across shards"
+			return "count(DISTINCT ...) of anything but the shard key, across shards"
 		}
 		agg := &merge.Agg{Kind: mergeableAggs[name], Col: i}
 		if name == "avg" {
@@ -357,16 +373,16 @@ func containsWindow(n *pg.Node) bool {
 	return found
 }
 
-// derivedTables refuses a derived table (a subquery in FROM) whose rows
-// are not each some table's rows: the shards would compute its groups,
-// distinct rows, limits or set operations over their own rows alone.
-func derivedTables(from []*pg.Node) string {
+// derivedTables refuses a derived table (a subquery in FROM) that is not
+// partitioned: the shards would compute its groups, distinct rows, limits
+// or set operations over their own rows alone.
+func derivedTables(from []*pg.Node, keys keyColumns) string {
 	why := ""
 	for _, item := range from {
 		walk(item, func(m any) bool {
 			if sub, ok := m.(*pg.RangeSubselect); ok && why == "" {
-				if !rowwise(sub.Subquery.GetSelectStmt()) {
-					why = "a derived table with aggregates, DISTINCT, LIMIT, window functions or set operations, across shards"
+				if !partitioned(sub.Subquery.GetSelectStmt(), keys) {
+					why = "a derived table with aggregates, DISTINCT, LIMIT, window functions or set operations not keyed by the shard key, across shards"
 				}
 				return false
 			}
@@ -377,25 +393,8 @@ func derivedTables(from []*pg.Node) string {
 	return why
 }
 
-// rowwise reports a SELECT whose rows each come from one row of its FROM,
-// so that running it on every shard and concatenating is running it once.
-func rowwise(sel *pg.SelectStmt) bool {
-	if sel == nil || (sel.Op != pg.SetOperation_SETOP_NONE && sel.Op != pg.SetOperation_SET_OPERATION_UNDEFINED) ||
-		sel.WithClause != nil || len(sel.GroupClause) > 0 || sel.HavingClause != nil || len(sel.DistinctClause) > 0 ||
-		sel.LimitCount != nil || sel.LimitOffset != nil || len(sel.WindowClause) > 0 {
-		return false
-	}
-	for _, t := range sel.TargetList {
-		if v := t.GetResTarget().GetVal(); containsAggregate(v) || containsWindow(v) {
-			return false
-		}
-	}
-	return derivedTables(sel.FromClause) == ""
-}
-
 // partitionedByKey reports whether every window function in n is
-// partitioned by the shard key (of the query's only sharded table): each
-// partition then lies on one shard, which computes the function over all
+// partitioned by the shard key: each partition then lies on one shard, which computes the function over all
 // of it, so the shards' rows need only be merged.
 func partitionedByKey(n *pg.Node, shardKey func(*pg.Node) bool) bool {
 	ok := true
