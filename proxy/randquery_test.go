@@ -48,8 +48,10 @@ func TestRandomQueries(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(20261206, 1))
 	var refused, failedOnBoth, mismatches int
+	plans := map[string]int{}
 	for i := range n {
 		q := genQuery(rng)
+		plans[planKind(ctx, t, pairs[0].conn, q.sql())]++
 		p := &pairs[i%len(pairs)]
 		switch p.compare(ctx, t, q) {
 		case outcomeRefused:
@@ -67,9 +69,39 @@ func TestRandomQueries(t *testing.T) {
 	}
 	t.Logf("%d random queries: %d matched, %d refused (0A000), %d failed alike on both sides, %d mismatches; took %v",
 		n, n-refused-failedOnBoth-mismatches, refused, failedOnBoth, mismatches, time.Since(began).Round(time.Millisecond))
+	t.Logf("plans: %v", plans)
 	if refused > n/20 {
 		t.Errorf("%d of %d random queries refused: the generator should stay within what shardgate answers", refused, n)
 	}
+}
+
+// planKind is how shardgate runs sql, from EXPLAIN (SHARDGATE): the root
+// of its plan tree, "keyed groups" for groups the shards compute whole, or
+// "one shard".
+func planKind(ctx context.Context, t *testing.T, conn *pgx.Conn, sql string) string {
+	rows, err := conn.Query(ctx, "EXPLAIN (SHARDGATE) "+sql, pgx.QueryExecModeSimpleProtocol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	plan := ""
+	for rows.Next() {
+		vals, err := rows.Values()
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan, _ = vals[len(vals)-1].(string)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("EXPLAIN (SHARDGATE) %s: %v", sql, err)
+	}
+	switch {
+	case plan == "":
+		return "one shard"
+	case strings.Contains(plan, "computed whole"):
+		return "keyed groups"
+	}
+	return strings.Fields(plan)[0]
 }
 
 type outcome int

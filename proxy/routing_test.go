@@ -201,6 +201,14 @@ func TestSessionHints(t *testing.T) {
 	if row["shards"] != "s1" || row["role"] != "replica" || !strings.Contains(row["keys"], "a2c396223f8bdbdf") || !strings.Contains(row["keys"], "80-") {
 		t.Fatalf("EXPLAIN (SHARDGATE): %v", row)
 	}
+	// The plan a LIMIT query runs, not that of its normalised text (LIMIT $1).
+	res, err = conn.PgConn().Exec(ctx, "EXPLAIN (SHARDGATE) SELECT name FROM users ORDER BY 1 LIMIT 15 OFFSET 10").ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan := string(res[0].Rows[0][6]); !strings.HasPrefix(plan, "stream-merge (merge-sort, OFFSET 10, LIMIT 15)") {
+		t.Fatalf("EXPLAIN (SHARDGATE) of a LIMIT query: plan %q", plan)
+	}
 	res, err = conn.PgConn().Exec(ctx, "EXPLAIN (SHARDGATE) DELETE FROM users").ReadAll()
 	if err != nil || !strings.Contains(string(res[0].Rows[0][5]), "0A000") {
 		t.Fatalf("EXPLAIN (SHARDGATE) of a refused query should explain the refusal: %v %v", res, err)

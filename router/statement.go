@@ -127,7 +127,9 @@ func analyze(t *topology.Topology, node *pg.Node) *Statement {
 		return &Statement{Class: ClassAny, Role: RoleReplica, Reason: "SHOW is answered by any shard"}
 	case node.GetExplainStmt() != nil && explainOption(node.GetExplainStmt(), "shardgate"):
 		inner := analyze(t, node.GetExplainStmt().Query)
-		return &Statement{Class: ClassExplain, Inner: &Analysis{Stmts: []*Statement{inner}}, Tag: "EXPLAIN", Reason: "EXPLAIN (SHARDGATE)"}
+		// FromText as its statement: explained from normalised text, LIMIT
+		// 10 would be LIMIT $1, which no merge takes, and show a gather.
+		return &Statement{Class: ClassExplain, Inner: &Analysis{Stmts: []*Statement{inner}}, Tag: "EXPLAIN", Reason: "EXPLAIN (SHARDGATE)", FromText: inner.FromText}
 	case node.GetExplainStmt() != nil:
 		inner := analyze(t, node.GetExplainStmt().Query)
 		if explainOption(node.GetExplainStmt(), "analyze") && inner.Class == ClassKeyed {
