@@ -317,6 +317,10 @@ var randFroms = []randFrom{
 		texts: []string{"u.name", "u.country"}, times: []string{"f.created_at"}, order: "f.user_id, f.followee_id"},
 	{sql: "users u JOIN countries c ON c.code = u.country", ints: []string{"u.id"}, texts: []string{"u.name", "c.name", "c.code"},
 		keys: []string{"u.id"}, order: "u.id"},
+	{sql: "users u JOIN (SELECT user_id, count(*) AS n, max(likes) AS top, string_agg(body, ',' ORDER BY id) AS bodies FROM posts GROUP BY user_id) pc ON pc.user_id = u.id",
+		ints: []string{"u.id", "pc.n", "pc.top"}, texts: []string{"u.name", "pc.bodies"}, keys: []string{"u.id", "pc.user_id"}, order: "u.id"},
+	{sql: "(SELECT * FROM posts WHERE likes > 3) p LEFT JOIN users u ON u.id = p.user_id", ints: []string{"p.user_id", "p.id", "p.likes"},
+		texts: []string{"p.body", "u.name"}, keys: []string{"p.user_id"}, order: "p.user_id, p.id"},
 }
 
 func pick[T any](rng *rand.Rand, s []T) T { return s[rng.IntN(len(s))] }

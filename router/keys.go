@@ -44,6 +44,10 @@ type keyAnalysis struct {
 	t       *topology.Topology
 	rels    []relInfo
 	refused *Statement
+	// derived maps a derived table that passes a shard key through to the
+	// relation standing for it (derivedKey); derivedKeys names its key.
+	derived     map[*pg.RangeSubselect]*pg.RangeVar
+	derivedKeys map[*pg.RangeVar]string
 }
 
 type relInfo struct {
@@ -123,7 +127,7 @@ func (k *keyAnalysis) resolve(s *scope, qual, col string) *pg.RangeVar {
 			if qual != "" && qual != name {
 				continue
 			}
-			if k.t.Tables[r.Relname].ShardKey == col {
+			if k.keyName(r) == col {
 				only = r
 				matches++
 			}
@@ -287,6 +291,14 @@ func (k *keyAnalysis) selectScope(sel *pg.SelectStmt, parent *scope) *scope {
 	return s
 }
 
+// keyName is the shard-key column of a sharded or derived relation.
+func (k *keyAnalysis) keyName(r *pg.RangeVar) string {
+	if name, ok := k.derivedKeys[r]; ok {
+		return name
+	}
+	return k.t.Tables[r.Relname].ShardKey
+}
+
 // fromClause applies JOIN ... ON conditions and analyses subqueries in FROM.
 func (k *keyAnalysis) fromClause(s *scope, from []*pg.Node) {
 	for _, n := range from {
@@ -297,7 +309,8 @@ func (k *keyAnalysis) fromClause(s *scope, from []*pg.Node) {
 			k.conditions(s, j.Quals)
 			k.sublinks(s, j.Quals)
 		case n.GetRangeSubselect() != nil:
-			k.nested(n.GetRangeSubselect().Subquery, s)
+			sub := n.GetRangeSubselect()
+			k.derivedKey(sub, k.selectScope(sub.Subquery.GetSelectStmt(), s), s)
 		}
 	}
 }

@@ -26,39 +26,108 @@ var noKey = func(*pg.Node) bool { return false }
 // of a sharded relation in its FROM, unless an outer join can null it (the
 // NULL-extended rows of every shard would then share one value).
 func (kc keyColumns) in(sel *pg.SelectStmt) func(*pg.Node) bool {
+	rel := kc.rel(sel)
+	return func(n *pg.Node) bool { return rel(n) != nil }
+}
+
+// rel is in, returning the relation whose key a reference names.
+func (kc keyColumns) rel(sel *pg.SelectStmt) func(*pg.Node) *pg.RangeVar {
 	if !kc.oneClass || sel == nil {
-		return noKey
+		return func(*pg.Node) *pg.RangeVar { return nil }
 	}
-	s := kc.k.newScope(topLevelRelations(sel.FromClause, nil), nil)
-	nullable := nullableRelations(sel.FromClause)
-	return func(n *pg.Node) bool {
+	rels, nullable := kc.k.levelRelations(sel.FromClause)
+	s := &scope{rels: rels}
+	return func(n *pg.Node) *pg.RangeVar {
 		if n.GetColumnRef() == nil {
-			return false
+			return nil
 		}
 		r := kc.k.column(s, n)
 		// users u(n, id): the key's visible name depends on column order.
-		return r != nil && len(r.GetAlias().GetColnames()) == 0 && !slices.Contains(nullable, r)
+		if r == nil || len(r.GetAlias().GetColnames()) > 0 || slices.Contains(nullable, r) {
+			return nil
+		}
+		return r
 	}
 }
 
-// nullableRelations lists the relations of a FROM clause on the nullable
-// side of an outer join.
-func nullableRelations(from []*pg.Node) []*pg.RangeVar {
-	var out []*pg.RangeVar
-	var visit func(n *pg.Node, nullable bool)
-	visit = func(n *pg.Node, nullable bool) {
-		if r := n.GetRangeVar(); r != nil && nullable {
-			out = append(out, r)
+// levelRelations lists the sharded relations of a FROM clause, derived
+// tables that pass a shard key through included, and those of them on the
+// nullable side of an outer join.
+func (k *keyAnalysis) levelRelations(from []*pg.Node) (rels, nullable []*pg.RangeVar) {
+	var visit func(n *pg.Node, null bool)
+	visit = func(n *pg.Node, null bool) {
+		r := n.GetRangeVar()
+		if r != nil && !k.sharded(r) {
+			r = nil
+		}
+		if sub := n.GetRangeSubselect(); sub != nil {
+			r = k.derived[sub]
+		}
+		if r != nil {
+			rels = append(rels, r)
+			if null {
+				nullable = append(nullable, r)
+			}
 		}
 		if j := n.GetJoinExpr(); j != nil {
-			visit(j.Larg, nullable || j.Jointype == pg.JoinType_JOIN_RIGHT || j.Jointype == pg.JoinType_JOIN_FULL)
-			visit(j.Rarg, nullable || j.Jointype == pg.JoinType_JOIN_LEFT || j.Jointype == pg.JoinType_JOIN_FULL)
+			visit(j.Larg, null || j.Jointype == pg.JoinType_JOIN_RIGHT || j.Jointype == pg.JoinType_JOIN_FULL)
+			visit(j.Rarg, null || j.Jointype == pg.JoinType_JOIN_LEFT || j.Jointype == pg.JoinType_JOIN_FULL)
 		}
 	}
 	for _, n := range from {
 		visit(n, false)
 	}
-	return out
+	return rels, nullable
+}
+
+// derivedKey lets a partitioned derived table that passes a shard key
+// through stand, in its enclosing scope s, for the relation it comes from:
+// t.user_id of (SELECT user_id, count(*) FROM posts GROUP BY user_id) t is
+// then posts' key, so a join on it is co-located and a condition on it
+// pins posts. A derived table that is not partitioned (LIMIT, groups across
+// keys) never does: a key value's row there depends on other shards.
+func (k *keyAnalysis) derivedKey(sub *pg.RangeSubselect, inner, s *scope) {
+	sel := sub.Subquery.GetSelectStmt()
+	kc := keyColumns{k: k, oneClass: true} // several classes are refused later anyway
+	if inner == nil || sub.Alias == nil || !partitioned(sel, kc) {
+		return
+	}
+	src, name := k.passedKey(sel, kc.rel(sel), sub.Alias.Colnames)
+	if src == nil {
+		return
+	}
+	stand := &pg.RangeVar{Alias: &pg.Alias{Aliasname: sub.Alias.Aliasname}}
+	if k.derived == nil {
+		k.derived, k.derivedKeys = map[*pg.RangeSubselect]*pg.RangeVar{}, map[*pg.RangeVar]string{}
+	}
+	k.derived[sub], k.derivedKeys[stand] = stand, name
+	k.union(src, stand) // src first: the class's root stays a real table
+	s.rels = append(s.rels, stand)
+}
+
+// passedKey finds the first select-list column of sel that is a shard key,
+// and the name the derived table shows it under (colnames renames). A
+// lone * passes the key of a lone sharded relation under its own name.
+func (k *keyAnalysis) passedKey(sel *pg.SelectStmt, relOf func(*pg.Node) *pg.RangeVar, colnames []*pg.Node) (*pg.RangeVar, string) {
+	if len(sel.TargetList) == 1 && hasStar(sel.TargetList) && len(colnames) == 0 {
+		rels, _ := k.levelRelations(sel.FromClause)
+		if len(rels) == 1 && len(sel.FromClause) == 1 && len(rels[0].GetAlias().GetColnames()) == 0 {
+			return rels[0], k.keyName(rels[0])
+		}
+		return nil, ""
+	}
+	for i, t := range sel.TargetList {
+		rt := t.GetResTarget()
+		src := relOf(rt.Val)
+		switch {
+		case src == nil || hasStar([]*pg.Node{t}):
+		case i < len(colnames):
+			return src, colnames[i].GetString_().GetSval()
+		default: // colnames rename only the columns they reach
+			return src, outputName(rt)
+		}
+	}
+	return nil, ""
 }
 
 // partitioned reports a SELECT each of whose output rows comes from one
