@@ -83,7 +83,7 @@ type Plan struct {
 	// RunFirst (with Gather): run these subqueries first, then the query
 	// with their results in place; Gather if a subquery cannot run alone.
 	RunFirst *RunFirstSpec
-	CopyIn  *CopyIn      // TargetAll: COPY ... FROM STDIN, split by the proxy
+	CopyIn   *CopyIn // TargetAll: COPY ... FROM STDIN, split by the proxy
 	// Broadcast: a write that every shard of Shards runs on its own rows:
 	// a reference-table write (TargetAll), or a TargetMulti UPDATE/DELETE
 	// whose Err says why it is refused unless the config allows it.

@@ -56,7 +56,7 @@ type Statement struct {
 	// RunFirst: a gathered SELECT whose cross-shard subqueries can run
 	// before it instead (runfirst.go); Gather stays its fallback.
 	RunFirst *RunFirstSpec
-	CopyIn  *CopyIn      // ClassCopyIn
+	CopyIn   *CopyIn // ClassCopyIn
 	// Broadcastable: an UPDATE or DELETE each shard can run on its own rows
 	// alone, so several shards can run it (when the config allows).
 	Broadcastable bool
