@@ -35,11 +35,19 @@ func (c *client) runFirst(plan router.Plan, u unit) error {
 		return c.refuse(errGatherInTransaction)
 	}
 	spec := plan.RunFirst
+	// Values past MaxRunFirstValues are better gathered; within it, the
+	// config's bound is the client's error.
 	budget := c.gatherBudget()
+	capped := budget.Load() > router.MaxRunFirstValues
+	if capped {
+		budget.Store(router.MaxRunFirstValues)
+	}
 	results := make([]router.RunFirstResult, len(spec.Subqueries))
 	for i, q := range spec.Subqueries {
 		res, errMsg, err := c.runSubquery(q, budget)
 		switch {
+		case errors.Is(err, errGatherTooLarge) && capped:
+			return c.gather(plan, u)
 		case errors.Is(err, errGatherTooLarge):
 			return c.refuse(errRunFirstTooLarge)
 		case err != nil:

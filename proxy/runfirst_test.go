@@ -196,3 +196,28 @@ func allRows(ctx context.Context, conn *pgx.Conn, sql string, args ...any) ([][]
 	}
 	return out, rows.Err()
 }
+
+// TestRunFirstManyValuesGathered: a subquery with more values than a query
+// text should hold (router.MaxRunFirstValues) leaves the query to the
+// gather, which answers it, rather than refusing it.
+func TestRunFirstManyValuesGathered(t *testing.T) {
+	ctx := t.Context()
+	dsn := proxyWith(t, func(c *topology.Config) {
+		c.Tables["rf_big"] = topology.TableConfig{ShardKey: "id", KeyType: topology.KeyBigint}
+	})
+	conn := dial(t, dsn, pgx.QueryExecModeSimpleProtocol, nil)
+	execOK(t, conn, "CREATE TABLE rf_big (id bigint PRIMARY KEY, v bigint)")
+	t.Cleanup(func() { conn.Exec(context.Background(), "DROP TABLE IF EXISTS rf_big") })
+	const n = 200_000
+	var data strings.Builder
+	for i := range n {
+		fmt.Fprintf(&data, "%d\t%d\n", i, n-i)
+	}
+	if _, err := conn.PgConn().CopyFrom(ctx, strings.NewReader(data.String()), "COPY rf_big (id, v) FROM STDIN"); err != nil {
+		t.Fatal(err)
+	}
+	var got int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM rf_big WHERE id IN (SELECT v FROM rf_big WHERE v % 2 = 0)").Scan(&got); err != nil || got != n/2-1 {
+		t.Fatalf("count: %d, %v; want %d", got, err, n/2-1)
+	}
+}

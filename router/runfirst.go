@@ -545,6 +545,11 @@ func rowsPartitioned(t *topology.Topology, root *pg.Node) bool {
 	return found
 }
 
+// MaxRunFirstValues bounds the bytes of a run-first's values: past it the
+// query is gathered instead, which streams its rows where a text of the
+// values would be held and parsed whole (some 50 bytes of memory a byte).
+const MaxRunFirstValues = bigStatement
+
 // RouteRunFirst routes spec's query with the subqueries' results in
 // place, with the client's parameters, and returns it with its text. The
 // analysis is not cached: the values differ from run to run.
