@@ -3,7 +3,6 @@ package proxy
 import (
 	"errors"
 	"strconv"
-	"strings"
 	"sync/atomic"
 
 	"github.com/shardgate/shardgate/merge"
@@ -80,11 +79,19 @@ func (c *client) runFirst(plan router.Plan, u unit) error {
 }
 
 // fallsBack reports the SQLSTATEs for which a subquery that failed on its
-// own leaves the query to the gather: syntax errors and access rule
-// violations (a column or table of the query around it: 42703, 42P01)
-// and data exceptions.
+// own leaves the query to the gather: an error of the SQL (a column or
+// table of the query around it, 42703 or 42P01; a division by zero that
+// Postgres, evaluating the subquery only once a row needs it, may never
+// reach), not of the server, the session or the client's cancel.
 func fallsBack(code string) bool {
-	return strings.HasPrefix(code, "42") || strings.HasPrefix(code, "22")
+	if len(code) < 2 {
+		return false
+	}
+	switch code[:2] {
+	case "08", "25", "40", "53", "54", "55", "57", "58", "F0", "XX":
+		return false
+	}
+	return true
 }
 
 // outerScatter makes the query's own plan a cross-shard read with its

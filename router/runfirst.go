@@ -200,9 +200,6 @@ func runFirstQuery(t *topology.Topology, sl *pg.SubLink) (RunFirstQuery, bool) {
 		return q, false
 	}
 	sub := proto.Clone(sl.Subselect).(*pg.Node)
-	if !q.Exists && sub.GetSelectStmt().LimitCount == nil && sub.GetSelectStmt().LimitOffset == nil {
-		sub.GetSelectStmt().SortClause = nil // a set has no order
-	}
 	run := sub
 	if q.Exists {
 		run = &pg.Node{Node: &pg.Node_SelectStmt{SelectStmt: &pg.SelectStmt{TargetList: []*pg.Node{{Node: &pg.Node_ResTarget{ResTarget: &pg.ResTarget{
