@@ -29,6 +29,9 @@ func TestRunFirstPlanned(t *testing.T) {
 			[]string{"SELECT DISTINCT user_id FROM posts ORDER BY 1"}, []string{"s0", "s1"}},
 		{"SELECT * FROM users WHERE id IN (SELECT DISTINCT ON (user_id) followee_id FROM follows WHERE user_id = 3 ORDER BY user_id, created_at DESC)",
 			[]string{"SELECT DISTINCT ON (user_id) followee_id FROM follows WHERE user_id = 3 ORDER BY user_id, created_at DESC"}, []string{"s0"}},
+		// Groups of the shard key are whole on each shard.
+		{"SELECT * FROM users WHERE id IN (SELECT user_id FROM posts GROUP BY user_id HAVING count(*) > 2)",
+			[]string{"SELECT user_id FROM posts GROUP BY user_id HAVING count(*) > 2"}, []string{"s0", "s1"}},
 		// A LIMIT of some rows changes no EXISTS.
 		{"SELECT * FROM users WHERE NOT EXISTS (SELECT 1 FROM posts WHERE likes > 5 LIMIT 1)",
 			[]string{"SELECT EXISTS (SELECT 1 FROM posts WHERE likes > 5 LIMIT 1)"}, []string{"s0", "s1"}},
@@ -82,7 +85,7 @@ func TestRunFirstNot(t *testing.T) {
 		{sql: "SELECT * FROM users WHERE id IN (SELECT user_id FROM posts OFFSET 3)"},
 		{sql: "SELECT * FROM users WHERE NOT EXISTS (SELECT 1 FROM posts LIMIT 0)"},
 		{sql: "SELECT * FROM users WHERE id IN (SELECT max(user_id) FROM posts)"},
-		{sql: "SELECT * FROM users WHERE id IN (SELECT user_id FROM posts GROUP BY user_id HAVING count(*) > 2)"},
+		{sql: "SELECT * FROM users WHERE id IN (SELECT likes FROM posts GROUP BY likes HAVING count(*) > 2)"},
 		{sql: "SELECT * FROM users WHERE EXISTS (SELECT 1 FROM posts HAVING count(*) > 2)"},
 		{sql: "SELECT * FROM users WHERE id < ANY (SELECT user_id FROM posts)"},
 		{sql: "SELECT * FROM users WHERE (id, name) IN (SELECT user_id, body FROM posts)"},
