@@ -137,6 +137,8 @@ func (c *client) execute(plan router.Plan, u unit) error {
 	case plan.Split:
 		c.wroteEverywhere()
 		return c.splitInsert(u)
+	case plan.Target == router.TargetMulti && plan.RunFirst != nil && plan.Gather != nil && plan.Err == nil:
+		return c.runFirst(plan, u)
 	case plan.Target == router.TargetMulti && plan.Gather != nil && plan.Err == nil:
 		return c.gather(plan, u)
 	case plan.Target == router.TargetMulti && plan.Err == nil:

@@ -130,7 +130,7 @@ func analyzeSelect(t *topology.Topology, sel *pg.SelectStmt, root *pg.Node) (st 
 	k.selectScope(sel, nil)
 	st = markUnlisted(keyedStatement(k, ts.sharded), ts)
 	if st.Class == ClassRefuse {
-		return gatherInstead(t, root, ts, role, st)
+		return withRunFirst(t, root, gatherInstead(t, root, ts, role, st))
 	}
 	if st.Class == ClassKeyed || st.Class == ClassScatter {
 		st.Role = role
@@ -139,8 +139,11 @@ func analyzeSelect(t *topology.Topology, sel *pg.SelectStmt, root *pg.Node) (st 
 		pristine := proto.Clone(root).(*pg.Node) // scatterSpec rewrites sel
 		// Planned from the literal text: LIMIT 10 must stay 10, not $1.
 		st.Scatter, st.FromText = scatterSpec(sel, keyColumns{k: k, oneClass: st.Class == ClassScatter || len(st.Classes) == 1}), true
+		if st.Scatter.Refusal == "" && !rowsPartitioned(t, pristine) {
+			st.Scatter.Refusal = unpartitionedRows
+		}
 		if st.Scatter.Refusal != "" || len(st.Classes) > 1 {
-			st.Gather = gatherSpec(t, pristine, ts)
+			st.Gather, st.RunFirst = gatherOrRunFirst(t, pristine, ts)
 		}
 	}
 	return st

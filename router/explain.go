@@ -12,7 +12,7 @@ import (
 // feed it. `shardgate route --json` prints the tree; EXPLAIN (SHARDGATE)
 // prints it on one line.
 type PlanNode struct {
-	Op     string      `json:"op"` // route, merge, stream-merge, gather, copy
+	Op     string      `json:"op"` // route, merge, stream-merge, gather, copy, run-first
 	Shards []string    `json:"shards,omitempty"`
 	SQL    string      `json:"sql,omitempty"`
 	Detail string      `json:"detail,omitempty"`
@@ -27,6 +27,8 @@ func planTree(t *topology.Topology, plan Plan) *PlanNode {
 	}
 	list := plan.Shards.nameList(t)
 	switch {
+	case plan.RunFirst != nil:
+		return runFirstTree(t, plan.RunFirst)
 	case plan.Gather != nil:
 		coordinator := t.Shards[plan.Shards.First()].Name
 		node := &PlanNode{Op: "gather", Shards: []string{coordinator}, SQL: plan.Gather.SQL, Detail: "the query over the copies"}
@@ -109,4 +111,24 @@ func (n *PlanNode) String() string {
 		s += " <- [" + strings.Join(in, "; ") + "]"
 	}
 	return s
+}
+
+// runFirstTree is a run-first's operators: each subquery's route, then the
+// query's, which goes where the values in it take it.
+func runFirstTree(t *topology.Topology, spec *RunFirstSpec) *PlanNode {
+	node := &PlanNode{Op: "run-first", Detail: "the subqueries' results into the query"}
+	for i, q := range spec.Subqueries {
+		shards := []string{"any"}
+		if !q.Any {
+			shards = q.Shards.nameList(t)
+		}
+		what := fmt.Sprintf("values %d", i+1)
+		if q.Exists {
+			what = fmt.Sprintf("exists %d", i+1)
+		}
+		node.Inputs = append(node.Inputs, &PlanNode{Op: "route", Shards: shards, SQL: q.SQL, Detail: what})
+	}
+	node.Inputs = append(node.Inputs, &PlanNode{Op: "route", SQL: spec.Template(),
+		Detail: "the query with the results in place, on the shards its keys need; gathered if a subquery fails on its own"})
+	return node
 }

@@ -80,7 +80,10 @@ type Plan struct {
 	Explain *Analysis    // TargetNone: EXPLAIN (SHARDGATE) of this, for the proxy to answer
 	Scatter *ScatterSpec // TargetMulti without Err: how to run and merge it
 	Gather  *GatherSpec  // TargetMulti without Err: how to pull its rows to one shard and run it there
-	CopyIn  *CopyIn      // TargetAll: COPY ... FROM STDIN, split by the proxy
+	// RunFirst (with Gather): run these subqueries first, then the query
+	// with their results in place; Gather if a subquery cannot run alone.
+	RunFirst *RunFirstSpec
+	CopyIn   *CopyIn // TargetAll: COPY ... FROM STDIN, split by the proxy
 	// Broadcast: a write that every shard of Shards runs on its own rows:
 	// a reference-table write (TargetAll), or a TargetMulti UPDATE/DELETE
 	// whose Err says why it is refused unless the config allows it.

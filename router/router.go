@@ -354,6 +354,10 @@ func routeStatements(t *topology.Topology, a *Analysis, params [][]byte, formats
 			plan.Gather, plan.Err = st.Gather, nil
 			plan.Reason = "no merge of the shards' answers is this query's: copy " + st.Gather.tableNames() + " from shards " +
 				shards.names(t) + " into " + t.Shards[shards.First()].Name + " and run it there"
+			if st.RunFirst != nil {
+				plan.RunFirst = st.RunFirst
+				plan.Reason = "its subqueries on other shards' rows run first: the query runs with their results in place, where its own shard keys take it"
+			}
 		} else if len(a.Stmts) == 1 && st.Scatter != nil && len(st.Classes) > 1 {
 			plan.Err = errorf(pgerr.CodeFeatureNotSupported, "the query joins sharded tables that are not tied by their shard keys across shards %s", shards.names(t))
 		} else if len(a.Stmts) == 1 && st.Scatter != nil {

@@ -25,6 +25,9 @@ type routeCase struct {
 	// Gather: the query runs on one shard over copies of the rows it
 	// reads (Plan.Gather).
 	Gather bool `yaml:"gather"`
+	// RunFirst: its subqueries run first, the gather only as a fallback
+	// (Plan.RunFirst).
+	RunFirst bool `yaml:"run_first"`
 	// State is the session state the statement leaves (Plan.SessionState).
 	State string `yaml:"state"`
 	// Topology is "" for valid.yaml, or one of caseTopologies.
@@ -133,6 +136,9 @@ func TestRouteCases(t *testing.T) {
 			}
 			if got := plan.Gather != nil; got != c.Gather {
 				t.Errorf("gather %v, want %v (%s)", got, c.Gather, plan.Reason)
+			}
+			if got := plan.RunFirst != nil; got != c.RunFirst {
+				t.Errorf("run first %v, want %v (%s)", got, c.RunFirst, plan.Reason)
 			}
 			if plan.Split != c.Split {
 				t.Errorf("split %v, want %v", plan.Split, c.Split)

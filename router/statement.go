@@ -53,7 +53,10 @@ type Statement struct {
 	Inner   *Analysis    // ClassExplain: the statement to explain
 	Scatter *ScatterSpec // SELECTs that may run on several shards: how to merge
 	Gather  *GatherSpec  // SELECTs no merge answers: how to run them on one shard instead
-	CopyIn  *CopyIn      // ClassCopyIn
+	// RunFirst: a gathered SELECT whose cross-shard subqueries can run
+	// before it instead (runfirst.go); Gather stays its fallback.
+	RunFirst *RunFirstSpec
+	CopyIn   *CopyIn // ClassCopyIn
 	// Broadcastable: an UPDATE or DELETE each shard can run on its own rows
 	// alone, so several shards can run it (when the config allows).
 	Broadcastable bool

@@ -1,0 +1,197 @@
+package proxy
+
+import (
+	"errors"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/shardgate/shardgate/merge"
+	"github.com/shardgate/shardgate/pgerr"
+	"github.com/shardgate/shardgate/router"
+)
+
+// A run-first query (router.RunFirstSpec) runs its cross-shard subqueries
+// first, each on its own shards, then the query itself with their results
+// in place as constants, routed by its own shard keys and run as any
+// cross-shard read. Outside a transaction block only, like a gather: the
+// subqueries and the query see separate snapshots. A subquery that fails
+// alone, as one referring to the query's own columns does, leaves the
+// query to the gather its plan carries.
+
+var errRunFirstTooLarge = &pgerr.Error{
+	Code:    "54000",
+	Message: "the rows of this query's subqueries across shards exceed max_intermediate_result_size",
+	Hint:    "shardgate runs such subqueries first and puts their results into the query: narrow them, or raise max_intermediate_result_size.",
+}
+
+// runFirstSettings make the values' text exact and readable back under
+// any of the client's settings (ISO dates and intervals, all float
+// digits); SET LOCAL ends with the implicit transaction of the query.
+const runFirstSettings = "SET LOCAL extra_float_digits = 3; SET LOCAL DateStyle = ISO; SET LOCAL IntervalStyle = iso_8601; SET LOCAL bytea_output = hex; "
+
+func (c *client) runFirst(plan router.Plan, u unit) error {
+	if c.inTransactionBlock() {
+		return c.refuse(errGatherInTransaction)
+	}
+	spec := plan.RunFirst
+	// Values past MaxRunFirstValues are better gathered; within it, the
+	// config's bound is the client's error.
+	budget := c.gatherBudget()
+	capped := budget.Load() > router.MaxRunFirstValues
+	if capped {
+		budget.Store(router.MaxRunFirstValues)
+	}
+	results := make([]router.RunFirstResult, len(spec.Subqueries))
+	for i, q := range spec.Subqueries {
+		res, errMsg, err := c.runSubquery(q, budget)
+		switch {
+		case errors.Is(err, errGatherTooLarge) && capped:
+			return c.gather(plan, u)
+		case errors.Is(err, errGatherTooLarge):
+			return c.refuse(errRunFirstTooLarge)
+		case err != nil:
+			return c.serverLost(err)
+		case errMsg != nil && fallsBack(errorCode(errMsg)):
+			// The subquery needs the query around it (or fails for a
+			// reason Postgres, evaluating it lazily, might never reach):
+			// the gather answers as one Postgres would.
+			return c.gather(plan, u)
+		case errMsg != nil:
+			c.out = append(c.out, errMsg...)
+			c.out = appendReadyForQuery(c.out, c.status())
+			return c.flush()
+		case res == nil:
+			return c.gather(plan, u) // a column type no cast reads back
+		}
+		results[i] = *res
+	}
+	var params [][]byte
+	var formats []int16
+	if u.query == nil {
+		params, formats = c.ext.params, c.ext.formats
+	}
+	outer, sql := c.srv.router.RouteRunFirst(spec, results, params, formats)
+	run, ok := c.outerScatter(outer, sql)
+	if !ok {
+		return c.gather(plan, u) // routing the values did not go as planned
+	}
+	return c.scatter(run, u)
+}
+
+// fallsBack reports the SQLSTATEs for which a subquery that failed on its
+// own leaves the query to the gather: an error of the SQL (a column or
+// table of the query around it, 42703 or 42P01; a division by zero that
+// Postgres, evaluating the subquery only once a row needs it, may never
+// reach), not of the server, the session or the client's cancel.
+func fallsBack(code string) bool {
+	if len(code) < 2 {
+		return false
+	}
+	switch code[:2] {
+	case "08", "25", "40", "53", "54", "55", "57", "58", "F0", "XX":
+		return false
+	}
+	return true
+}
+
+// outerScatter makes the query's own plan a cross-shard read with its
+// text in place of the client's: on its shards and merged, or on its one
+// shard passed through.
+func (c *client) outerScatter(outer router.Plan, sql string) (router.Plan, bool) {
+	switch {
+	case outer.Err != nil || outer.Gather != nil || outer.Split || outer.Broadcast:
+		return outer, false
+	case outer.Target == router.TargetMulti && outer.Scatter != nil:
+		spec := *outer.Scatter
+		if spec.SQL == "" {
+			spec.SQL = sql
+		}
+		outer.Scatter = &spec
+		return outer, true
+	case outer.Target == router.TargetAny:
+		outer.Shard = c.srv.anyShard()
+	case outer.Target != router.TargetShard:
+		return outer, false
+	}
+	outer.Target, outer.Shards = router.TargetMulti, router.ShardSet(1)<<outer.Shard
+	outer.Scatter = &router.ScatterSpec{SQL: sql, Spec: merge.Spec{Limit: -1}}
+	return outer, true
+}
+
+// runSubquery runs one subquery on its shards. res is nil for a value
+// type whose text no cast reads back (record).
+func (c *client) runSubquery(q router.RunFirstQuery, budget *atomic.Int64) (res *router.RunFirstResult, errMsg []byte, err error) {
+	shards := q.Shards.Slice()
+	if q.Any {
+		shards = []int{c.srv.anyShard()}
+	}
+	req := appendMessage(nil, 'Q', append([]byte(runFirstSettings+q.SQL), 0))
+	answers := make([]shardAnswer, len(shards))
+	parallel(len(shards), func(i int) { answers[i] = c.srv.askShard(c, shards[i], req, budget) })
+	for _, a := range answers {
+		switch {
+		case a.err != nil:
+			return nil, nil, a.err
+		case a.errMsg != nil:
+			return nil, a.errMsg, nil
+		case a.desc == nil || len(a.desc.Fields) != 1:
+			return nil, appendError(nil, &pgerr.Error{Code: pgerr.CodeProtocolViolation, Message: "shardgate: a subquery answered without one column"}), nil
+		}
+	}
+	res = &router.RunFirstResult{}
+	if q.Exists {
+		for _, a := range answers {
+			for _, row := range a.rows {
+				res.Exists = res.Exists || string(row[0]) == "t"
+			}
+		}
+		return res, nil, nil
+	}
+	field := answers[0].desc.Fields[0]
+	if router.Anonymous(field.DataTypeOID) {
+		return nil, nil, nil
+	}
+	seen := map[string]bool{}
+	null := false
+	for _, a := range answers {
+		for _, row := range a.rows {
+			v := row[0]
+			switch {
+			case v == nil && !null:
+				null = true
+				res.Values = append(res.Values, nil)
+			case v != nil && !seen[string(v)]:
+				seen[string(v)] = true
+				res.Values = append(res.Values, v)
+			}
+		}
+	}
+	if len(res.Values) == 0 {
+		return res, nil, nil
+	}
+	name, errMsg, err := c.typeName(shards[0], field.DataTypeOID, field.TypeModifier)
+	if err != nil || errMsg != nil {
+		return nil, errMsg, err
+	}
+	res.Type = name
+	return res, nil, nil
+}
+
+// typeName is the SQL name of a type to cast the values to: a built-in
+// one's, or the shard's format_type of it with its modifier (bit(3)).
+func (c *client) typeName(shard int, oid uint32, typmod int32) (string, []byte, error) {
+	if name, ok := router.TypeName(oid); ok {
+		return name, nil, nil
+	}
+	q := "SELECT pg_catalog.format_type(" + strconv.FormatUint(uint64(oid), 10) + ", " + strconv.FormatInt(int64(typmod), 10) + ")"
+	ans := c.srv.askShard(c, shard, appendMessage(nil, 'Q', append([]byte(q), 0)), nil)
+	switch {
+	case ans.err != nil:
+		return "", nil, ans.err
+	case ans.errMsg != nil:
+		return "", ans.errMsg, nil
+	case len(ans.rows) != 1 || len(ans.rows[0]) != 1 || ans.rows[0][0] == nil:
+		return "", appendError(nil, &pgerr.Error{Code: "42704", Message: "shardgate: no type with OID " + strconv.FormatUint(uint64(oid), 10)}), nil
+	}
+	return string(ans.rows[0][0]), nil, nil
+}
