@@ -98,6 +98,8 @@ func planKind(ctx context.Context, t *testing.T, conn *pgx.Conn, sql string) str
 	switch {
 	case plan == "":
 		return "one shard"
+	case strings.HasPrefix(plan, "run-first"):
+		return "run-first"
 	case strings.Contains(plan, "computed whole"):
 		return "keyed groups"
 	}
@@ -337,6 +339,9 @@ func genQuery(rng *rand.Rand) *randQuery {
 	for range rng.IntN(3) {
 		q.where = append(q.where, genPredicate(rng, from))
 	}
+	if rng.IntN(5) == 0 {
+		q.where = append(q.where, genSubquery(rng, from))
+	}
 	switch rng.IntN(3) {
 	case 0:
 		genAggregate(rng, q)
@@ -505,4 +510,28 @@ func genNested(rng *rand.Rand) *randQuery {
 	}
 	q.outer = outer
 	return q
+}
+
+// genSubquery is an IN or EXISTS subquery over other shards' rows, which
+// shardgate runs first when it can (or gathers the query).
+func genSubquery(rng *rand.Rand, f randFrom) string {
+	n := strconv.Itoa(rng.IntN(100) - 20)
+	not := pick(rng, []string{"", "NOT "})
+	switch {
+	case rng.IntN(4) == 0:
+		return not + "EXISTS (SELECT 1 FROM posts p2 WHERE p2.likes > " + strconv.Itoa(rng.IntN(80)) + "0)"
+	case len(f.ints) > 0 && rng.IntN(2) == 0:
+		return pick(rng, f.ints) + " " + not + "IN (" + pick(rng, []string{
+			"SELECT f2.followee_id FROM follows f2 WHERE f2.user_id < " + n,
+			"SELECT u2.id FROM users u2 WHERE u2.country = '" + pick(rng, []string{"de", "se", "xx", ""}) + "'",
+			"SELECT DISTINCT p2.likes FROM posts p2 WHERE p2.user_id > " + n,
+		}) + ")"
+	case len(f.texts) > 0:
+		return pick(rng, f.texts) + " " + not + "IN (" + pick(rng, []string{
+			"SELECT p2.body FROM posts p2 WHERE p2.likes < " + n,
+			"SELECT u2.country FROM users u2 WHERE u2.id > " + n,
+			"SELECT c2.code FROM countries c2 WHERE c2.name IS NOT NULL",
+		}) + ")"
+	}
+	return not + "EXISTS (SELECT 1 FROM users u2 WHERE u2.id = " + n + ")"
 }
