@@ -1,6 +1,7 @@
 package router
 
 import (
+	"cmp"
 	"slices"
 
 	pg "github.com/pganalyze/pg_query_go/v5"
@@ -36,6 +37,46 @@ type KeyClass struct {
 type scope struct {
 	rels   []*pg.RangeVar
 	parent *scope
+	// names are the visible names of all the level's FROM items, sharded
+	// or not. A reference resolves at the innermost level that has its
+	// column, and the router knows only shard-key columns: an unqualified
+	// column at a level with a FROM, or one qualified by a name of this
+	// level, may be that level's, so it is never looked up outwards
+	// (correlation) past it.
+	names  []string
+	opaque bool
+}
+
+// shadow records a level's FROM items for resolve.
+func (s *scope) shadow(from []*pg.Node) *scope {
+	s.opaque = len(from) > 0
+	for _, item := range from {
+		walk(item, func(m any) bool {
+			switch v := m.(type) {
+			case *pg.RangeVar:
+				s.names = append(s.names, cmp.Or(v.GetAlias().GetAliasname(), v.Relname))
+			case *pg.RangeSubselect:
+				s.names = append(s.names, v.GetAlias().GetAliasname())
+				return false
+			case *pg.RangeFunction:
+				s.names = append(s.names, v.GetAlias().GetAliasname())
+				s.opaque = true
+				walk(&pg.Node{Node: &pg.Node_List{List: &pg.List{Items: v.Functions}}}, func(m any) bool {
+					if f, ok := m.(*pg.FuncCall); ok {
+						s.names = append(s.names, lastName(f.Funcname))
+					}
+					return true
+				})
+				return false
+			case *pg.JoinExpr:
+				s.names = append(s.names, v.GetAlias().GetAliasname())
+			case *pg.SubLink:
+				return false
+			}
+			return true
+		})
+	}
+	return s
 }
 
 // keyAnalysis builds classes with a union-find over the (few) sharded
@@ -137,6 +178,9 @@ func (k *keyAnalysis) resolve(s *scope, qual, col string) *pg.RangeVar {
 		}
 		if matches > 1 {
 			return nil // ambiguous: Postgres would say so
+		}
+		if (qual == "" && s.opaque) || (qual != "" && slices.Contains(s.names, qual)) {
+			return nil // maybe another column of this level (see scope.names)
 		}
 	}
 	return nil
@@ -277,7 +321,7 @@ func (k *keyAnalysis) selectScope(sel *pg.SelectStmt, parent *scope) *scope {
 		k.selectScope(sel.Rarg, parent)
 		return nil
 	}
-	s := k.newScope(topLevelRelations(sel.FromClause, nil), parent)
+	s := k.newScope(topLevelRelations(sel.FromClause, nil), parent).shadow(sel.FromClause)
 	k.fromClause(s, sel.FromClause)
 	k.conditions(s, sel.WhereClause)
 	k.sublinks(s, sel.WhereClause)
@@ -348,7 +392,7 @@ func (k *keyAnalysis) sublinks(s *scope, n *pg.Node) {
 }
 
 func (k *keyAnalysis) write(rel *pg.RangeVar, from []*pg.Node, where *pg.Node, parent *scope) *scope {
-	s := k.newScope(topLevelRelations(from, []*pg.RangeVar{rel}), parent)
+	s := k.newScope(topLevelRelations(from, []*pg.RangeVar{rel}), parent).shadow(append([]*pg.Node{{Node: &pg.Node_RangeVar{RangeVar: rel}}}, from...))
 	k.fromClause(s, from)
 	k.conditions(s, where)
 	k.sublinks(s, where)
