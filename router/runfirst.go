@@ -509,36 +509,47 @@ func gatherOrRunFirst(t *topology.Topology, root *pg.Node, ts tableSet) (*Gather
 const unpartitionedRows = "a query whose FROM reads no sharded table, with sharded tables in its subqueries, across shards"
 
 // rowsPartitioned reports a SELECT whose FROM reads a sharded table (in a
-// join or a derived table), so that each of its rows comes from one
-// shard's rows and running it on every shard splits its rows among them.
+// join, a derived table or a CTE it reads), so that each of its rows comes
+// from one shard's rows and running it on every shard splits its rows
+// among them.
 func rowsPartitioned(t *topology.Topology, root *pg.Node) bool {
 	sel := root.GetSelectStmt()
-	if sel == nil || !plainSelect(sel) || sel.WithClause != nil {
+	if sel == nil || !plainSelect(sel) {
 		return true // refused across shards on their own terms
 	}
 	found := false
+	ctes := map[string]*pg.SelectStmt{}
 	var from func(items []*pg.Node)
+	selectFrom := func(s *pg.SelectStmt) {
+		if s == nil || !plainSelect(s) {
+			found = true // refused or gathered on its own terms
+			return
+		}
+		for _, c := range s.GetWithClause().GetCtes() {
+			cte := c.GetCommonTableExpr()
+			ctes[cte.Ctename] = cte.GetCtequery().GetSelectStmt()
+		}
+		from(s.FromClause)
+	}
 	from = func(items []*pg.Node) {
 		for _, item := range items {
 			switch {
 			case item.GetRangeVar() != nil:
 				r := item.GetRangeVar()
-				if _, ok := t.Tables[r.Relname]; ok && !t.Reference[r.Relname] && !isSystemRelation(r) {
+				if body, ok := ctes[r.Relname]; ok && r.Schemaname == "" {
+					delete(ctes, r.Relname) // read once more, it adds nothing
+					selectFrom(body)
+				} else if _, ok := t.Tables[r.Relname]; ok && !t.Reference[r.Relname] && !isSystemRelation(r) {
 					found = true
 				}
 			case item.GetJoinExpr() != nil:
 				from([]*pg.Node{item.GetJoinExpr().Larg, item.GetJoinExpr().Rarg})
 			case item.GetRangeSubselect() != nil:
-				if s := item.GetRangeSubselect().Subquery.GetSelectStmt(); s != nil {
-					if !plainSelect(s) || s.WithClause != nil {
-						found = true // refused or gathered on its own terms
-					}
-					from(s.FromClause)
-				}
+				selectFrom(item.GetRangeSubselect().Subquery.GetSelectStmt())
 			}
 		}
 	}
-	from(sel.FromClause)
+	selectFrom(sel)
 	return found
 }
 
