@@ -416,7 +416,9 @@ func (s *RunFirstSpec) OuterSQL(results []RunFirstResult) string {
 		case q.Exists || len(r.Values) == 0:
 			// x IN (no rows) is false, for a NULL x too.
 			b.WriteString("false")
-		default:
+		case strings.HasSuffix(r.Type, "]"):
+			// T[][] is T[] to Postgres: an array of arrays would not read
+			// back as one, so arrays go in as a list.
 			b.WriteString("((")
 			b.WriteString(q.test)
 			b.WriteString(") IN (")
@@ -429,6 +431,18 @@ func (s *RunFirstSpec) OuterSQL(results []RunFirstResult) string {
 				b.WriteString(r.Type)
 			}
 			b.WriteString("))")
+		default:
+			// One array constant, not a list: the text is parsed into
+			// a tree, which for a list of n constants is n nodes and tens
+			// of bytes of memory per byte of text. = ANY is IN, NULLs
+			// and all.
+			b.WriteString("((")
+			b.WriteString(q.test)
+			b.WriteString(") = ANY (")
+			writeLiteral(&b, arrayText(r.Values))
+			b.WriteString("::")
+			b.WriteString(r.Type)
+			b.WriteString("[]))")
 		}
 	}
 	b.WriteString(s.parts[len(s.parts)-1])
@@ -448,6 +462,35 @@ func (s *RunFirstSpec) Template() string {
 	}
 	b.WriteString(s.parts[len(s.parts)-1])
 	return b.String()
+}
+
+// arrayText is values as an array's text form: each element quoted, with
+// backslash escapes, NULL bare.
+func arrayText(values [][]byte) []byte {
+	n := 2
+	for _, v := range values {
+		n += len(v) + 3
+	}
+	out := make([]byte, 0, n)
+	out = append(out, '{')
+	for i, v := range values {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		if v == nil {
+			out = append(out, "NULL"...)
+			continue
+		}
+		out = append(out, '"')
+		for _, c := range v {
+			if c == '"' || c == '\\' {
+				out = append(out, '\\')
+			}
+			out = append(out, c)
+		}
+		out = append(out, '"')
+	}
+	return append(out, '}')
 }
 
 // writeLiteral writes v as an SQL string constant, or NULL: with
