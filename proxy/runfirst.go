@@ -27,6 +27,14 @@ var errRunFirstTooLarge = &pgerr.Error{
 // runFirstSettings make the values' text exact and readable back under
 // any of the client's settings (ISO dates and intervals, all float
 // digits); SET LOCAL ends with the implicit transaction of the query.
+// runFirstHeld is the memory (heldRowCost) a run-first's subqueries may
+// hold: some 30 MB for the 1 MiB of values text MaxRunFirstValues allows.
+const runFirstHeld = 32 << 20
+
+// errValuesTooLong: a subquery's values would make the query's text
+// longer than MaxRunFirstValues; gathering is cheaper.
+var errValuesTooLong = errors.New("shardgate: a run-first's values exceed MaxRunFirstValues")
+
 const runFirstSettings = "SET LOCAL extra_float_digits = 3; SET LOCAL DateStyle = ISO; SET LOCAL IntervalStyle = iso_8601; SET LOCAL bytea_output = hex; "
 
 func (c *client) runFirst(plan router.Plan, u unit) error {
@@ -34,18 +42,19 @@ func (c *client) runFirst(plan router.Plan, u unit) error {
 		return c.refuse(errGatherInTransaction)
 	}
 	spec := plan.RunFirst
-	// Values past MaxRunFirstValues are better gathered; within it, the
-	// config's bound is the client's error.
+	// Subqueries holding more than runFirstHeld leave the query to the
+	// gather, as do values past MaxRunFirstValues of text; within them,
+	// the config's bound is the client's error.
 	budget := c.gatherBudget()
-	capped := budget.Load() > router.MaxRunFirstValues
+	capped := budget.Load() > runFirstHeld
 	if capped {
-		budget.Store(router.MaxRunFirstValues)
+		budget.Store(runFirstHeld)
 	}
 	results := make([]router.RunFirstResult, len(spec.Subqueries))
 	for i, q := range spec.Subqueries {
 		res, errMsg, err := c.runSubquery(q, budget)
 		switch {
-		case errors.Is(err, errGatherTooLarge) && capped:
+		case errors.Is(err, errGatherTooLarge) && capped, errors.Is(err, errValuesTooLong):
 			return c.gather(plan, u)
 		case errors.Is(err, errGatherTooLarge):
 			return c.refuse(errRunFirstTooLarge)
@@ -153,6 +162,7 @@ func (c *client) runSubquery(q router.RunFirstQuery, budget *atomic.Int64) (res 
 	}
 	seen := map[string]bool{}
 	null := false
+	text := 0
 	for _, a := range answers {
 		for _, row := range a.rows {
 			v := row[0]
@@ -163,6 +173,9 @@ func (c *client) runSubquery(q router.RunFirstQuery, budget *atomic.Int64) (res 
 			case v != nil && !seen[string(v)]:
 				seen[string(v)] = true
 				res.Values = append(res.Values, v)
+				if text += len(v) + 3; text > router.MaxRunFirstValues {
+					return nil, nil, errValuesTooLong
+				}
 			}
 		}
 	}

@@ -32,8 +32,10 @@ func runFirstTables(t *testing.T, dsn string) *pgx.Conn {
 		if c == flat {
 			prefix = "rf_flat."
 		}
-		execOK(t, c, "CREATE TABLE "+prefix+"rf_u (id bigint PRIMARY KEY, name text, c text)")
-		execOK(t, c, "CREATE TABLE "+prefix+"rf_f (uid bigint, fid bigint, x float8)")
+		// pad makes copying the tables for a gather cost more than
+		// running a small subquery first (TestRunFirstRefusals).
+		execOK(t, c, "CREATE TABLE "+prefix+"rf_u (id bigint PRIMARY KEY, name text, c text, pad text DEFAULT repeat('x', 100))")
+		execOK(t, c, "CREATE TABLE "+prefix+"rf_f (uid bigint, fid bigint, x float8, pad text DEFAULT repeat('x', 100))")
 		for id := range 40 {
 			var country any = fmt.Sprintf("c%d", id%4)
 			if id%7 == 0 {
@@ -142,7 +144,11 @@ func TestRunFirstRefusals(t *testing.T) {
 	dsn := proxyWith(t, func(c *topology.Config) {
 		c.Tables["rf_u"] = topology.TableConfig{ShardKey: "id", KeyType: topology.KeyBigint}
 		c.Tables["rf_f"] = topology.TableConfig{ShardKey: "uid", KeyType: topology.KeyBigint}
-		c.MaxIntermediateResultSize = 200
+		// A run-first of a few values fits (about 330 bytes a held
+		// row, heldRowCost); a gather copying rf_u and rf_f (over 5 KB
+		// from the other shards) or a run-first of all of rf_f's 60
+		// values does not.
+		c.MaxIntermediateResultSize = 1500
 		c.Pool.Size = 2
 	})
 	runFirstTables(t, dsn)

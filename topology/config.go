@@ -43,10 +43,11 @@ type Config struct {
 	// AllowBroadcastWrites lets UPDATE and DELETE without a shard key run
 	// on every shard (default false: refused with 0A000).
 	AllowBroadcastWrites bool `yaml:"allow_broadcast_writes"`
-	// MaxIntermediateResultSize bounds the rows a cross-shard query that
+	// MaxIntermediateResultSize bounds the memory a cross-shard query that
 	// must be gathered before merging (aggregates, DISTINCT) may hold in
-	// the proxy's memory, over all its shards (Citus's name). Past it the
-	// query fails with 54000. Default 1 GiB.
+	// the proxy, over all its shards, rows counted at what merging them
+	// costs; and the bytes a gathered query copies between shards
+	// (Citus's name). Past it the query fails with 54000. Default 1 GiB.
 	MaxIntermediateResultSize int64 `yaml:"max_intermediate_result_size"`
 	// TwoPhaseCommit makes writes that span shards atomic with PREPARE
 	// TRANSACTION / COMMIT PREPARED; the decision is logged durably to
