@@ -512,7 +512,7 @@ func genNested(rng *rand.Rand) *randQuery {
 	return q
 }
 
-// genSubquery is an IN or EXISTS subquery over other shards' rows, which
+// genSubquery is an IN, EXISTS or scalar subquery over other shards' rows, which
 // shardgate runs first when it can (or gathers the query).
 func genSubquery(rng *rand.Rand, f randFrom) string {
 	n := strconv.Itoa(rng.IntN(100) - 20)
@@ -520,11 +520,20 @@ func genSubquery(rng *rand.Rand, f randFrom) string {
 	switch {
 	case rng.IntN(4) == 0:
 		return not + "EXISTS (SELECT 1 FROM posts p2 WHERE p2.likes > " + strconv.Itoa(rng.IntN(80)) + "0)"
+	case len(f.ints) > 0 && rng.IntN(3) == 0:
+		return pick(rng, f.ints) + " " + pick(rng, []string{">", "<=", "=", "<>"}) + " " + pick(rng, []string{
+			"(SELECT avg(p2.likes) FROM posts p2 WHERE p2.user_id < " + n + ")",
+			"(SELECT max(f2.followee_id) FROM follows f2 WHERE f2.user_id = " + n + ")",
+			"(SELECT count(*) FROM users u2 WHERE u2.country = 'de')",
+			"(SELECT u2.id FROM users u2 WHERE u2.id > " + n + " ORDER BY u2.id LIMIT 1)",
+		})
 	case len(f.ints) > 0 && rng.IntN(2) == 0:
 		return pick(rng, f.ints) + " " + not + "IN (" + pick(rng, []string{
 			"SELECT f2.followee_id FROM follows f2 WHERE f2.user_id < " + n,
 			"SELECT u2.id FROM users u2 WHERE u2.country = '" + pick(rng, []string{"de", "se", "xx", ""}) + "'",
 			"SELECT DISTINCT p2.likes FROM posts p2 WHERE p2.user_id > " + n,
+			"SELECT max(p2.user_id) FROM posts p2 GROUP BY p2.likes",
+			"SELECT f2.followee_id FROM follows f2 ORDER BY f2.followee_id DESC LIMIT " + strconv.Itoa(1+rng.IntN(20)),
 		}) + ")"
 	case len(f.texts) > 0:
 		return pick(rng, f.texts) + " " + not + "IN (" + pick(rng, []string{

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"sync/atomic"
 
+	"github.com/jackc/pgx/v5/pgproto3"
+
 	"github.com/shardgate/shardgate/merge"
 	"github.com/shardgate/shardgate/pgerr"
 	"github.com/shardgate/shardgate/router"
@@ -134,7 +136,11 @@ func (c *client) runSubquery(q router.RunFirstQuery, budget *atomic.Int64) (res 
 	if q.Any {
 		shards = []int{c.srv.anyShard()}
 	}
-	req := appendMessage(nil, 'Q', append([]byte(runFirstSettings+q.SQL), 0))
+	sql := q.SQL
+	if q.Merge != nil && q.Merge.SQL != "" {
+		sql = q.Merge.SQL
+	}
+	req := appendMessage(nil, 'Q', append([]byte(runFirstSettings+sql), 0))
 	answers := make([]shardAnswer, len(shards))
 	parallel(len(shards), func(i int) { answers[i] = c.srv.askShard(c, shards[i], req, budget) })
 	for _, a := range answers {
@@ -143,8 +149,8 @@ func (c *client) runSubquery(q router.RunFirstQuery, budget *atomic.Int64) (res 
 			return nil, nil, a.err
 		case a.errMsg != nil:
 			return nil, a.errMsg, nil
-		case a.desc == nil || len(a.desc.Fields) != 1:
-			return nil, appendError(nil, &pgerr.Error{Code: pgerr.CodeProtocolViolation, Message: "shardgate: a subquery answered without one column"}), nil
+		case a.desc == nil || len(a.desc.Fields) < 1:
+			return nil, appendError(nil, &pgerr.Error{Code: pgerr.CodeProtocolViolation, Message: "shardgate: a subquery answered without a column"}), nil
 		}
 	}
 	res = &router.RunFirstResult{}
@@ -156,38 +162,54 @@ func (c *client) runSubquery(q router.RunFirstQuery, budget *atomic.Int64) (res 
 		}
 		return res, nil, nil
 	}
-	field := answers[0].desc.Fields[0]
-	if router.Anonymous(field.DataTypeOID) {
+	desc, rows, ok := subqueryRows(q, answers)
+	if !ok || router.Anonymous(desc.Fields[0].DataTypeOID) || (q.Scalar && len(rows) > 1) {
+		// A merge it cannot do, a type no cast reads back, or a scalar
+		// of several rows, which Postgres raises (21000) only if it gets
+		// to evaluate it: the gather answers as Postgres would.
 		return nil, nil, nil
 	}
 	seen := map[string]bool{}
 	null := false
 	text := 0
-	for _, a := range answers {
-		for _, row := range a.rows {
-			v := row[0]
-			switch {
-			case v == nil && !null:
-				null = true
-				res.Values = append(res.Values, nil)
-			case v != nil && !seen[string(v)]:
-				seen[string(v)] = true
-				res.Values = append(res.Values, v)
-				if text += len(v) + 3; text > router.MaxRunFirstValues {
-					return nil, nil, errValuesTooLong
-				}
+	for _, row := range rows {
+		v := row[0]
+		switch {
+		case v == nil && !null:
+			null = true
+			res.Values = append(res.Values, nil)
+		case v != nil && !seen[string(v)]:
+			seen[string(v)] = true
+			res.Values = append(res.Values, v)
+			if text += len(v) + 3; text > router.MaxRunFirstValues {
+				return nil, nil, errValuesTooLong
 			}
 		}
 	}
-	if len(res.Values) == 0 {
-		return res, nil, nil
+	if len(res.Values) == 0 && !q.Scalar {
+		return res, nil, nil // IN (no rows) is false, whatever the type
 	}
+	field := desc.Fields[0]
 	name, errMsg, err := c.typeName(shards[0], field.DataTypeOID, field.TypeModifier)
 	if err != nil || errMsg != nil {
 		return nil, errMsg, err
 	}
 	res.Type = name
 	return res, nil, nil
+}
+
+// subqueryRows is the subquery's answer from its shards' answers: merged
+// as the subquery alone would be (q.Merge), or put together; ok is false
+// for a merge that cannot be done.
+func subqueryRows(q router.RunFirstQuery, answers []shardAnswer) (desc *pgproto3.RowDescription, rows []merge.Row, ok bool) {
+	if q.Merge != nil {
+		desc, rows, err := mergeAnswers(q.Merge, answers)
+		return desc, rows, err == nil && len(desc.Fields) == 1
+	}
+	for _, a := range answers {
+		rows = append(rows, a.rows...)
+	}
+	return answers[0].desc, rows, len(answers[0].desc.Fields) == 1
 }
 
 // typeName is the SQL name of a type to cast the values to: a built-in

@@ -78,6 +78,16 @@ var runFirstQueries = []string{
 	// A subquery failing alone where Postgres never runs it: gathered.
 	"SELECT id FROM rf_u WHERE id < 0 AND id IN (SELECT fid / 0 FROM rf_f)",
 	"SELECT id FROM rf_u WHERE id > 0 AND id IN (SELECT fid / 0 FROM rf_f) ORDER BY id",
+	// Scalar subqueries, and ones the proxy merges as it would them alone.
+	"SELECT count(*) FROM rf_f WHERE x > (SELECT avg(x) FROM rf_f)",
+	"SELECT id, name FROM rf_u WHERE id = (SELECT max(fid) FROM rf_f WHERE uid < 10)",
+	"SELECT count(*) FROM rf_u WHERE id IS DISTINCT FROM (SELECT fid FROM rf_f WHERE uid = -1)",
+	"SELECT id FROM rf_u WHERE id IN (SELECT fid FROM rf_f WHERE fid IS NOT NULL ORDER BY fid DESC LIMIT 4) ORDER BY id",
+	"SELECT id FROM rf_u WHERE id IN (SELECT count(*) FROM rf_f GROUP BY uid) ORDER BY id",
+	// A scalar of several rows: Postgres raises 21000 when it evaluates
+	// it, and only then (which depends on its plan: an index scan on id
+	// evaluates it first thing), so the proxy leaves it to the gather.
+	"SELECT count(*) FROM rf_u WHERE id = (SELECT fid FROM rf_f)",
 	// Correlated without a qualifier: the subquery fails alone (42703),
 	// and the query is gathered.
 	"SELECT id FROM rf_u WHERE EXISTS (SELECT 1 FROM rf_f WHERE fid = id AND uid <> id) ORDER BY id",
@@ -117,6 +127,7 @@ func TestRunFirstMatchesOnePostgres(t *testing.T) {
 	simple := dial(t, dsn, pgx.QueryExecModeSimpleProtocol, nil)
 	for _, c := range []struct{ sql, plan string }{
 		{runFirstQueries[0], "run-first"},
+		{"SELECT count(*) FROM rf_f WHERE x > (SELECT avg(x) FROM rf_f)", "run-first"},
 		{runFirstQueries[len(runFirstQueries)-1], "run-first"}, // planned so; gathered when run
 		{"SELECT id FROM rf_u u WHERE EXISTS (SELECT 1 FROM rf_f f WHERE f.fid = u.id)", "gather"},
 	} {

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 
@@ -42,21 +43,26 @@ func planTree(t *topology.Topology, plan Plan) *PlanNode {
 		}
 		return node
 	case plan.Scatter != nil:
-		spec := plan.Scatter
-		route := &PlanNode{Op: "route", Shards: list, SQL: spec.SQL}
-		if spec.SQL == "" {
-			route.Detail = "the statement as sent"
-		}
-		if spec.KeyGroups {
-			route.Detail = strings.TrimPrefix(route.Detail+"; groups by the shard key, computed whole", "; ")
-		}
-		op := "stream-merge"
-		if spec.Aggregate || spec.Distinct {
-			op = "merge"
-		}
-		return &PlanNode{Op: op, Detail: spec.describe(), Inputs: []*PlanNode{route}}
+		return scatterTree(list, plan.Scatter, "")
 	}
 	return nil
+}
+
+// scatterTree is a merge over the route to shards; text is the SQL the
+// shards run when the spec keeps it, "" for the client's statement.
+func scatterTree(shards []string, spec *ScatterSpec, text string) *PlanNode {
+	route := &PlanNode{Op: "route", Shards: shards, SQL: cmp.Or(spec.SQL, text)}
+	if route.SQL == "" {
+		route.Detail = "the statement as sent"
+	}
+	if spec.KeyGroups {
+		route.Detail = strings.TrimPrefix(route.Detail+"; groups by the shard key, computed whole", "; ")
+	}
+	op := "stream-merge"
+	if spec.Aggregate || spec.Distinct {
+		op = "merge"
+	}
+	return &PlanNode{Op: op, Detail: spec.describe(), Inputs: []*PlanNode{route}}
 }
 
 // describe names what a merge does, in the order it does it.
@@ -123,8 +129,17 @@ func runFirstTree(t *topology.Topology, spec *RunFirstSpec) *PlanNode {
 			shards = q.Shards.nameList(t)
 		}
 		what := fmt.Sprintf("values %d", i+1)
-		if q.Exists {
+		switch {
+		case q.Exists:
 			what = fmt.Sprintf("exists %d", i+1)
+		case q.Scalar:
+			what = fmt.Sprintf("value %d", i+1)
+		}
+		if q.Merge != nil {
+			merged := scatterTree(shards, q.Merge, q.SQL)
+			merged.Detail += "; " + what
+			node.Inputs = append(node.Inputs, merged)
+			continue
 		}
 		node.Inputs = append(node.Inputs, &PlanNode{Op: "route", Shards: shards, SQL: q.SQL, Detail: what})
 	}

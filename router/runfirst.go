@@ -13,8 +13,8 @@ import (
 )
 
 // RunFirstSpec plans a read whose WHERE clause holds uncorrelated
-// subqueries over sharded tables, `x IN (SELECT ...)` and `EXISTS (SELECT
-// ...)`, that tie the query to rows on other shards: Citus's
+// subqueries over sharded tables, `x IN (SELECT ...)`, `EXISTS (SELECT
+// ...)` and scalar `(SELECT avg(x) ...)`, that tie the query to rows on other shards: Citus's
 // "recursive planning". An uncorrelated subquery has one value for every
 // row, so the proxy runs it first, on its own shards, and puts its result
 // in its place as constants: `x IN ('v1'::T, 'v2'::T)` or false for an IN,
@@ -38,6 +38,14 @@ type RunFirstQuery struct {
 	// (subquery), whose answers OR together.
 	SQL    string
 	Exists bool
+	// Scalar: a subquery used as a value, which goes in as that value
+	// (NULL for no row; more than one row leaves the query to the gather,
+	// as Postgres raises 21000 only if it evaluates the subquery).
+	Scalar bool
+	// Merge, when set, is how the shards' answers merge into the
+	// subquery's own (aggregates, ORDER BY and LIMIT); nil: they are put
+	// together. Its SQL, when set, is what the shards run instead of SQL.
+	Merge *ScatterSpec
 	// test is the IN's tested expression, as SQL.
 	test string
 	// Any: every shard answers the same (a reference table), else Shards.
@@ -48,8 +56,9 @@ type RunFirstQuery struct {
 // RunFirstResult is what one subquery returned.
 type RunFirstResult struct {
 	Exists bool // EXISTS: some row exists
-	// Type is the SQL name of the IN subquery's column type (TypeName);
-	// Values are its distinct values as text, nil for NULL.
+	// Type is the SQL name of the IN or scalar subquery's column type
+	// (TypeName); Values are the IN's distinct values as text, nil for
+	// NULL, or the scalar's one value, none for no row.
 	Type   string
 	Values [][]byte
 }
@@ -180,6 +189,11 @@ func runFirstQuery(t *topology.Topology, sl *pg.SubLink) (RunFirstQuery, bool) {
 	switch sl.SubLinkType {
 	case pg.SubLinkType_EXISTS_SUBLINK:
 		q.Exists = true
+	case pg.SubLinkType_EXPR_SUBLINK:
+		if len(inner.TargetList) != 1 || hasStar(inner.TargetList) || !plainSelect(inner) {
+			return q, false
+		}
+		q.Scalar = true
 	case pg.SubLinkType_ANY_SUBLINK:
 		if len(sl.OperName) > 1 || (len(sl.OperName) == 1 && lastName(sl.OperName) != "=") {
 			return q, false
@@ -231,7 +245,10 @@ func runFirstQuery(t *topology.Topology, sl *pg.SubLink) (RunFirstQuery, bool) {
 		return q, false
 	}
 	if q.Shards.Count() > 1 && !concatenates(st.Scatter, q.Exists) {
-		return q, false
+		if q.Exists || st.Scatter == nil || st.Scatter.Refusal != "" {
+			return q, false
+		}
+		q.Merge = st.Scatter // the proxy merges it as it would the subquery sent alone
 	}
 	return q, true
 }
@@ -411,6 +428,16 @@ func (s *RunFirstSpec) OuterSQL(results []RunFirstResult) string {
 		b.WriteString(s.parts[i])
 		r := results[i]
 		switch {
+		case q.Scalar:
+			b.WriteString("(")
+			if len(r.Values) == 0 {
+				b.WriteString("NULL")
+			} else {
+				writeLiteral(&b, r.Values[0])
+			}
+			b.WriteString("::")
+			b.WriteString(r.Type)
+			b.WriteString(")")
 		case q.Exists && r.Exists:
 			b.WriteString("true")
 		case q.Exists || len(r.Values) == 0:
@@ -456,6 +483,8 @@ func (s *RunFirstSpec) Template() string {
 		b.WriteString(s.parts[i])
 		if q.Exists {
 			fmt.Fprintf(&b, "<exists %d>", i+1)
+		} else if q.Scalar {
+			fmt.Fprintf(&b, "(<value %d>)", i+1)
 		} else {
 			fmt.Fprintf(&b, "(%s) IN (<values %d>)", q.test, i+1)
 		}
