@@ -37,46 +37,48 @@ type KeyClass struct {
 type scope struct {
 	rels   []*pg.RangeVar
 	parent *scope
-	// names are the visible names of all the level's FROM items, sharded
-	// or not. A reference resolves at the innermost level that has its
-	// column, and the router knows only shard-key columns: an unqualified
-	// column at a level with a FROM, or one qualified by a name of this
-	// level, may be that level's, so it is never looked up outwards
-	// (correlation) past it.
-	names  []string
-	opaque bool
+	// from and target are all the level's FROM items, sharded or not (an
+	// UPDATE's or DELETE's target besides). A reference resolves at the
+	// innermost level that has its column, and the router knows only
+	// shard-key columns: an unqualified column at a level with a FROM, or
+	// one qualified by a name of the level, may be that level's, so it is
+	// never looked up outwards (correlation) past it.
+	from   []*pg.Node
+	target *pg.RangeVar
 }
 
-// shadow records a level's FROM items for resolve.
-func (s *scope) shadow(from []*pg.Node) *scope {
-	s.opaque = len(from) > 0
-	for _, item := range from {
+// mayOwn reports whether a column the level's sharded relations do not
+// resolve may still be one of its own (see scope.from).
+func (s *scope) mayOwn(qual string) bool {
+	if qual == "" {
+		return len(s.from) > 0 || s.target != nil
+	}
+	if s.target != nil && cmp.Or(s.target.GetAlias().GetAliasname(), s.target.Relname) == qual {
+		return true
+	}
+	found := false
+	for _, item := range s.from {
 		walk(item, func(m any) bool {
 			switch v := m.(type) {
 			case *pg.RangeVar:
-				s.names = append(s.names, cmp.Or(v.GetAlias().GetAliasname(), v.Relname))
+				found = found || cmp.Or(v.GetAlias().GetAliasname(), v.Relname) == qual
 			case *pg.RangeSubselect:
-				s.names = append(s.names, v.GetAlias().GetAliasname())
+				found = found || v.GetAlias().GetAliasname() == qual
 				return false
 			case *pg.RangeFunction:
-				s.names = append(s.names, v.GetAlias().GetAliasname())
-				s.opaque = true
-				walk(&pg.Node{Node: &pg.Node_List{List: &pg.List{Items: v.Functions}}}, func(m any) bool {
-					if f, ok := m.(*pg.FuncCall); ok {
-						s.names = append(s.names, lastName(f.Funcname))
-					}
-					return true
-				})
+				// Without an alias its name is the function's: any
+				// qualifier may be its.
+				found = found || v.GetAlias() == nil || v.GetAlias().GetAliasname() == qual
 				return false
 			case *pg.JoinExpr:
-				s.names = append(s.names, v.GetAlias().GetAliasname())
+				found = found || v.GetAlias().GetAliasname() == qual
 			case *pg.SubLink:
 				return false
 			}
-			return true
+			return !found
 		})
 	}
-	return s
+	return found
 }
 
 // keyAnalysis builds classes with a union-find over the (few) sharded
@@ -179,8 +181,8 @@ func (k *keyAnalysis) resolve(s *scope, qual, col string) *pg.RangeVar {
 		if matches > 1 {
 			return nil // ambiguous: Postgres would say so
 		}
-		if (qual == "" && s.opaque) || (qual != "" && slices.Contains(s.names, qual)) {
-			return nil // maybe another column of this level (see scope.names)
+		if s.mayOwn(qual) {
+			return nil // maybe another column of this level (see scope.from)
 		}
 	}
 	return nil
@@ -321,7 +323,8 @@ func (k *keyAnalysis) selectScope(sel *pg.SelectStmt, parent *scope) *scope {
 		k.selectScope(sel.Rarg, parent)
 		return nil
 	}
-	s := k.newScope(topLevelRelations(sel.FromClause, nil), parent).shadow(sel.FromClause)
+	s := k.newScope(topLevelRelations(sel.FromClause, nil), parent)
+	s.from = sel.FromClause
 	k.fromClause(s, sel.FromClause)
 	k.conditions(s, sel.WhereClause)
 	k.sublinks(s, sel.WhereClause)
@@ -392,7 +395,8 @@ func (k *keyAnalysis) sublinks(s *scope, n *pg.Node) {
 }
 
 func (k *keyAnalysis) write(rel *pg.RangeVar, from []*pg.Node, where *pg.Node, parent *scope) *scope {
-	s := k.newScope(topLevelRelations(from, []*pg.RangeVar{rel}), parent).shadow(append([]*pg.Node{{Node: &pg.Node_RangeVar{RangeVar: rel}}}, from...))
+	s := k.newScope(topLevelRelations(from, []*pg.RangeVar{rel}), parent)
+	s.from, s.target = from, rel
 	k.fromClause(s, from)
 	k.conditions(s, where)
 	k.sublinks(s, where)
