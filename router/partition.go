@@ -20,8 +20,6 @@ type keyColumns struct {
 	oneClass bool
 }
 
-var noKey = func(*pg.Node) bool { return false }
-
 // in returns the test for sel's level: a plain reference to the shard key
 // of a sharded relation in its FROM, unless an outer join can null it (the
 // NULL-extended rows of every shard would then share one value).
