@@ -58,9 +58,9 @@ func (c *client) gather(plan router.Plan, u unit) error {
 	c.target.add(cc)
 	g := &gathering{c: c, cc: cc, spec: spec, budget: c.gatherBudget(), inTx: inTx}
 	if inTx {
-		err = g.runInTransaction(shards, u)
+		err = g.fromTransaction(shards, u)
 	} else {
-		err = g.run(shards, u)
+		err = g.fromShards(shards, u)
 	}
 	c.target.remove(cc)
 	if !g.clean {
@@ -85,22 +85,22 @@ type gathering struct {
 	inTx bool
 }
 
-// run pulls the rows, answers the client and ends the transaction. The
+// run makes the coordinator's copies, fills them from n sources with
+// pull(i), answers the client and ends the coordinator's transaction. The
 // error it returns is the client's connection failing.
-func (g *gathering) run(shards []int, u unit) error {
-	c := g.c
-	r := withSettings(c, g.cc, nil, appendMessage(nil, 'Q', append([]byte(g.setupSQL()), 0)))
+func (g *gathering) run(u unit, n int, pull func(i int) ([]byte, error)) error {
+	r := withSettings(g.c, g.cc, nil, appendMessage(nil, 'Q', append([]byte(g.setupSQL()), 0)))
 	ans := readAnswer(g.cc, r.bytes, r.synced)
 	if ans.err != nil {
-		return c.serverLost(ans.err)
+		return g.lost(ans.err)
 	}
 	if ans.errMsg != nil {
 		return g.fail(ans.errMsg)
 	}
-	for _, shard := range shards[1:] {
-		errMsg, err := g.pullShard(shard)
+	for i := range n {
+		errMsg, err := pull(i)
 		if err != nil {
-			return c.serverLost(err)
+			return g.lost(err)
 		}
 		if errMsg != nil {
 			return g.fail(errMsg)
@@ -113,7 +113,14 @@ func (g *gathering) run(shards []int, u unit) error {
 	return g.end()
 }
 
-// runInTransaction is run inside the client's transaction block. The
+// fromShards is run outside a transaction block: the coordinator (the
+// first shard) fills its copies with its own rows, then each other shard's
+// are pulled on a pooled connection to it.
+func (g *gathering) fromShards(shards []int, u unit) error {
+	return g.run(u, len(shards)-1, func(i int) ([]byte, error) { return g.pullShard(shards[i+1]) })
+}
+
+// fromTransaction is run inside the client's transaction block. The
 // coordinator's copies are made outside it, on a connection of its own: a
 // transaction that touched a temporary table cannot PREPARE for two-phase
 // commit. Every shard's rows, the coordinator shard's and the reference
@@ -121,7 +128,7 @@ func (g *gathering) run(shards []int, u unit) error {
 // it (joining the shards it has not reached), so the query sees the
 // transaction's writes, in its snapshot. A failure anywhere aborts the
 // transaction, as an error inside one does in Postgres.
-func (g *gathering) runInTransaction(shards []int, u unit) error {
+func (g *gathering) fromTransaction(shards []int, u unit) error {
 	c := g.c
 	sources := make([]*pool.Conn, len(shards))
 	starts := make([][]byte, len(shards))
@@ -133,32 +140,20 @@ func (g *gathering) runInTransaction(shards []int, u unit) error {
 		sources[i], starts[i] = sc, start
 	}
 	c.tx.state, c.tx.srvStatus, c.tx.pending = txActive, 'T', c.tx.pending[:0]
-	r := withSettings(c, g.cc, nil, appendMessage(nil, 'Q', append([]byte(g.setupSQL()), 0)))
-	ans := readAnswer(g.cc, r.bytes, r.synced)
-	if ans.err != nil {
-		c.abort()
-		return c.serverLost(ans.err)
+	return g.run(u, len(shards), func(i int) ([]byte, error) {
+		c.target.add(sources[i])
+		defer c.target.remove(sources[i])
+		return g.pullFrom(sources[i], starts[i], i == 0)
+	})
+}
+
+// lost answers the coordinator's or a source's connection failing; in a
+// transaction block the transaction is aborted first.
+func (g *gathering) lost(err error) error {
+	if g.inTx {
+		g.c.abort() // rolls back every branch; a broken one is closed
 	}
-	if ans.errMsg != nil {
-		return g.fail(ans.errMsg)
-	}
-	for i, sc := range sources {
-		c.target.add(sc)
-		errMsg, err := g.pullFrom(sc, starts[i], i == 0)
-		c.target.remove(sc)
-		if err != nil {
-			c.abort()
-			return c.serverLost(err)
-		}
-		if errMsg != nil {
-			return g.fail(errMsg)
-		}
-	}
-	lost, err := g.answer(u)
-	if err != nil || lost {
-		return err
-	}
-	return g.end()
+	return g.c.serverLost(err)
 }
 
 // pullFrom copies sc's rows of every pulled table into the coordinator's
@@ -338,13 +333,13 @@ func (g *gathering) answer(u unit) (lost bool, err error) {
 		return false, g.fail(appendError(nil, perr))
 	}
 	if _, err := g.cc.Write(req); err != nil {
-		return true, c.serverLost(err)
+		return true, g.lost(err)
 	}
 	src := &connRows{sc: g.cc}
 	desc, errMsg, err := src.head()
 	switch {
 	case err != nil:
-		return true, c.serverLost(err)
+		return true, g.lost(err)
 	case errMsg != nil:
 		return false, g.fail(errMsg)
 	}

@@ -175,27 +175,11 @@ func (sc *treeScan) scan(n *pg.Node, visible []string) {
 			if v.Schemaname != "" || !slices.Contains(visible, v.Relname) {
 				sc.refs = append(sc.refs, v)
 			}
-		case *pg.SelectStmt:
-			if v.WithClause != nil {
-				sc.scoped(&v.WithClause, &pg.Node{Node: &pg.Node_SelectStmt{SelectStmt: v}}, visible)
-				return false
-			}
-		case *pg.InsertStmt:
-			sc.writes = true
-			if v.WithClause != nil {
-				sc.scoped(&v.WithClause, &pg.Node{Node: &pg.Node_InsertStmt{InsertStmt: v}}, visible)
-				return false
-			}
-		case *pg.UpdateStmt:
-			sc.writes = true
-			if v.WithClause != nil {
-				sc.scoped(&v.WithClause, &pg.Node{Node: &pg.Node_UpdateStmt{UpdateStmt: v}}, visible)
-				return false
-			}
-		case *pg.DeleteStmt:
-			sc.writes = true
-			if v.WithClause != nil {
-				sc.scoped(&v.WithClause, &pg.Node{Node: &pg.Node_DeleteStmt{DeleteStmt: v}}, visible)
+		case *pg.SelectStmt, *pg.InsertStmt, *pg.UpdateStmt, *pg.DeleteStmt:
+			_, isSelect := v.(*pg.SelectStmt)
+			sc.writes = sc.writes || !isSelect
+			if with := withClause(v); *with != nil {
+				sc.scoped(with, statementNode(v), visible)
 				return false
 			}
 		case *pg.FuncCall:
@@ -205,6 +189,32 @@ func (sc *treeScan) scan(n *pg.Node, visible []string) {
 		}
 		return true
 	})
+}
+
+// withClause returns where a statement keeps its WITH clause.
+func withClause(stmt any) **pg.WithClause {
+	switch v := stmt.(type) {
+	case *pg.SelectStmt:
+		return &v.WithClause
+	case *pg.InsertStmt:
+		return &v.WithClause
+	case *pg.UpdateStmt:
+		return &v.WithClause
+	}
+	return &stmt.(*pg.DeleteStmt).WithClause
+}
+
+// statementNode wraps a SELECT, INSERT, UPDATE or DELETE as a node.
+func statementNode(stmt any) *pg.Node {
+	switch v := stmt.(type) {
+	case *pg.SelectStmt:
+		return &pg.Node{Node: &pg.Node_SelectStmt{SelectStmt: v}}
+	case *pg.InsertStmt:
+		return &pg.Node{Node: &pg.Node_InsertStmt{InsertStmt: v}}
+	case *pg.UpdateStmt:
+		return &pg.Node{Node: &pg.Node_UpdateStmt{UpdateStmt: v}}
+	}
+	return &pg.Node{Node: &pg.Node_DeleteStmt{DeleteStmt: stmt.(*pg.DeleteStmt)}}
 }
 
 // scoped scans stmt, whose WITH clause is *with: each CTE's body sees the
