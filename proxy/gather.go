@@ -41,12 +41,8 @@ var errPullTooLarge = &pgerr.Error{
 }
 
 func (c *client) gather(plan router.Plan, u unit) error {
-	spec, inTx := plan.Gather, c.inTransactionBlock()
-	if inTx {
-		if !c.canSpread() || spec.InTx == nil {
-			return c.refuse(errGatherInTransaction)
-		}
-		spec = spec.InTx
+	if c.inTransactionBlock() {
+		return c.refuse(errGatherInTransaction)
 	}
 	c.srv.metrics.ScatterQueries.Inc()
 	shards := plan.Shards.Slice()
@@ -56,12 +52,8 @@ func (c *client) gather(plan router.Plan, u unit) error {
 	}
 	began := time.Now()
 	c.target.add(cc)
-	g := &gathering{c: c, cc: cc, spec: spec, budget: c.gatherBudget(), inTx: inTx}
-	if inTx {
-		err = g.fromTransaction(shards, u)
-	} else {
-		err = g.fromShards(shards, u)
-	}
+	g := &gathering{c: c, cc: cc, spec: plan.Gather, budget: c.gatherBudget()}
+	err = g.run(shards, u)
 	c.target.remove(cc)
 	if !g.clean {
 		cc.MarkBroken()
@@ -80,27 +72,24 @@ type gathering struct {
 	buf    []byte
 	// clean: cc is between transactions and may go back to the pool.
 	clean bool
-	// inTx: the client's transaction block is open; the rows come from
-	// its connections to the shards, and a failure aborts it.
-	inTx bool
 }
 
-// run makes the coordinator's copies, fills them from n sources with
-// pull(i), answers the client and ends the coordinator's transaction. The
+// run pulls the rows, answers the client and ends the transaction. The
 // error it returns is the client's connection failing.
-func (g *gathering) run(u unit, n int, pull func(i int) ([]byte, error)) error {
-	r := withSettings(g.c, g.cc, nil, appendMessage(nil, 'Q', append([]byte(g.setupSQL()), 0)))
+func (g *gathering) run(shards []int, u unit) error {
+	c := g.c
+	r := withSettings(c, g.cc, nil, appendMessage(nil, 'Q', append([]byte(g.setupSQL()), 0)))
 	ans := readAnswer(g.cc, r.bytes, r.synced)
 	if ans.err != nil {
-		return g.lost(ans.err)
+		return c.serverLost(ans.err)
 	}
 	if ans.errMsg != nil {
 		return g.fail(ans.errMsg)
 	}
-	for i := range n {
-		errMsg, err := pull(i)
+	for _, shard := range shards[1:] {
+		errMsg, err := g.pullShard(shard)
 		if err != nil {
-			return g.lost(err)
+			return c.serverLost(err)
 		}
 		if errMsg != nil {
 			return g.fail(errMsg)
@@ -113,75 +102,14 @@ func (g *gathering) run(u unit, n int, pull func(i int) ([]byte, error)) error {
 	return g.end()
 }
 
-// fromShards is run outside a transaction block: the coordinator (the
-// first shard) fills its copies with its own rows, then each other shard's
-// are pulled on a pooled connection to it.
-func (g *gathering) fromShards(shards []int, u unit) error {
-	return g.run(u, len(shards)-1, func(i int) ([]byte, error) { return g.pullShard(shards[i+1]) })
-}
-
-// fromTransaction is run inside the client's transaction block. The
-// coordinator's copies are made outside it, on a connection of its own: a
-// transaction that touched a temporary table cannot PREPARE for two-phase
-// commit. Every shard's rows, the coordinator shard's and the reference
-// tables' included, are copied from the transaction's own connection to
-// it (joining the shards it has not reached), so the query sees the
-// transaction's writes, in its snapshot. A failure anywhere aborts the
-// transaction, as an error inside one does in Postgres.
-func (g *gathering) fromTransaction(shards []int, u unit) error {
-	c := g.c
-	sources := make([]*pool.Conn, len(shards))
-	starts := make([][]byte, len(shards))
-	for i, shard := range shards {
-		sc, start, err := c.branchOf(shard)
-		if err != nil {
-			return c.refuse(acquireError(err))
-		}
-		sources[i], starts[i] = sc, start
-	}
-	c.tx.state, c.tx.srvStatus, c.tx.pending = txActive, 'T', c.tx.pending[:0]
-	return g.run(u, len(shards), func(i int) ([]byte, error) {
-		c.target.add(sources[i])
-		defer c.target.remove(sources[i])
-		return g.pullFrom(sources[i], starts[i], i == 0)
-	})
-}
-
-// lost answers the coordinator's or a source's connection failing; in a
-// transaction block the transaction is aborted first.
-func (g *gathering) lost(err error) error {
-	if g.inTx {
-		g.c.abort() // rolls back every branch; a broken one is closed
-	}
-	return g.c.serverLost(err)
-}
-
-// pullFrom copies sc's rows of every pulled table into the coordinator's
-// copies, reference tables only from the first source; start opens the
-// transaction on sc where it is new.
-func (g *gathering) pullFrom(sc *pool.Conn, start []byte, first bool) ([]byte, error) {
-	for _, t := range g.spec.Tables {
-		if t.Reference && !first {
-			continue
-		}
-		if errMsg, err := g.pull(sc, t, start); err != nil || errMsg != nil {
-			return errMsg, err
-		}
-		start = nil
-	}
-	return nil, nil
-}
-
-// setupSQL opens the transaction and makes the coordinator's copies,
-// filled with its own rows unless they come from the client's transaction.
+// setupSQL opens the transaction and fills the coordinator's copies with
+// its own rows.
 func (g *gathering) setupSQL() string {
 	var b strings.Builder
 	b.WriteString("BEGIN")
 	for _, t := range g.spec.Tables {
-		fmt.Fprintf(&b, "; CREATE TEMPORARY TABLE pg_temp.%s (LIKE %s) ON COMMIT DROP", t.Temp, t.Table.QuotedName())
-		if !g.inTx {
-			fmt.Fprintf(&b, "; INSERT INTO pg_temp.%s %s", t.Temp, pulledRows(t))
-		}
+		fmt.Fprintf(&b, "; CREATE TEMPORARY TABLE pg_temp.%s (LIKE %s) ON COMMIT DROP; INSERT INTO pg_temp.%[1]s %[3]s",
+			t.Temp, t.Table.QuotedName(), pulledRows(t))
 	}
 	return b.String()
 }
@@ -194,13 +122,9 @@ func pulledRows(t router.PulledTable) string {
 	return "SELECT * FROM " + t.Table.QuotedName()
 }
 
-// fail answers the client with errMsg and rolls the coordinator back,
-// and the client's transaction, when the gather runs in one.
+// fail answers the client with errMsg and rolls the coordinator back.
 func (g *gathering) fail(errMsg []byte) error {
 	c := g.c
-	if g.inTx {
-		c.abort() // rolls back every branch; a broken one is closed
-	}
 	c.out = append(c.out, errMsg...)
 	c.out = appendReadyForQuery(c.out, c.status())
 	if err := c.flush(); err != nil {
@@ -232,7 +156,7 @@ func (g *gathering) pullShard(shard int) ([]byte, error) {
 		p.Release(sc)
 	}()
 	for _, t := range g.spec.Tables {
-		if errMsg, err := g.pull(sc, t, nil); err != nil || errMsg != nil {
+		if errMsg, err := g.pull(sc, t); err != nil || errMsg != nil {
 			return errMsg, err
 		}
 	}
@@ -241,12 +165,12 @@ func (g *gathering) pullShard(shard int) ([]byte, error) {
 
 // pull relays sc's rows of t into the coordinator's copy with COPY; sc is
 // marked broken when it is left mid-answer.
-func (g *gathering) pull(sc *pool.Conn, t router.PulledTable, txStart []byte) ([]byte, error) {
-	in := readCopyStart(g.cc, appendMessage(nil, 'Q', []byte("COPY pg_temp."+t.Temp+" FROM STDIN\x00")))
-	if in.err != nil || in.errMsg != nil {
-		return in.errMsg, in.err
+func (g *gathering) pull(sc *pool.Conn, t router.PulledTable) ([]byte, error) {
+	start := readCopyStart(g.cc, appendMessage(nil, 'Q', []byte("COPY pg_temp."+t.Temp+" FROM STDIN\x00")))
+	if start.err != nil || start.errMsg != nil {
+		return start.errMsg, start.err
 	}
-	srcErr, complete, err := g.relayCopy(sc, t, txStart)
+	srcErr, complete, err := g.relayCopy(sc, t)
 	if !complete {
 		sc.MarkBroken()
 	}
@@ -264,8 +188,8 @@ func (g *gathering) pull(sc *pool.Conn, t router.PulledTable, txStart []byte) ([
 // refusal (or the budget running out, or its connection failing), err
 // the coordinator's connection failing; complete says sc was read to
 // its ReadyForQuery.
-func (g *gathering) relayCopy(sc *pool.Conn, t router.PulledTable, start []byte) (srcErr []byte, complete bool, err error) {
-	r := withSettings(g.c, sc, start, appendMessage(nil, 'Q', []byte("COPY ("+pulledRows(t)+") TO STDOUT\x00")))
+func (g *gathering) relayCopy(sc *pool.Conn, t router.PulledTable) (srcErr []byte, complete bool, err error) {
+	r := withSettings(g.c, sc, nil, appendMessage(nil, 'Q', []byte("COPY ("+pulledRows(t)+") TO STDOUT\x00")))
 	if _, err := sc.Write(r.bytes); err != nil {
 		return g.lostSource(err), false, nil
 	}
@@ -333,39 +257,29 @@ func (g *gathering) answer(u unit) (lost bool, err error) {
 		return false, g.fail(appendError(nil, perr))
 	}
 	if _, err := g.cc.Write(req); err != nil {
-		return true, g.lost(err)
+		return true, c.serverLost(err)
 	}
 	src := &connRows{sc: g.cc}
 	desc, errMsg, err := src.head()
 	switch {
 	case err != nil:
-		return true, g.lost(err)
+		return true, c.serverLost(err)
 	case errMsg != nil:
 		return false, g.fail(errMsg)
 	}
 	if u.query != nil {
 		c.out, _ = desc.Encode(c.out)
 		err = c.relayRows(src)
-		g.abortOnError(src)
 		c.out = appendReadyForQuery(c.out, c.status())
 	} else {
 		c.answerBatch(func() { c.out, _ = desc.Encode(c.out) }, func(*prepared) bool {
 			err = c.relayRows(src)
-			g.abortOnError(src)
 			return err == nil && src.err == nil && src.lost == nil
 		})
 	}
 	// After a lost connection the client saw its error; the coordinator,
 	// mid-answer, is not reused.
 	return src.lost != nil, errors.Join(err, c.flush())
-}
-
-// abortOnError aborts the client's transaction when the query failed
-// midway inside it, as Postgres would.
-func (g *gathering) abortOnError(src *connRows) {
-	if g.inTx && (src.err != nil || src.lost != nil) {
-		g.c.abort()
-	}
 }
 
 // request is the client's query over the copies: a simple Query, or an

@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -76,7 +75,7 @@ func TestGatherRefusals(t *testing.T) {
 	}
 	execOK(t, conn, "BEGIN")
 	if _, err := conn.Exec(ctx, "SELECT id FROM g_r UNION SELECT v FROM g_r"); sqlState(err) != "0A000" {
-		t.Fatalf("gather in a transaction block without two_phase_commit: %v, want 0A000", err)
+		t.Fatalf("gather in a transaction block: %v, want 0A000", err)
 	}
 	execOK(t, conn, "ROLLBACK")
 }
@@ -114,89 +113,4 @@ func gatherTable(t *testing.T, dsn, table string, rows, mod int) *pgx.Conn {
 		execOK(t, conn, "INSERT INTO "+table+" (id, v) VALUES ($1, $2)", id, id%mod)
 	}
 	return conn
-}
-
-// TestGatherInTransaction: inside a transaction block (with
-// two_phase_commit) a gathered query reads through the transaction, so it
-// sees its writes on every shard and in reference tables, and the
-// transaction still commits in two phases (the copies live outside it); a
-// failing gather aborts the transaction, as an error does in Postgres.
-func TestGatherInTransaction(t *testing.T) {
-	ctx := t.Context()
-	dsn := proxyWith(t, func(c *topology.Config) {
-		c.Tables["g_x"] = topology.TableConfig{ShardKey: "id", KeyType: topology.KeyBigint}
-		c.ReferenceTables = append(c.ReferenceTables, "g_ref")
-		c.TwoPhaseCommit, c.DecisionLog = true, filepath.Join(t.TempDir(), "decisions.log")
-		c.Pool.Size = 3
-	})
-	conn := gatherTable(t, dsn, "g_x", 40, 7)
-	execOK(t, conn, "CREATE TABLE g_ref (v int PRIMARY KEY, label text)")
-	t.Cleanup(func() { conn.Exec(context.Background(), "DROP TABLE g_ref") })
-	execOK(t, conn, "INSERT INTO g_ref (v, label) VALUES (0, 'zero'), (1, 'one')")
-	distinct := func(q pgx.Tx) int {
-		var n int
-		if err := q.QueryRow(ctx, "SELECT count(DISTINCT v) FROM g_x").Scan(&n); err != nil {
-			t.Fatalf("gathered count in the transaction: %v", err)
-		}
-		return n
-	}
-
-	// The first round commits, the second rolls back.
-	for round, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeCacheStatement} {
-		c := dial(t, dsn, mode, nil)
-		tx, err := c.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n := distinct(tx); n != 7+2*round {
-			t.Fatalf("%s: before the writes: %d distinct, want %d", mode, n, 7+2*round)
-		}
-		// Two new values in four rows, which keyspace puts on both shards.
-		for _, id := range []int{1000, 1001, 1002, 1003} {
-			id += 100 * round
-			if _, err := tx.Exec(ctx, "INSERT INTO g_x (id, v) VALUES ($1, $2)", id, 100+10*round+id%2); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if _, err := tx.Exec(ctx, "INSERT INTO g_ref (v, label) VALUES ($1, 'hundred')", 100+10*round); err != nil {
-			t.Fatal(err)
-		}
-		if n := distinct(tx); n != 9+2*round {
-			t.Fatalf("%s: the gather does not see the transaction's writes: %d distinct, want %d", mode, n, 9+2*round)
-		}
-		var labels int
-		if err := tx.QueryRow(ctx, "SELECT count(DISTINCT r.label) FROM g_x x JOIN g_ref r ON r.v = x.v").Scan(&labels); err != nil || labels != 3 {
-			t.Fatalf("%s: gathered join with a reference table written in the transaction: %d, %v; want 3", mode, labels, err)
-		}
-		if mode == pgx.QueryExecModeSimpleProtocol {
-			if err := tx.Commit(ctx); err != nil {
-				t.Fatalf("commit after gathers: %v", err)
-			}
-		} else if err := tx.Rollback(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var n int
-	if err := conn.QueryRow(ctx, "SELECT count(*) FROM g_x WHERE id >= 1000").Scan(&n); err != nil || n != 4 {
-		t.Fatalf("committed rows: %d, %v; want 4 (the rolled-back transaction's not counted twice)", n, err)
-	}
-
-	// A failing gather aborts the transaction and rolls back its writes.
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, "INSERT INTO g_x (id, v) VALUES (2000, 5)"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, "SELECT 1 / (count(DISTINCT v) - count(DISTINCT v)) FROM g_x"); sqlState(err) != "22012" {
-		t.Fatalf("failing gather in a transaction: %v, want 22012", err)
-	}
-	if _, err := tx.Exec(ctx, "SELECT 1"); sqlState(err) != "25P02" {
-		t.Fatalf("after a failed gather: %v, want 25P02 (transaction aborted)", err)
-	}
-	tx.Rollback(ctx)
-	if err := conn.QueryRow(ctx, "SELECT count(*) FROM g_x WHERE id = 2000").Scan(&n); err != nil || n != 0 {
-		t.Fatalf("the aborted transaction's row: %d, %v; want 0", n, err)
-	}
 }

@@ -41,9 +41,7 @@ const runFirstSettings = "SET LOCAL extra_float_digits = 3; SET LOCAL DateStyle 
 
 func (c *client) runFirst(plan router.Plan, u unit) error {
 	if c.inTransactionBlock() {
-		// The subqueries would read outside the transaction, blind to
-		// its writes: its gather reads through it.
-		return c.gather(plan, u)
+		return c.refuse(errGatherInTransaction)
 	}
 	spec := plan.RunFirst
 	// Subqueries holding more than runFirstHeld leave the query to the

@@ -24,12 +24,6 @@ type GatherSpec struct {
 	// SQL is the client's query over the pulled tables; its parameters
 	// are the client's.
 	SQL string
-	// InTx is the gather inside a transaction block, where the copies are
-	// made from the transaction's own connections (so the query sees its
-	// writes) into a coordinator outside it: reference tables are copied
-	// too, the coordinator's own rows of them being outside it. It is the
-	// spec itself when the query reads none; nil when it cannot be one.
-	InTx *GatherSpec
 }
 
 // PulledTable is one sharded table a gathered query reads.
@@ -39,8 +33,6 @@ type PulledTable struct {
 	// Select is the query whose rows are copied, when the shards filter
 	// them first (pushdown.go); empty: all of the table's rows.
 	Select string
-	// Reference: a reference table (InTx only), copied from one shard.
-	Reference bool
 }
 
 // gatherPrefix starts the name of every temporary table a gather makes:
@@ -56,33 +48,14 @@ func gatherSpec(t *topology.Topology, clone *pg.Node, ts tableSet) *GatherSpec {
 	if ts.writes || ts.locks || len(ts.unlisted) > 0 || len(ts.sharded) == 0 || hasLocking(clone) {
 		return nil
 	}
-	var inTx *pg.Node
-	if len(ts.reference) > 0 {
-		inTx = proto.Clone(clone).(*pg.Node)
-	}
-	spec := pulledSpec(t, clone, false)
-	switch {
-	case spec == nil:
-	case inTx == nil:
-		spec.InTx = spec
-	default:
-		spec.InTx = pulledSpec(t, inTx, true)
-	}
-	return spec
-}
-
-// pulledSpec rewrites clone to read copies of its sharded tables, and of
-// its reference tables too with reference set.
-func pulledSpec(t *topology.Topology, clone *pg.Node, reference bool) *GatherSpec {
 	refs, _, _, _ := scanTree(clone)
-	var sharded []*pg.RangeVar // the tables copied
+	var sharded []*pg.RangeVar
 	uses := map[Relation]int{}
 	for _, r := range refs {
 		if strings.HasPrefix(r.Relname, gatherPrefix) {
 			return nil
 		}
-		_, ok := t.Tables[r.Relname]
-		if (ok || reference && t.Reference[r.Relname]) && !isSystemRelation(r) {
+		if _, ok := t.Tables[r.Relname]; ok && !t.Reference[r.Relname] && !isSystemRelation(r) {
 			sharded = append(sharded, r)
 			uses[Relation{Schema: r.Schemaname, Name: r.Relname}]++
 		}
@@ -103,7 +76,7 @@ func pulledSpec(t *topology.Topology, clone *pg.Node, reference bool) *GatherSpe
 				temp = gatherPrefix + rel.Schema + "_" + r.Relname
 			}
 			seen[rel] = temp
-			spec.Tables = append(spec.Tables, PulledTable{Table: rel, Temp: temp, Select: filteredSelect(r, filters[r]), Reference: t.Reference[r.Relname]})
+			spec.Tables = append(spec.Tables, PulledTable{Table: rel, Temp: temp, Select: filteredSelect(r, filters[r])})
 		}
 		if r.Alias == nil {
 			// Column references qualified by the table's name keep
