@@ -70,6 +70,9 @@ func (s *scope) mayOwn(qual string) bool {
 				// qualifier may be its.
 				found = found || v.GetAlias() == nil || v.GetAlias().GetAliasname() == qual
 				return false
+			case *pg.RangeTableFunc, *pg.RangeTableSample:
+				found = true // XMLTABLE, TABLESAMPLE: be safe, whatever their names
+				return false
 			case *pg.JoinExpr:
 				found = found || v.GetAlias().GetAliasname() == qual
 			case *pg.SubLink:
@@ -215,6 +218,17 @@ func (k *keyAnalysis) conditions(s *scope, n *pg.Node) {
 	}
 }
 
+// ties applies only the key = key equalities among AND-ed conditions.
+func (k *keyAnalysis) ties(s *scope, n *pg.Node) {
+	for _, c := range conjuncts(n, nil) {
+		if e := c.GetAExpr(); e != nil && e.Kind == pg.A_Expr_Kind_AEXPR_OP && lastName(e.Name) == "=" {
+			if lr, rr := k.column(s, e.Lexpr), k.column(s, e.Rexpr); lr != nil && rr != nil {
+				k.union(lr, rr)
+			}
+		}
+	}
+}
+
 func (k *keyAnalysis) equality(s *scope, l, r *pg.Node) {
 	lr, rr := k.column(s, l), k.column(s, r)
 	switch {
@@ -353,7 +367,13 @@ func (k *keyAnalysis) fromClause(s *scope, from []*pg.Node) {
 		case n.GetJoinExpr() != nil:
 			j := n.GetJoinExpr()
 			k.fromClause(s, []*pg.Node{j.Larg, j.Rarg})
-			k.conditions(s, j.Quals)
+			if j.Jointype == pg.JoinType_JOIN_INNER {
+				k.conditions(s, j.Quals)
+			} else {
+				// An outer join's ON filters no row of its kept side: its
+				// key equalities still co-locate, its values pin nothing.
+				k.ties(s, j.Quals)
+			}
 			k.sublinks(s, j.Quals)
 		case n.GetRangeSubselect() != nil:
 			sub := n.GetRangeSubselect()

@@ -154,8 +154,52 @@ func partitioned(sel *pg.SelectStmt, keys keyColumns) bool {
 		return false
 	case len(sel.DistinctClause) > 0 && !distinctByKey(sel, isKey):
 		return false
+	case !keys.k.keptSidesSharded(sel.FromClause):
+		return false
 	}
 	return derivedTables(sel.FromClause, keys) == ""
+}
+
+// keptSidesSharded reports whether every outer join of a FROM clause
+// keeps the rows of a sharded relation: a row kept from reference tables
+// alone would come NULL-extended from every shard that has no match.
+func (k *keyAnalysis) keptSidesSharded(from []*pg.Node) bool {
+	ok := true
+	for _, item := range from {
+		walk(item, func(m any) bool {
+			switch v := m.(type) {
+			case *pg.JoinExpr:
+				switch v.Jointype {
+				case pg.JoinType_JOIN_LEFT:
+					ok = ok && k.shardedRows(v.Larg)
+				case pg.JoinType_JOIN_RIGHT:
+					ok = ok && k.shardedRows(v.Rarg)
+				case pg.JoinType_JOIN_FULL:
+					ok = ok && k.shardedRows(v.Larg) && k.shardedRows(v.Rarg)
+				}
+			case *pg.RangeSubselect, *pg.SubLink:
+				return false // their own FROM is theirs to check
+			}
+			return ok
+		})
+	}
+	return ok
+}
+
+// shardedRows reports a FROM item that reads a sharded table (in a join
+// or a derived table), so each of its rows is one shard's.
+func (k *keyAnalysis) shardedRows(n *pg.Node) bool {
+	found := false
+	walk(n, func(m any) bool {
+		switch v := m.(type) {
+		case *pg.RangeVar:
+			found = found || k.sharded(v)
+		case *pg.SubLink:
+			return false
+		}
+		return !found
+	})
+	return found
 }
 
 func isSetOperation(sel *pg.SelectStmt) bool {
@@ -172,7 +216,7 @@ func groupedByKey(sel *pg.SelectStmt, isKey func(*pg.Node) bool) bool {
 		if g.GetGroupingSet() != nil {
 			return false // ROLLUP, CUBE and GROUPING SETS have groups without the key
 		}
-		found = found || isKey(g) || isKey(selectListItem(g, sel.TargetList))
+		found = found || isKey(g) || (g.GetAConst() != nil && isKey(selectListItem(g, sel.TargetList)))
 	}
 	return found
 }
@@ -184,16 +228,28 @@ func distinctByKey(sel *pg.SelectStmt, isKey func(*pg.Node) bool) bool {
 		return slices.ContainsFunc(sel.TargetList, func(t *pg.Node) bool { return isKey(t.GetResTarget().GetVal()) })
 	}
 	return slices.ContainsFunc(sel.DistinctClause, func(d *pg.Node) bool {
-		return isKey(d) || isKey(selectListItem(d, sel.TargetList))
+		if item := selectListItem(d, sel.TargetList); item.Node != nil {
+			return isKey(item)
+		}
+		return isKey(d)
 	})
 }
 
 // selectListItem is the select-list expression a position (GROUP BY 1)
-// names, or nil.
+// names, or an empty node.
 func selectListItem(n *pg.Node, targets []*pg.Node) *pg.Node {
 	if c := n.GetAConst(); c != nil && c.GetIval() != nil {
 		if pos := int(c.GetIval().Ival); pos >= 1 && pos <= len(targets) {
 			return targets[pos-1].GetResTarget().GetVal()
+		}
+	}
+	// DISTINCT ON, like ORDER BY, takes a bare name for the output column
+	// of that name first (GROUP BY does not: groupedByKey).
+	if q, col, ok := columnOf(n); ok && q == "" {
+		for _, t := range targets {
+			if rt := t.GetResTarget(); outputName(rt) == col {
+				return rt.GetVal()
+			}
 		}
 	}
 	return &pg.Node{}

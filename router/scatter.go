@@ -61,6 +61,9 @@ func scatterSpec(sel *pg.SelectStmt, keys keyColumns) *ScatterSpec {
 	if why := cteRefusal(sel, keys); why != "" {
 		return refuse(why)
 	}
+	if !keys.k.keptSidesSharded(sel.FromClause) {
+		return refuse("an outer join keeping rows of reference tables alone, across shards")
+	}
 	// Grouped by the shard key, every group is one shard's: the shards
 	// compute all of it (any aggregate, HAVING, expressions over them) and
 	// their rows are merged like plain rows.
