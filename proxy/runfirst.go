@@ -186,9 +186,8 @@ func (c *client) runSubquery(q router.RunFirstQuery, budget *atomic.Int64) (res 
 			}
 		}
 	}
-	if len(res.Values) == 0 && !q.Scalar {
-		return res, nil, nil // IN (no rows) is false, whatever the type
-	}
+	// Typed even when empty: = ANY('{}'::T[]) is false as IN (no rows)
+	// is, and keeps the tested expression, whose $n the client binds.
 	field := desc.Fields[0]
 	name, errMsg, err := c.typeName(shards[0], field.DataTypeOID, field.TypeModifier)
 	if err != nil || errMsg != nil {

@@ -238,3 +238,24 @@ func TestRunFirstManyValuesGathered(t *testing.T) {
 		t.Fatalf("count: %d, %v; want %d", got, err, n/2-1)
 	}
 }
+
+// TestRunFirstEmptyKeepsParameters: a subquery with no rows leaves the
+// tested expression in place, so the client's parameters in it are still
+// the query's (extended protocol).
+func TestRunFirstEmptyKeepsParameters(t *testing.T) {
+	ctx := t.Context()
+	dsn := proxyWith(t, func(c *topology.Config) {
+		c.Tables["rf_u"] = topology.TableConfig{ShardKey: "id", KeyType: topology.KeyBigint}
+		c.Tables["rf_f"] = topology.TableConfig{ShardKey: "uid", KeyType: topology.KeyBigint}
+	})
+	flat := runFirstTables(t, dsn)
+	conn := dial(t, dsn, pgx.QueryExecModeCacheStatement, nil)
+	q := "SELECT count(*) FROM rf_u WHERE id > $1 AND $2::text NOT IN (SELECT name FROM rf_u WHERE id < 0)"
+	var got, want int
+	if err := conn.QueryRow(ctx, q, 3, "x").Scan(&got); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	if err := flat.QueryRow(ctx, q, 3, "x").Scan(&want); err != nil || got != want || want == 0 {
+		t.Fatalf("%s: %d, want %d (%v)", q, got, want, err)
+	}
+}

@@ -440,7 +440,7 @@ func (s *RunFirstSpec) OuterSQL(results []RunFirstResult) string {
 			b.WriteString(")")
 		case q.Exists && r.Exists:
 			b.WriteString("true")
-		case q.Exists || len(r.Values) == 0:
+		case q.Exists || len(r.Values) == 0 && (r.Type == "" || strings.HasSuffix(r.Type, "]")):
 			// x IN (no rows) is false, for a NULL x too.
 			b.WriteString("false")
 		case strings.HasSuffix(r.Type, "]"):

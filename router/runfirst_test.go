@@ -178,6 +178,11 @@ func TestRunFirstOuterSQL(t *testing.T) {
 	if got := spec.OuterSQL(res); got != want {
 		t.Errorf("OuterSQL:\n got %s\nwant %s", got, want)
 	}
+	// No rows: still = ANY, so the tested expression and its $n stay.
+	empty := []RunFirstResult{{Type: "pg_catalog.int8"}, {Type: "pg_catalog.text"}, res[2]}
+	if got := spec.OuterSQL(empty); !strings.Contains(got, `((id) = ANY ('{}'::pg_catalog.int8[]))`) {
+		t.Errorf("OuterSQL of no rows: %s", got)
+	}
 	// An array of arrays would not read back: arrays go in as a list.
 	arrays := []RunFirstResult{{Type: "pg_catalog.int8[]", Values: [][]byte{[]byte("{1,2}")}}, res[1], res[2]}
 	if got := spec.OuterSQL(arrays); !strings.Contains(got, `((id) IN ('{1,2}'::pg_catalog.int8[]))`) {
@@ -193,7 +198,7 @@ func TestRunFirstOuterSQL(t *testing.T) {
 	}
 	res[0].Values, res[1].Values, res[2].Exists = nil, nil, false
 	got, _ := r.RouteRunFirst(spec, res, nil, nil)
-	if want := "SELECT * FROM users WHERE false AND NOT false AND false"; spec.OuterSQL(res) != want || got.Scatter == nil {
+	if want := "SELECT * FROM users WHERE ((id) = ANY ('{}'::pg_catalog.int8[])) AND NOT ((name) = ANY ('{}'::pg_catalog.text[])) AND false"; spec.OuterSQL(res) != want || got.Scatter == nil {
 		t.Errorf("empty results: %s, routed %s", spec.OuterSQL(res), got.Target)
 	}
 	if !strings.Contains(spec.Template(), "(id) IN (<values 1>)") || !strings.Contains(spec.Template(), "<exists 3>") {
