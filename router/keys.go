@@ -94,6 +94,10 @@ type keyAnalysis struct {
 	// relation standing for it (derivedKey); derivedKeys names its key.
 	derived     map[*pg.RangeSubselect]*pg.RangeVar
 	derivedKeys map[*pg.RangeVar]string
+	// guard is the level whose rows the subquery being analysed does not
+	// filter (it sits under NOT or OR, in a select list, ...): its
+	// conditions pin no relation of that level or above (pinIn).
+	guard *scope
 }
 
 type relInfo struct {
@@ -205,17 +209,32 @@ func (k *keyAnalysis) conditions(s *scope, n *pg.Node) {
 		case e.Kind == pg.A_Expr_Kind_AEXPR_IN && lastName(e.Name) == "=":
 			if r := k.column(s, e.Lexpr); r != nil {
 				if p, ok := listPin(e.Rexpr); ok {
-					k.pin(r, p)
+					k.pinIn(s, r, p)
 				}
 			}
 		case e.Kind == pg.A_Expr_Kind_AEXPR_OP_ANY && lastName(e.Name) == "=":
 			if r := k.column(s, e.Lexpr); r != nil {
 				if p, ok := arrayPin(e.Rexpr); ok {
-					k.pin(r, p)
+					k.pinIn(s, r, p)
 				}
 			}
 		}
 	}
+}
+
+// pinIn pins r by a condition of level s, unless r is of the guard's
+// level or above: WHERE NOT EXISTS (SELECT ... WHERE u.id = 5) keeps the
+// users of every shard.
+func (k *keyAnalysis) pinIn(s *scope, r *pg.RangeVar, p KeyPin) {
+	for sc := s; k.guard != nil; sc = sc.parent {
+		if sc == nil || sc == k.guard {
+			return
+		}
+		if slices.Contains(sc.rels, r) {
+			break
+		}
+	}
+	k.pin(r, p)
 }
 
 // ties applies only the key = key equalities among AND-ed conditions.
@@ -236,11 +255,11 @@ func (k *keyAnalysis) equality(s *scope, l, r *pg.Node) {
 		k.union(lr, rr)
 	case lr != nil:
 		if ref, ok := keyRefOf(r); ok {
-			k.pin(lr, KeyPin{Refs: []KeyRef{ref}})
+			k.pinIn(s, lr, KeyPin{Refs: []KeyRef{ref}})
 		}
 	case rr != nil:
 		if ref, ok := keyRefOf(l); ok {
-			k.pin(rr, KeyPin{Refs: []KeyRef{ref}})
+			k.pinIn(s, rr, KeyPin{Refs: []KeyRef{ref}})
 		}
 	}
 }
@@ -341,7 +360,7 @@ func (k *keyAnalysis) selectScope(sel *pg.SelectStmt, parent *scope) *scope {
 	s.from = sel.FromClause
 	k.fromClause(s, sel.FromClause)
 	k.conditions(s, sel.WhereClause)
-	k.sublinks(s, sel.WhereClause)
+	k.filterSublinks(s, sel.WhereClause)
 	k.sublinks(s, sel.HavingClause)
 	for _, t := range sel.TargetList {
 		k.sublinks(s, t)
@@ -369,12 +388,13 @@ func (k *keyAnalysis) fromClause(s *scope, from []*pg.Node) {
 			k.fromClause(s, []*pg.Node{j.Larg, j.Rarg})
 			if j.Jointype == pg.JoinType_JOIN_INNER {
 				k.conditions(s, j.Quals)
+				k.filterSublinks(s, j.Quals)
 			} else {
 				// An outer join's ON filters no row of its kept side: its
 				// key equalities still co-locate, its values pin nothing.
 				k.ties(s, j.Quals)
+				k.sublinks(s, j.Quals)
 			}
-			k.sublinks(s, j.Quals)
 		case n.GetRangeSubselect() != nil:
 			sub := n.GetRangeSubselect()
 			k.derivedKey(sub, k.selectScope(sub.Subquery.GetSelectStmt(), s), s)
@@ -407,11 +427,32 @@ func (k *keyAnalysis) sublinks(s *scope, n *pg.Node) {
 	}
 	walk(n, func(m any) bool {
 		if sl, ok := m.(*pg.SubLink); ok {
+			saved := k.guard
+			k.guard = s
 			k.nested(sl.Subselect, s)
+			k.guard = saved
 			return false
 		}
 		return true
 	})
+}
+
+// filterSublinks is sublinks for a filter (WHERE, an inner join's ON):
+// an EXISTS or IN subquery AND-ed into it filters s's rows, so its
+// conditions may pin them; any other subquery's may not.
+func (k *keyAnalysis) filterSublinks(s *scope, n *pg.Node) {
+	if b := n.GetBoolExpr(); b != nil && b.Boolop == pg.BoolExprType_AND_EXPR {
+		for _, arg := range b.Args {
+			k.filterSublinks(s, arg)
+		}
+		return
+	}
+	if sl := n.GetSubLink(); sl != nil && (sl.SubLinkType == pg.SubLinkType_EXISTS_SUBLINK || sl.SubLinkType == pg.SubLinkType_ANY_SUBLINK) {
+		k.sublinks(s, sl.Testexpr)
+		k.nested(sl.Subselect, s)
+		return
+	}
+	k.sublinks(s, n)
 }
 
 func (k *keyAnalysis) write(rel *pg.RangeVar, from []*pg.Node, where *pg.Node, parent *scope) *scope {
@@ -419,7 +460,7 @@ func (k *keyAnalysis) write(rel *pg.RangeVar, from []*pg.Node, where *pg.Node, p
 	s.from, s.target = from, rel
 	k.fromClause(s, from)
 	k.conditions(s, where)
-	k.sublinks(s, where)
+	k.filterSublinks(s, where)
 	return s
 }
 
