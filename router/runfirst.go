@@ -586,17 +586,18 @@ const unpartitionedRows = "a query whose FROM reads no sharded table, with shard
 // among them.
 func rowsPartitioned(t *topology.Topology, root *pg.Node) bool {
 	sel := root.GetSelectStmt()
-	if sel == nil || !plainSelect(sel) {
+	if sel == nil || isSetOperation(sel) {
 		return true // refused across shards on their own terms
 	}
 	found := false
 	ctes := map[string]*pg.SelectStmt{}
 	var from func(items []*pg.Node)
 	selectFrom := func(s *pg.SelectStmt) {
-		if s == nil || !plainSelect(s) {
+		if s == nil || isSetOperation(s) {
 			found = true // refused or gathered on its own terms
 			return
 		}
+		// VALUES reads no table: its rows are every shard's.
 		for _, c := range s.GetWithClause().GetCtes() {
 			cte := c.GetCommonTableExpr()
 			ctes[cte.Ctename] = cte.GetCtequery().GetSelectStmt()
