@@ -26,9 +26,6 @@ var errRunFirstTooLarge = &pgerr.Error{
 	Hint:    "shardgate runs such subqueries first and puts their results into the query: narrow them, or raise max_intermediate_result_size.",
 }
 
-// runFirstSettings make the values' text exact and readable back under
-// any of the client's settings (ISO dates and intervals, all float
-// digits); SET LOCAL ends with the implicit transaction of the query.
 // runFirstHeld is the memory (heldRowCost) a run-first's subqueries may
 // hold: some 30 MB for the 1 MiB of values text MaxRunFirstValues allows.
 const runFirstHeld = 32 << 20
@@ -37,7 +34,12 @@ const runFirstHeld = 32 << 20
 // longer than MaxRunFirstValues; gathering is cheaper.
 var errValuesTooLong = errors.New("shardgate: a run-first's values exceed MaxRunFirstValues")
 
-const runFirstSettings = "SET LOCAL extra_float_digits = 3; SET LOCAL DateStyle = ISO; SET LOCAL IntervalStyle = iso_8601; SET LOCAL bytea_output = hex; "
+// runFirstSettings makes floats' text exact, every digit, so the values
+// read back as themselves; SET LOCAL ends with the query's implicit
+// transaction. The other settings stay the client's: the subquery
+// computes under them as it would in place (a date cast to text), and the
+// query reads the values back under them (withSettings).
+const runFirstSettings = "SET LOCAL extra_float_digits = 3; "
 
 func (c *client) runFirst(plan router.Plan, u unit) error {
 	if c.inTransactionBlock() {

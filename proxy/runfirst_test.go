@@ -84,6 +84,10 @@ var runFirstQueries = []string{
 	"SELECT count(*) FROM rf_u WHERE id IS DISTINCT FROM (SELECT fid FROM rf_f WHERE uid = -1)",
 	"SELECT id FROM rf_u WHERE id IN (SELECT fid FROM rf_f WHERE fid IS NOT NULL ORDER BY fid DESC LIMIT 4) ORDER BY id",
 	"SELECT id FROM rf_u WHERE id IN (SELECT count(*) FROM rf_f GROUP BY uid) ORDER BY id",
+	// Dates and intervals go in as the client's settings print them and
+	// are read back under the same settings.
+	"SELECT count(*) FROM rf_u WHERE timestamptz '2024-01-01 00:00:00+00' + id * interval '1 day' IN (SELECT timestamptz '2024-01-01 00:00:00+00' + fid * interval '1 day' FROM rf_f)",
+	"SELECT count(*) FROM rf_u WHERE id * interval '1 hour 2 min' IN (SELECT fid * interval '1 hour 2 min' FROM rf_f)",
 	// A scalar of several rows: Postgres raises 21000 when it evaluates
 	// it, and only then (which depends on its plan: an index scan on id
 	// evaluates it first thing), so the proxy leaves it to the gather.

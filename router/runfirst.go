@@ -440,12 +440,10 @@ func (s *RunFirstSpec) OuterSQL(results []RunFirstResult) string {
 			b.WriteString(")")
 		case q.Exists && r.Exists:
 			b.WriteString("true")
-		case q.Exists || len(r.Values) == 0 && (r.Type == "" || strings.HasSuffix(r.Type, "]")):
+		case q.Exists || len(r.Values) == 0 && (r.Type == "" || asList(r.Type)):
 			// x IN (no rows) is false, for a NULL x too.
 			b.WriteString("false")
-		case strings.HasSuffix(r.Type, "]"):
-			// T[][] is T[] to Postgres: an array of arrays would not read
-			// back as one, so arrays go in as a list.
+		case asList(r.Type):
 			b.WriteString("((")
 			b.WriteString(q.test)
 			b.WriteString(") IN (")
@@ -491,6 +489,13 @@ func (s *RunFirstSpec) Template() string {
 	}
 	b.WriteString(s.parts[len(s.parts)-1])
 	return b.String()
+}
+
+// asList reports a type whose values go in as a list, not an array: T[][]
+// is T[] to Postgres, so an array of arrays would not read back as one,
+// and the elements of a box array are delimited by ; not ,.
+func asList(typ string) bool {
+	return strings.HasSuffix(typ, "]") || strings.HasSuffix(typ, "box")
 }
 
 // arrayText is values as an array's text form: each element quoted, with

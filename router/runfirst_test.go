@@ -183,6 +183,11 @@ func TestRunFirstOuterSQL(t *testing.T) {
 	if got := spec.OuterSQL(empty); !strings.Contains(got, `((id) = ANY ('{}'::pg_catalog.int8[]))`) {
 		t.Errorf("OuterSQL of no rows: %s", got)
 	}
+	// Box arrays are delimited by ;: boxes go in as a list.
+	boxes := []RunFirstResult{{Type: "pg_catalog.box", Values: [][]byte{[]byte("(1,1),(0,0)")}}, res[1], res[2]}
+	if got := spec.OuterSQL(boxes); !strings.Contains(got, `((id) IN ('(1,1),(0,0)'::pg_catalog.box))`) {
+		t.Errorf("OuterSQL of boxes: %s", got)
+	}
 	// An array of arrays would not read back: arrays go in as a list.
 	arrays := []RunFirstResult{{Type: "pg_catalog.int8[]", Values: [][]byte{[]byte("{1,2}")}}, res[1], res[2]}
 	if got := spec.OuterSQL(arrays); !strings.Contains(got, `((id) IN ('{1,2}'::pg_catalog.int8[]))`) {
