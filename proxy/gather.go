@@ -25,9 +25,10 @@ import (
 // message at a time, so a gather of any size costs it little memory; the
 // bytes relayed are bounded by max_intermediate_result_size.
 
-// pullFlush is how much COPY data the proxy batches per write to the
-// coordinator.
-const pullFlush = 64 << 10
+// writeBatch is how many bytes of many small messages the proxy batches
+// per write: COPY data relayed to a gather's coordinator, rows of a merged
+// answer to the client.
+const writeBatch = 64 << 10
 
 var errGatherInTransaction = &pgerr.Error{
 	Code:    pgerr.CodeFeatureNotSupported,
@@ -210,7 +211,7 @@ func (g *gathering) relayCopy(sc *pool.Conn, t router.PulledTable) (srcErr []byt
 				return appendError(nil, errPullTooLarge), false, nil
 			}
 			g.buf = appendMessage(g.buf, 'd', body)
-			if len(g.buf) >= pullFlush {
+			if len(g.buf) >= writeBatch {
 				if _, err := g.cc.Write(g.buf); err != nil {
 					return nil, false, err
 				}

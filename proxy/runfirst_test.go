@@ -56,6 +56,12 @@ func runFirstTables(t *testing.T, dsn string) *pgx.Conn {
 	return flat
 }
 
+// shardRunFirstTables shards runFirstTables' tables: rf_u by id, rf_f by uid.
+func shardRunFirstTables(c *topology.Config) {
+	c.Tables["rf_u"] = topology.TableConfig{ShardKey: "id", KeyType: topology.KeyBigint}
+	c.Tables["rf_f"] = topology.TableConfig{ShardKey: "uid", KeyType: topology.KeyBigint}
+}
+
 // runFirstQueries are answered by running their subqueries first.
 var runFirstQueries = []string{
 	"SELECT id, name FROM rf_u WHERE id IN (SELECT fid FROM rf_f WHERE uid = 3) ORDER BY id",
@@ -102,10 +108,7 @@ var runFirstQueries = []string{
 // extended protocols (binary results too).
 func TestRunFirstMatchesOnePostgres(t *testing.T) {
 	ctx := t.Context()
-	dsn := proxyWith(t, func(c *topology.Config) {
-		c.Tables["rf_u"] = topology.TableConfig{ShardKey: "id", KeyType: topology.KeyBigint}
-		c.Tables["rf_f"] = topology.TableConfig{ShardKey: "uid", KeyType: topology.KeyBigint}
-	})
+	dsn := proxyWith(t, shardRunFirstTables)
 	flat := runFirstTables(t, dsn)
 	execOK(t, flat, "SET extra_float_digits = 0")
 	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec, pgx.QueryExecModeCacheStatement} {
@@ -157,8 +160,7 @@ func TestRunFirstMatchesOnePostgres(t *testing.T) {
 func TestRunFirstRefusals(t *testing.T) {
 	ctx := t.Context()
 	dsn := proxyWith(t, func(c *topology.Config) {
-		c.Tables["rf_u"] = topology.TableConfig{ShardKey: "id", KeyType: topology.KeyBigint}
-		c.Tables["rf_f"] = topology.TableConfig{ShardKey: "uid", KeyType: topology.KeyBigint}
+		shardRunFirstTables(c)
 		// A run-first of a few values fits (about 330 bytes a held
 		// row, heldRowCost); a gather copying rf_u and rf_f (over 5 KB
 		// from the other shards) or a run-first of all of rf_f's 60
@@ -248,10 +250,7 @@ func TestRunFirstManyValuesGathered(t *testing.T) {
 // the query's (extended protocol).
 func TestRunFirstEmptyKeepsParameters(t *testing.T) {
 	ctx := t.Context()
-	dsn := proxyWith(t, func(c *topology.Config) {
-		c.Tables["rf_u"] = topology.TableConfig{ShardKey: "id", KeyType: topology.KeyBigint}
-		c.Tables["rf_f"] = topology.TableConfig{ShardKey: "uid", KeyType: topology.KeyBigint}
-	})
+	dsn := proxyWith(t, shardRunFirstTables)
 	flat := runFirstTables(t, dsn)
 	conn := dial(t, dsn, pgx.QueryExecModeCacheStatement, nil)
 	q := "SELECT count(*) FROM rf_u WHERE id > $1 AND $2::text NOT IN (SELECT name FROM rf_u WHERE id < 0)"

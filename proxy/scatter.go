@@ -409,13 +409,13 @@ func describe(shard *pgproto3.RowDescription, res merge.Result) *pgproto3.RowDes
 }
 
 // appendRows writes DataRows and the SELECT command tag, handing them to
-// the client every pullFlush bytes: a merged result is held once, as rows,
+// the client every writeBatch bytes: a merged result is held once, as rows,
 // not a second time as the bytes of its answer.
 func (c *client) appendRows(rows []merge.Row) error {
 	for _, r := range rows {
 		dr := pgproto3.DataRow{Values: r}
 		c.out, _ = dr.Encode(c.out)
-		if len(c.out) >= pullFlush {
+		if len(c.out) >= writeBatch {
 			if err := c.flush(); err != nil {
 				return err
 			}
